@@ -1,0 +1,57 @@
+// Error type and the TRY helper every layer returns through (std::expected, C++23).
+#pragma once
+
+#include <cerrno>
+#include <cstring>
+#include <expected>
+#include <string>
+#include <utility>
+
+#include <fmt/format.h>
+
+namespace kestrel {
+
+// One error: a sentence for the user plus the errno it came from (0 when none).
+struct Error {
+    std::string message;
+    int sys_errno = 0;
+
+    std::string what() const {
+        if (sys_errno == 0) return message;
+        return fmt::format("{}: {}", message, std::strerror(sys_errno));
+    }
+};
+
+template <class T>
+using Result = std::expected<T, Error>;
+
+template <class... Args>
+std::unexpected<Error> fail(fmt::format_string<Args...> f, Args&&... args) {
+    return std::unexpected(Error{fmt::format(f, std::forward<Args>(args)...), 0});
+}
+
+// Captures errno at the call site.
+template <class... Args>
+std::unexpected<Error> fail_errno(fmt::format_string<Args...> f, Args&&... args) {
+    int e = errno;
+    return std::unexpected(Error{fmt::format(f, std::forward<Args>(args)...), e});
+}
+
+// Prefixes context onto an error coming up from below.
+inline Error context(Error e, std::string_view what) {
+    e.message = fmt::format("{}: {}", what, e.message);
+    return e;
+}
+
+}  // namespace kestrel
+
+// TRY(expr): evaluates a Result; returns its error from the enclosing function,
+// otherwise yields the value (GNU statement expression, supported by g++ and clang).
+#define KESTREL_TRY(expr)                                              \
+    ({                                                                 \
+        auto&& kestrel_try_r_ = (expr);                                \
+        if (!kestrel_try_r_) [[unlikely]]                              \
+            return std::unexpected(std::move(kestrel_try_r_).error()); \
+        std::move(kestrel_try_r_).value();                             \
+    })
+#define TRY(expr) KESTREL_TRY(expr)

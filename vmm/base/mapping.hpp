@@ -1,0 +1,59 @@
+// Mapping: sole owner of one mmap()ed range, unmapped on destruction.
+#pragma once
+
+#include <sys/mman.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <utility>
+
+#include "vmm/base/error.hpp"
+
+namespace kestrel {
+
+class Mapping {
+public:
+    Mapping() = default;
+    Mapping(const Mapping&) = delete;
+    Mapping& operator=(const Mapping&) = delete;
+    Mapping(Mapping&& o) noexcept
+        : addr_(std::exchange(o.addr_, nullptr)), size_(std::exchange(o.size_, 0)) {}
+    Mapping& operator=(Mapping&& o) noexcept {
+        if (this != &o) {
+            reset();
+            addr_ = std::exchange(o.addr_, nullptr);
+            size_ = std::exchange(o.size_, 0);
+        }
+        return *this;
+    }
+    ~Mapping() { reset(); }
+
+    // Anonymous private memory, not reserved against swap (guest RAM is touched lazily).
+    static Result<Mapping> anonymous(size_t size) {
+        void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE,
+                         MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        if (p == MAP_FAILED) return fail_errno("mmap of {} bytes", size);
+        return Mapping(static_cast<uint8_t*>(p), size);
+    }
+    // A shared mapping of an fd (e.g. a vCPU's kvm_run area).
+    static Result<Mapping> of_fd(int fd, size_t size, int prot = PROT_READ | PROT_WRITE) {
+        void* p = ::mmap(nullptr, size, prot, MAP_SHARED, fd, 0);
+        if (p == MAP_FAILED) return fail_errno("mmap of fd {} ({} bytes)", fd, size);
+        return Mapping(static_cast<uint8_t*>(p), size);
+    }
+
+    uint8_t* data() const { return addr_; }
+    size_t size() const { return size_; }
+
+private:
+    Mapping(uint8_t* a, size_t s) : addr_(a), size_(s) {}
+    void reset() {
+        if (addr_) ::munmap(addr_, size_);
+        addr_ = nullptr;
+        size_ = 0;
+    }
+    uint8_t* addr_ = nullptr;
+    size_t size_ = 0;
+};
+
+}  // namespace kestrel
