@@ -8,8 +8,8 @@
 namespace kestrel::x86 {
 
 // Low memory (below 1 MiB) used by the VMM for boot structures.
-inline constexpr uint64_t kGdtAddr = 0x500;         // 4 descriptors
-inline constexpr uint64_t kIdtAddr = 0x520;         // empty IDT (limit 0)
+inline constexpr uint64_t kGdtAddr = 0x500;         // 5 descriptors (0x500..0x527)
+inline constexpr uint64_t kIdtAddr = 0x540;         // empty IDT (limit 0)
 inline constexpr uint64_t kPvhStartInfo = 0x6000;   // hvm_start_info + memmap (PVH)
 inline constexpr uint64_t kZeroPage = 0x7000;       // Linux boot_params
 inline constexpr uint64_t kBootStack = 0x8ff0;      // initial RSP/ESP
