@@ -1,0 +1,47 @@
+# Sourced by the nested cases (tests/nested/cases/*.sh), inside L1. Cases are small: source
+# this, call boot_guest with kestrel's options, and declare the host-side expectations as
+# `#@` lines (see tests/nested/README.md). Env from the L1 init: NESTED_CASE (case name),
+# NESTED_INTERACTIVE=1 when the console is the user's terminal (tools/demo.sh).
+KESTREL=${KESTREL:-/nested/bin/kestrel}
+L2=/l2
+
+# boot_guest [--timeout S] [--append "WORDS"] KESTREL-RUN-OPTIONS...
+# Runs `kestrel run OPTIONS --cmdline "console=ttyS0 reboot=k panic=-1 kestrel.token=<unique> WORDS"`
+# with the guest console on the L1 console, and prints:
+#   NESTED-CMDLINE <the exact command line given>
+#   NESTED-KESTREL-EXIT rc=<n> seconds=<kestrel run time> to_init_seconds=<kestrel start to the
+#     guest's KESTREL-GUEST-INIT line reaching L1, or -1> (all L1 clock)
+# Returns kestrel's exit code.
+boot_guest() {
+  local limit=240 append="" token t0 t1 tinit rc cmdline
+  while :; do
+    case $1 in
+      --timeout) limit=$2; shift 2 ;;
+      --append) append=$2; shift 2 ;;
+      *) break ;;
+    esac
+  done
+  token="kestrel.token=${NESTED_CASE:-case}-$(head -c 4 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+  cmdline="console=ttyS0 reboot=k panic=-1 $token${append:+ $append}"
+  echo "NESTED-CMDLINE $cmdline"
+  echo "NESTED-KESTREL-RUN $KESTREL run $* --cmdline \"$cmdline\""
+  rm -f /tmp/kestrel.rc /tmp/kestrel.t_init
+  read -r t0 _ < /proc/uptime
+  if [ "${NESTED_INTERACTIVE:-0}" = 1 ]; then
+    timeout -s KILL "$limit" "$KESTREL" run "$@" --cmdline "$cmdline"
+    echo $? > /tmp/kestrel.rc
+  else
+    # awk stamps the first KESTREL-GUEST-INIT line with L1's uptime as it passes through.
+    { timeout -s KILL "$limit" "$KESTREL" run "$@" --cmdline "$cmdline" < /dev/null 2>&1
+      echo $? > /tmp/kestrel.rc; } |
+      awk '{ print; fflush() }
+           /KESTREL-GUEST-INIT/ && !seen { seen = 1; system("cat /proc/uptime > /tmp/kestrel.t_init") }'
+  fi
+  read -r t1 _ < /proc/uptime
+  rc=$(cat /tmp/kestrel.rc 2>/dev/null || echo 255)
+  tinit=-1
+  [ -s /tmp/kestrel.t_init ] && read -r tinit _ < /tmp/kestrel.t_init &&
+    tinit=$(awk "BEGIN { printf \"%.2f\", $tinit - $t0 }")
+  echo "NESTED-KESTREL-EXIT rc=$rc seconds=$(awk "BEGIN { printf \"%.2f\", $t1 - $t0 }") to_init_seconds=$tinit"
+  return "$rc"
+}

@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Builds the L1 initramfs for the nested test host: busybox-static, the KVM modules of the
+# fetched Debian kernel (irqbypass, kvm, ccp if present, kvm_amd, tun), kestrel with its shared
+# libraries and dynamic loader, the L2 artefacts under /l2 (vmlinuz, vmlinux, initrd.cpio.gz)
+# and the case scripts under /nested/cases. /init is tools/nested/l1-init.sh.
+#
+# usage: build-l1.sh OUT.cpio[.gz] [--kestrel PATH | --no-kestrel] [--cases "NAME|PATH ..."]
+#                    [--guest-initrd FILE] [--guest-modules LIST] [--extra DIR]
+#   --kestrel       kestrel binary (default build/vmm/kestrel)
+#   --cases         case names (tests/nested/cases/NAME.sh) or script paths, run in this order
+#                   (default: every tests/nested/cases/*.sh, sorted)
+#   --guest-initrd  L2 initramfs to use (default: built with build-guest-initramfs.sh)
+#   --guest-modules modules for that default L2 initramfs
+#   --extra         directory copied over the L1 root last
+set -euo pipefail
+here=$(dirname "$0")
+source "$here/lib.sh"
+
+[[ $# -ge 1 && $1 != -* ]] || nested_die "usage: build-l1.sh OUT.cpio[.gz] [--kestrel PATH|--no-kestrel] [--cases LIST] [--guest-initrd FILE] [--guest-modules LIST] [--extra DIR]"
+out=$1; shift
+kestrel=$nested_root/build/vmm/kestrel cases="" guest_initrd="" guest_modules="" extra=""
+while [[ $# -gt 0 ]]; do
+  case $1 in
+    --kestrel) kestrel=$2; shift 2 ;;
+    --no-kestrel) kestrel=""; shift ;;
+    --cases) cases=$2; shift 2 ;;
+    --guest-initrd) guest_initrd=$2; shift 2 ;;
+    --guest-modules) guest_modules=$2; shift 2 ;;
+    --extra) extra=$2; shift 2 ;;
+    *) nested_die "unknown option $1" ;;
+  esac
+done
+nested_need_kernel
+if [[ -n $kestrel ]]; then
+  [[ -x $kestrel ]] || nested_die "no kestrel binary at $kestrel (build it: ninja -C build)"
+fi
+
+root=$(mktemp -d); trap 'rm -rf "$root"' EXIT
+nested_busybox_root "$root"
+install -m 0755 "$here/l1-init.sh" "$root/init"
+nested_add_modules "$root" "virt/lib/irqbypass.ko arch/x86/kvm/kvm.ko drivers/crypto/ccp/ccp.ko? arch/x86/kvm/kvm-amd.ko drivers/net/tun.ko"
+
+mkdir -p "$root/nested/bin" "$root/nested/cases" "$root/l2"
+if [[ -n $kestrel ]]; then
+  install -m 0755 "$kestrel" "$root/nested/bin/kestrel"
+  # Shared libraries at their host paths, so the binary's own PT_INTERP and search path work.
+  ldd "$kestrel" | awk '/=> \//{ print $3 } /^\s*\/.*\(0x/{ print $1 }' | while read -r lib; do
+    mkdir -p "$root$(dirname "$lib")"
+    cp -L "$lib" "$root$lib"
+  done
+  interp=$(readelf -l "$kestrel" | sed -n 's/.*Requesting program interpreter: \(.*\)\]/\1/p')
+  if [[ -n $interp && ! -e $root$interp ]]; then
+    mkdir -p "$root$(dirname "$interp")"; cp -L "$interp" "$root$interp"
+  fi
+fi
+
+if [[ -z $cases ]]; then
+  cases=$(cd "$nested_root/tests/nested/cases" && ls -- *.sh 2>/dev/null | LC_ALL=C sort | sed 's/\.sh$//' | tr '\n' ' ')
+fi
+: > "$root/nested/cases.list"
+for c in $cases; do
+  if [[ $c == */* ]]; then src=$c; else src=$nested_root/tests/nested/cases/$c.sh; fi
+  [[ -f $src ]] || nested_die "no case script $src"
+  name=$(basename "$src" .sh)
+  install -m 0755 "$src" "$root/nested/cases/$name.sh"
+  echo "$name" >> "$root/nested/cases.list"
+done
+install -m 0644 "$nested_root/tests/nested/case-lib.sh" "$root/nested/case-lib.sh"
+
+cp "$nested_kernel/vmlinuz" "$root/l2/vmlinuz"
+cp "$nested_kernel/vmlinux" "$root/l2/vmlinux"
+if [[ -n $guest_initrd ]]; then
+  cp "$guest_initrd" "$root/l2/initrd.cpio.gz"
+else
+  "$here/build-guest-initramfs.sh" "$root/l2/initrd.cpio.gz" ${guest_modules:+--modules "$guest_modules"} >/dev/null
+fi
+[[ -z $extra ]] || cp -a "$extra/." "$root/"
+
+mkdir -p "$(dirname "$out")"
+nested_pack "$root" "$out"
+echo "build-l1: $out ($(( $(stat -c %s "$out") / 1048576 )) MiB; kestrel: ${kestrel:-none}; cases: $(tr '\n' ' ' < "$root/nested/cases.list"))"

@@ -1,0 +1,82 @@
+#!/bin/sh
+# /init of the L1 (nested test host): a Debian cloud kernel under QEMU TCG with an emulated
+# AMD SVM CPU. Loads kvm/kvm_amd/tun, checks /dev/kvm, runs every case in /nested/cases.list
+# with a per-case watchdog, then powers off. The host (tools/nested/run-tests) reads the
+# serial log; every line it relies on starts with NESTED-:
+#   NESTED-L1-UP uptime=<s> / NESTED-L1-READY kvm=ok / NESTED-L1-FAIL <reason> / NESTED-L1-DONE
+#   NESTED-CASE-BEGIN <name> timeout=<s>
+#   ... case output (L1-DMESG: lines = L1 kernel messages logged during the case) ...
+#   NESTED-CASE-END <name> rc=<n> seconds=<s> [timed-out]
+# L1 kernel command line: kestrel.l1=interactive runs the cases with the console as their
+# stdin in raw mode (tools/demo.sh); the default runs them with stdin from /dev/null.
+export PATH=/nested/bin:/bin:/sbin:/usr/bin:/usr/sbin
+mount -t devtmpfs devtmpfs /dev 2>/dev/null
+exec </dev/console >/dev/console 2>&1
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mkdir -p /dev/pts /dev/shm /tmp
+mount -t devpts devpts /dev/pts 2>/dev/null
+mount -t tmpfs tmpfs /tmp
+read -r up _ < /proc/uptime
+echo "NESTED-L1-UP uptime=$up kernel=$(uname -r) cpus=$(grep -c '^processor' /proc/cpuinfo)"
+
+finish() {
+  sync
+  poweroff -f
+  sleep 10
+}
+fail() {
+  echo "NESTED-L1-FAIL $*"
+  dmesg | tail -n 40 | sed 's/^/L1-DMESG: /'
+  finish
+}
+
+grep -qw svm /proc/cpuinfo || fail "L1 CPU has no svm flag (QEMU needs -cpu EPYC,+svm)"
+while read -r m; do
+  insmod "/lib/modules/$m" || echo "NESTED-L1-MODULE-FAILED $m"
+done < /etc/kestrel/modules
+[ -c /dev/kvm ] || fail "/dev/kvm missing after loading kvm_amd"
+dmesg | grep -iE 'kvm|svm' | sed 's/^/L1-DMESG: /'
+echo "NESTED-L1-READY kvm=ok"
+
+mode=tests
+for word in $(cat /proc/cmdline); do
+  case $word in kestrel.l1=*) mode=${word#kestrel.l1=} ;; esac
+done
+if [ "$mode" = interactive ]; then
+  # Raw, no echo: each keystroke goes to the L2 console unchanged (Ctrl-C included) and is
+  # echoed once, by the guest's own tty.
+  stty raw -echo
+fi
+
+dmesg -n 1           # keep L1 printk off the console mid-line; it is dumped per case instead
+dmesg -c > /dev/null
+for name in $(cat /nested/cases.list); do
+  script=/nested/cases/$name.sh
+  limit=$(sed -n 's/^#@ *timeout  *\([0-9][0-9]*\).*/\1/p' "$script" | head -n 1)
+  limit=${limit:-300}
+  echo "NESTED-CASE-BEGIN $name timeout=$limit"
+  read -r t0 _ < /proc/uptime
+  rm -f /tmp/case-timed-out
+  # Own session = own process group, so the watchdog takes kestrel down with the script.
+  if [ "$mode" = interactive ]; then
+    NESTED_CASE=$name NESTED_INTERACTIVE=1 setsid sh "$script" < /dev/console &
+  else
+    NESTED_CASE=$name setsid sh "$script" < /dev/null &
+  fi
+  pid=$!
+  ( sleep "$limit"; : > /tmp/case-timed-out; kill -KILL -"$pid" ) &
+  watchdog=$!
+  wait "$pid"
+  rc=$?
+  kill "$watchdog" 2>/dev/null
+  [ "$mode" = interactive ] && stty raw -echo
+  read -r t1 _ < /proc/uptime
+  dmesg -c | sed 's/^/L1-DMESG: /'
+  extra=""
+  [ -e /tmp/case-timed-out ] && extra=" timed-out"
+  echo "NESTED-CASE-END $name rc=$rc seconds=$(awk "BEGIN { printf \"%.2f\", $t1 - $t0 }")$extra"
+done
+[ "$mode" = interactive ] && stty sane
+echo "NESTED-L1-DONE"
+finish

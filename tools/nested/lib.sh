@@ -1,0 +1,60 @@
+# Shared by the tools/nested/ scripts (sourced, not run): where things live and how a
+# busybox initramfs is assembled. Host side only.
+nested_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+nested_art=${KESTREL_ARTIFACTS:-$nested_root/.cache/artifacts}
+nested_kernel=$nested_art/kernel
+nested_out=${KESTREL_NESTED_OUT:-$nested_root/.cache/nested}
+
+nested_die() { echo "${0##*/}: $*" >&2; exit 1; }
+
+nested_need_kernel() {
+  [[ -s $nested_kernel/vmlinuz && -s $nested_kernel/vmlinux && -d $nested_kernel/modules ]] ||
+    nested_die "no kernel artefacts in $nested_kernel (run tools/fetch-kernel.sh)"
+}
+
+# nested_busybox_root DIR: busybox-static with one symlink per applet. Debian's
+# `busybox --list` names `busybox` itself; linking that would replace the binary.
+nested_busybox_root() {
+  local root=$1 bb applet
+  bb=$(command -v busybox) || nested_die "busybox not found (apt-get install busybox-static)"
+  file -L "$bb" 2>/dev/null | grep -q 'statically linked' ||
+    { [[ -x /bin/busybox ]] && bb=/bin/busybox; }
+  mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,dev,proc,sys,tmp,run,etc,root,lib/modules}
+  cp "$bb" "$root/bin/busybox"
+  for applet in $("$root/bin/busybox" --list); do
+    [[ $applet == busybox ]] && continue
+    [[ -e $root/bin/$applet ]] || ln -s busybox "$root/bin/$applet"
+  done
+}
+
+# nested_add_modules ROOT "name list": modules (plus their dependencies) uncompressed into
+# ROOT/lib/modules, their load order in ROOT/etc/kestrel/modules.
+nested_add_modules() {
+  local root=$1 list=$2
+  mkdir -p "$root/etc/kestrel"
+  # shellcheck disable=SC2086
+  python3 "$nested_root/tools/nested/resolve-modules.py" "$nested_kernel/modules" "$root/lib/modules" $list \
+    > "$root/etc/kestrel/modules" || nested_die "module resolution failed for: $list"
+}
+
+# nested_pack ROOT OUT: newc cpio, gzip-compressed unless OUT ends in .cpio. /dev/console
+# comes from a small archive written here and put first (the kernel unpacks concatenated
+# archives; cpio cannot add a device node without root), so init's output is never lost.
+nested_pack() {
+  local root=$1 out=$2 tmp
+  tmp=$(mktemp "$out.XXXXXX") || nested_die "cannot write $out"
+  python3 - > "$tmp" <<'PY' || nested_die "console node archive failed"
+import sys
+# newc format (cpio(5), "New ASCII Format"): magic, 13 hex fields, name, 4-byte padding.
+def entry(name, mode, rmaj=0, rmin=0, ino=0):
+    name = name.encode() + b'\0'
+    fields = (ino, mode, 0, 0, 1, 0, 0, 0, 0, rmaj, rmin, len(name), 0)
+    hdr = b'070701' + b''.join(b'%08X' % v for v in fields)
+    return hdr + name + b'\0' * ((4 - (len(hdr) + len(name)) % 4) % 4)
+sys.stdout.buffer.write(entry('dev', 0o040755, ino=1) + entry('dev/console', 0o020600, 5, 1, ino=2)
+                        + entry('TRAILER!!!', 0))
+PY
+  (cd "$root" && find . -mindepth 1 | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet) >> "$tmp" ||
+    nested_die "cpio failed"
+  if [[ $out == *.cpio ]]; then mv "$tmp" "$out"; else gzip -1 -c "$tmp" > "$out" && rm -f "$tmp"; fi
+}
