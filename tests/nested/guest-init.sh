@@ -15,6 +15,7 @@ mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mkdir -p /dev/pts /dev/shm
 mount -t devpts devpts /dev/pts 2>/dev/null
+hostname kestrel-guest
 read -r up _ < /proc/uptime
 echo "KESTREL-GUEST-INIT uptime=$up"
 

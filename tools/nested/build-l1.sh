@@ -44,7 +44,7 @@ mkdir -p "$root/nested/bin" "$root/nested/cases" "$root/l2"
 if [[ -n $kestrel ]]; then
   install -m 0755 "$kestrel" "$root/nested/bin/kestrel"
   # Shared libraries at their host paths, so the binary's own PT_INTERP and search path work.
-  ldd "$kestrel" | awk '/=> \//{ print $3 } /^\s*\/.*\(0x/{ print $1 }' | while read -r lib; do
+  ldd "$kestrel" | awk '/=> \//{ print $3 } /^[[:space:]]*\/.*\(0x/{ print $1 }' | while read -r lib; do
     mkdir -p "$root$(dirname "$lib")"
     cp -L "$lib" "$root$lib"
   done

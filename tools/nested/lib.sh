@@ -17,8 +17,9 @@ nested_need_kernel() {
 nested_busybox_root() {
   local root=$1 bb applet
   bb=$(command -v busybox) || nested_die "busybox not found (apt-get install busybox-static)"
-  file -L "$bb" 2>/dev/null | grep -q 'statically linked' ||
-    { [[ -x /bin/busybox ]] && bb=/bin/busybox; }
+  # The initramfs has no libc: a dynamically linked busybox would not start.
+  ! readelf -l "$bb" 2>/dev/null | grep -q 'program interpreter' ||
+    nested_die "$bb is dynamically linked (apt-get install busybox-static)"
   mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,dev,proc,sys,tmp,run,etc,root,lib/modules}
   cp "$bb" "$root/bin/busybox"
   for applet in $("$root/bin/busybox" --list); do

@@ -1,0 +1,79 @@
+#!/usr/bin/env python3
+"""Tests of the host-side judgement (nested_results.py) on synthetic serial logs.
+Run: python3 tools/nested/nested_results_test.py"""
+import os
+import sys
+import unittest
+
+sys.dont_write_bytecode = True
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import nested_results as nr  # noqa: E402
+
+CASE = """#!/bin/sh
+#@ timeout 100
+#@ expect-rc 0
+#@ expect-guest cpus=2
+#@ expect-guest-range memtotal_kb 400000 524288
+#@ expect-cmdline
+"""
+CL = 'console=ttyS0 reboot=k panic=-1 kestrel.token=boot-x-1234'
+
+
+def log(guest_cmdline=CL, cpus=2, mem=481180, rc=0, end=True, extra=''):
+    lines = ['junk', 'NESTED-L1-UP uptime=3.4', 'NESTED-L1-READY kvm=ok', 'NESTED-CASE-BEGIN boot-x timeout=100',
+             f'NESTED-CMDLINE {CL}', '[    0.000000] Linux version 6.1',
+             'KESTREL-GUEST-INIT uptime=2.50',
+             f'KESTREL-GUEST cpus={cpus} online=0-1 memtotal_kb={mem} cmdline={guest_cmdline}',
+             f'NESTED-KESTREL-EXIT rc={rc} seconds=9.00 to_init_seconds=8.10']
+    if end:
+        lines.append(f'NESTED-CASE-END boot-x rc={rc} seconds=9.20{extra}')
+        lines.append('NESTED-L1-DONE')
+    return '\r\n'.join(lines) + '\r\n'
+
+
+class Judge(unittest.TestCase):
+    def run_one(self, text):
+        spec = nr.CaseSpec.parse('boot-x.sh', CASE)
+        return nr.judge(text, [spec])
+
+    def test_good_run_passes_with_figures(self):
+        res = self.run_one(log())
+        self.assertTrue(nr.all_passed(res), nr.summary(res))
+        self.assertIn('start->guest /init 8.10 s', res.cases[0].figures)
+        self.assertIn('guest uptime at /init 2.50 s', res.cases[0].figures)
+        self.assertEqual(nr.summary(res)[-1], '1 passed, 0 failed')
+
+    def test_cmdline_must_match_exactly(self):
+        res = self.run_one(log(guest_cmdline=CL + ' initrd=x'))
+        self.assertFalse(nr.all_passed(res))
+        self.assertIn('/proc/cmdline', res.cases[0].reason)
+
+    def test_cpus_and_memory(self):
+        self.assertIn('cpus=', self.run_one(log(cpus=1)).cases[0].reason)
+        self.assertIn('outside 400000..524288', self.run_one(log(mem=262144)).cases[0].reason)
+
+    def test_kestrel_exit_code(self):
+        res = self.run_one(log(rc=4))
+        self.assertIn('kestrel exited 4, expected 0', res.cases[0].reason)
+
+    def test_missing_end_and_timeout(self):
+        self.assertIn('no NESTED-CASE-END', self.run_one(log(end=False)).cases[0].reason)
+        self.assertIn('timed out', self.run_one(log(extra=' timed-out')).cases[0].reason)
+
+    def test_l1_not_up_fails_every_case(self):
+        res = self.run_one('NESTED-L1-UP uptime=3\r\nNESTED-L1-FAIL /dev/kvm missing after loading kvm_amd\r\n')
+        self.assertFalse(res.l1_up)
+        self.assertIn('/dev/kvm missing', res.cases[0].reason)
+        self.assertEqual(nr.summary(res)[-1], '0 passed, 1 failed')
+
+    def test_guest_line_keeps_spaces_in_cmdline(self):
+        f = nr.parse_guest_line('KESTREL-GUEST cpus=2 memtotal_kb=5 cmdline=a b  c=d')
+        self.assertEqual(f, {'cpus': '2', 'memtotal_kb': '5', 'cmdline': 'a b  c=d'})
+
+    def test_bad_directive_is_rejected(self):
+        with self.assertRaises(SystemExit):
+            nr.CaseSpec.parse('x.sh', '#@ expect-nothing 1\n')
+
+
+if __name__ == '__main__':
+    unittest.main()
