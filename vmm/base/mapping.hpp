@@ -42,6 +42,13 @@ public:
         return Mapping(static_cast<uint8_t*>(p), size);
     }
 
+    // A private read-only view of a whole file (kernel and initrd images).
+    static Result<Mapping> of_file_readonly(int fd, size_t size) {
+        void* p = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (p == MAP_FAILED) return fail_errno("mmap of a {}-byte file", size);
+        return Mapping(static_cast<uint8_t*>(p), size);
+    }
+
     uint8_t* data() const { return addr_; }
     size_t size() const { return size_; }
 

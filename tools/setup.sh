@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs everything kestrel's build, tests, benchmarks and demo need from Debian 12's
+# packages, then fetches the Debian cloud kernel used as test guest. Run as root; safe to
+# run again (apt-get is idempotent, the kernel is cached in .cache/).
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+
+packages=(
+  # build
+  g++ meson ninja-build pkg-config linux-libc-dev
+  liburing-dev libspdlog-dev libfmt-dev libcli11-dev doctest-dev
+  # tests: ACPI disassembler, test guests' toolchain, nested test host and its guests
+  acpica-tools binutils python3 qemu-system-x86 busybox-static cpio lz4 xz-utils zstd kmod
+  e2fsprogs iproute2
+  # benchmarks
+  time hyperfine fio
+)
+
+if [[ $(id -u) -ne 0 ]]; then
+  echo "setup: run as root (apt-get install needs it)" >&2; exit 1
+fi
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+echo "setup: apt-get update"
+apt-get update -qq
+if [[ ${#missing[@]} -gt 0 ]]; then
+  echo "setup: installing ${missing[*]}"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+else
+  echo "setup: all ${#packages[@]} packages already installed"
+fi
+"$root/tools/fetch-kernel.sh"

@@ -1,0 +1,203 @@
+#include "vmm/kvm/kvm.hpp"
+
+#include "vmm/kvm/uapi_flex.hpp"
+
+#include <fcntl.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+
+#include <cstring>
+#include <memory>
+
+namespace kestrel::kvm {
+
+namespace {
+
+struct RequiredCap {
+    long cap;
+    const char* name;
+};
+// What the VMM cannot do without (api.rst §8 capabilities).
+constexpr RequiredCap kRequiredCaps[] = {
+    {KVM_CAP_USER_MEMORY, "KVM_CAP_USER_MEMORY"},
+    {KVM_CAP_IRQCHIP, "KVM_CAP_IRQCHIP"},
+    {KVM_CAP_PIT2, "KVM_CAP_PIT2"},
+    {KVM_CAP_EXT_CPUID, "KVM_CAP_EXT_CPUID"},
+    {KVM_CAP_SET_TSS_ADDR, "KVM_CAP_SET_TSS_ADDR"},
+    {KVM_CAP_IMMEDIATE_EXIT, "KVM_CAP_IMMEDIATE_EXIT"},
+    {KVM_CAP_MP_STATE, "KVM_CAP_MP_STATE"},
+};
+
+template <class T>
+Result<T> get(int fd, unsigned long req, const char* what) {
+    T v{};
+    if (::ioctl(fd, req, &v) < 0) return fail_errno("{}", what);
+    return v;
+}
+template <class T>
+Result<void> set(int fd, unsigned long req, const T& v, const char* what) {
+    if (::ioctl(fd, req, &v) < 0) return fail_errno("{}", what);
+    return {};
+}
+
+}  // namespace
+
+Result<System> System::open(const std::string& path) {
+    int raw = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
+    if (raw < 0) {
+        int e = errno;
+        if (e == ENOENT)
+            return fail("{} does not exist: the kvm module is not loaded or this machine has no "
+                        "hardware virtualization",
+                        path);
+        if (e == EACCES || e == EPERM)
+            return fail("no permission to open {}: run as root or join the group owning it", path);
+        errno = e;
+        return fail_errno("cannot open {}", path);
+    }
+    System sys{UniqueFd(raw)};
+    int version = ::ioctl(raw, KVM_GET_API_VERSION, 0);
+    if (version != KVM_API_VERSION)
+        return fail("{} speaks KVM API version {}, kestrel needs {}", path, version,
+                    KVM_API_VERSION);
+    for (const auto& c : kRequiredCaps)
+        if (sys.check_extension(c.cap) <= 0)
+            return fail("host KVM lacks {}, which kestrel needs", c.name);
+    int sz = ::ioctl(raw, KVM_GET_VCPU_MMAP_SIZE, 0);
+    if (sz < static_cast<int>(sizeof(kvm_run))) return fail_errno("KVM_GET_VCPU_MMAP_SIZE");
+    sys.vcpu_mmap_size_ = static_cast<size_t>(sz);
+    return sys;
+}
+
+int System::check_extension(long cap) const {
+    return ::ioctl(fd_.get(), KVM_CHECK_EXTENSION, cap);
+}
+
+Result<std::vector<kvm_cpuid_entry2>> System::supported_cpuid() const {
+    // api.rst §4.46: grow the buffer until KVM stops answering E2BIG.
+    for (uint32_t n = 64; n <= 4096; n *= 2) {
+        size_t bytes = sizeof(uapi::FlexHeader) + n * sizeof(kvm_cpuid_entry2);
+        auto buf = std::make_unique<uint8_t[]>(bytes);
+        std::memset(buf.get(), 0, bytes);
+        auto* h = reinterpret_cast<uapi::FlexHeader*>(buf.get());
+        h->count = n;
+        if (::ioctl(fd_.get(), uapi::kGetSupportedCpuid, buf.get()) == 0) {
+            std::vector<kvm_cpuid_entry2> out(h->count);
+            std::memcpy(out.data(), buf.get() + sizeof(uapi::FlexHeader),
+                        h->count * sizeof(kvm_cpuid_entry2));
+            return out;
+        }
+        if (errno != E2BIG) return fail_errno("KVM_GET_SUPPORTED_CPUID");
+    }
+    return fail("KVM_GET_SUPPORTED_CPUID: more than 4096 entries");
+}
+
+bool System::host_is_pvm() {
+    struct stat st;
+    return ::stat("/sys/module/kvm_pvm", &st) == 0;
+}
+
+Result<Vm> Vm::create(const System& sys) {
+    int raw = ::ioctl(sys.fd(), KVM_CREATE_VM, 0);
+    if (raw < 0) return fail_errno("KVM_CREATE_VM");
+    return Vm(UniqueFd(raw));
+}
+
+Result<void> Vm::set_user_memory_region(uint32_t slot, uint64_t guest_phys, uint64_t size,
+                                        void* host, uint32_t flags) {
+    kvm_userspace_memory_region r{slot, flags, guest_phys, size,
+                                  reinterpret_cast<uint64_t>(host)};
+    if (::ioctl(fd_.get(), KVM_SET_USER_MEMORY_REGION, &r) < 0)
+        return fail_errno("KVM_SET_USER_MEMORY_REGION slot {} at {:#x}+{:#x}", slot, guest_phys,
+                          size);
+    return {};
+}
+
+Result<void> Vm::set_tss_and_identity_map(uint64_t tss_addr, uint64_t identity_map_addr) {
+    if (::ioctl(fd_.get(), KVM_SET_TSS_ADDR, tss_addr) < 0) return fail_errno("KVM_SET_TSS_ADDR");
+    uint64_t a = identity_map_addr;
+    if (::ioctl(fd_.get(), KVM_SET_IDENTITY_MAP_ADDR, &a) < 0)
+        return fail_errno("KVM_SET_IDENTITY_MAP_ADDR");
+    return {};
+}
+
+Result<void> Vm::create_irqchip() {
+    if (::ioctl(fd_.get(), KVM_CREATE_IRQCHIP, 0) < 0) return fail_errno("KVM_CREATE_IRQCHIP");
+    return {};
+}
+
+Result<void> Vm::create_pit2() {
+    // The dummy speaker keeps port 0x61 in the kernel (api.rst §4.54).
+    kvm_pit_config cfg{};
+    cfg.flags = KVM_PIT_SPEAKER_DUMMY;
+    return set(fd_.get(), KVM_CREATE_PIT2, cfg, "KVM_CREATE_PIT2");
+}
+
+Result<void> Vm::irq_line(uint32_t irq, bool level) {
+    kvm_irq_level l{};
+    l.irq = irq;
+    l.level = level ? 1 : 0;
+    return set(fd_.get(), KVM_IRQ_LINE, l, "KVM_IRQ_LINE");
+}
+
+Result<Vcpu> Vcpu::create(const System& sys, const Vm& vm, uint32_t index) {
+    int raw = ::ioctl(vm.fd(), KVM_CREATE_VCPU, static_cast<unsigned long>(index));
+    if (raw < 0) return fail_errno("KVM_CREATE_VCPU {}", index);
+    UniqueFd fd(raw);
+    auto run = TRY(Mapping::of_fd(fd.get(), sys.vcpu_mmap_size()));
+    return Vcpu(std::move(fd), std::move(run), index);
+}
+
+Result<bool> Vcpu::run() {
+    if (::ioctl(fd_.get(), KVM_RUN, 0) == 0) return true;
+    if (errno == EINTR || errno == EAGAIN) return false;
+    return fail_errno("KVM_RUN on vCPU {}", index_);
+}
+
+Result<kvm_regs> Vcpu::get_regs() const { return get<kvm_regs>(fd_.get(), KVM_GET_REGS, "KVM_GET_REGS"); }
+Result<void> Vcpu::set_regs(const kvm_regs& r) { return set(fd_.get(), KVM_SET_REGS, r, "KVM_SET_REGS"); }
+Result<kvm_sregs> Vcpu::get_sregs() const { return get<kvm_sregs>(fd_.get(), KVM_GET_SREGS, "KVM_GET_SREGS"); }
+Result<void> Vcpu::set_sregs(const kvm_sregs& s) { return set(fd_.get(), KVM_SET_SREGS, s, "KVM_SET_SREGS"); }
+Result<void> Vcpu::set_fpu(const kvm_fpu& f) { return set(fd_.get(), KVM_SET_FPU, f, "KVM_SET_FPU"); }
+Result<kvm_lapic_state> Vcpu::get_lapic() const {
+    return get<kvm_lapic_state>(fd_.get(), KVM_GET_LAPIC, "KVM_GET_LAPIC");
+}
+Result<void> Vcpu::set_lapic(const kvm_lapic_state& l) {
+    return set(fd_.get(), KVM_SET_LAPIC, l, "KVM_SET_LAPIC");
+}
+
+namespace {
+// Copies entries behind a FlexHeader and issues the ioctl.
+template <class Entry>
+int flex_ioctl(int fd, unsigned long req, const std::vector<Entry>& entries) {
+    size_t bytes = sizeof(uapi::FlexHeader) + entries.size() * sizeof(Entry);
+    auto buf = std::make_unique<uint8_t[]>(bytes);
+    std::memset(buf.get(), 0, bytes);
+    reinterpret_cast<uapi::FlexHeader*>(buf.get())->count = static_cast<uint32_t>(entries.size());
+    std::memcpy(buf.get() + sizeof(uapi::FlexHeader), entries.data(), entries.size() * sizeof(Entry));
+    return ::ioctl(fd, req, buf.get());
+}
+}  // namespace
+
+Result<void> Vcpu::set_cpuid(const std::vector<kvm_cpuid_entry2>& entries) {
+    if (flex_ioctl(fd_.get(), uapi::kSetCpuid2, entries) < 0) return fail_errno("KVM_SET_CPUID2");
+    return {};
+}
+
+Result<void> Vcpu::set_msrs(const std::vector<kvm_msr_entry>& entries) {
+    int n = flex_ioctl(fd_.get(), uapi::kSetMsrs, entries);
+    if (n < 0) return fail_errno("KVM_SET_MSRS");
+    // KVM_SET_MSRS stops at the first MSR it refuses and returns how many it set.
+    if (static_cast<size_t>(n) != entries.size())
+        return fail("KVM_SET_MSRS refused MSR {:#x}", entries[static_cast<size_t>(n)].index);
+    return {};
+}
+
+Result<kvm_translation> Vcpu::translate(uint64_t linear) const {
+    kvm_translation t{};
+    t.linear_address = linear;
+    if (::ioctl(fd_.get(), KVM_TRANSLATE, &t) < 0) return fail_errno("KVM_TRANSLATE");
+    return t;
+}
+
+}  // namespace kestrel::kvm

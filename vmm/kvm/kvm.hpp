@@ -1,0 +1,84 @@
+// RAII owners of the three KVM file descriptors: the system (/dev/kvm), a VM and a vCPU
+// (KVM api.rst §4). Each ioctl wrapper returns Result; nothing here knows about devices.
+#pragma once
+
+#include <linux/kvm.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "vmm/base/error.hpp"
+#include "vmm/base/fd.hpp"
+#include "vmm/base/mapping.hpp"
+
+namespace kestrel::kvm {
+
+class System {
+public:
+    // Opens the device and checks the API version and every capability kestrel relies on,
+    // naming the first one missing.
+    static Result<System> open(const std::string& path = "/dev/kvm");
+
+    int fd() const { return fd_.get(); }
+    int check_extension(long cap) const;
+    size_t vcpu_mmap_size() const { return vcpu_mmap_size_; }
+    Result<std::vector<kvm_cpuid_entry2>> supported_cpuid() const;
+    // True when the host module is kvm-pvm, which emulates non-PVM guests instruction by instruction.
+    static bool host_is_pvm();
+
+private:
+    explicit System(UniqueFd fd) : fd_(std::move(fd)) {}
+    UniqueFd fd_;
+    size_t vcpu_mmap_size_ = 0;
+};
+
+class Vm {
+public:
+    static Result<Vm> create(const System& sys);
+
+    int fd() const { return fd_.get(); }
+    Result<void> set_user_memory_region(uint32_t slot, uint64_t guest_phys, uint64_t size,
+                                        void* host, uint32_t flags = 0);
+    // x86 set-up that must precede vCPU creation (api.rst §4.30 KVM_SET_TSS_ADDR, §4.48).
+    Result<void> set_tss_and_identity_map(uint64_t tss_addr, uint64_t identity_map_addr);
+    Result<void> create_irqchip();
+    Result<void> create_pit2();
+    Result<void> irq_line(uint32_t irq, bool level);
+
+private:
+    explicit Vm(UniqueFd fd) : fd_(std::move(fd)) {}
+    UniqueFd fd_;
+};
+
+class Vcpu {
+public:
+    static Result<Vcpu> create(const System& sys, const Vm& vm, uint32_t index);
+
+    int fd() const { return fd_.get(); }
+    uint32_t index() const { return index_; }
+    kvm_run* run_area() const { return reinterpret_cast<kvm_run*>(run_.data()); }
+
+    // One KVM_RUN; Ok(false) when interrupted by a signal (EINTR) or immediate_exit.
+    Result<bool> run();
+
+    Result<kvm_regs> get_regs() const;
+    Result<void> set_regs(const kvm_regs& r);
+    Result<kvm_sregs> get_sregs() const;
+    Result<void> set_sregs(const kvm_sregs& s);
+    Result<void> set_fpu(const kvm_fpu& f);
+    Result<void> set_cpuid(const std::vector<kvm_cpuid_entry2>& entries);
+    Result<void> set_msrs(const std::vector<kvm_msr_entry>& entries);
+    Result<kvm_lapic_state> get_lapic() const;
+    Result<void> set_lapic(const kvm_lapic_state& l);
+    Result<kvm_translation> translate(uint64_t linear) const;
+
+private:
+    Vcpu(UniqueFd fd, Mapping run, uint32_t index)
+        : fd_(std::move(fd)), run_(std::move(run)), index_(index) {}
+    UniqueFd fd_;
+    Mapping run_;
+    uint32_t index_;
+};
+
+}  // namespace kestrel::kvm

@@ -1,0 +1,91 @@
+// kestrel: a small, fast VMM on /dev/kvm. `kestrel run --kernel … ` boots a guest.
+#include <CLI/CLI.hpp>
+#include <spdlog/sinks/stdout_color_sinks.h>
+
+#include <cstdio>
+
+#include "vmm/base/log.hpp"
+#include "vmm/vm.hpp"
+
+using namespace kestrel;
+
+namespace {
+
+constexpr const char* kExitCodesHelp = R"(Exit codes:
+  0    the guest powered off (ACPI S5)
+  1    kestrel could not build or run the VM (bad option, bad image, KVM set-up error)
+  2    bad command line
+  3    the guest reset itself (i8042 0xFE, ACPI reset register)
+  4    the guest triple-faulted
+  5    host KVM cannot run the guest (emulation failure, VM-entry failure)
+  V    V & 0xff after the guest wrote V to the debug-exit port 0xf4 (test guests)
+  128+N  stopped by signal N (Ctrl-C gives 130))";
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    spdlog::set_default_logger(spdlog::stderr_color_mt("kestrel"));
+    spdlog::set_pattern("kestrel: %^%l%$: %v");
+
+    CLI::App app{"kestrel: a small, fast virtual machine monitor on Linux KVM", "kestrel"};
+    app.set_version_flag("--version", "kestrel 0.1.0");
+    app.require_subcommand(1);
+    app.footer(kExitCodesHelp);
+
+    VmConfig cfg;
+    std::string memory = "256M", serial = "stdio";
+    auto* run = app.add_subcommand("run", "Boot a guest kernel directly and run it until it ends");
+    run->add_option("--kernel", cfg.kernel,
+                    "Guest kernel: an x86-64 ELF vmlinux (PVH note honoured) or a bzImage")
+        ->required();
+    run->add_option("--initrd", cfg.initrd, "Initial ramdisk (cpio archive, may be compressed)");
+    run->add_option("--cmdline", cfg.cmdline, "Kernel command line")
+        ->default_str(std::string(kDefaultCmdline));
+    run->add_option("--cpus", cfg.cpus, "Number of vCPUs")
+        ->check(CLI::Range(1u, kMaxVcpus))
+        ->default_str("1");
+    run->add_option("--memory", memory, "Guest RAM: MiB, or with a K/M/G suffix (e.g. 512M, 2G)")
+        ->default_str("256M");
+    run->add_option("--serial", serial,
+                    "Where the guest's COM1 goes: stdio (input too, when stdin is a terminal), "
+                    "file:PATH or none")
+        ->default_str("stdio");
+    run->add_option("--log-level", cfg.log_level, "Log level on stderr")
+        ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}))
+        ->default_str("warn");
+    run->footer(kExitCodesHelp);
+
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::ParseError& e) {
+        int rc = app.exit(e);
+        return rc == 0 ? 0 : kExitUsage;
+    }
+
+    spdlog::set_level(spdlog::level::from_str(cfg.log_level));
+    auto mem = parse_memory_size(memory);
+    if (!mem) {
+        log::error("--memory: {}", mem.error().what());
+        return kExitUsage;
+    }
+    cfg.memory_bytes = *mem;
+    auto st = parse_serial(serial);
+    if (!st) {
+        log::error("--serial: {}", st.error().what());
+        return kExitUsage;
+    }
+    cfg.serial = *st;
+
+    auto result = run_vm(cfg);
+    if (!result) {
+        log::error("{}", result.error().what());
+        return kExitError;
+    }
+    int code = exit_code_for(*result);
+    if (result->kind == ExitKind::PowerOff || result->kind == ExitKind::DebugExit ||
+        result->kind == ExitKind::Reset)
+        log::info("{} (exit code {})", result->message, code);
+    else
+        log::error("{} (exit code {})", result->message, code);
+    return code;
+}

@@ -1,0 +1,186 @@
+#include "vmm/vm.hpp"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/signalfd.h>
+
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "boot/acpi/acpi_tables.hpp"
+#include "boot/loader/boot_loader.hpp"
+#include "boot/x86_layout.hpp"
+#include "devices/bus.hpp"
+#include "devices/legacy/acpi_pm.hpp"
+#include "devices/legacy/cmos_rtc.hpp"
+#include "devices/legacy/debug_exit.hpp"
+#include "devices/legacy/i8042.hpp"
+#include "devices/legacy/uart16550.hpp"
+#include "vmm/arch/x86/cpuid.hpp"
+#include "vmm/arch/x86/vcpu_setup.hpp"
+#include "vmm/base/log.hpp"
+#include "vmm/event_loop.hpp"
+#include "vmm/file_image.hpp"
+#include "vmm/kvm/kvm.hpp"
+#include "vmm/terminal.hpp"
+#include "vmm/vcpu_loop.hpp"
+
+namespace kestrel {
+
+namespace {
+
+// Intel requires a TSS and identity-map page for real-mode emulation; put them just
+// below the BIOS area at the top of the 32-bit hole, where no RAM or device lives.
+constexpr uint64_t kKvmTssAddr = 0xfffb'd000;
+constexpr uint64_t kKvmIdentityMapAddr = 0xfffb'c000;
+
+// RAM below the MMIO hole, the rest from 4 GiB up.
+std::vector<GuestRegionSpec> ram_layout(uint64_t bytes) {
+    if (bytes <= x86::kMmioHoleStart) return {{GuestAddress(0), bytes}};
+    return {{GuestAddress(0), x86::kMmioHoleStart},
+            {GuestAddress(x86::kMmioHoleEnd), bytes - x86::kMmioHoleStart}};
+}
+
+class KvmIrqLine final : public InterruptLine {
+public:
+    KvmIrqLine(kvm::Vm& vm, uint32_t irq) : vm_(vm), irq_(irq) {}
+    void set_level(bool asserted) override {
+        if (auto r = vm_.irq_line(irq_, asserted); !r)
+            log::error("IRQ {}: {}", irq_, r.error().what());
+    }
+
+private:
+    kvm::Vm& vm_;
+    uint32_t irq_;
+};
+
+Result<UniqueFd> open_serial_output(const SerialTarget& t) {
+    int fd = -1;
+    switch (t.kind) {
+    case SerialTarget::Kind::Stdio: fd = ::dup(STDOUT_FILENO); break;
+    case SerialTarget::Kind::None: fd = ::open("/dev/null", O_WRONLY | O_CLOEXEC); break;
+    case SerialTarget::Kind::File:
+        fd = ::open(t.path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        if (fd < 0) return fail_errno("--serial: cannot open '{}'", t.path);
+        break;
+    }
+    if (fd < 0) return fail_errno("serial output");
+    return UniqueFd(fd);
+}
+
+void log_exit_counters(const std::vector<std::unique_ptr<VcpuThread>>& threads) {
+    for (size_t i = 0; i < threads.size(); ++i) {
+        std::string line;
+        const auto& c = threads[i]->counters().by_reason;
+        for (size_t r = 0; r < c.size(); ++r)
+            if (c[r]) line += fmt::format(" exit{}={}", r, c[r]);
+        log::debug("vCPU {} exits:{}", i, line.empty() ? " none" : line);
+    }
+}
+
+}  // namespace
+
+Result<GuestExit> run_vm(const VmConfig& cfg) {
+    // Images first: a bad path is the most common mistake and costs nothing to report.
+    auto kernel = TRY(FileImage::open(cfg.kernel, "--kernel"));
+    std::optional<FileImage> initrd;
+    if (!cfg.initrd.empty()) initrd = TRY(FileImage::open(cfg.initrd, "--initrd"));
+
+    auto sys = TRY(kvm::System::open());
+    int max_vcpus = sys.check_extension(KVM_CAP_MAX_VCPUS);
+    if (max_vcpus > 0 && cfg.cpus > static_cast<uint32_t>(max_vcpus))
+        return fail("--cpus {}: host KVM allows at most {} vCPUs", cfg.cpus, max_vcpus);
+    if (kvm::System::host_is_pvm())
+        log::warn("host /dev/kvm is kvm-pvm: the guest runs in KVM's instruction emulator "
+                  "(slow; a stock Linux kernel cannot boot here)");
+
+    auto mem = TRY(GuestMemory::create(ram_layout(cfg.memory_bytes)));
+    auto vm = TRY(kvm::Vm::create(sys));
+    TRY(vm.set_tss_and_identity_map(kKvmTssAddr, kKvmIdentityMapAddr));
+    TRY(vm.create_irqchip());
+    TRY(vm.create_pit2());
+    for (uint32_t slot = 0; slot < mem.regions().size(); ++slot) {
+        const auto& r = mem.regions()[slot];
+        TRY(vm.set_user_memory_region(slot, r.start().raw, r.size(), r.host_base()));
+    }
+
+    auto rsdp = TRY(acpi::write_acpi_tables(mem, acpi::AcpiConfig{cfg.cpus}));
+    boot::BootInputs inputs{kernel.bytes(),
+                            initrd ? initrd->bytes() : std::span<const uint8_t>{},
+                            cfg.cmdline, rsdp};
+    auto entry = prepare_boot(mem, inputs);
+    if (!entry) return std::unexpected(context(entry.error(), fmt::format("--kernel '{}'", cfg.kernel)));
+    log::info("kernel entry {:#x} ({}), {} MiB RAM, {} vCPU(s)", entry->entry.raw,
+              entry->mode == boot::EntryMode::Pvh32 ? "PVH 32-bit" : "Linux 64-bit",
+              cfg.memory_bytes >> 20, cfg.cpus);
+
+    VmControl ctl;
+    Bus pio("port I/O"), mmio("MMIO");
+    auto serial_out = TRY(open_serial_output(cfg.serial));
+    auto uart = std::make_shared<Uart16550>(std::make_shared<KvmIrqLine>(vm, x86::kCom1Irq),
+                                            serial_out.get());
+    auto reset = [&ctl] { ctl.request({ExitKind::Reset, 0, "guest requested a reset"}); };
+    auto poweroff = [&ctl] { ctl.request({ExitKind::PowerOff, 0, "guest powered off"}); };
+    uint64_t low_ram = mem.regions()[0].size();
+    uint64_t high_ram = mem.regions().size() > 1 ? mem.regions()[1].size() : 0;
+    TRY(pio.insert(x86::kCom1Port, 8, uart));
+    TRY(pio.insert(x86::kI8042DataPort, 5, std::make_shared<I8042>(reset)));
+    TRY(pio.insert(x86::kCmosPort, 2, std::make_shared<CmosRtc>(CmosMemorySizes{low_ram, high_ram})));
+    TRY(pio.insert(x86::kDebugExitPort, 4, std::make_shared<DebugExit>([&ctl](uint32_t code) {
+                       ctl.request({ExitKind::DebugExit, static_cast<int>(code),
+                                    fmt::format("guest wrote {} to the debug-exit port", code)});
+                   })));
+    TRY(pio.insert(x86::kAcpiSleepControlPort, 3, std::make_shared<AcpiPmDevice>(poweroff, reset)));
+
+    auto supported = TRY(sys.supported_cpuid());
+    std::vector<std::unique_ptr<kvm::Vcpu>> vcpus;
+    for (uint32_t i = 0; i < cfg.cpus; ++i) {
+        auto v = std::make_unique<kvm::Vcpu>(TRY(kvm::Vcpu::create(sys, vm, i)));
+        TRY(v->set_cpuid(x86::build_cpuid(supported, i, cfg.cpus)));
+        TRY(x86::setup_common(*v));
+        if (i == 0) TRY(x86::setup_boot_vcpu(*v, mem, *entry));
+        vcpus.push_back(std::move(v));
+    }
+
+    // SIGINT/SIGTERM are taken by the event loop through a signalfd, so no thread dies
+    // holding the terminal in raw mode.
+    sigset_t stop_signals;
+    sigemptyset(&stop_signals);
+    sigaddset(&stop_signals, SIGINT);
+    sigaddset(&stop_signals, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+    UniqueFd sigfd(::signalfd(-1, &stop_signals, SFD_CLOEXEC | SFD_NONBLOCK));
+    auto loop = TRY(EventLoop::create());
+    TRY(loop.add(sigfd.get(), EPOLLIN, [&](uint32_t) {
+        signalfd_siginfo si{};
+        if (::read(sigfd.get(), &si, sizeof si) == sizeof si)
+            ctl.request({ExitKind::Signal, static_cast<int>(si.ssi_signo),
+                         fmt::format("stopped by signal {}", si.ssi_signo)});
+    }));
+    std::optional<RawTerminal> raw_tty;
+    if (cfg.serial.kind == SerialTarget::Kind::Stdio && ::isatty(STDIN_FILENO)) {
+        raw_tty.emplace(STDIN_FILENO);
+        TRY(loop.add(STDIN_FILENO, EPOLLIN, [&](uint32_t) {
+            uint8_t buf[256];
+            ssize_t n = ::read(STDIN_FILENO, buf, sizeof buf);
+            if (n > 0) uart->enqueue_input(std::span<const uint8_t>(buf, static_cast<size_t>(n)));
+            else if (n == 0 || errno != EAGAIN) (void)loop.remove(STDIN_FILENO);
+        }));
+    }
+
+    VcpuThread::install_kick_handler();
+    std::vector<std::unique_ptr<VcpuThread>> threads;
+    for (auto& v : vcpus) threads.push_back(std::make_unique<VcpuThread>(*v, pio, mmio, ctl));
+    for (auto& t : threads) t->start();
+    std::thread loop_thread([&] { loop.run(ctl); });
+
+    GuestExit how = ctl.wait();
+    for (auto& t : threads) t->kick();
+    for (auto& t : threads) t->join();
+    loop_thread.join();
+    log_exit_counters(threads);
+    return how;
+}
+
+}  // namespace kestrel
