@@ -1,0 +1,353 @@
+#include "devices/virtio/blk/uring_backend.hpp"
+
+#include <fcntl.h>
+#include <liburing.h>
+#include <linux/falloc.h>
+#include <sys/eventfd.h>
+
+#include <algorithm>
+#include <climits>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+#include "vmm/base/fd.hpp"
+
+namespace kestrel {
+
+namespace {
+
+enum class OpKind : uint8_t { Read, Write, Flush, Discard, ZeroRange, PunchZeroes, ZeroByWrite };
+
+// Chunk for the write-zeros fallback; aligned so it also works on O_DIRECT files.
+constexpr size_t kZeroChunk = 1 << 20;
+constexpr size_t kZeroChunkAlign = 4096;
+
+struct Op {
+    OpKind kind = OpKind::Read;
+    uint64_t tag = 0;
+    uint64_t offset = 0;       // start of the whole request
+    uint64_t len = 0;          // bytes the request covers
+    uint64_t done = 0;         // bytes completed so far (read/write/zero-by-write)
+    std::vector<iovec> iov;    // read/write: remaining vectors start at iov_first
+    size_t iov_first = 0;
+};
+
+struct FreeDeleter {
+    void operator()(uint8_t* p) const { std::free(p); }
+};
+
+}  // namespace
+
+struct UringBackend::State {
+    io_uring ring{};
+    bool ring_ok = false;
+    int fd = -1;
+    UniqueFd efd;
+    CompletionFn on_complete;
+    std::vector<Op> ops;
+    std::vector<uint32_t> free_slots;
+    unsigned in_flight = 0;
+    bool discarding = false;
+    std::unique_ptr<uint8_t, FreeDeleter> zeros;
+    Stats stats;
+
+    ~State() {
+        if (!ring_ok) return;
+        // The kernel may still be writing into caller buffers; do not let it outlive them.
+        quiesce();
+        io_uring_queue_exit(&ring);
+    }
+
+    void quiesce() {
+        discarding = true;
+        submit();
+        while (in_flight > 0) {
+            io_uring_cqe* cqe = nullptr;
+            int r = io_uring_wait_cqe(&ring, &cqe);
+            if (r == -EINTR) continue;
+            if (r < 0) break;  // ring unusable; nothing more will complete
+            reap();
+        }
+        discarding = false;
+    }
+
+    int submit() {
+        if (io_uring_sq_ready(&ring) == 0) return 0;
+        int n = io_uring_submit(&ring);
+        stats.submit_calls++;
+        if (n > 0) stats.sqes_submitted += static_cast<uint64_t>(n);
+        return n;
+    }
+
+    io_uring_sqe* get_sqe() {
+        io_uring_sqe* sqe = io_uring_get_sqe(&ring);
+        if (sqe) return sqe;
+        submit();  // SQ full: push this batch out to make room
+        return io_uring_get_sqe(&ring);
+    }
+
+    Result<uint32_t> alloc(OpKind kind, uint64_t tag, uint64_t offset, uint64_t len) {
+        if (free_slots.empty()) return fail("io_uring back-end: more than {} requests in flight", ops.size());
+        uint32_t idx = free_slots.back();
+        free_slots.pop_back();
+        Op& op = ops[idx];
+        op.kind = kind;
+        op.tag = tag;
+        op.offset = offset;
+        op.len = len;
+        op.done = 0;
+        op.iov.clear();
+        op.iov_first = 0;
+        in_flight++;
+        return idx;
+    }
+
+    Result<void> start(uint32_t idx) {
+        if (issue(idx)) return {};
+        release(idx);
+        return fail("io_uring submission queue full");
+    }
+
+    void release(uint32_t idx) {
+        free_slots.push_back(idx);
+        in_flight--;
+    }
+
+    // Prepares the SQE for the op's current state (first issue or a resubmission).
+    bool issue(uint32_t idx) {
+        io_uring_sqe* sqe = get_sqe();
+        if (!sqe) return false;
+        Op& op = ops[idx];
+        uint64_t at = op.offset + op.done;
+        switch (op.kind) {
+        case OpKind::Read:
+        case OpKind::Write: {
+            auto n = static_cast<unsigned>(std::min<size_t>(op.iov.size() - op.iov_first, IOV_MAX));
+            if (op.kind == OpKind::Read)
+                io_uring_prep_readv(sqe, fd, op.iov.data() + op.iov_first, n, at);
+            else
+                io_uring_prep_writev(sqe, fd, op.iov.data() + op.iov_first, n, at);
+            break;
+        }
+        case OpKind::Flush:
+            io_uring_prep_fsync(sqe, fd, IORING_FSYNC_DATASYNC);
+            break;
+        case OpKind::Discard:
+        case OpKind::PunchZeroes:
+            io_uring_prep_fallocate(sqe, fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                                    static_cast<off_t>(op.offset), static_cast<off_t>(op.len));
+            break;
+        case OpKind::ZeroRange:
+            io_uring_prep_fallocate(sqe, fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE,
+                                    static_cast<off_t>(op.offset), static_cast<off_t>(op.len));
+            break;
+        case OpKind::ZeroByWrite: {
+            auto n = static_cast<unsigned>(std::min<uint64_t>(op.len - op.done, kZeroChunk));
+            io_uring_prep_write(sqe, fd, zeros.get(), n, at);
+            break;
+        }
+        }
+        io_uring_sqe_set_data64(sqe, idx);
+        return true;
+    }
+
+    void finish(uint32_t idx, int32_t res) {
+        uint64_t tag = ops[idx].tag;
+        release(idx);
+        if (!discarding && on_complete) on_complete(tag, res);
+    }
+
+    void reissue_or_fail(uint32_t idx) {
+        if (!issue(idx)) finish(idx, -EBUSY);
+    }
+
+    static void advance(Op& op, size_t bytes) {
+        while (bytes > 0 && op.iov_first < op.iov.size()) {
+            iovec& v = op.iov[op.iov_first];
+            size_t step = std::min(bytes, v.iov_len);
+            v.iov_base = static_cast<uint8_t*>(v.iov_base) + step;
+            v.iov_len -= step;
+            bytes -= step;
+            if (v.iov_len == 0) op.iov_first++;
+        }
+    }
+
+    void complete_cqe(uint32_t idx, int32_t res) {
+        Op& op = ops[idx];
+        if (discarding) return finish(idx, res);
+        if (res == -EAGAIN || res == -EINTR) return reissue_or_fail(idx);
+        switch (op.kind) {
+        case OpKind::Read:
+        case OpKind::Write:
+            if (res < 0) return finish(idx, res);
+            if (res == 0) return finish(idx, static_cast<int32_t>(op.done));  // EOF
+            op.done += static_cast<uint64_t>(res);
+            advance(op, static_cast<size_t>(res));
+            if (op.done < op.len) {
+                stats.short_resubmits++;
+                return reissue_or_fail(idx);
+            }
+            return finish(idx, static_cast<int32_t>(op.done));
+        case OpKind::ZeroRange:
+            if (res == -EOPNOTSUPP) {
+                if (!ensure_zeros()) return finish(idx, -ENOMEM);
+                stats.zero_range_fallbacks++;
+                op.kind = OpKind::ZeroByWrite;
+                op.done = 0;
+                return reissue_or_fail(idx);
+            }
+            return finish(idx, res);
+        case OpKind::ZeroByWrite:
+            if (res < 0) return finish(idx, res);
+            if (res == 0) return finish(idx, -EIO);
+            op.done += static_cast<uint64_t>(res);
+            if (op.done < op.len) return reissue_or_fail(idx);
+            return finish(idx, 0);
+        case OpKind::Flush:
+        case OpKind::Discard:
+        case OpKind::PunchZeroes:
+            return finish(idx, res);
+        }
+    }
+
+    bool ensure_zeros() {
+        if (zeros) return true;
+        void* p = std::aligned_alloc(kZeroChunkAlign, kZeroChunk);
+        if (!p) return false;
+        std::memset(p, 0, kZeroChunk);
+        zeros.reset(static_cast<uint8_t*>(p));
+        return true;
+    }
+
+    unsigned reap() {
+        unsigned completed_before = completions;
+        io_uring_cqe* cqe = nullptr;
+        while (io_uring_peek_cqe(&ring, &cqe) == 0 && cqe) {
+            auto idx = static_cast<uint32_t>(io_uring_cqe_get_data64(cqe));
+            int32_t res = cqe->res;
+            io_uring_cqe_seen(&ring, cqe);
+            if (idx >= ops.size()) continue;  // cannot happen: we only submit slot indices
+            unsigned before = in_flight;
+            complete_cqe(idx, res);
+            if (in_flight < before) completions++;
+        }
+        submit();  // resubmissions and anything the callbacks prepared
+        return completions - completed_before;
+    }
+    unsigned completions = 0;
+};
+
+UringBackend::UringBackend(std::unique_ptr<State> s) : s_(std::move(s)) {}
+UringBackend::UringBackend(UringBackend&&) noexcept = default;
+UringBackend& UringBackend::operator=(UringBackend&&) noexcept = default;
+UringBackend::~UringBackend() = default;
+
+Result<UringBackend> UringBackend::create(int fd, unsigned max_in_flight, CompletionFn on_complete) {
+    if (max_in_flight == 0 || max_in_flight > 32768)
+        return fail("io_uring back-end: max_in_flight {} out of range 1..32768", max_in_flight);
+    auto s = std::make_unique<State>();
+    s->fd = fd;
+    s->on_complete = std::move(on_complete);
+
+    io_uring_params p{};
+    p.flags = IORING_SETUP_CQSIZE;
+    // Every in-flight request has at most one CQE outstanding, so a CQ of max_in_flight
+    // (rounded up by the kernel) never overflows.
+    p.cq_entries = max_in_flight;
+    unsigned sq_entries = std::min(max_in_flight, 4096u);
+    int r = io_uring_queue_init_params(sq_entries, &s->ring, &p);
+    if (r < 0) {
+        errno = -r;
+        return fail_errno("io_uring_queue_init({} entries)", sq_entries);
+    }
+    s->ring_ok = true;
+
+    int efd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (efd < 0) return fail_errno("eventfd for io_uring completions");
+    s->efd = UniqueFd(efd);
+    r = io_uring_register_eventfd(&s->ring, efd);
+    if (r < 0) {
+        errno = -r;
+        return fail_errno("io_uring_register_eventfd");
+    }
+    s->ops.resize(max_in_flight);
+    s->free_slots.reserve(max_in_flight);
+    for (uint32_t i = max_in_flight; i > 0; --i) s->free_slots.push_back(i - 1);
+    return UringBackend(std::move(s));
+}
+
+Result<void> UringBackend::submit_read(uint64_t offset, std::span<const iovec> iov, uint64_t tag) {
+    uint64_t total = 0;
+    for (const iovec& v : iov) total += v.iov_len;
+    if (total > INT32_MAX) return fail("read of {} bytes is too large for one request", total);
+    uint32_t idx = TRY(s_->alloc(OpKind::Read, tag, offset, total));
+    s_->ops[idx].iov.assign(iov.begin(), iov.end());
+    return s_->start(idx);
+}
+
+Result<void> UringBackend::submit_write(uint64_t offset, std::span<const iovec> iov, uint64_t tag) {
+    uint64_t total = 0;
+    for (const iovec& v : iov) total += v.iov_len;
+    if (total > INT32_MAX) return fail("write of {} bytes is too large for one request", total);
+    uint32_t idx = TRY(s_->alloc(OpKind::Write, tag, offset, total));
+    s_->ops[idx].iov.assign(iov.begin(), iov.end());
+    return s_->start(idx);
+}
+
+Result<void> UringBackend::submit_flush(uint64_t tag) {
+    uint32_t idx = TRY(s_->alloc(OpKind::Flush, tag, 0, 0));
+    return s_->start(idx);
+}
+
+Result<void> UringBackend::submit_discard(uint64_t offset, uint64_t len, uint64_t tag) {
+    uint32_t idx = TRY(s_->alloc(OpKind::Discard, tag, offset, len));
+    return s_->start(idx);
+}
+
+Result<void> UringBackend::submit_write_zeroes(uint64_t offset, uint64_t len, bool unmap, uint64_t tag) {
+    uint32_t idx = TRY(s_->alloc(unmap ? OpKind::PunchZeroes : OpKind::ZeroRange, tag, offset, len));
+    return s_->start(idx);
+}
+
+Result<void> UringBackend::submit_pending() {
+    int n = s_->submit();
+    if (n < 0) {
+        errno = -n;
+        return fail_errno("io_uring_submit");
+    }
+    return {};
+}
+
+int UringBackend::event_fd() const { return s_->efd.get(); }
+
+unsigned UringBackend::on_event() {
+    uint64_t count;
+    while (::read(s_->efd.get(), &count, sizeof count) > 0) {
+    }
+    return s_->reap();
+}
+
+unsigned UringBackend::reap() { return s_->reap(); }
+
+Result<unsigned> UringBackend::wait_and_reap() {
+    if (s_->in_flight == 0) return 0u;
+    s_->submit();
+    for (;;) {
+        io_uring_cqe* cqe = nullptr;
+        int r = io_uring_wait_cqe(&s_->ring, &cqe);
+        if (r == -EINTR) continue;
+        if (r < 0) {
+            errno = -r;
+            return fail_errno("io_uring_wait_cqe");
+        }
+        return s_->reap();
+    }
+}
+
+void UringBackend::quiesce() { s_->quiesce(); }
+unsigned UringBackend::in_flight() const { return s_->in_flight; }
+unsigned UringBackend::pending() const { return io_uring_sq_ready(&s_->ring); }
+const UringBackend::Stats& UringBackend::stats() const { return s_->stats; }
+
+}  // namespace kestrel

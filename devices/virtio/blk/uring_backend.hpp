@@ -1,0 +1,90 @@
+// UringBackend: one io_uring (liburing) over one BlockFile fd — a ring per virtqueue, so
+// queues never contend. Requests are prepared into the SQ by submit_*() and reach the
+// kernel together on submit_pending() (one io_uring_enter per batch). Completions are
+// signalled on event_fd() (io_uring_register_eventfd); the owner watches it on the
+// EventRegistry and calls on_event(), which delivers (tag, res) per finished request.
+//
+// Completion contract, res passed to the CompletionFn:
+//   read/write: total bytes transferred (>= 0) or -errno. Short transfers are resubmitted
+//     for the remainder (a file may return less than asked, e.g. io-wq partial I/O); the
+//     request completes short only when the kernel returns 0 (EOF: the file shrank under
+//     us) — callers treat res != requested length as an I/O error.
+//   flush / discard / write_zeroes: 0 or -errno.
+// EAGAIN/EINTR results are retried transparently.
+//
+// Threads: not thread-safe; one owner thread (the event loop) or an external lock.
+#pragma once
+
+#include <sys/uio.h>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+
+#include "vmm/base/error.hpp"
+
+namespace kestrel {
+
+class UringBackend {
+public:
+    using CompletionFn = std::function<void(uint64_t tag, int32_t res)>;
+
+    // max_in_flight bounds requests submitted but not yet completed; the ring's CQ is sized
+    // so it can never overflow with that many outstanding.
+    static Result<UringBackend> create(int fd, unsigned max_in_flight, CompletionFn on_complete);
+
+    UringBackend(UringBackend&&) noexcept;
+    UringBackend& operator=(UringBackend&&) noexcept;
+    ~UringBackend();
+
+    // The iovecs are copied; the memory they point at must stay valid until completion.
+    Result<void> submit_read(uint64_t offset, std::span<const iovec> iov, uint64_t tag);
+    Result<void> submit_write(uint64_t offset, std::span<const iovec> iov, uint64_t tag);
+    // fdatasync: data plus the metadata needed to read it back (allocation, size), which
+    // is what a virtio-blk FLUSH must make durable (virtio 1.2 §5.2.6.1).
+    Result<void> submit_flush(uint64_t tag);
+    // fallocate(PUNCH_HOLE | KEEP_SIZE): range reads back zeros, space is freed.
+    Result<void> submit_discard(uint64_t offset, uint64_t len, uint64_t tag);
+    // unmap: PUNCH_HOLE | KEEP_SIZE. Otherwise ZERO_RANGE | KEEP_SIZE (blocks stay
+    // allocated); where the file system lacks ZERO_RANGE (EOPNOTSUPP) the range is written
+    // with zeros from a shared buffer instead, in chunks.
+    Result<void> submit_write_zeroes(uint64_t offset, uint64_t len, bool unmap, uint64_t tag);
+
+    // Hands every prepared SQE to the kernel in one io_uring_submit.
+    Result<void> submit_pending();
+
+    // Signalled (readable) when CQEs arrive.
+    int event_fd() const;
+    // Clears event_fd() and delivers every available completion; returns how many
+    // requests completed. Resubmissions it makes are submitted before returning.
+    unsigned on_event();
+    // Delivers completions already in the CQ without touching the eventfd.
+    unsigned reap();
+    // Blocks until at least one CQE is available (or nothing is in flight), then reaps.
+    Result<unsigned> wait_and_reap();
+    // Waits for every outstanding request and drops its completion (no callback): used by
+    // reset so that the kernel has stopped writing into guest buffers before we forget them.
+    // Host I/O on regular files cannot be cancelled once issued, so this waits; the bound
+    // is the host's I/O latency.
+    void quiesce();
+
+    unsigned in_flight() const;
+    // SQEs prepared but not yet submitted.
+    unsigned pending() const;
+
+    struct Stats {
+        uint64_t submit_calls = 0;      // io_uring_submit syscalls
+        uint64_t sqes_submitted = 0;
+        uint64_t short_resubmits = 0;
+        uint64_t zero_range_fallbacks = 0;
+    };
+    const Stats& stats() const;
+
+private:
+    struct State;
+    explicit UringBackend(std::unique_ptr<State> s);
+    std::unique_ptr<State> s_;
+};
+
+}  // namespace kestrel
