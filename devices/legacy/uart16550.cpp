@@ -1,0 +1,365 @@
+#include "devices/legacy/uart16550.hpp"
+
+#include <pthread.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <ctime>
+
+#include "vmm/base/log.hpp"
+
+namespace kestrel {
+
+namespace {
+
+// Register offsets, PC16550D datasheet Table II. DLAB (LCR bit 7) maps offsets 0/1 to the
+// divisor latch instead of RBR/THR and IER.
+enum class Reg : uint8_t {
+    kData = 0,  // RBR (read) / THR (write); DLL when DLAB
+    kIer = 1,   // DLM when DLAB
+    kIirFcr = 2,
+    kLcr = 3,
+    kMcr = 4,
+    kLsr = 5,
+    kMsr = 6,
+    kScr = 7,
+};
+
+// IER bits (§8.5).
+constexpr uint8_t kIerRxData = 0x01;    // ERBFI
+constexpr uint8_t kIerThrEmpty = 0x02;  // ETBEI
+constexpr uint8_t kIerLineStatus = 0x04;
+constexpr uint8_t kIerModemStatus = 0x08;
+constexpr uint8_t kIerMask = 0x0f;      // bits 4..7 read 0 on a 16550 (Linux probes this)
+
+// IIR values (§8.6, Table IV), highest priority first.
+constexpr uint8_t kIirNoInterrupt = 0x01;
+constexpr uint8_t kIirLineStatus = 0x06;
+constexpr uint8_t kIirRxData = 0x04;
+constexpr uint8_t kIirCharTimeout = 0x0c;
+constexpr uint8_t kIirThrEmpty = 0x02;
+constexpr uint8_t kIirModemStatus = 0x00;
+constexpr uint8_t kIirFifosEnabled = 0xc0;
+
+// FCR bits (§8.4).
+constexpr uint8_t kFcrEnable = 0x01;
+constexpr uint8_t kFcrClearRx = 0x02;
+constexpr uint8_t kFcrTriggerMask = 0xc0;
+
+constexpr uint8_t kLcrDlab = 0x80;
+
+// MCR bits (§8.9).
+constexpr uint8_t kMcrDtr = 0x01;
+constexpr uint8_t kMcrRts = 0x02;
+constexpr uint8_t kMcrOut1 = 0x04;
+constexpr uint8_t kMcrOut2 = 0x08;
+constexpr uint8_t kMcrLoop = 0x10;
+constexpr uint8_t kMcrMask = 0x1f;
+
+// LSR bits (§8.7).
+constexpr uint8_t kLsrDataReady = 0x01;
+constexpr uint8_t kLsrOverrun = 0x02;
+constexpr uint8_t kLsrThrEmpty = 0x20;
+constexpr uint8_t kLsrTransmitterEmpty = 0x40;
+
+// MSR bits (§8.10): deltas in the low nibble, line states in the high one.
+constexpr uint8_t kMsrDcts = 0x01;
+constexpr uint8_t kMsrDdsr = 0x02;
+constexpr uint8_t kMsrTeri = 0x04;
+constexpr uint8_t kMsrDdcd = 0x08;
+constexpr uint8_t kMsrCts = 0x10;
+constexpr uint8_t kMsrDsr = 0x20;
+constexpr uint8_t kMsrRi = 0x40;
+constexpr uint8_t kMsrDcd = 0x80;
+
+bool fd_may_raise_sigpipe(int fd) {
+    struct stat st {};
+    if (fd < 0 || ::fstat(fd, &st) != 0) return false;
+    return S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode);
+}
+
+// Writes one byte; EINTR retried. Returns errno, 0 on success.
+int write_byte(int fd, uint8_t byte) {
+    for (;;) {
+        ssize_t n = ::write(fd, &byte, 1);
+        if (n == 1) return 0;
+        if (n < 0 && errno == EINTR) continue;
+        return n < 0 ? errno : EIO;
+    }
+}
+
+// Like write_byte, but a closed reader yields EPIPE instead of a process-killing SIGPIPE,
+// without changing the process-wide signal disposition: block SIGPIPE in this thread and
+// swallow the one our write raised (the usual recipe; POSIX leaves a thread-directed signal
+// pending while blocked).
+int write_byte_no_sigpipe(int fd, uint8_t byte) {
+    sigset_t pipe_set, old_set, pending;
+    sigemptyset(&pipe_set);
+    sigaddset(&pipe_set, SIGPIPE);
+    sigemptyset(&pending);
+    ::sigpending(&pending);
+    const bool was_pending = sigismember(&pending, SIGPIPE) == 1;
+    ::pthread_sigmask(SIG_BLOCK, &pipe_set, &old_set);
+    int err = write_byte(fd, byte);
+    if (err == EPIPE && !was_pending) {
+        const struct timespec zero {};
+        while (::sigtimedwait(&pipe_set, nullptr, &zero) < 0 && errno == EINTR) {
+        }
+    }
+    ::pthread_sigmask(SIG_SETMASK, &old_set, nullptr);
+    return err;
+}
+
+}  // namespace
+
+Uart16550::Uart16550(std::shared_ptr<InterruptLine> irq, int output_fd,
+                     std::function<void()> on_rx_drained)
+    : irq_(std::move(irq)),
+      output_fd_(output_fd),
+      guard_sigpipe_(fd_may_raise_sigpipe(output_fd)),
+      on_rx_drained_(std::move(on_rx_drained)) {}
+
+void Uart16550::read(uint64_t offset, std::span<uint8_t> data) {
+    bool drained = false;
+    {
+        std::lock_guard lock(state_mutex_);
+        // A wide access covers consecutive registers, as the ISA bus would split it.
+        for (size_t i = 0; i < data.size(); ++i) data[i] = read_register(offset + i);
+        if (rx_refused_ && rx_fifo_.empty() && rx_backlog_.empty()) {
+            rx_refused_ = false;
+            drained = true;
+        }
+    }
+    if (drained && on_rx_drained_) on_rx_drained_();
+}
+
+void Uart16550::write(uint64_t offset, std::span<const uint8_t> data) {
+    std::lock_guard out(output_mutex_);
+    for (size_t i = 0; i < data.size(); ++i) {
+        std::optional<uint8_t> tx;
+        {
+            std::lock_guard lock(state_mutex_);
+            tx = write_register(offset + i, data[i]);
+        }
+        // Outside state_mutex_: a blocked sink must not stall input or other registers.
+        if (tx) emit(*tx);
+    }
+}
+
+size_t Uart16550::enqueue_input(std::span<const uint8_t> bytes) {
+    std::lock_guard lock(state_mutex_);
+    size_t accepted = 0;
+    for (uint8_t b : bytes) {
+        const bool loop = (mcr_ & kMcrLoop) != 0;
+        // In loopback the receiver is wired to the transmitter, so wire input waits.
+        if (!loop && rx_backlog_.empty() && rx_fifo_.size() < fifo_capacity()) {
+            rx_fifo_.push_back(b);
+        } else if (rx_backlog_.size() < kRxBacklogCapacity) {
+            rx_backlog_.push_back(b);
+        } else {
+            rx_refused_ = true;
+            break;
+        }
+        ++accepted;
+    }
+    update_interrupt();
+    return accepted;
+}
+
+uint8_t Uart16550::read_register(uint64_t offset) {
+    if (offset > static_cast<uint8_t>(Reg::kScr)) return 0xff;  // a mapping longer than 8
+    const bool dlab = (lcr_ & kLcrDlab) != 0;
+    switch (static_cast<Reg>(offset)) {
+    case Reg::kData: {
+        if (dlab) return dll_;
+        if (rx_fifo_.empty()) return 0;
+        uint8_t b = rx_fifo_.front();
+        rx_fifo_.pop_front();
+        refill_fifo_from_backlog();
+        update_interrupt();
+        return b;
+    }
+    case Reg::kIer:
+        return dlab ? dlm_ : ier_;
+    case Reg::kIirFcr: {
+        uint8_t iir = interrupt_identification();
+        // §8.6 Table IV: reading IIR when THRE is the reported source clears it.
+        if ((iir & 0x0f) == kIirThrEmpty) {
+            thre_pending_ = false;
+            update_interrupt();
+        }
+        return iir;
+    }
+    case Reg::kLcr:
+        return lcr_;
+    case Reg::kMcr:
+        return mcr_;
+    case Reg::kLsr: {
+        uint8_t lsr = static_cast<uint8_t>(kLsrThrEmpty | kLsrTransmitterEmpty | lsr_errors_);
+        if (!rx_fifo_.empty()) lsr |= kLsrDataReady;
+        lsr_errors_ = 0;
+        update_interrupt();
+        return lsr;
+    }
+    case Reg::kMsr: {
+        uint8_t msr = static_cast<uint8_t>(modem_status_lines() | msr_deltas_);
+        msr_deltas_ = 0;
+        update_interrupt();
+        return msr;
+    }
+    case Reg::kScr:
+        return scr_;
+    }
+    return 0xff;
+}
+
+std::optional<uint8_t> Uart16550::write_register(uint64_t offset, uint8_t value) {
+    if (offset > static_cast<uint8_t>(Reg::kScr)) {
+        log::debug("uart16550: write to offset {} ignored", offset);
+        return std::nullopt;
+    }
+    const bool dlab = (lcr_ & kLcrDlab) != 0;
+    switch (static_cast<Reg>(offset)) {
+    case Reg::kData:
+        if (dlab) {
+            dll_ = value;
+            return std::nullopt;
+        }
+        // The byte leaves at once, so THR is empty again: re-arm THRE.
+        thre_pending_ = true;
+        if (mcr_ & kMcrLoop) {
+            receive_into_fifo(value);
+            update_interrupt();
+            return std::nullopt;
+        }
+        update_interrupt();
+        return value;
+    case Reg::kIer: {
+        if (dlab) {
+            dlm_ = value;
+            return std::nullopt;
+        }
+        const uint8_t old = ier_;
+        ier_ = value & kIerMask;
+        // Enabling ETBEI while THR is empty raises THRE; Linux's startup test relies on it
+        // (toggles IER to 0 and back and expects the interrupt again).
+        if (!(old & kIerThrEmpty) && (ier_ & kIerThrEmpty)) thre_pending_ = true;
+        update_interrupt();
+        return std::nullopt;
+    }
+    case Reg::kIirFcr:
+        write_fcr(value);
+        return std::nullopt;
+    case Reg::kLcr:
+        lcr_ = value;
+        return std::nullopt;
+    case Reg::kMcr:
+        write_mcr(value);
+        return std::nullopt;
+    case Reg::kLsr:
+        // Factory test register on real parts; writes have no defined effect.
+        log::debug("uart16550: write {:#x} to LSR ignored", value);
+        return std::nullopt;
+    case Reg::kMsr:
+        log::debug("uart16550: write {:#x} to MSR ignored", value);
+        return std::nullopt;
+    case Reg::kScr:
+        scr_ = value;
+        return std::nullopt;
+    }
+    return std::nullopt;
+}
+
+void Uart16550::write_fcr(uint8_t value) {
+    // §8.4: FCR0 must be set for the other bits to take effect; changing FCR0 clears
+    // both FIFOs.
+    const bool was_enabled = fifo_enabled();
+    const bool enable = (value & kFcrEnable) != 0;
+    if (was_enabled != enable || (enable && (value & kFcrClearRx))) rx_fifo_.clear();
+    fcr_ = enable ? static_cast<uint8_t>(value & (kFcrEnable | kFcrTriggerMask)) : 0;
+    // Disabling leaves a 1-byte RBR, which clear() above already respected.
+    refill_fifo_from_backlog();
+    update_interrupt();
+}
+
+void Uart16550::write_mcr(uint8_t value) {
+    const uint8_t old_lines = modem_status_lines();
+    const bool was_loop = (mcr_ & kMcrLoop) != 0;
+    mcr_ = value & kMcrMask;
+    const uint8_t new_lines = modem_status_lines();
+    const uint8_t changed = old_lines ^ new_lines;
+    if (changed & kMsrCts) msr_deltas_ |= kMsrDcts;
+    if (changed & kMsrDsr) msr_deltas_ |= kMsrDdsr;
+    if (changed & kMsrDcd) msr_deltas_ |= kMsrDdcd;
+    if ((old_lines & kMsrRi) && !(new_lines & kMsrRi)) msr_deltas_ |= kMsrTeri;  // trailing edge
+    if (was_loop && !(mcr_ & kMcrLoop)) refill_fifo_from_backlog();
+    update_interrupt();
+}
+
+void Uart16550::receive_into_fifo(uint8_t byte) {
+    if (rx_fifo_.size() < fifo_capacity()) {
+        rx_fifo_.push_back(byte);
+    } else {
+        // §8.7 LSR1: the character is lost and OE is set.
+        lsr_errors_ |= kLsrOverrun;
+        log::debug("uart16550: receive overrun in loopback");
+    }
+}
+
+void Uart16550::refill_fifo_from_backlog() {
+    if (mcr_ & kMcrLoop) return;
+    while (!rx_backlog_.empty() && rx_fifo_.size() < fifo_capacity()) {
+        rx_fifo_.push_back(rx_backlog_.front());
+        rx_backlog_.pop_front();
+    }
+}
+
+bool Uart16550::fifo_enabled() const { return (fcr_ & kFcrEnable) != 0; }
+
+size_t Uart16550::fifo_capacity() const { return fifo_enabled() ? kRxFifoSize : 1; }
+
+uint8_t Uart16550::modem_status_lines() const {
+    if (!(mcr_ & kMcrLoop)) return kMsrDcd | kMsrDsr | kMsrCts;
+    // §8.9 MCR4: in loopback the modem outputs feed the modem inputs.
+    uint8_t lines = 0;
+    if (mcr_ & kMcrRts) lines |= kMsrCts;
+    if (mcr_ & kMcrDtr) lines |= kMsrDsr;
+    if (mcr_ & kMcrOut1) lines |= kMsrRi;
+    if (mcr_ & kMcrOut2) lines |= kMsrDcd;
+    return lines;
+}
+
+uint8_t Uart16550::interrupt_identification() const {
+    const uint8_t fifo_bits = fifo_enabled() ? kIirFifosEnabled : 0;
+    if ((ier_ & kIerLineStatus) && lsr_errors_) return static_cast<uint8_t>(fifo_bits | kIirLineStatus);
+    if ((ier_ & kIerRxData) && !rx_fifo_.empty()) {
+        // Below the trigger level a real part reports a character timeout after four
+        // character times; we report it at once so the guest never waits on data.
+        static constexpr size_t kTriggerLevels[] = {1, 4, 8, 14};
+        const size_t trigger = fifo_enabled() ? kTriggerLevels[fcr_ >> 6] : 1;
+        return static_cast<uint8_t>(fifo_bits | (rx_fifo_.size() >= trigger ? kIirRxData : kIirCharTimeout));
+    }
+    if ((ier_ & kIerThrEmpty) && thre_pending_) return static_cast<uint8_t>(fifo_bits | kIirThrEmpty);
+    if ((ier_ & kIerModemStatus) && msr_deltas_) return static_cast<uint8_t>(fifo_bits | kIirModemStatus);
+    return static_cast<uint8_t>(fifo_bits | kIirNoInterrupt);
+}
+
+void Uart16550::update_interrupt() {
+    const bool level = (interrupt_identification() & kIirNoInterrupt) == 0;
+    if (level == irq_level_) return;
+    irq_level_ = level;
+    if (irq_) irq_->set_level(level);
+}
+
+void Uart16550::emit(uint8_t byte) {
+    if (output_fd_ < 0) return;
+    int err = guard_sigpipe_ ? write_byte_no_sigpipe(output_fd_, byte) : write_byte(output_fd_, byte);
+    if (err == 0) return;
+    // Count and drop: a full or closed sink must not stop the guest.
+    uint64_t dropped = output_dropped_.fetch_add(1, std::memory_order_relaxed);
+    if (dropped == 0) log::debug("uart16550: output write failed (errno {}); dropping bytes", err);
+}
+
+}  // namespace kestrel

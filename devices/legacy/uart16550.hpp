@@ -1,0 +1,97 @@
+// Uart16550: a National Semiconductor PC16550D-compatible UART (the "16550A" Linux's 8250
+// driver detects), as on COM1. Registers at offsets 0..7 of its port base; see the PC16550D
+// datasheet, §8 "Registers" (Table II register summary) and §8.6 "Interrupt Identification".
+//
+// Transmit is instantaneous: every byte the guest writes to THR is written to the output fd
+// at once, so LSR.THRE and LSR.TEMT always read 1.
+//
+// Receive: a 64-byte RX FIFO (1 byte, the RBR, while FIFOs are disabled) fed from a bounded
+// backlog of kRxBacklogCapacity bytes that stands for "still on the wire". enqueue_input()
+// never overruns the FIFO: it accepts what fits into FIFO + backlog and returns that count;
+// the caller keeps (or drops) the rest and may retry after on_rx_drained fires.
+//
+// Modem lines: outside loopback, MSR reports DCD, DSR and CTS asserted (a cable with a
+// ready peer). OUT2 does not gate the interrupt (unlike a PC's board wiring) so guests that
+// never set OUT2 still get interrupts; Linux sets OUT2 anyway.
+//
+// Threads: read()/write() from vCPU threads, enqueue_input() from the event loop. All state is
+// behind one mutex; InterruptLine::set_level is called with that mutex held (so levels are
+// never applied out of order) and therefore must not call back into this device.
+// on_rx_drained is called with no lock held.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <span>
+
+#include "devices/bus_device.hpp"
+#include "devices/interrupt.hpp"
+
+namespace kestrel {
+
+class Uart16550 final : public BusDevice {
+public:
+    static constexpr size_t kRxFifoSize = 64;
+    // Enough for a pasted screenful; beyond it input is refused rather than silently lost.
+    static constexpr size_t kRxBacklogCapacity = 4096;
+
+    // output_fd is borrowed (not closed); -1 discards output. on_rx_drained (optional) runs
+    // when the guest has read everything after enqueue_input() refused bytes.
+    Uart16550(std::shared_ptr<InterruptLine> irq, int output_fd,
+              std::function<void()> on_rx_drained = {});
+
+    void read(uint64_t offset, std::span<uint8_t> data) override;
+    void write(uint64_t offset, std::span<const uint8_t> data) override;
+
+    // Host input towards the guest. Returns how many leading bytes were accepted (all of them
+    // unless FIFO + backlog are full).
+    size_t enqueue_input(std::span<const uint8_t> bytes);
+
+    // Output bytes lost to write(2) errors (EAGAIN, EPIPE, EIO, ...).
+    uint64_t output_bytes_dropped() const { return output_dropped_.load(std::memory_order_relaxed); }
+
+private:
+    uint8_t read_register(uint64_t offset);                          // state_mutex_ held
+    std::optional<uint8_t> write_register(uint64_t offset, uint8_t value);  // returns a byte to send
+    void write_fcr(uint8_t value);
+    void write_mcr(uint8_t value);
+    void receive_into_fifo(uint8_t byte);
+    void refill_fifo_from_backlog();
+    size_t fifo_capacity() const;
+    bool fifo_enabled() const;
+    uint8_t modem_status_lines() const;
+    uint8_t interrupt_identification() const;
+    void update_interrupt();
+    void emit(uint8_t byte);
+
+    std::shared_ptr<InterruptLine> irq_;
+    const int output_fd_;
+    const bool guard_sigpipe_;  // output fd is a pipe or socket: EPIPE must not kill us
+    const std::function<void()> on_rx_drained_;
+    std::atomic<uint64_t> output_dropped_{0};
+    std::mutex output_mutex_;  // keeps the guest's byte order on the sink; taken before state_mutex_
+
+    std::mutex state_mutex_;
+    std::deque<uint8_t> rx_fifo_;
+    std::deque<uint8_t> rx_backlog_;
+    bool rx_refused_ = false;     // enqueue_input() turned bytes away since the last drain
+    bool thre_pending_ = false;   // the THR-empty interrupt is armed (cleared by IIR read)
+    bool irq_level_ = false;      // last level given to irq_
+    uint8_t ier_ = 0;
+    uint8_t lcr_ = 0;
+    uint8_t mcr_ = 0;
+    uint8_t fcr_ = 0;             // enable + trigger bits only; the clear bits self-clear
+    uint8_t lsr_errors_ = 0;      // OE/PE/FE/BI, cleared by reading LSR
+    uint8_t msr_deltas_ = 0;      // DCTS/DDSR/TERI/DDCD, cleared by reading MSR
+    uint8_t scr_ = 0;
+    uint8_t dll_ = 0x0c;          // 9600 baud at 1.8432 MHz, what PC firmware leaves behind
+    uint8_t dlm_ = 0;
+};
+
+}  // namespace kestrel

@@ -1,0 +1,382 @@
+#include "devices/legacy/uart16550.hpp"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <doctest/doctest.h>
+
+#include <numeric>
+#include <string>
+#include <thread>
+#include <vector>
+
+using namespace kestrel;
+
+namespace {
+
+struct RecordingLine : InterruptLine {
+    std::vector<bool> levels;
+    void set_level(bool asserted) override { levels.push_back(asserted); }
+    bool level() const { return !levels.empty() && levels.back(); }
+};
+
+// Register offsets and values spelled out here (not taken from the implementation) so the
+// test checks the datasheet, not itself.
+constexpr uint64_t kThr = 0, kIer = 1, kIir = 2, kFcr = 2, kLcr = 3, kMcr = 4, kLsr = 5, kMsr = 6, kScr = 7;
+
+uint8_t rd(BusDevice& d, uint64_t off) {
+    uint8_t v = 0xee;
+    d.read(off, std::span(&v, 1));
+    return v;
+}
+void wr(BusDevice& d, uint64_t off, uint8_t v) { d.write(off, std::span<const uint8_t>(&v, 1)); }
+
+struct Pipe {
+    int r = -1, w = -1;
+    Pipe() {
+        int fds[2];
+        REQUIRE(::pipe2(fds, O_NONBLOCK | O_CLOEXEC) == 0);
+        r = fds[0];
+        w = fds[1];
+    }
+    ~Pipe() {
+        if (r >= 0) ::close(r);
+        if (w >= 0) ::close(w);
+    }
+    std::string drain() const {
+        std::string s;
+        char buf[256];
+        ssize_t n;
+        while ((n = ::read(r, buf, sizeof buf)) > 0) s.append(buf, static_cast<size_t>(n));
+        return s;
+    }
+};
+
+std::span<const uint8_t> bytes(const std::string& s) {
+    return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
+}
+
+}  // namespace
+
+TEST_CASE("uart16550: transmitted bytes reach the output fd in order") {
+    Pipe p;
+    auto line = std::make_shared<RecordingLine>();
+    Uart16550 uart(line, p.w);
+    for (char c : std::string("hello\n")) wr(uart, kThr, static_cast<uint8_t>(c));
+    CHECK(p.drain() == "hello\n");
+    CHECK(uart.output_bytes_dropped() == 0);
+    CHECK(line->levels.empty());  // no interrupt enabled, so the line never moved
+}
+
+TEST_CASE("uart16550: reset values") {
+    Uart16550 uart(nullptr, -1);
+    CHECK(rd(uart, kIer) == 0);
+    CHECK(rd(uart, kIir) == 0x01);
+    CHECK(rd(uart, kLcr) == 0);
+    CHECK(rd(uart, kMcr) == 0);
+    CHECK(rd(uart, kLsr) == 0x60);  // THRE | TEMT
+    CHECK(rd(uart, kMsr) == 0xb0);  // DCD | DSR | CTS, no deltas
+    CHECK(rd(uart, kScr) == 0);
+    CHECK(rd(uart, 8) == 0xff);     // beyond the register file
+}
+
+TEST_CASE("uart16550: DLAB maps offsets 0/1 to the divisor latch") {
+    Pipe p;
+    Uart16550 uart(nullptr, p.w);
+    wr(uart, kIer, 0x05);
+    wr(uart, kLcr, 0x83);  // DLAB + 8N1
+    wr(uart, 0, 0x01);     // DLL: 115200 baud
+    wr(uart, 1, 0x02);     // DLM
+    CHECK(rd(uart, 0) == 0x01);
+    CHECK(rd(uart, 1) == 0x02);
+    CHECK(p.drain().empty());  // the DLL write was not a transmit
+    wr(uart, kLcr, 0x03);
+    CHECK(rd(uart, kIer) == 0x05);  // IER untouched by the DLM write
+    wr(uart, kThr, 'x');
+    CHECK(p.drain() == "x");
+    wr(uart, kLcr, 0x83);
+    CHECK(rd(uart, 0) == 0x01);  // latch kept
+    CHECK(rd(uart, 1) == 0x02);
+}
+
+TEST_CASE("uart16550: loopback routes THR to RBR and MCR to MSR") {
+    Pipe p;
+    auto line = std::make_shared<RecordingLine>();
+    Uart16550 uart(line, p.w);
+    wr(uart, kMcr, 0x10);
+    CHECK(rd(uart, kMcr) == 0x10);
+    rd(uart, kMsr);  // clear the deltas of leaving the "cable attached" state
+    wr(uart, kThr, 'Q');
+    CHECK(p.drain().empty());
+    CHECK((rd(uart, kLsr) & 0x01) == 0x01);
+    CHECK(rd(uart, kThr) == 'Q');
+    CHECK((rd(uart, kLsr) & 0x01) == 0);
+
+    // RTS->CTS, DTR->DSR, OUT1->RI, OUT2->DCD.
+    wr(uart, kMcr, 0x10 | 0x02);
+    CHECK(rd(uart, kMsr) == (0x10 | 0x01));  // CTS + DCTS
+    CHECK(rd(uart, kMsr) == 0x10);           // deltas cleared by the read
+    wr(uart, kMcr, 0x10 | 0x01 | 0x04 | 0x08);
+    CHECK(rd(uart, kMsr) == (0x20 | 0x40 | 0x80 | 0x01 | 0x02 | 0x08));
+    wr(uart, kMcr, 0x10 | 0x01 | 0x08);  // RI falls: trailing-edge RI delta
+    CHECK(rd(uart, kMsr) == (0x20 | 0x80 | 0x04));
+
+    // Host input waits while looped back, then arrives.
+    const std::string in = "z";
+    CHECK(uart.enqueue_input(bytes(in)) == 1);
+    CHECK((rd(uart, kLsr) & 0x01) == 0);
+    wr(uart, kMcr, 0x00);
+    CHECK((rd(uart, kLsr) & 0x01) == 0x01);
+    CHECK(rd(uart, kThr) == 'z');
+    wr(uart, kThr, 'o');
+    CHECK(p.drain() == "o");
+}
+
+TEST_CASE("uart16550: THRE interrupt is cleared by reading IIR and re-armed by THR writes") {
+    Pipe p;
+    auto line = std::make_shared<RecordingLine>();
+    Uart16550 uart(line, p.w);
+    wr(uart, kIer, 0x02);
+    CHECK(line->level());
+    CHECK(rd(uart, kIir) == 0x02);
+    CHECK_FALSE(line->level());
+    CHECK(rd(uart, kIir) == 0x01);
+    wr(uart, kThr, 'a');
+    CHECK(line->level());
+    CHECK(rd(uart, kIir) == 0x02);
+    CHECK_FALSE(line->level());
+    // Disabling and re-enabling ETBEI with THR empty raises it again (Linux's THRE test).
+    wr(uart, kIer, 0x00);
+    wr(uart, kIer, 0x02);
+    CHECK(line->level());
+    wr(uart, kIer, 0x00);
+    CHECK_FALSE(line->level());
+    CHECK(line->levels == std::vector<bool>{true, false, true, false, true, false});
+}
+
+TEST_CASE("uart16550: RX interrupt while data is available, cleared when drained") {
+    auto line = std::make_shared<RecordingLine>();
+    Uart16550 uart(line, -1);
+    wr(uart, kIer, 0x01);
+    CHECK_FALSE(line->level());
+    CHECK(uart.enqueue_input(bytes("ab")) == 2);
+    CHECK(line->level());
+    CHECK(rd(uart, kIir) == 0x04);
+    CHECK(rd(uart, kLsr) == 0x61);
+    CHECK(rd(uart, kThr) == 'a');
+    CHECK(line->level());  // 'b' moved from the backlog into RBR (FIFOs off)
+    CHECK(rd(uart, kThr) == 'b');
+    CHECK_FALSE(line->level());
+    CHECK(rd(uart, kIir) == 0x01);
+    CHECK(rd(uart, kLsr) == 0x60);
+    CHECK(rd(uart, kThr) == 0);  // empty RBR
+}
+
+TEST_CASE("uart16550: FIFO mode reports trigger level and character timeout") {
+    auto line = std::make_shared<RecordingLine>();
+    Uart16550 uart(line, -1);
+    wr(uart, kFcr, 0x41);  // enable, trigger at 4
+    wr(uart, kIer, 0x01);
+    uart.enqueue_input(bytes("abc"));
+    CHECK(rd(uart, kIir) == 0xcc);  // below trigger: timeout indication
+    uart.enqueue_input(bytes("d"));
+    CHECK(rd(uart, kIir) == 0xc4);
+    wr(uart, kFcr, 0x43);  // clear RX FIFO
+    CHECK(rd(uart, kLsr) == 0x60);
+    CHECK_FALSE(line->level());
+    CHECK(rd(uart, kIir) == 0xc1);
+}
+
+TEST_CASE("uart16550: IIR reports the highest-priority source") {
+    auto line = std::make_shared<RecordingLine>();
+    Uart16550 uart(line, -1);
+    wr(uart, kMcr, 0x10);  // loopback
+    wr(uart, kIer, 0x0f);
+    // Pending now: THRE (ETBEI enabled) and modem status (deltas from entering loopback).
+    CHECK(rd(uart, kIir) == 0x02);  // THRE above modem status; this read clears THRE
+    CHECK(rd(uart, kIir) == 0x00);  // modem status
+    wr(uart, kThr, 'x');            // FIFOs off: RBR holds 'x' ...
+    wr(uart, kThr, 'y');            // ... so 'y' overruns
+    CHECK(rd(uart, kIir) == 0x06);  // line status first
+    CHECK(rd(uart, kLsr) == 0x63);  // DR | OE | THRE | TEMT; reading clears OE
+    CHECK(rd(uart, kIir) == 0x04);  // then received data
+    CHECK(rd(uart, kThr) == 'x');
+    CHECK(rd(uart, kIir) == 0x02);  // then THRE (re-armed by the writes)
+    CHECK(rd(uart, kIir) == 0x00);  // then modem status
+    CHECK(rd(uart, kMsr) == 0x0b);  // DCTS, DDSR, DDCD: the cable lines dropped on entering loopback
+    CHECK(rd(uart, kIir) == 0x01);
+    CHECK_FALSE(line->level());
+}
+
+TEST_CASE("uart16550: input beyond FIFO + backlog is refused, accepted bytes arrive in order") {
+    int drained = 0;
+    Uart16550 uart(nullptr, -1, [&] { ++drained; });
+    wr(uart, kFcr, 0x07);
+    std::vector<uint8_t> in(Uart16550::kRxFifoSize + Uart16550::kRxBacklogCapacity + 10);
+    for (size_t i = 0; i < in.size(); ++i) in[i] = static_cast<uint8_t>(i * 7);
+    const size_t accepted = uart.enqueue_input(in);
+    CHECK(accepted == Uart16550::kRxFifoSize + Uart16550::kRxBacklogCapacity);
+    CHECK(uart.enqueue_input(in) == 0);
+    CHECK((rd(uart, kLsr) & 0x02) == 0);  // refusal is back-pressure, not an overrun
+    for (size_t i = 0; i < accepted; ++i) {
+        REQUIRE((rd(uart, kLsr) & 0x01) == 0x01);
+        REQUIRE(rd(uart, kThr) == in[i]);
+        if (i + 1 < accepted) REQUIRE(drained == 0);
+    }
+    CHECK((rd(uart, kLsr) & 0x01) == 0);
+    CHECK(drained == 1);
+    CHECK(uart.enqueue_input(bytes("k")) == 1);
+    CHECK(rd(uart, kThr) == 'k');
+    CHECK(drained == 1);  // only after a refusal
+}
+
+TEST_CASE("uart16550: loopback overrun of the 64-byte FIFO sets OE and drops the byte") {
+    Uart16550 uart(nullptr, -1);
+    wr(uart, kFcr, 0x01);
+    wr(uart, kMcr, 0x10);
+    for (unsigned i = 0; i < Uart16550::kRxFifoSize + 1; ++i) wr(uart, kThr, static_cast<uint8_t>(i));
+    CHECK(rd(uart, kLsr) == 0x63);
+    CHECK(rd(uart, kLsr) == 0x61);  // OE cleared by the read
+    unsigned n = 0;
+    while (rd(uart, kLsr) & 0x01) CHECK(rd(uart, kThr) == n++);
+    CHECK(n == Uart16550::kRxFifoSize);
+}
+
+TEST_CASE("uart16550: Linux 8250 autoconfig sees a 16550A") {
+    Pipe p;
+    auto line = std::make_shared<RecordingLine>();
+    Uart16550 uart(line, p.w);
+    // IER test: bits 0..3 writable, zero reads zero.
+    const uint8_t saved_ier = rd(uart, kIer);
+    wr(uart, kIer, 0);
+    CHECK((rd(uart, kIer) & 0x0f) == 0);
+    wr(uart, kIer, 0x0f);
+    CHECK((rd(uart, kIer) & 0x0f) == 0x0f);
+    wr(uart, kIer, saved_ier);
+    // Loopback test: MCR = LOOP | OUT2 | RTS must give DCD | CTS.
+    const uint8_t saved_mcr = rd(uart, kMcr);
+    const uint8_t saved_lcr = rd(uart, kLcr);
+    wr(uart, kMcr, 0x10 | 0x0a);
+    CHECK((rd(uart, kMsr) & 0xf0) == 0x90);
+    wr(uart, kMcr, saved_mcr);
+    // EFR probe (offset 2 with LCR=0xBF is FCR on a 16550A), then enable FIFOs.
+    wr(uart, kLcr, 0xbf);
+    wr(uart, 2, 0);
+    wr(uart, kLcr, 0);
+    wr(uart, kFcr, 0x01);
+    CHECK((rd(uart, kIir) >> 6) == 3);  // => autoconfig_16550a
+    // autoconfig_16550a: no EFR behind LCR=0x80 or 0xBF (IIR must not read 0 there).
+    wr(uart, kLcr, 0x80);
+    CHECK(rd(uart, 2) != 0);
+    wr(uart, kLcr, 0xbf);
+    CHECK(rd(uart, 2) != 0);
+    // Not a NS16550 SuperIO: bit 4 of offset 2 under LCR=0xE0 does not follow MCR LOOP.
+    wr(uart, kLcr, 0);
+    const uint8_t mcr = rd(uart, kMcr);
+    wr(uart, kLcr, 0xe0);
+    const uint8_t excr1 = rd(uart, 2);
+    CHECK(((excr1 ^ mcr) & 0x10) == 0);
+    wr(uart, kLcr, 0);
+    wr(uart, kMcr, mcr ^ 0x10);
+    wr(uart, kLcr, 0xe0);
+    CHECK(((rd(uart, 2) ^ mcr) & 0x10) == 0);
+    wr(uart, kLcr, 0);
+    wr(uart, kMcr, mcr);
+    // Not a 16750: no 64-byte-FIFO bit with or without DLAB.
+    wr(uart, kFcr, 0x21);
+    CHECK((rd(uart, kIir) & 0xe0) == 0xc0);
+    wr(uart, kLcr, 0x80);
+    wr(uart, kFcr, 0x21);
+    CHECK((rd(uart, kIir) & 0xe0) == 0xc0);
+    wr(uart, kLcr, 0);
+    // Not an XScale UART: IER bit 6 (UUE) does not stick.
+    wr(uart, kIer, 0x40);
+    CHECK((rd(uart, kIer) & 0x40) == 0);
+    wr(uart, kIer, 0);
+    // The FCR value the brief names: FIFOs on, both cleared, trigger 14.
+    wr(uart, kFcr, 0xe7);
+    CHECK((rd(uart, kIir) & 0xc0) == 0xc0);
+    // Scratch register holds what is written (autoconfig_8250's 16450 test).
+    wr(uart, kScr, 0xa5);
+    CHECK(rd(uart, kScr) == 0xa5);
+    wr(uart, kScr, 0x5a);
+    CHECK(rd(uart, kScr) == 0x5a);
+    wr(uart, kLcr, saved_lcr);
+
+    // serial8250_do_startup: clear FIFOs, LSR must not read 0xff.
+    wr(uart, kFcr, 0x01);
+    wr(uart, kFcr, 0x07);
+    wr(uart, kFcr, 0);
+    rd(uart, kLsr);
+    rd(uart, kThr);
+    rd(uart, kIir);
+    rd(uart, kMsr);
+    CHECK(rd(uart, kLsr) != 0xff);
+    // THRE re-assertion test: both IIR reads must show an interrupt.
+    wr(uart, kIer, 0x02);
+    const uint8_t iir1 = rd(uart, kIir);
+    wr(uart, kIer, 0);
+    wr(uart, kIer, 0x02);
+    const uint8_t iir2 = rd(uart, kIir);
+    wr(uart, kIer, 0);
+    CHECK((iir1 & 0x01) == 0);
+    CHECK((iir2 & 0x01) == 0);
+    // TXEN test: enabling THRI gives TEMT and a pending interrupt.
+    wr(uart, kIer, 0x02);
+    CHECK((rd(uart, kLsr) & 0x40) == 0x40);
+    CHECK((rd(uart, kIir) & 0x01) == 0);
+    wr(uart, kIer, 0);
+    CHECK(p.drain().empty());  // the whole probe transmitted nothing
+    CHECK_FALSE(line->level());
+}
+
+TEST_CASE("uart16550: a closed output does not kill the VMM; bytes are counted and dropped") {
+    Pipe p;
+    ::close(p.r);
+    p.r = -1;
+    Uart16550 uart(nullptr, p.w);
+    wr(uart, kThr, 'a');
+    wr(uart, kThr, 'b');
+    CHECK(uart.output_bytes_dropped() == 2);
+    sigset_t pending;
+    sigemptyset(&pending);
+    ::sigpending(&pending);
+    CHECK(sigismember(&pending, SIGPIPE) == 0);
+    sigset_t mask;
+    ::pthread_sigmask(SIG_SETMASK, nullptr, &mask);
+    CHECK(sigismember(&mask, SIGPIPE) == 0);  // the thread's mask is restored
+}
+
+TEST_CASE("uart16550: a full non-blocking output drops instead of blocking") {
+    Pipe p;
+    Uart16550 uart(nullptr, p.w);
+    const int cap = ::fcntl(p.w, F_GETPIPE_SZ);
+    REQUIRE(cap > 0);
+    for (int i = 0; i < cap + 3; ++i) wr(uart, kThr, 'f');
+    CHECK(uart.output_bytes_dropped() == 3);
+}
+
+TEST_CASE("uart16550: concurrent input and guest reads lose nothing") {
+    Uart16550 uart(nullptr, -1);
+    wr(uart, kFcr, 0x01);
+    constexpr size_t kTotal = 20000;
+    std::thread producer([&] {
+        size_t sent = 0;
+        while (sent < kTotal) {
+            uint8_t b = static_cast<uint8_t>(sent % 251);
+            sent += uart.enqueue_input(std::span(&b, 1));
+        }
+    });
+    size_t got = 0;
+    bool in_order = true;
+    while (got < kTotal) {
+        if (rd(uart, kLsr) & 0x01) {
+            in_order &= rd(uart, kThr) == static_cast<uint8_t>(got % 251);
+            ++got;
+        }
+    }
+    producer.join();
+    CHECK(in_order);
+    CHECK((rd(uart, kLsr) & 0x01) == 0);
+}
