@@ -1,0 +1,40 @@
+#include "boot/acpi/madt.hpp"
+
+#include "boot/x86_layout.hpp"
+
+namespace kestrel::acpi {
+
+Result<std::vector<uint8_t>> build_madt(uint32_t num_cpus) {
+    if (num_cpus < 1 || num_cpus > kMaxCpus)
+        return fail("MADT: {} vCPUs is outside 1..{}", num_cpus, kMaxCpus);
+
+    std::vector<uint8_t> out;
+    MadtFixed fixed{};
+    fixed.header = make_header("APIC", kMadtRevision);
+    fixed.local_apic_address = static_cast<uint32_t>(x86::kLapicAddr);
+    // KVM's in-kernel irqchip does contain a dual 8259, and PCAT_COMPAT tells the OS exactly
+    // that: it must mask the 8259s before using the IOAPIC (§5.2.12 Multiple APIC Flags; §5.2.12.4). Linux then
+    // never relies on probing for a PIC (and ignores it under HW-reduced ACPI anyway).
+    fixed.flags = kMadtPcatCompat;
+    append_struct(out, fixed);
+
+    for (uint32_t i = 0; i < num_cpus; ++i) {
+        const auto id = static_cast<uint8_t>(i);
+        append_struct(out, MadtLocalApic{MadtType::kLocalApic, sizeof(MadtLocalApic), id, id,
+                                         kLocalApicEnabled});
+    }
+    append_struct(out, MadtIoApic{MadtType::kIoApic, sizeof(MadtIoApic),
+                                  static_cast<uint8_t>(num_cpus), 0,
+                                  static_cast<uint32_t>(x86::kIoapicAddr), 0});
+    // The PIT is wired to IOAPIC pin 2 (as on PCs and in KVM), not pin 0.
+    append_struct(out, MadtInterruptSourceOverride{MadtType::kInterruptSourceOverride,
+                                                   sizeof(MadtInterruptSourceOverride), 0, 0,
+                                                   x86::kTimerGsi, kMpsIntiConforms});
+    // LINT1 of every local APIC is the NMI input, as KVM's LAPIC reset state expects.
+    append_struct(out, MadtLocalApicNmi{MadtType::kLocalApicNmi, sizeof(MadtLocalApicNmi), 0xff,
+                                        kMpsIntiConforms, 1});
+    TRY(seal_table(out));
+    return out;
+}
+
+}  // namespace kestrel::acpi
