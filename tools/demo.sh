@@ -7,20 +7,23 @@
 # On a terminal you get the guest's shell; otherwise a short scripted session runs in it and
 # the exit status says whether it worked.
 #
-# usage: tools/demo.sh [--direct | --nested] [--scripted] [--skip-setup]
+# usage: tools/demo.sh [--direct | --nested] [--scripted] [--skip-setup] [--kestrel PATH]
+#   --direct/--nested  force where the guest runs; --scripted  no interactive shell even on a
+#   terminal; --skip-setup  no tools/setup.sh; --kestrel PATH  use this binary, skip the build
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 art=${KESTREL_ARTIFACTS:-$root/.cache/artifacts}
 
-where=auto scripted=0 setup=1
+where=auto scripted=0 setup=1 kestrel=""
 while [[ $# -gt 0 ]]; do
   case $1 in
     --direct) where=direct ;;
     --nested) where=nested ;;
     --scripted) scripted=1 ;;
     --skip-setup) setup=0 ;;
-    -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --kestrel) kestrel=$(realpath "$2"); shift ;;
+    -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "demo: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -44,10 +47,14 @@ fi
 done_step
 
 step 2 "building kestrel (meson + ninja in build/)"
-[[ -f build/build.ninja ]] || meson setup build
-ninja -C build
-kestrel=$root/build/vmm/kestrel
-[[ -x $kestrel ]] || die "build finished but $kestrel is missing"
+if [[ -n $kestrel ]]; then
+  echo "    skipped: using $kestrel (--kestrel)"
+else
+  [[ -f build/build.ninja ]] || meson setup build
+  ninja -C build
+  kestrel=$root/build/vmm/kestrel
+fi
+[[ -x $kestrel ]] || die "no kestrel binary at $kestrel"
 done_step
 
 step 3 "guest kernel (tools/fetch-kernel.sh)"
