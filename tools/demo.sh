@@ -23,7 +23,7 @@ while [[ $# -gt 0 ]]; do
     --scripted) scripted=1 ;;
     --skip-setup) setup=0 ;;
     --kestrel) kestrel=$(realpath "$2"); shift ;;
-    -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     *) echo "demo: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
