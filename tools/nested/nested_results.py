@@ -133,6 +133,11 @@ def check_case(spec, out, end):
         figs.append(f)
     if uptime:
         figs.append(f'guest uptime at /init {uptime[-1]} s')
+    # printk stamps run on the guest's sched_clock, /proc/uptime on its boot clock; under nested
+    # TCG they disagree, so both are shown rather than trusting either.
+    run_init = [m.group(1) for l in out for m in [re.match(r'\[\s*([0-9.]+)\] Run /init as init process', l)] if m]
+    if run_init:
+        figs.append(f'guest printk "Run /init" at {run_init[-1]} s')
 
     if end is None:
         problems.append('no NESTED-CASE-END (L1 died, hung or hit the overall timeout)')

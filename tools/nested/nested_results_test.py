@@ -21,7 +21,7 @@ CL = 'console=ttyS0 reboot=k panic=-1 kestrel.token=boot-x-1234'
 
 def log(guest_cmdline=CL, cpus=2, mem=481180, rc=0, end=True, extra=''):
     lines = ['junk', 'NESTED-L1-UP uptime=3.4', 'NESTED-L1-READY kvm=ok', 'NESTED-CASE-BEGIN boot-x timeout=100',
-             f'NESTED-CMDLINE {CL}', '[    0.000000] Linux version 6.1',
+             f'NESTED-CMDLINE {CL}', '[    0.000000] Linux version 6.1', '[   20.455850] Run /init as init process',
              'KESTREL-GUEST-INIT uptime=2.50',
              f'KESTREL-GUEST cpus={cpus} online=0-1 memtotal_kb={mem} cmdline={guest_cmdline}',
              f'NESTED-KESTREL-EXIT rc={rc} seconds=9.00 to_init_seconds=8.10']
@@ -41,6 +41,7 @@ class Judge(unittest.TestCase):
         self.assertTrue(nr.all_passed(res), nr.summary(res))
         self.assertIn('start->guest /init 8.10 s', res.cases[0].figures)
         self.assertIn('guest uptime at /init 2.50 s', res.cases[0].figures)
+        self.assertIn('"Run /init" at 20.455850 s', res.cases[0].figures)
         self.assertEqual(nr.summary(res)[-1], '1 passed, 0 failed')
 
     def test_cmdline_must_match_exactly(self):
