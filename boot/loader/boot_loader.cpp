@@ -23,12 +23,12 @@ struct CommonLayout {
     std::optional<std::pair<GuestAddress, uint64_t>> initrd;
 };
 
-Result<void> check_cmdline(const std::string& cmdline, uint64_t max_len, std::string_view whose) {
+Result<void> check_cmdline(const std::string& cmdline, uint64_t max_len, std::string_view why) {
     if (auto nul = cmdline.find('\0'); nul != std::string::npos)
         return fail("command line contains a NUL byte at position {}", nul);
     if (cmdline.size() > max_len)
-        return fail("command line is {} bytes, {} allows at most {}", cmdline.size(), whose,
-                    max_len);
+        return fail("command line is {} bytes, longer than the limit of {} ({})", cmdline.size(),
+                    max_len, why);
     return {};
 }
 
@@ -63,14 +63,16 @@ std::vector<uint8_t> bytes_of(const BootParams& bp) {
 
 Result<BootEntry> prepare_elf(GuestMemory& mem, const BootInputs& in) {
     auto k = TRY(parse_elf_kernel(in.kernel));
-    TRY(check_cmdline(in.cmdline, x86::kCmdlineMax - 1, "the VMM"));
+    TRY(check_cmdline(in.cmdline, x86::kCmdlineMax - 1,
+                      fmt::format("VMM command line buffer {}", x86::kCmdlineMax - 1)));
     LoadPlan plan;
     for (size_t i = 0; i < k.segments.size(); ++i) {
         const auto& s = k.segments[i];
         auto label = fmt::format("kernel PT_LOAD segment {}", i);
         plan.copy(GuestAddress(s.paddr), s.file_bytes, label);
-        plan.zero(GuestAddress(s.paddr + s.file_bytes.size()), s.memsz - s.file_bytes.size(),
-                  label + " (zeroed tail)");
+        if (s.memsz > s.file_bytes.size())
+            plan.zero(GuestAddress(s.paddr + s.file_bytes.size()), s.memsz - s.file_bytes.size(),
+                      label + " (zeroed tail)");
     }
     auto c = TRY(plan_common(mem, in, k.end, x86::kMmioHoleEnd, plan));
     BootEntry out{};
@@ -98,7 +100,7 @@ Result<BootEntry> prepare_bzimage(GuestMemory& mem, const BootInputs& in) {
     const SetupHeader& h = img.header;
     // cmdline_size: "maximum size of the command line without the terminating zero".
     TRY(check_cmdline(in.cmdline, std::min<uint64_t>(h.cmdline_size, x86::kCmdlineMax - 1),
-                      fmt::format("the kernel (cmdline_size {}) and the VMM ({})",
+                      fmt::format("kernel cmdline_size {}, VMM command line buffer {}",
                                   h.cmdline_size, x86::kCmdlineMax - 1)));
     // The decompressor uses init_size bytes from the load address, so all of it must be RAM
     // and inside the 4 GiB the 64-bit entry's identity map covers.
