@@ -6,26 +6,28 @@
 
 namespace kestrel {
 
-Result<EventLoop> EventLoop::create() {
+Result<std::unique_ptr<EventLoop>> EventLoop::create() {
     int fd = ::epoll_create1(EPOLL_CLOEXEC);
     if (fd < 0) return fail_errno("epoll_create1");
-    return EventLoop(UniqueFd(fd));
+    return std::unique_ptr<EventLoop>(new EventLoop(UniqueFd(fd)));
 }
 
 Result<void> EventLoop::add(int fd, uint32_t events, Callback cb) {
+    std::lock_guard lk(mu_);
     epoll_event ev{};
     ev.events = events;
     ev.data.fd = fd;
     if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd, &ev) < 0)
         return fail_errno("epoll_ctl add fd {}", fd);
-    callbacks_[fd] = std::make_unique<Callback>(std::move(cb));
+    callbacks_[fd] = std::make_shared<Callback>(std::move(cb));
     return {};
 }
 
 Result<void> EventLoop::remove(int fd) {
+    std::lock_guard lk(mu_);
+    callbacks_.erase(fd);
     if (::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, fd, nullptr) < 0)
         return fail_errno("epoll_ctl del fd {}", fd);
-    callbacks_.erase(fd);
     return {};
 }
 
@@ -45,8 +47,13 @@ void EventLoop::run(VmControl& ctl) {
         for (int i = 0; i < n; ++i) {
             int fd = evs[static_cast<size_t>(i)].data.fd;
             if (fd == ctl.wake_fd()) return;
-            auto it = callbacks_.find(fd);
-            if (it != callbacks_.end()) (*it->second)(evs[static_cast<size_t>(i)].events);
+            std::shared_ptr<Callback> cb;
+            {
+                std::lock_guard lk(mu_);
+                auto it = callbacks_.find(fd);
+                if (it != callbacks_.end()) cb = it->second;
+            }
+            if (cb) (*cb)(evs[static_cast<size_t>(i)].events);
         }
     }
 }

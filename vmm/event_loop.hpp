@@ -7,6 +7,9 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
+
+#include "devices/event_registry.hpp"
 
 #include "vmm/base/error.hpp"
 #include "vmm/base/fd.hpp"
@@ -14,20 +17,20 @@
 
 namespace kestrel {
 
-class EventLoop {
+class EventLoop final : public EventRegistry {
 public:
-    using Callback = std::function<void(uint32_t events)>;
-
-    static Result<EventLoop> create();
-    Result<void> add(int fd, uint32_t events, Callback cb);
-    Result<void> remove(int fd);
+    static Result<std::unique_ptr<EventLoop>> create();
+    // Safe from any thread; a callback may remove its own fd.
+    Result<void> add(int fd, uint32_t events, Callback cb) override;
+    Result<void> remove(int fd) override;
     // Dispatches events until ctl's wake fd fires.
     void run(VmControl& ctl);
 
 private:
     explicit EventLoop(UniqueFd ep) : epoll_(std::move(ep)) {}
     UniqueFd epoll_;
-    std::map<int, std::unique_ptr<Callback>> callbacks_;
+    std::mutex mu_;
+    std::map<int, std::shared_ptr<Callback>> callbacks_;
 };
 
 }  // namespace kestrel

@@ -151,7 +151,8 @@ Result<GuestExit> run_vm(const VmConfig& cfg) {
     sigaddset(&stop_signals, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
     UniqueFd sigfd(::signalfd(-1, &stop_signals, SFD_CLOEXEC | SFD_NONBLOCK));
-    auto loop = TRY(EventLoop::create());
+    auto loop_ptr = TRY(EventLoop::create());
+    EventLoop& loop = *loop_ptr;
     TRY(loop.add(sigfd.get(), EPOLLIN, [&](uint32_t) {
         signalfd_siginfo si{};
         if (::read(sigfd.get(), &si, sizeof si) == sizeof si)

@@ -47,11 +47,15 @@ inline Error context(Error e, std::string_view what) {
 
 // TRY(expr): evaluates a Result; returns its error from the enclosing function,
 // otherwise yields the value (GNU statement expression, supported by g++ and clang).
-#define KESTREL_TRY(expr)                                              \
-    ({                                                                 \
-        auto&& kestrel_try_r_ = (expr);                                \
-        if (!kestrel_try_r_) [[unlikely]]                              \
-            return std::unexpected(std::move(kestrel_try_r_).error()); \
-        std::move(kestrel_try_r_).value();                             \
+// The temporary's name is unique per expansion so nested TRYs do not shadow each other.
+#define KESTREL_TRY_CAT2(a, b) a##b
+#define KESTREL_TRY_CAT(a, b) KESTREL_TRY_CAT2(a, b)
+#define KESTREL_TRY_IMPL(expr, r)                                 \
+    ({                                                            \
+        auto&& r = (expr);                                        \
+        if (!r) [[unlikely]]                                      \
+            return std::unexpected(std::move(r).error());         \
+        std::move(r).value();                                     \
     })
+#define KESTREL_TRY(expr) KESTREL_TRY_IMPL(expr, KESTREL_TRY_CAT(kestrel_try_r_, __COUNTER__))
 #define TRY(expr) KESTREL_TRY(expr)

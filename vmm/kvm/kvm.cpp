@@ -40,6 +40,16 @@ Result<void> set(int fd, unsigned long req, const T& v, const char* what) {
     return {};
 }
 
+// Copies entries behind a FlexHeader and issues the ioctl.
+template <class Entry>
+int flex_ioctl(int fd, unsigned long req, const std::vector<Entry>& entries) {
+    size_t bytes = sizeof(uapi::FlexHeader) + entries.size() * sizeof(Entry);
+    auto buf = std::make_unique<uint8_t[]>(bytes);
+    std::memset(buf.get(), 0, bytes);
+    reinterpret_cast<uapi::FlexHeader*>(buf.get())->count = static_cast<uint32_t>(entries.size());
+    std::memcpy(buf.get() + sizeof(uapi::FlexHeader), entries.data(), entries.size() * sizeof(Entry));
+    return ::ioctl(fd, req, buf.get());
+}
 }  // namespace
 
 Result<System> System::open(const std::string& path) {
@@ -140,6 +150,31 @@ Result<void> Vm::irq_line(uint32_t irq, bool level) {
     return set(fd_.get(), KVM_IRQ_LINE, l, "KVM_IRQ_LINE");
 }
 
+Result<void> Vm::set_gsi_routing(const std::vector<kvm_irq_routing_entry>& entries) {
+    if (flex_ioctl(fd_.get(), uapi::kSetGsiRouting, entries) < 0)
+        return fail_errno("KVM_SET_GSI_ROUTING ({} routes)", entries.size());
+    return {};
+}
+
+Result<void> Vm::irqfd(int eventfd, uint32_t gsi, bool assign) {
+    kvm_irqfd f{};
+    f.fd = static_cast<uint32_t>(eventfd);
+    f.gsi = gsi;
+    f.flags = assign ? 0 : KVM_IRQFD_FLAG_DEASSIGN;
+    return set(fd_.get(), KVM_IRQFD, f, "KVM_IRQFD");
+}
+
+Result<void> Vm::ioeventfd(uint64_t addr, uint32_t len, int eventfd, bool assign) {
+    kvm_ioeventfd e{};
+    e.addr = addr;
+    e.len = len;
+    e.fd = eventfd;
+    e.flags = assign ? 0 : KVM_IOEVENTFD_FLAG_DEASSIGN;
+    if (::ioctl(fd_.get(), KVM_IOEVENTFD, &e) < 0)
+        return fail_errno("KVM_IOEVENTFD at {:#x}", addr);
+    return {};
+}
+
 Result<Vcpu> Vcpu::create(const System& sys, const Vm& vm, uint32_t index) {
     int raw = ::ioctl(vm.fd(), KVM_CREATE_VCPU, static_cast<unsigned long>(index));
     if (raw < 0) return fail_errno("KVM_CREATE_VCPU {}", index);
@@ -166,18 +201,6 @@ Result<void> Vcpu::set_lapic(const kvm_lapic_state& l) {
     return set(fd_.get(), KVM_SET_LAPIC, l, "KVM_SET_LAPIC");
 }
 
-namespace {
-// Copies entries behind a FlexHeader and issues the ioctl.
-template <class Entry>
-int flex_ioctl(int fd, unsigned long req, const std::vector<Entry>& entries) {
-    size_t bytes = sizeof(uapi::FlexHeader) + entries.size() * sizeof(Entry);
-    auto buf = std::make_unique<uint8_t[]>(bytes);
-    std::memset(buf.get(), 0, bytes);
-    reinterpret_cast<uapi::FlexHeader*>(buf.get())->count = static_cast<uint32_t>(entries.size());
-    std::memcpy(buf.get() + sizeof(uapi::FlexHeader), entries.data(), entries.size() * sizeof(Entry));
-    return ::ioctl(fd, req, buf.get());
-}
-}  // namespace
 
 Result<void> Vcpu::set_cpuid(const std::vector<kvm_cpuid_entry2>& entries) {
     if (flex_ioctl(fd_.get(), uapi::kSetCpuid2, entries) < 0) return fail_errno("KVM_SET_CPUID2");

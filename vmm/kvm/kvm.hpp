@@ -45,6 +45,13 @@ public:
     Result<void> create_irqchip();
     Result<void> create_pit2();
     Result<void> irq_line(uint32_t irq, bool level);
+    // Replaces the whole GSI routing table (api.rst §4.52): callers include the irqchip routes.
+    Result<void> set_gsi_routing(const std::vector<kvm_irq_routing_entry>& entries);
+    // An eventfd write injects `gsi` (api.rst §4.75 KVM_IRQFD).
+    Result<void> irqfd(int eventfd, uint32_t gsi, bool assign);
+    // A guest write of `len` bytes at MMIO `addr` signals `eventfd` in the kernel instead of
+    // exiting to userspace (api.rst §4.59 KVM_IOEVENTFD). len 0 matches any width.
+    Result<void> ioeventfd(uint64_t addr, uint32_t len, int eventfd, bool assign);
 
 private:
     explicit Vm(UniqueFd fd) : fd_(std::move(fd)) {}
