@@ -37,6 +37,7 @@ struct CmosMemorySizes {
 
 class CmosRtc final : public BusDevice {
 public:
+    static constexpr uint64_t kMappingLength = 2;  // at x86::kCmosPort
     using Clock = std::function<time_t()>;
 
     // clock: seconds since the epoch, UTC; empty = the host's CLOCK_REALTIME.

@@ -16,6 +16,8 @@ namespace kestrel {
 
 class DebugExit final : public BusDevice {
 public:
+    static constexpr uint64_t kMappingLength = 1;  // at x86::kDebugExitPort
+
     explicit DebugExit(std::function<void(uint32_t code)> on_exit) : on_exit_(std::move(on_exit)) {}
 
     void read(uint64_t, std::span<uint8_t> data) override {

@@ -37,6 +37,7 @@ namespace kestrel {
 
 class Uart16550 final : public BusDevice {
 public:
+    static constexpr uint64_t kMappingLength = 8;  // at x86::kCom1Port, IRQ x86::kCom1Irq
     static constexpr size_t kRxFifoSize = 64;
     // Enough for a pasted screenful; beyond it input is refused rather than silently lost.
     static constexpr size_t kRxBacklogCapacity = 4096;
