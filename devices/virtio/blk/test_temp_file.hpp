@@ -15,9 +15,13 @@ namespace kestrel::test {
 
 class TempImage {
 public:
-    explicit TempImage(uint64_t size_bytes) {
-        const char* dir = std::getenv("TMPDIR");
-        std::string tmpl = std::string(dir && *dir ? dir : "/tmp") + "/kestrel-blk-XXXXXX";
+    // dir: where to create it; empty = $TMPDIR or /tmp.
+    explicit TempImage(uint64_t size_bytes, std::string dir = {}) {
+        if (dir.empty()) {
+            const char* env = std::getenv("TMPDIR");
+            dir = env && *env ? env : "/tmp";
+        }
+        std::string tmpl = dir + "/kestrel-blk-XXXXXX";
         std::vector<char> buf(tmpl.begin(), tmpl.end());
         buf.push_back('\0');
         int fd = ::mkstemp(buf.data());

@@ -195,3 +195,61 @@ TEST_CASE("UringBackend: O_DIRECT aligned I/O round-trips") {
     drive(*b, c, 3);
     CHECK(c.res[3] == 0);
 }
+
+TEST_CASE("UringBackend: write-zeroes falls back to writing zeros without ZERO_RANGE") {
+    // tmpfs has PUNCH_HOLE but not ZERO_RANGE.
+    if (::access("/dev/shm", W_OK) != 0) {
+        MESSAGE("no writable /dev/shm: fallback test skipped");
+        return;
+    }
+    TempImage img(3 << 20, "/dev/shm");
+    auto data = pattern(3 << 20, 5);
+    img.write(0, data);
+    auto file = BlockFile::open(img.path(), false, false);
+    REQUIRE(file.has_value());
+    Completions c;
+    auto b = UringBackend::create(file->fd(), 4, c.fn());
+    REQUIRE(b.has_value());
+    // 2.5 MiB: more than two fallback chunks, the last one partial.
+    REQUIRE(b->submit_write_zeroes(512, (5 << 20) / 2, false, 1).has_value());
+    drive(*b, c, 1);
+    CHECK(c.res[1] == 0);
+    CHECK(b->stats().zero_range_fallbacks == 1);
+    CHECK(img.read(512, (5 << 20) / 2) == std::vector<uint8_t>((5 << 20) / 2, 0));
+    CHECK(img.read(0, 512) == std::vector<uint8_t>(data.begin(), data.begin() + 512));
+    size_t after = 512 + (5 << 20) / 2;
+    CHECK(img.read(after, 512) ==
+          std::vector<uint8_t>(data.begin() + static_cast<long>(after),
+                               data.begin() + static_cast<long>(after) + 512));
+}
+
+TEST_CASE("UringBackend: a short transfer is resubmitted for the remainder") {
+    // A pipe returns what it holds: the first readv is short, the rest is read by a
+    // resubmission once more bytes arrive (offsets are ignored on pipes).
+    int p[2];
+    REQUIRE(::pipe(p) == 0);
+    Completions c;
+    auto b = UringBackend::create(p[0], 2, c.fn());
+    REQUIRE(b.has_value());
+    auto first = pattern(100, 1);
+    auto second = pattern(156, 2);
+    REQUIRE(::write(p[1], first.data(), first.size()) == 100);
+    std::vector<uint8_t> buf(256);
+    iovec v[2] = {{buf.data(), 60}, {buf.data() + 60, 196}};
+    REQUIRE(b->submit_read(0, v, 1).has_value());
+    REQUIRE(b->submit_pending().has_value());
+    pollfd pf{b->event_fd(), POLLIN, 0};
+    REQUIRE(::poll(&pf, 1, 5000) == 1);
+    b->on_event();
+    CHECK(c.res.empty());
+    CHECK(b->stats().short_resubmits == 1);
+    REQUIRE(::write(p[1], second.data(), second.size()) == 156);
+    drive(*b, c, 1);
+    CHECK(c.res[1] == 256);
+    std::vector<uint8_t> want = first;
+    want.insert(want.end(), second.begin(), second.end());
+    CHECK(buf == want);
+    b = std::unexpected(Error{"done", 0});
+    ::close(p[0]);
+    ::close(p[1]);
+}
