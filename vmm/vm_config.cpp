@@ -30,4 +30,98 @@ Result<SerialTarget> parse_serial(std::string_view s) {
     return fail("serial target '{}' is not one of stdio, none, file:PATH", s);
 }
 
+namespace {
+
+std::vector<std::string_view> split(std::string_view s, char sep) {
+    std::vector<std::string_view> out;
+    size_t start = 0;
+    for (size_t i = 0; i <= s.size(); ++i)
+        if (i == s.size() || s[i] == sep) {
+            out.push_back(s.substr(start, i - start));
+            start = i + 1;
+        }
+    return out;
+}
+
+// "key=value" -> (key, value); a bare word -> (word, nullopt).
+std::pair<std::string_view, std::optional<std::string_view>> key_value(std::string_view item) {
+    auto eq = item.find('=');
+    if (eq == std::string_view::npos) return {item, std::nullopt};
+    return {item.substr(0, eq), item.substr(eq + 1)};
+}
+
+template <class T>
+Result<T> parse_uint(std::string_view what, std::string_view v, T lo, T hi) {
+    T n{};
+    auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
+    if (ec != std::errc() || p != v.data() + v.size() || n < lo || n > hi)
+        return fail("{} '{}' is not a number from {} to {}", what, v, lo, hi);
+    return n;
+}
+
+Result<std::array<uint8_t, 6>> parse_mac(std::string_view v) {
+    auto parts = split(v, ':');
+    std::array<uint8_t, 6> mac{};
+    if (parts.size() != 6) return fail("mac '{}' is not six hex bytes like 52:54:00:12:34:56", v);
+    for (size_t i = 0; i < 6; ++i) {
+        unsigned b = 0;
+        auto [p, ec] = std::from_chars(parts[i].data(), parts[i].data() + parts[i].size(), b, 16);
+        if (ec != std::errc() || p != parts[i].data() + parts[i].size() || parts[i].size() != 2)
+            return fail("mac '{}' is not six hex bytes like 52:54:00:12:34:56", v);
+        mac[i] = static_cast<uint8_t>(b);
+    }
+    if (mac[0] & 1) return fail("mac '{}' is a multicast address", v);
+    return mac;
+}
+
+}  // namespace
+
+Result<DiskConfig> parse_disk(std::string_view s) {
+    auto items = split(s, ',');
+    DiskConfig d;
+    d.path = std::string(items[0]);
+    if (d.path.empty()) return fail("--disk '{}': the image path comes first", s);
+    for (size_t i = 1; i < items.size(); ++i) {
+        auto [k, v] = key_value(items[i]);
+        if (k == "ro" && !v) d.read_only = true;
+        else if (k == "direct" && !v) d.direct = true;
+        else if (k == "serial" && v) {
+            if (v->size() > 20) return fail("--disk serial '{}' is longer than 20 bytes", *v);
+            d.serial = std::string(*v);
+        } else if (k == "queues" && v) d.queues = TRY(parse_uint<uint16_t>("--disk queues", *v, 1, 64));
+        else return fail("--disk: unknown option '{}' (known: ro, direct, serial=S, queues=N)", items[i]);
+    }
+    return d;
+}
+
+Result<NetConfig> parse_net(std::string_view s) {
+    NetConfig n;
+    for (auto item : split(s, ',')) {
+        auto [k, v] = key_value(item);
+        if (k == "tap" && v && !v->empty()) {
+            if (v->size() >= 16) return fail("--net tap name '{}' is longer than 15 bytes", *v);
+            n.tap = std::string(*v);
+        } else if (k == "mac" && v) n.mac = TRY(parse_mac(*v));
+        else return fail("--net: unknown option '{}' (known: tap=NAME, mac=MAC)", item);
+    }
+    if (n.tap.empty()) return fail("--net '{}': tap=NAME is required", s);
+    return n;
+}
+
+Result<VsockConfig> parse_vsock(std::string_view s) {
+    VsockConfig c;
+    bool have_cid = false;
+    for (auto item : split(s, ',')) {
+        auto [k, v] = key_value(item);
+        if (k == "cid" && v) {
+            // CIDs 0-2 are the hypervisor, reserved and the host (virtio 1.2 §5.10.4).
+            c.cid = TRY(parse_uint<uint32_t>("--vsock cid", *v, 3, 0xfffffffe));
+            have_cid = true;
+        } else if (k == "socket" && v && !v->empty()) c.socket = std::string(*v);
+        else return fail("--vsock: unknown option '{}' (known: cid=N, socket=PATH)", item);
+    }
+    if (!have_cid || c.socket.empty()) return fail("--vsock '{}': cid=N and socket=PATH are required", s);
+    return c;
+}
+
 }  // namespace kestrel

@@ -2,9 +2,12 @@
 // option values (pure functions, unit-tested).
 #pragma once
 
+#include <array>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "vmm/base/error.hpp"
 
@@ -18,6 +21,25 @@ struct SerialTarget {
 inline constexpr std::string_view kDefaultCmdline = "console=ttyS0 reboot=k panic=-1";
 inline constexpr uint32_t kMaxVcpus = 254;  // xAPIC IDs; 255 is broadcast (SDM vol. 3A §10.6.2.1)
 
+// --disk PATH[,ro][,direct][,serial=S][,queues=N]
+struct DiskConfig {
+    std::string path;
+    bool read_only = false;
+    bool direct = false;         // O_DIRECT instead of the host page cache
+    std::string serial;          // VIRTIO_BLK_T_GET_ID, at most 20 bytes (virtio 1.2 §5.2.6)
+    uint16_t queues = 0;         // 0: one per vCPU
+};
+// --net tap=NAME[,mac=52:54:00:12:34:56]
+struct NetConfig {
+    std::string tap;
+    std::optional<std::array<uint8_t, 6>> mac;
+};
+// --vsock cid=N,socket=PATH
+struct VsockConfig {
+    uint32_t cid = 0;
+    std::string socket;
+};
+
 struct VmConfig {
     std::string kernel;
     std::string initrd;
@@ -26,11 +48,18 @@ struct VmConfig {
     uint64_t memory_bytes = 256ull << 20;
     SerialTarget serial;
     std::string log_level = "warn";
+    std::vector<DiskConfig> disks;
+    std::vector<NetConfig> nets;
+    std::optional<VsockConfig> vsock;
+    bool rng = false;
 };
 
 // "512" (MiB), "512M", "65536K", "2G"; at least 16 MiB, at most 1 TiB, whole MiB.
 Result<uint64_t> parse_memory_size(std::string_view s);
 // "stdio", "none", "file:PATH".
 Result<SerialTarget> parse_serial(std::string_view s);
+Result<DiskConfig> parse_disk(std::string_view s);
+Result<NetConfig> parse_net(std::string_view s);
+Result<VsockConfig> parse_vsock(std::string_view s);
 
 }  // namespace kestrel

@@ -31,3 +31,38 @@ TEST_CASE("serial targets") {
     CHECK_FALSE(parse_serial("file:"));
     CHECK_FALSE(parse_serial("tcp:1234"));
 }
+
+TEST_CASE("--disk, --net and --vsock values") {
+    auto d = parse_disk("/img/root.raw,ro,serial=disk-0,queues=2,direct");
+    REQUIRE(d);
+    CHECK(d->path == "/img/root.raw");
+    CHECK(d->read_only);
+    CHECK(d->direct);
+    CHECK(d->serial == "disk-0");
+    CHECK(d->queues == 2);
+    CHECK(parse_disk("a.img")->queues == 0);
+    CHECK_FALSE(parse_disk(",ro"));
+    CHECK_FALSE(parse_disk("a.img,rw"));
+    CHECK_FALSE(parse_disk("a.img,serial=123456789012345678901"));
+    CHECK_FALSE(parse_disk("a.img,queues=0"));
+    CHECK_FALSE(parse_disk("a.img,queues=9x"));
+
+    auto n = parse_net("tap=tap0,mac=52:54:00:ab:CD:0f");
+    REQUIRE(n);
+    CHECK(n->tap == "tap0");
+    REQUIRE(n->mac);
+    CHECK((*n->mac)[4] == 0xcd);
+    CHECK_FALSE(parse_net("mac=52:54:00:ab:cd:0f"));
+    CHECK_FALSE(parse_net("tap=t,mac=01:00:5e:00:00:01"));  // multicast
+    CHECK_FALSE(parse_net("tap=t,mac=52:54:00:ab:cd"));
+    CHECK_FALSE(parse_net("tap=a-name-longer-than-15"));
+
+    auto v = parse_vsock("cid=3,socket=/run/v.sock");
+    REQUIRE(v);
+    CHECK(v->cid == 3);
+    CHECK(v->socket == "/run/v.sock");
+    CHECK_FALSE(parse_vsock("cid=2,socket=/x"));
+    CHECK_FALSE(parse_vsock("cid=3"));
+    CHECK_FALSE(parse_vsock("socket=/x"));
+    CHECK_FALSE(parse_vsock("cid=-1,socket=/x"));
+}
