@@ -19,6 +19,9 @@
 // straight into guest RAM, so the device must not return from reset while the kernel may
 // still write into buffers the driver is about to reuse. Worst case is the host's I/O latency.
 //
+// Lifetimes: the GuestMemory, VirtioInterrupt and EventRegistry given to activate() must
+// outlive the activation, i.e. until reset() (the destructor resets).
+//
 // Threads: config reads/writes, activate and reset come from vCPU threads; queue_notify and
 // completion callbacks from the event loop. Each queue's state is behind its own mutex;
 // interrupts are raised with no lock held (a transport may call reset() under its own lock,
