@@ -38,6 +38,8 @@ struct SplitQueueState {
     bool signalled_used_valid = false;
     bool event_idx = false;       // VIRTIO_F_EVENT_IDX negotiated
     bool indirect = false;        // VIRTIO_F_INDIRECT_DESC negotiated
+
+    bool operator==(const SplitQueueState&) const = default;
 };
 
 class SplitQueue {
