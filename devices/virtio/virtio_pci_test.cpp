@@ -5,6 +5,7 @@
 #include <cstring>
 #include <map>
 #include <optional>
+#include <thread>
 
 #include <doctest/doctest.h>
 
@@ -561,4 +562,41 @@ TEST_CASE("virtio-pci: with MSI-X disabled interrupts only set ISR and PBA bits"
     CHECK(r.rd(kIsrOffset, 1) == kIsrQueue);
     r.dev->interrupt->signal_queue(2);  // NO_VECTOR: nothing pending
     CHECK(r.rd(0x5000, 8) == 0b10);
+}
+
+TEST_CASE("virtio-pci: concurrent vCPU accesses and event-loop interrupts") {
+    Rig r;
+    REQUIRE(r.negotiate(kGoodFeatures));
+    uint16_t msix_at = 0;
+    for (auto [id, at] : walk_caps(r))
+        if (id == 0x11) msix_at = at;
+    r.cfg_write(msix_at + 2, 0x8000, 2);
+    for (uint16_t v = 0; v < 4; ++v) r.msix_entry(v, 0xfee0'0000, v, false);
+    for (uint16_t q = 0; q < 3; ++q) {
+        r.set_common(0x16, q, 2);
+        r.set_common(0x1a, q + 1, 2);
+        r.set_common(0x1c, 1, 2);
+    }
+    r.set_status(kAckDriver | kStatusFeaturesOk | kStatusDriverOk);
+    REQUIRE(r.dev->interrupt);
+    VirtioInterrupt* irq = r.dev->interrupt;
+    std::atomic<bool> stop{false};
+    std::vector<std::thread> vcpus;
+    for (int t = 0; t < 3; ++t)
+        vcpus.emplace_back([&, t] {
+            for (int i = 0; i < 2000; ++i) {
+                r.rd(0x12, 2);
+                r.rd(kIsrOffset, 1);
+                r.wr(kMsixTableOffset + (t + 1) * 16 + 12, i & 1, 4);
+                r.cfg(0x04, 2);
+                r.pci->notify_addresses();
+            }
+        });
+    std::thread loop([&] {
+        while (!stop) irq->signal_queue(1);
+    });
+    for (auto& v : vcpus) v.join();
+    stop = true;
+    loop.join();
+    CHECK(r.status() == (kAckDriver | kStatusFeaturesOk | kStatusDriverOk));
 }
