@@ -1,0 +1,134 @@
+#include "devices/virtio/rng/virtio_rng.hpp"
+
+#include <sys/random.h>
+
+#include <algorithm>
+#include <cerrno>
+
+#include "devices/virtio/queue/virtq_spec.hpp"
+#include "vmm/base/log.hpp"
+
+namespace kestrel {
+
+Result<void> VirtioRng::getrandom_fill(std::span<uint8_t> out) {
+    while (!out.empty()) {
+        ssize_t n = ::getrandom(out.data(), out.size(), 0);
+        if (n < 0) {
+            if (errno == EINTR) continue;  // requests > 256 bytes can be interrupted
+            return fail_errno("getrandom");
+        }
+        out = out.subspan(static_cast<size_t>(n));
+    }
+    return {};
+}
+
+VirtioRng::VirtioRng(EntropySource source) : source_(std::move(source)) {}
+
+uint64_t VirtioRng::device_features() const {
+    return virtq::kFeatureVersion1 | virtq::kFeatureEventIdx | virtq::kFeatureIndirectDesc;
+}
+
+void VirtioRng::read_config(uint64_t, std::span<uint8_t> data) {
+    std::fill(data.begin(), data.end(), uint8_t{0});
+}
+
+void VirtioRng::write_config(uint64_t, std::span<const uint8_t>) {}
+
+Result<void> VirtioRng::activate(ActivateContext ctx) {
+    std::lock_guard lock(mu_);
+    if (ctx.queues.size() != 1)
+        return fail("virtio-rng: {} queues configured, expected 1", ctx.queues.size());
+    auto q = SplitQueue::create(ctx.mem, ctx.queues[0], kQueueSize, ctx.acked_features);
+    if (!q) return std::unexpected(context(std::move(q).error(), "virtio-rng requestq"));
+    queue_ = std::move(*q);
+    mem_ = &ctx.mem;
+    interrupt_ = &ctx.interrupt;
+    needs_reset_ = false;
+    return {};
+}
+
+uint32_t VirtioRng::fill(const DescriptorChain& chain) {
+    uint64_t want = std::min<uint64_t>(chain.writable_bytes(), kMaxBytesPerRequest);
+    auto iov = chain.writable_iovecs(*mem_, 0, want);
+    if (!iov) {
+        // Validated at pop time and guest RAM does not move, so this is a host-side bug.
+        log::warn("virtio-rng: chain {}: {}", chain.head(), iov.error().what());
+        return 0;
+    }
+    uint32_t written = 0;
+    for (const iovec& v : *iov) {
+        auto r = source_(std::span(static_cast<uint8_t*>(v.iov_base), v.iov_len));
+        if (!r) {
+            metrics_.entropy_errors.fetch_add(1, std::memory_order_relaxed);
+            log::warn("virtio-rng: entropy source failed: {}", r.error().what());
+            break;
+        }
+        written += static_cast<uint32_t>(v.iov_len);  // <= kMaxBytesPerRequest in total
+    }
+    return written;
+}
+
+void VirtioRng::queue_notify(uint16_t index) {
+    std::lock_guard lock(mu_);
+    if (index != 0) {
+        log::debug("virtio-rng: notify for non-existent queue {}", index);
+        return;
+    }
+    if (!queue_ || needs_reset_) return;
+
+    bool used_any = false;
+    auto complete = [&](uint16_t head, uint32_t len) {
+        if (auto r = queue_->add_used(*mem_, head, len); !r) {
+            metrics_.queue_errors.fetch_add(1, std::memory_order_relaxed);
+            log::warn("virtio-rng: {}", r.error().what());
+            needs_reset_ = true;
+            return;
+        }
+        used_any = true;
+    };
+    while (!needs_reset_) {
+        auto popped = queue_->pop(*mem_);
+        if (!popped) {
+            metrics_.queue_errors.fetch_add(1, std::memory_order_relaxed);
+            log::warn("virtio-rng: requestq broken, device needs reset: {}",
+                      popped.error().what());
+            needs_reset_ = true;
+            break;
+        }
+        if (!popped->has_value()) break;
+        if (auto* bad = std::get_if<MalformedChain>(&**popped)) {
+            metrics_.malformed_chains.fetch_add(1, std::memory_order_relaxed);
+            log::debug("virtio-rng: malformed chain {}: {}", bad->head, bad->error.what());
+            complete(bad->head, 0);
+            continue;
+        }
+        const auto& chain = std::get<DescriptorChain>(**popped);
+        uint32_t n = fill(chain);
+        metrics_.requests.fetch_add(1, std::memory_order_relaxed);
+        metrics_.bytes.fetch_add(n, std::memory_order_relaxed);
+        complete(chain.head(), n);
+    }
+    // Completions already published still deserve their notification, even if the queue
+    // broke afterwards.
+    if (!used_any) return;
+    auto notify = queue_->should_notify(*mem_);
+    if (!notify || *notify) {
+        metrics_.interrupts.fetch_add(1, std::memory_order_relaxed);
+        interrupt_->signal_queue(0);
+    }
+}
+
+void VirtioRng::reset() {
+    std::lock_guard lock(mu_);
+    queue_.reset();
+    mem_ = nullptr;
+    interrupt_ = nullptr;
+    needs_reset_ = false;
+}
+
+bool VirtioRng::needs_reset() const {
+    std::lock_guard lock(mu_);
+    return needs_reset_;
+}
+
+}  // namespace kestrel

@@ -1,0 +1,62 @@
+// VirtioRng: the virtio entropy device (virtio 1.2 §5.4). One request queue, no device
+// configuration, no device-specific feature bits. Every chain the driver offers gets its
+// device-writable part filled with bytes from the host's getrandom() (or a test source).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <optional>
+#include <span>
+
+#include "devices/virtio/queue/split_queue.hpp"
+#include "devices/virtio/rng/rng_metrics.hpp"
+#include "devices/virtio/virtio_device.hpp"
+
+namespace kestrel {
+
+class VirtioRng final : public VirtioDevice {
+public:
+    // Fills the whole span or fails.
+    using EntropySource = std::function<Result<void>(std::span<uint8_t>)>;
+
+    static constexpr uint16_t kDeviceType = 4;  // virtio 1.2 §5 device ID table
+    static constexpr uint16_t kQueueSize = 256;
+    // Per-request cap: Linux asks for at most a few hundred bytes (hwrng reads of
+    // RNG_BUFFER_SIZE) and §5.4.6.1 lets the device use less than the whole buffer, so a
+    // huge buffer cannot make the event-loop thread spend long in getrandom().
+    static constexpr uint32_t kMaxBytesPerRequest = 64 * 1024;
+
+    // getrandom(2) from the host's urandom pool (never blocks once the pool is initialised).
+    static Result<void> getrandom_fill(std::span<uint8_t> out);
+
+    explicit VirtioRng(EntropySource source = getrandom_fill);
+
+    uint16_t device_type() const override { return kDeviceType; }
+    uint64_t device_features() const override;
+    uint16_t num_queues() const override { return 1; }
+    uint16_t max_queue_size() const override { return kQueueSize; }
+    // §5.4.4: no device configuration layout; reads are 0, writes ignored.
+    void read_config(uint64_t offset, std::span<uint8_t> data) override;
+    void write_config(uint64_t offset, std::span<const uint8_t> data) override;
+    Result<void> activate(ActivateContext ctx) override;
+    void queue_notify(uint16_t index) override;
+    void reset() override;
+    bool needs_reset() const override;
+
+    const RngMetrics& metrics() const { return metrics_; }
+
+private:
+    // Fills the writable part of one chain (up to the cap); returns the bytes written.
+    uint32_t fill(const DescriptorChain& chain);
+
+    EntropySource source_;
+    RngMetrics metrics_;
+    mutable std::mutex mu_;  // activate/reset (vCPU threads) vs queue_notify (event loop)
+    GuestMemory* mem_ = nullptr;
+    VirtioInterrupt* interrupt_ = nullptr;
+    std::optional<SplitQueue> queue_;
+    bool needs_reset_ = false;
+};
+
+}  // namespace kestrel
