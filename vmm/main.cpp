@@ -53,6 +53,13 @@ int main(int argc, char** argv) {
     run->add_option("--log-level", cfg.log_level, "Log level on stderr")
         ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}))
         ->default_str("warn");
+    std::vector<std::string> disks, nets;
+    std::string vsock;
+    run->add_option("--disk", disks,
+                    "virtio-blk disk: PATH[,ro][,direct][,serial=S][,queues=N] (repeatable)");
+    run->add_option("--net", nets, "virtio-net on an existing tap: tap=NAME[,mac=MAC] (repeatable)");
+    run->add_option("--vsock", vsock, "virtio-vsock: cid=N,socket=PATH (host side: a unix socket)");
+    run->add_flag("--rng", cfg.rng, "virtio-rng fed from the host's getrandom()");
     run->footer(kExitCodesHelp);
 
     try {
@@ -75,6 +82,30 @@ int main(int argc, char** argv) {
         return kExitUsage;
     }
     cfg.serial = *st;
+    for (const auto& d : disks) {
+        auto p = parse_disk(d);
+        if (!p) {
+            log::error("{}", p.error().what());
+            return kExitUsage;
+        }
+        cfg.disks.push_back(*p);
+    }
+    for (const auto& n : nets) {
+        auto p = parse_net(n);
+        if (!p) {
+            log::error("{}", p.error().what());
+            return kExitUsage;
+        }
+        cfg.nets.push_back(*p);
+    }
+    if (!vsock.empty()) {
+        auto p = parse_vsock(vsock);
+        if (!p) {
+            log::error("{}", p.error().what());
+            return kExitUsage;
+        }
+        cfg.vsock = *p;
+    }
 
     auto result = run_vm(cfg);
     if (!result) {

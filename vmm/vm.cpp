@@ -17,6 +17,8 @@
 #include "devices/legacy/debug_exit.hpp"
 #include "devices/legacy/i8042.hpp"
 #include "devices/legacy/uart16550.hpp"
+#include "devices/pci/pci_root.hpp"
+#include "devices/virtio/blk/virtio_blk.hpp"
 #include "vmm/arch/x86/cpuid.hpp"
 #include "vmm/arch/x86/vcpu_setup.hpp"
 #include "vmm/base/log.hpp"
@@ -25,6 +27,7 @@
 #include "vmm/kvm/kvm.hpp"
 #include "vmm/terminal.hpp"
 #include "vmm/vcpu_loop.hpp"
+#include "vmm/virtio_wiring.hpp"
 
 namespace kestrel {
 
@@ -116,6 +119,8 @@ Result<GuestExit> run_vm(const VmConfig& cfg) {
               cfg.memory_bytes >> 20, cfg.cpus);
 
     VmControl ctl;
+    auto loop_ptr = TRY(EventLoop::create());
+    EventLoop& loop = *loop_ptr;
     Bus pio("port I/O"), mmio("MMIO");
     auto serial_out = TRY(open_serial_output(cfg.serial));
     auto uart = std::make_shared<Uart16550>(std::make_shared<KvmIrqLine>(vm, x86::kCom1Irq),
@@ -132,6 +137,21 @@ Result<GuestExit> run_vm(const VmConfig& cfg) {
                                     fmt::format("guest wrote {} to the debug-exit port", code)});
                    })));
     TRY(pio.insert(x86::kAcpiSleepControlPort, 3, std::make_shared<AcpiPmDevice>(poweroff, reset)));
+
+    // PCI: config cycles through 0xCF8 and ECAM, BARs in the 32-bit window; virtio devices.
+    auto pci = PciRoot::create();
+    TRY(pio.insert(x86::kPciConfigPort, PciRoot::kConfigIoLength, pci->config_io()));
+    TRY(mmio.insert(x86::kPciEcamStart, x86::kPciEcamSize, pci->ecam()));
+    TRY(mmio.insert(pci->window().base, pci->window().size, pci->mmio()));
+    VirtioWiring virtio(vm, mem, loop, pci);
+    for (const auto& d : cfg.disks) {
+        VirtioBlkOptions o{d.path, d.read_only, d.direct, d.serial,
+                           static_cast<uint16_t>(d.queues ? d.queues : cfg.cpus), 256};
+        auto blk = VirtioBlk::create(o);
+        if (!blk) return std::unexpected(context(blk.error(), fmt::format("--disk '{}'", d.path)));
+        TRY(virtio.add(std::move(*blk), fmt::format("virtio-blk '{}'", d.path)));
+    }
+    TRY(virtio.connect());
 
     auto supported = TRY(sys.supported_cpuid());
     std::vector<std::unique_ptr<kvm::Vcpu>> vcpus;
@@ -151,8 +171,6 @@ Result<GuestExit> run_vm(const VmConfig& cfg) {
     sigaddset(&stop_signals, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
     UniqueFd sigfd(::signalfd(-1, &stop_signals, SFD_CLOEXEC | SFD_NONBLOCK));
-    auto loop_ptr = TRY(EventLoop::create());
-    EventLoop& loop = *loop_ptr;
     TRY(loop.add(sigfd.get(), EPOLLIN, [&](uint32_t) {
         signalfd_siginfo si{};
         if (::read(sigfd.get(), &si, sizeof si) == sizeof si)

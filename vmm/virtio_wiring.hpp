@@ -1,0 +1,53 @@
+// VirtioWiring: puts virtio devices on the PCI root and connects them to KVM: one irqfd-backed
+// MSI sink per function, and one ioeventfd per queue notify address, so neither a
+// notification nor an interrupt costs a vCPU exit to userspace. Follows BAR moves.
+#pragma once
+
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "devices/pci/pci_root.hpp"
+#include "devices/virtio/virtio_pci.hpp"
+#include "vmm/event_loop.hpp"
+#include "vmm/kvm/msi_routing.hpp"
+
+namespace kestrel {
+
+class VirtioWiring {
+public:
+    VirtioWiring(kvm::Vm& vm, GuestMemory& mem, EventLoop& loop, std::shared_ptr<PciRoot> pci);
+    ~VirtioWiring();
+
+    Result<void> add(std::shared_ptr<VirtioDevice> dev, std::string name);
+    // After every add(): registers the ioeventfds at the BAR addresses the root assigned.
+    Result<void> connect();
+
+    const std::vector<std::shared_ptr<VirtioPciDevice>>& devices() const { return devices_; }
+
+private:
+    struct Notifier {
+        uint64_t address;
+        UniqueFd efd;
+    };
+    struct Function {
+        std::string name;
+        uint8_t slot;
+        std::shared_ptr<VirtioPciDevice> pci;
+        std::vector<Notifier> notifiers;
+    };
+    Result<void> attach_notifiers(Function& f);
+    void detach_notifiers(Function& f);
+
+    kvm::Vm& vm_;
+    GuestMemory& mem_;
+    EventLoop& loop_;
+    std::shared_ptr<PciRoot> pci_;
+    kvm::GsiRouting routing_;
+    std::mutex mu_;
+    std::vector<Function> functions_;
+    std::vector<std::shared_ptr<VirtioPciDevice>> devices_;
+};
+
+}  // namespace kestrel
