@@ -21,6 +21,7 @@
 #include "devices/virtio/blk/virtio_blk.hpp"
 #include "vmm/arch/x86/cpuid.hpp"
 #include "vmm/arch/x86/vcpu_setup.hpp"
+#include "vmm/console_input.hpp"
 #include "vmm/base/log.hpp"
 #include "vmm/event_loop.hpp"
 #include "vmm/file_image.hpp"
@@ -123,8 +124,10 @@ Result<GuestExit> run_vm(const VmConfig& cfg) {
     EventLoop& loop = *loop_ptr;
     Bus pio("port I/O"), mmio("MMIO");
     auto serial_out = TRY(open_serial_output(cfg.serial));
+    ConsoleInput console(loop, STDIN_FILENO);
     auto uart = std::make_shared<Uart16550>(std::make_shared<KvmIrqLine>(vm, x86::kCom1Irq),
-                                            serial_out.get());
+                                            serial_out.get(), [&console] { console.on_drained(); });
+    console.attach(uart);
     auto reset = [&ctl] { ctl.request({ExitKind::Reset, 0, "guest requested a reset"}); };
     auto poweroff = [&ctl] { ctl.request({ExitKind::PowerOff, 0, "guest powered off"}); };
     uint64_t low_ram = mem.regions()[0].size();
@@ -180,12 +183,7 @@ Result<GuestExit> run_vm(const VmConfig& cfg) {
     std::optional<RawTerminal> raw_tty;
     if (cfg.serial.kind == SerialTarget::Kind::Stdio && ::isatty(STDIN_FILENO)) {
         raw_tty.emplace(STDIN_FILENO);
-        TRY(loop.add(STDIN_FILENO, EPOLLIN, [&](uint32_t) {
-            uint8_t buf[256];
-            ssize_t n = ::read(STDIN_FILENO, buf, sizeof buf);
-            if (n > 0) uart->enqueue_input(std::span<const uint8_t>(buf, static_cast<size_t>(n)));
-            else if (n == 0 || errno != EAGAIN) (void)loop.remove(STDIN_FILENO);
-        }));
+        TRY(console.start());
     }
 
     VcpuThread::install_kick_handler();
