@@ -45,3 +45,20 @@ boot_guest() {
   echo "NESTED-KESTREL-EXIT rc=$rc seconds=$(awk "BEGIN { printf \"%.2f\", $t1 - $t0 }") to_init_seconds=$tinit"
   return "$rc"
 }
+
+# nested_value KEY VALUE: a figure for the host-side `#@ expect-value` checks (L1 side; the
+# guest prints KESTREL-VALUE lines, see tests/nested/guest-lib.sh). Keys: l1.* here, guest.*
+# in the guest, so the two sides of a comparison are always distinct lines.
+nested_value() {
+  echo "NESTED-VALUE $1 $2"
+}
+
+# nested_sha256 FILE: the hex digest alone.
+nested_sha256() {
+  sha256sum "$1" | cut -d' ' -f1
+}
+
+# nested_alloc_kb FILE: space FILE really occupies (allocated blocks, not its length), KiB.
+nested_alloc_kb() {
+  du -k "$1" | cut -f1
+}

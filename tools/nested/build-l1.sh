@@ -5,20 +5,23 @@
 # and the case scripts under /nested/cases. /init is tools/nested/l1-init.sh.
 #
 # usage: build-l1.sh OUT.cpio[.gz] [--kestrel PATH | --no-kestrel] [--cases "NAME|PATH ..."]
-#                    [--guest-initrd FILE] [--guest-modules LIST] [--extra DIR]
+#                    [--guest-initrd FILE] [--guest-modules LIST] [--guest-binaries LIST]
+#                    [--l1-binaries LIST] [--extra DIR]
 #   --kestrel       kestrel binary (default build/vmm/kestrel)
 #   --cases         case names (tests/nested/cases/NAME.sh) or script paths, run in this order
 #                   (default: every tests/nested/cases/*.sh, sorted)
 #   --guest-initrd  L2 initramfs to use (default: built with build-guest-initramfs.sh)
 #   --guest-modules modules for that default L2 initramfs
+#   --guest-binaries host executables (with their libraries) for that default L2 initramfs
+#   --l1-binaries   host executables (with their libraries) for L1 itself (e.g. /usr/sbin/debugfs)
 #   --extra         directory copied over the L1 root last
 set -euo pipefail
 here=$(dirname "$0")
 source "$here/lib.sh"
 
-[[ $# -ge 1 && $1 != -* ]] || nested_die "usage: build-l1.sh OUT.cpio[.gz] [--kestrel PATH|--no-kestrel] [--cases LIST] [--guest-initrd FILE] [--guest-modules LIST] [--extra DIR]"
+[[ $# -ge 1 && $1 != -* ]] || nested_die "usage: build-l1.sh OUT.cpio[.gz] [--kestrel PATH|--no-kestrel] [--cases LIST] [--guest-initrd FILE] [--guest-modules LIST] [--guest-binaries LIST] [--l1-binaries LIST] [--extra DIR]"
 out=$1; shift
-kestrel=$nested_root/build/vmm/kestrel cases="" guest_initrd="" guest_modules="" extra=""
+kestrel=$nested_root/build/vmm/kestrel cases="" guest_initrd="" guest_modules="" guest_binaries="" l1_binaries="" extra=""
 while [[ $# -gt 0 ]]; do
   case $1 in
     --kestrel) kestrel=$2; shift 2 ;;
@@ -26,6 +29,8 @@ while [[ $# -gt 0 ]]; do
     --cases) cases=$2; shift 2 ;;
     --guest-initrd) guest_initrd=$2; shift 2 ;;
     --guest-modules) guest_modules=$2; shift 2 ;;
+    --guest-binaries) guest_binaries=$2; shift 2 ;;
+    --l1-binaries) l1_binaries=$2; shift 2 ;;
     --extra) extra=$2; shift 2 ;;
     *) nested_die "unknown option $1" ;;
   esac
@@ -43,16 +48,9 @@ nested_add_modules "$root" "virt/lib/irqbypass.ko arch/x86/kvm/kvm.ko drivers/cr
 mkdir -p "$root/nested/bin" "$root/nested/cases" "$root/l2"
 if [[ -n $kestrel ]]; then
   install -m 0755 "$kestrel" "$root/nested/bin/kestrel"
-  # Shared libraries at their host paths, so the binary's own PT_INTERP and search path work.
-  ldd "$kestrel" | awk '/=> \//{ print $3 } /^[[:space:]]*\/.*\(0x/{ print $1 }' | while read -r lib; do
-    mkdir -p "$root$(dirname "$lib")"
-    cp -L "$lib" "$root$lib"
-  done
-  interp=$(readelf -l "$kestrel" | sed -n 's/.*Requesting program interpreter: \(.*\)\]/\1/p')
-  if [[ -n $interp && ! -e $root$interp ]]; then
-    mkdir -p "$root$(dirname "$interp")"; cp -L "$interp" "$root$interp"
-  fi
+  nested_add_libraries "$root" "$kestrel"
 fi
+[[ -z $l1_binaries ]] || nested_add_binaries "$root" "$l1_binaries"
 
 if [[ -z $cases ]]; then
   cases=$(cd "$nested_root/tests/nested/cases" && ls -- *.sh 2>/dev/null | LC_ALL=C sort | sed 's/\.sh$//' | tr '\n' ' ')
@@ -72,7 +70,8 @@ cp "$nested_kernel/vmlinux" "$root/l2/vmlinux"
 if [[ -n $guest_initrd ]]; then
   cp "$guest_initrd" "$root/l2/initrd.cpio.gz"
 else
-  "$here/build-guest-initramfs.sh" "$root/l2/initrd.cpio.gz" ${guest_modules:+--modules "$guest_modules"} >/dev/null
+  "$here/build-guest-initramfs.sh" "$root/l2/initrd.cpio.gz" ${guest_modules:+--modules "$guest_modules"} \
+    ${guest_binaries:+--binaries "$guest_binaries"} >/dev/null
 fi
 [[ -z $extra ]] || cp -a "$extra/." "$root/"
 

@@ -38,6 +38,41 @@ nested_add_modules() {
     > "$root/etc/kestrel/modules" || nested_die "module resolution failed for: $list"
 }
 
+# nested_add_binaries ROOT "path list": host executables copied to the same paths under ROOT
+# (symlinks resolved: e2fsprogs' mkfs.ext4 -> mke2fs keeps its own name, which picks the fs
+# type) with their shared libraries and dynamic loader at their host paths, so the binary's
+# own PT_INTERP and library search work in the initramfs. A trailing '?' marks a binary as
+# optional (skipped with a note when the host lacks it).
+nested_add_binaries() {
+  local root=$1 list=$2 spec bin
+  for spec in $list; do
+    bin=${spec%\?}
+    if [[ ! -x $bin ]]; then
+      [[ $spec == *\? ]] && { echo "${0##*/}: optional $bin not on this host, skipped" >&2; continue; }
+      nested_die "no executable $bin on this host (apt-get install the package that has it)"
+    fi
+    mkdir -p "$root$(dirname "$bin")"
+    cp -L "$bin" "$root$bin"
+    chmod 0755 "$root$bin"
+    nested_add_libraries "$root" "$bin"
+  done
+}
+
+# nested_add_libraries ROOT BINARY: BINARY's shared libraries and loader under ROOT.
+nested_add_libraries() {
+  local root=$1 bin=$2 lib interp
+  # mawk-safe: `libx.so => /path (0x..)` and the loader's own `/path (0x..)` line.
+  ldd "$bin" 2>/dev/null | awk '/=> \//{ print $3 } /^[[:space:]]*\/.*\(0x/{ print $1 }' | while read -r lib; do
+    [[ -e $root$lib ]] && continue
+    mkdir -p "$root$(dirname "$lib")"
+    cp -L "$lib" "$root$lib"
+  done
+  interp=$(readelf -l "$bin" 2>/dev/null | sed -n 's/.*Requesting program interpreter: \(.*\)\]/\1/p')
+  if [[ -n $interp && ! -e $root$interp ]]; then
+    mkdir -p "$root$(dirname "$interp")"; cp -L "$interp" "$root$interp"
+  fi
+}
+
 # nested_pack ROOT OUT: newc cpio, gzip-compressed unless OUT ends in .cpio. /dev/console
 # comes from a small archive written here and put first (the kernel unpacks concatenated
 # archives; cpio cannot add a device node without root), so init's output is never lost.

@@ -10,10 +10,22 @@ expectations in its case script. Directives (one per line, anywhere in the scrip
   #@ expect-line REGEX            some output line matches (re.search)
   #@ reject-line REGEX            no output line matches
   #@ guest-modules NAME...        modules the shared L2 initramfs must load (union over cases)
+  #@ guest-binaries PATH...       host executables (+ shared libraries) for the L2 initramfs
+  #@ l1-binaries PATH...          host executables (+ shared libraries) for L1 ('?' = optional)
+  #@ expect-value KEY OP OPERAND  a value line's KEY compared with a literal or with $OTHER-KEY;
+                                  OP is one of == != < <= > >= =~ (regex, re.fullmatch); the
+                                  ordering OPs need integers on both sides
+Value lines: `KESTREL-VALUE key value` (guest) or `NESTED-VALUE key value` (L1 case script);
+the value is the rest of the line. A key printed twice with different values fails the case
+(each side must produce each figure once, so nothing is compared against a stale one).
 """
 import dataclasses
 import os
 import re
+
+
+VALUE_OPS = ('==', '!=', '<', '<=', '>', '>=', '=~')
+VALUE_LINE = re.compile(r'(?:KESTREL|NESTED)-VALUE (\S+)(?: (.*))?$')
 
 
 @dataclasses.dataclass
@@ -28,6 +40,9 @@ class CaseSpec:
     expect_lines: list = dataclasses.field(default_factory=list)
     reject_lines: list = dataclasses.field(default_factory=list)
     guest_modules: list = dataclasses.field(default_factory=list)
+    guest_binaries: list = dataclasses.field(default_factory=list)
+    l1_binaries: list = dataclasses.field(default_factory=list)
+    expect_values: list = dataclasses.field(default_factory=list)
 
     @staticmethod
     def parse(path, text=None):
@@ -61,6 +76,17 @@ class CaseSpec:
                     spec.reject_lines.append(re.compile(rest))
                 elif word == 'guest-modules':
                     spec.guest_modules += rest.split()
+                elif word == 'guest-binaries':
+                    spec.guest_binaries += rest.split()
+                elif word == 'l1-binaries':
+                    spec.l1_binaries += rest.split()
+                elif word == 'expect-value':
+                    key, op, operand = rest.split(None, 2)
+                    if op not in VALUE_OPS:
+                        raise ValueError(f'unknown operator {op!r}')
+                    if op == '=~':
+                        re.compile(operand)
+                    spec.expect_values.append((key, op, operand))
                 else:
                     raise ValueError(f'unknown directive {word!r}')
             except (ValueError, re.error) as e:
@@ -114,6 +140,54 @@ def split_sections(lines):
         if current:
             sections[current][0].append(ln)
     return sections
+
+
+def collect_values(out):
+    """{key: value} from the value lines, plus {key: [values]} for keys seen with two values."""
+    values, clashes = {}, {}
+    for l in out:
+        m = VALUE_LINE.match(l.strip())
+        if not m:
+            continue
+        key, val = m.group(1), (m.group(2) or '').strip()
+        if key in values and values[key] != val:
+            clashes.setdefault(key, [values[key]]).append(val)
+        values[key] = val
+    return values, clashes
+
+
+def check_values(spec, values, clashes):
+    problems, missing = [], []
+    for key, seen in clashes.items():
+        problems.append(f'value {key} printed with different values {seen}')
+    for key, op, operand in spec.expect_values:
+        ref = op != '=~' and operand.startswith('$')
+        absent = [k for k in (key, operand[1:] if ref else None) if k and k not in values]
+        if absent:
+            missing += [k for k in absent if k not in missing]
+            continue
+        left = values[key]
+        if ref:
+            right = values[operand[1:]]
+        else:
+            right = operand
+        if op == '=~':
+            ok = re.fullmatch(right, left) is not None
+        elif op in ('==', '!='):
+            ok = (left == right) == (op == '==')
+        else:
+            try:
+                a, b = int(left), int(right)
+            except ValueError:
+                problems.append(f'{key}={left!r} {op} {right!r}: not integers')
+                continue
+            ok = {'<': a < b, '<=': a <= b, '>': a > b, '>=': a >= b}[op]
+        if not ok:
+            shown = f'{operand[1:]}={right!r}' if ref else repr(right)
+            problems.append(f'expected {key} {op} {shown}, got {key}={left!r}')
+    if missing:
+        problems.append('no VALUE line for ' + ', '.join(missing))
+    return problems
 
 
 def check_case(spec, out, end):
@@ -185,8 +259,14 @@ def check_case(spec, out, end):
         bad = next((l for l in out if rx.search(l)), None)
         if bad is not None:
             problems.append(f'output has /{rx.pattern}/: {bad.strip()[:120]!r}')
+    values, clashes = collect_values(out)
+    problems += check_values(spec, values, clashes)
+    # Integer figures (sizes, counts, exit codes) are worth seeing even when they pass.
+    figs += [f'{k}={v}' for k, v in values.items() if re.fullmatch(r'-?\d+', v)]
     if guest is not None and not problems:
         reason = f"guest cpus={guest.get('cpus')} memtotal_kb={guest.get('memtotal_kb')}"
+        if spec.expect_values:
+            reason += f', {len(spec.expect_values)} value checks'
     else:
         reason = '; '.join(problems) if problems else 'ok'
     return CaseResult(spec.name, not problems, reason, ', '.join(figs), out)

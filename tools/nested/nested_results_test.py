@@ -76,5 +76,72 @@ class Judge(unittest.TestCase):
             nr.CaseSpec.parse('x.sh', '#@ expect-nothing 1\n')
 
 
+VCASE = """#!/bin/sh
+#@ expect-rc 0
+#@ expect-value guest.f1 == $l1.f1
+#@ expect-value guest.f1 =~ [0-9a-f]{64}
+#@ expect-value l1.fsck.rc == 0
+#@ expect-value after < $before
+#@ l1-binaries /usr/sbin/debugfs /usr/bin/socat?
+#@ guest-binaries /usr/sbin/mkfs.ext4
+"""
+SUM = 'ab' * 32
+
+
+def vlog(values):
+    lines = ['NESTED-L1-UP uptime=3.4', 'NESTED-L1-READY kvm=ok', 'NESTED-CASE-BEGIN v timeout=100',
+             'NESTED-KESTREL-EXIT rc=0 seconds=9.00 to_init_seconds=8.10']
+    lines += values
+    lines += ['NESTED-CASE-END v rc=0 seconds=9.20', 'NESTED-L1-DONE']
+    return '\r\n'.join(lines) + '\r\n'
+
+
+GOOD = [f'KESTREL-VALUE guest.f1 {SUM}', f'NESTED-VALUE l1.f1 {SUM}', 'NESTED-VALUE l1.fsck.rc 0',
+        'NESTED-VALUE before 65536', 'NESTED-VALUE after 1024']
+
+
+class Values(unittest.TestCase):
+    def run_one(self, values):
+        spec = nr.CaseSpec.parse('v.sh', VCASE)
+        return nr.judge(vlog(values), [spec]).cases[0]
+
+    def test_directives_parse(self):
+        spec = nr.CaseSpec.parse('v.sh', VCASE)
+        self.assertEqual(spec.l1_binaries, ['/usr/sbin/debugfs', '/usr/bin/socat?'])
+        self.assertEqual(spec.guest_binaries, ['/usr/sbin/mkfs.ext4'])
+        self.assertEqual(spec.expect_values[0], ('guest.f1', '==', '$l1.f1'))
+
+    def test_all_equal_passes_and_shows_integers(self):
+        r = self.run_one(GOOD)
+        self.assertTrue(r.passed, r.reason)
+        self.assertIn('before=65536', r.figures)
+        self.assertIn('after=1024', r.figures)
+
+    def test_checksum_mismatch_fails(self):
+        r = self.run_one([f'KESTREL-VALUE guest.f1 {"cd" * 32}'] + GOOD[1:])
+        self.assertFalse(r.passed)
+        self.assertIn('expected guest.f1 == l1.f1=', r.reason)
+
+    def test_missing_value_fails(self):
+        r = self.run_one(GOOD[1:])
+        self.assertIn('no VALUE line for guest.f1', r.reason)
+
+    def test_regex_and_ordering(self):
+        r = self.run_one([f'KESTREL-VALUE guest.f1 xyz', 'NESTED-VALUE l1.f1 xyz'] + GOOD[2:3] +
+                         ['NESTED-VALUE before 100', 'NESTED-VALUE after 100'])
+        self.assertIn('expected guest.f1 =~', r.reason)
+        self.assertIn('expected after < before=', r.reason)
+        r = self.run_one(GOOD[:3] + ['NESTED-VALUE before 100', 'NESTED-VALUE after x'])
+        self.assertIn('not integers', r.reason)
+
+    def test_key_printed_twice_differently_fails(self):
+        r = self.run_one(GOOD + ['NESTED-VALUE l1.fsck.rc 8'])
+        self.assertIn('printed with different values', r.reason)
+
+    def test_bad_operator_is_rejected(self):
+        with self.assertRaises(SystemExit):
+            nr.CaseSpec.parse('x.sh', '#@ expect-value a ~~ b\n')
+
+
 if __name__ == '__main__':
     unittest.main()
