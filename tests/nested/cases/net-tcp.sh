@@ -1,0 +1,40 @@
+#!/bin/sh
+# virtio-net on an L1 tap: the guest pings L1 and moves random data over TCP both ways (busybox
+# nc on each end). L1's and the guest's digests and sizes of each stream must agree.
+#@ timeout 300
+#@ expect-rc 0
+#@ guest-modules virtio_pci virtio_net
+#@ expect-line ^KESTREL-GUEST-CASE-END net-tcp rc=0$
+#@ reject-line KESTREL-GUEST-MODULE-FAILED
+#@ expect-value guest.mac == 52:54:00:12:34:56
+#@ expect-value guest.ping.received == 3
+#@ expect-value guest.up.rc == 0
+#@ expect-value guest.down.rc == 0
+#@ expect-value guest.up.sha256 == $l1.up.sha256
+#@ expect-value guest.up.size == $l1.up.size
+#@ expect-value guest.down.sha256 == $l1.down.sha256
+#@ expect-value guest.down.size == $l1.down.size
+. /nested/case-lib.sh
+tap=kt0
+tunctl -t "$tap" > /dev/null || exit 1
+ip addr add 10.0.2.1/24 dev "$tap" && ip link set "$tap" up || exit 1
+head -c "$(( 4194304 + $(head -c 2 /dev/urandom | od -An -tu2 | tr -d ' ') * 64 ))" /dev/urandom > /tmp/net-down
+nested_value l1.down.size "$(stat -c %s /tmp/net-down)"
+nested_value l1.down.sha256 "$(nested_sha256 /tmp/net-down)"
+rm -f /tmp/net-up
+timeout 250 nc -l -p 5001 < /dev/null > /tmp/net-up &
+up_pid=$!
+timeout 250 nc -l -p 5002 < /tmp/net-down > /dev/null &
+down_pid=$!
+boot_guest --timeout 240 --append "quiet kestrel.case=net-tcp" \
+  --kernel "$L2/vmlinuz" --initrd "$L2/initrd.cpio.gz" --cpus 1 --memory 256M \
+  --net "tap=$tap,mac=52:54:00:12:34:56"
+rc=$?
+kill "$up_pid" "$down_pid" 2>/dev/null
+wait "$up_pid" "$down_pid" 2>/dev/null
+nested_value l1.up.size "$(stat -c %s /tmp/net-up)"
+nested_value l1.up.sha256 "$(nested_sha256 /tmp/net-up)"
+echo "l1 $tap: $(ip -s link show "$tap" | tr -s ' \n' ' ')"
+ip link del "$tap" 2>/dev/null || tunctl -d "$tap" > /dev/null
+rm -f /tmp/net-up /tmp/net-down
+exit "$rc"
