@@ -110,6 +110,66 @@ void check_same_table(const std::vector<uint8_t>& ours, const std::vector<uint8_
     }
 }
 
+bool has(const std::string& text, const std::string& needle) {
+    return text.find(needle) != std::string::npos;
+}
+
+AcpiConfig with_pci(uint32_t n) {
+    return AcpiConfig{n, PciHostConfig{.ecam_base = x86::kPciEcamStart,
+                                       .bus_start = 0,
+                                       .bus_end = 0,
+                                       .mmio32_base = x86::kPciMmio32Start,
+                                       .mmio32_size = x86::kPciMmio32Size}};
+}
+
+// The PCI0 windows and the ECAM reservation exactly as iasl 2020's disassembler prints them
+// for the x86_layout.hpp windows.
+const char kPci0Windows[] =
+    "                WordBusNumber (ResourceProducer, MinFixed, MaxFixed, PosDecode,\n"
+    "                    0x0000,             // Granularity\n"
+    "                    0x0000,             // Range Minimum\n"
+    "                    0x0000,             // Range Maximum\n"
+    "                    0x0000,             // Translation Offset\n"
+    "                    0x0001,             // Length\n"
+    "                    ,, )\n"
+    "                WordIO (ResourceProducer, MinFixed, MaxFixed, PosDecode, EntireRange,\n"
+    "                    0x0000,             // Granularity\n"
+    "                    0x0000,             // Range Minimum\n"
+    "                    0x0CF7,             // Range Maximum\n"
+    "                    0x0000,             // Translation Offset\n"
+    "                    0x0CF8,             // Length\n"
+    "                    ,, , TypeStatic, DenseTranslation)\n"
+    "                WordIO (ResourceProducer, MinFixed, MaxFixed, PosDecode, EntireRange,\n"
+    "                    0x0000,             // Granularity\n"
+    "                    0x0D00,             // Range Minimum\n"
+    "                    0xFFFF,             // Range Maximum\n"
+    "                    0x0000,             // Translation Offset\n"
+    "                    0xF300,             // Length\n"
+    "                    ,, , TypeStatic, DenseTranslation)\n"
+    "                DWordMemory (ResourceProducer, PosDecode, MinFixed, MaxFixed, NonCacheable, "
+    "ReadWrite,\n"
+    "                    0x00000000,         // Granularity\n"
+    "                    0xC0000000,         // Range Minimum\n"
+    "                    0xDFFFFFFF,         // Range Maximum\n"
+    "                    0x00000000,         // Translation Offset\n"
+    "                    0x20000000,         // Length\n"
+    "                    ,, , AddressRangeMemory, TypeStatic)\n"
+    "            })";
+const char kEcamReservation[] =
+    "                Memory32Fixed (ReadWrite,\n"
+    "                    0xE0000000,         // Address Base\n"
+    "                    0x00100000,         // Address Length\n"
+    "                    )";
+const char kRtcResources[] =
+    "                IO (Decode16,\n"
+    "                    0x0070,             // Range Minimum\n"
+    "                    0x0070,             // Range Maximum\n"
+    "                    0x01,               // Alignment\n"
+    "                    0x02,               // Length\n"
+    "                    )\n"
+    "                IRQNoFlags ()\n"
+    "                    {8}";
+
 const char kInstallHint[] = "iasl/acpiexec not found: install acpica-tools "
                             "(apt-get install -y acpica-tools)";
 
@@ -117,12 +177,14 @@ const char kInstallHint[] = "iasl/acpiexec not found: install acpica-tools "
 
 TEST_CASE("acpi/iasl: every table disassembles cleanly and recompiles to the same bytes") {
     REQUIRE_MESSAGE(iasl_available(), kInstallHint);
-    for (uint32_t n : {1u, 8u, 254u}) {
+    for (uint32_t n : {1u, 8u, 254u})
+    for (bool pci : {false, true}) {
         CAPTURE(n);
+        CAPTURE(pci);
         TempDir dir;
         REQUIRE(!dir.path().empty());
-        auto blobs = build_acpi_tables(AcpiConfig{n}, x86::kAcpiStart);
-        REQUIRE(blobs.size() == 5);
+        auto blobs = build_acpi_tables(pci ? with_pci(n) : AcpiConfig{n}, x86::kAcpiStart);
+        REQUIRE(blobs.size() == (pci ? 6 : 5));
         for (const auto& [name, bytes] : blobs) {
             CAPTURE(name);
             if (name == "RSDP") continue;  // iasl 2020 cannot load an RSDP binary; see below
@@ -134,10 +196,34 @@ TEST_CASE("acpi/iasl: every table disassembles cleanly and recompiles to the sam
                 CHECK(dsl.find("PNP0501") != std::string::npos);
                 CHECK(dsl.find("IO (Decode16,") != std::string::npos);
                 CHECK(dsl.find("IRQNoFlags ()") != std::string::npos);
+                CHECK(has(dsl, "Device (RTC)"));
+                CHECK(has(dsl, "EisaId (\"PNP0B00\") /* AT Real-Time Clock */"));
+                CHECK(has(dsl, kRtcResources));
+                CHECK(has(dsl, "EisaId (\"PNP0A08\")") == pci);
+                CHECK(has(dsl, "EisaId (\"PNP0A03\")") == pci);
+                CHECK(has(dsl, "EisaId (\"PNP0C02\")") == pci);
+                CHECK(has(dsl, kPci0Windows) == pci);
+                CHECK(has(dsl, kEcamReservation) == pci);
+                if (pci) {
+                    CHECK(has(dsl, "Device (PCI0)"));
+                    CHECK(has(dsl, "Name (_SEG, Zero)"));
+                    CHECK(has(dsl, "Name (_BBN, Zero)"));
+                    CHECK(has(dsl, "Name (_UID, Zero)"));
+                    CHECK(has(dsl, "Device (ECAM)"));
+                }
+            }
+            if (name == "MCFG") {
+                CHECK(has(dsl, "Base Address : 00000000E0000000"));
+                CHECK(has(dsl, "Segment Group Number : 0000"));
+                CHECK(has(dsl, "Start Bus Number : 00"));
+                CHECK(has(dsl, "End Bus Number : 00"));
+                CHECK(has(dsl, "Table Length : 0000003C"));
             }
             if (name == "FACP") {
                 CHECK(dsl.find("Hardware Reduced (V5) : 1") != std::string::npos);
                 CHECK(dsl.find("Reset Register Supported (V2) : 1") != std::string::npos);
+                CHECK(has(dsl, "CMOS RTC Not Present (V5) : 0"));
+                CHECK(has(dsl, "RTC Century Index : 32"));
             }
             if (name == "APIC") {
                 size_t lapics = 0;
@@ -180,17 +266,28 @@ TEST_CASE("acpi/iasl: ACPICA's interpreter (acpiexec) loads the DSDT and evaluat
     REQUIRE_MESSAGE(run("command -v acpiexec >/dev/null 2>&1") == 0, kInstallHint);
     TempDir dir;
     REQUIRE(!dir.path().empty());
-    for (const auto& [name, bytes] : build_acpi_tables(AcpiConfig{4}, x86::kAcpiStart))
+    for (const auto& [name, bytes] : build_acpi_tables(with_pci(4), x86::kAcpiStart))
         if (name != "RSDP" && name != "XSDT") write_bytes(dir.path() / (name + ".dat"), bytes);
+    // `resources` runs _CRS through ACPICA's resource manager, the code behind Linux's
+    // acpi_walk_resources, and converts the result back to AML for comparison.
     const int rc = run("cd " + quoted(dir.path()) +
                        " && timeout 60 acpiexec -b 'evaluate \\_S5_;evaluate \\_SB.COM1._HID;"
-                       "evaluate \\_SB.COM1._UID;evaluate \\_SB.COM1._CRS' "
-                       "FACP.dat APIC.dat DSDT.dat >acpiexec.log 2>&1");
+                       "evaluate \\_SB.COM1._UID;evaluate \\_SB.COM1._CRS;"
+                       "evaluate \\_SB.RTC._HID;evaluate \\_SB.RTC._CRS;"
+                       "evaluate \\_SB.PCI0._HID;evaluate \\_SB.PCI0._CID;"
+                       "evaluate \\_SB.PCI0._SEG;evaluate \\_SB.PCI0._BBN;"
+                       "evaluate \\_SB.PCI0._CRS;evaluate \\_SB.ECAM._HID;"
+                       "evaluate \\_SB.ECAM._CRS;resources \\_SB.PCI0;resources \\_SB.ECAM;"
+                       "resources \\_SB.RTC' "
+                       "FACP.dat APIC.dat DSDT.dat MCFG.dat >acpiexec.log 2>&1");
     const std::string out = read_text(dir.path() / "acpiexec.log");
     INFO("acpiexec output:\n" << out);
     CHECK(rc == 0);
     CHECK(out.find("ACPI Error") == std::string::npos);
     CHECK(out.find("ACPI Exception") == std::string::npos);
+    CHECK_FALSE(has(out, "Could not"));
+    CHECK_FALSE(has(out, "Mismatch"));
+    CHECK(has(out, "ACPI: MCFG "));
     const std::string slp_typ = fmt::format("{:016X}", x86::kAcpiS5SleepType);
     CHECK(out.find("[Package] Contains 4 Elements:\n"
                    "    [Integer] = " + slp_typ + "\n"
@@ -199,4 +296,21 @@ TEST_CASE("acpi/iasl: ACPICA's interpreter (acpiexec) loads the DSDT and evaluat
                    "    [Integer] = 0000000000000000") != std::string::npos);
     CHECK(out.find("[Integer] = 000000000105D041") != std::string::npos);  // PNP0501
     CHECK(out.find("47 01 F8 03 F8 03 00 08 22 10 00 79 00") != std::string::npos);
+
+    CHECK(has(out, "[Integer] = 00000000000BD041"));  // PNP0B00
+    CHECK(has(out, "47 01 70 00 70 00 01 02 22 00 01 79 00"));
+    CHECK(has(out, "[Integer] = 00000000080AD041"));  // PNP0A08
+    CHECK(has(out, "[Integer] = 00000000030AD041"));  // PNP0A03
+    CHECK(has(out, "[Integer] = 00000000020CD041"));  // PNP0C02
+    CHECK(has(out, "Evaluation of \\_SB.PCI0._CRS returned object"));
+    CHECK(has(out, "  [Buffer] Length 4C = \n"
+                   "    0000: 88 0D 00 02 0C 00 00 00 00 00 00 00 00 00 01 00"));
+    CHECK(has(out, "86 09 00 01 00 00 00 E0 00 00 10 00 79 00"));
+    // The resource manager's view of the windows.
+    CHECK(has(out, "Resource Type : Bus Number Range"));
+    CHECK(has(out, "Address Minimum : 0D00\n            Address Maximum : FFFF"));
+    CHECK(has(out, "Address Minimum : C0000000\n            Address Maximum : DFFFFFFF"));
+    CHECK(has(out, "Caching : NonCacheable"));
+    CHECK(has(out, "Address : E0000000\n             Address Length : 00100000"));
+    CHECK(has(out, "Interrupt List : 8"));
 }

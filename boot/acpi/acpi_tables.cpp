@@ -3,6 +3,7 @@
 #include "boot/acpi/dsdt.hpp"
 #include "boot/acpi/fadt.hpp"
 #include "boot/acpi/madt.hpp"
+#include "boot/acpi/mcfg.hpp"
 #include "boot/acpi/rsdp.hpp"
 #include "boot/acpi/xsdt.hpp"
 #include "boot/x86_layout.hpp"
@@ -16,15 +17,53 @@ static_assert(x86::kAcpiStart % kRsdpAlignment == 0);
 // §5.2.5.1: OSPM scans 0xE0000..0xFFFFF for the RSDP.
 static_assert(x86::kAcpiStart >= 0xe0000 && x86::kAcpiStart + sizeof(Rsdp) <= 0x100000);
 
-// Placement order. The XSDT lists every table but the FADT's DSDT; an MCFG for the PCI host
-// bridge would join after the MADT.
-enum Slot : size_t { kRsdpSlot, kXsdtSlot, kFadtSlot, kMadtSlot, kDsdtSlot, kSlotCount };
+// Placement order. The XSDT lists every table but the FADT's DSDT. The MCFG, present only with
+// PCI, comes last so a VM without PCI gets the same layout as before it existed.
+enum Slot : size_t { kRsdpSlot, kXsdtSlot, kFadtSlot, kMadtSlot, kDsdtSlot, kMcfgSlot };
+
+constexpr uint64_t k4GiB = uint64_t{1} << 32;
+constexpr uint64_t kEcamBusSize = uint64_t{1} << 20;  // PCIe Base 6.0 §7.2.2: 1 MiB per bus
+// The 4 KiB IOAPIC and local APIC register pages, which no PCI window may cover.
+constexpr uint64_t kApicPagesStart = x86::kIoapicAddr;
+constexpr uint64_t kApicPagesEnd = x86::kLapicAddr + 0x1000;
+
+// Half-open ranges [a, a_end) and [b, b_end).
+constexpr bool overlaps(uint64_t a, uint64_t a_end, uint64_t b, uint64_t b_end) {
+    return a < b_end && b < a_end;
+}
+
+Result<void> validate_pci(const PciHostConfig& pci) {
+    if (pci.bus_start > pci.bus_end)
+        return fail("PCI: bus range {}..{} is empty", pci.bus_start, pci.bus_end);
+    if (pci.ecam_base % kEcamBusSize != 0)
+        return fail("PCI: ECAM base {:#x} is not 1 MiB aligned", pci.ecam_base);
+    // Memory32Fixed in \_SB.ECAM and the DWordMemory window both need 32-bit addresses.
+    const uint64_t ecam_end_bus = uint64_t{pci.bus_end} + 1;
+    if (pci.ecam_base > k4GiB || ecam_end_bus * kEcamBusSize > k4GiB - pci.ecam_base)
+        return fail("PCI: ECAM for buses {}..{} at {:#x} does not end below 4 GiB", pci.bus_start,
+                    pci.bus_end, pci.ecam_base);
+    const uint64_t ecam_start = pci.ecam_base + pci.bus_start * kEcamBusSize;
+    const uint64_t ecam_end = pci.ecam_base + ecam_end_bus * kEcamBusSize;
+    if (pci.mmio32_size == 0) return fail("PCI: the 32-bit MMIO window is empty");
+    if (pci.mmio32_base > k4GiB || pci.mmio32_size > k4GiB - pci.mmio32_base)
+        return fail("PCI: 32-bit MMIO window [{:#x}, +{:#x}) does not end below 4 GiB",
+                    pci.mmio32_base, pci.mmio32_size);
+    const uint64_t mmio32_end = pci.mmio32_base + pci.mmio32_size;
+    if (overlaps(pci.mmio32_base, mmio32_end, ecam_start, ecam_end))
+        return fail("PCI: 32-bit MMIO window [{:#x}, {:#x}) overlaps ECAM [{:#x}, {:#x})",
+                    pci.mmio32_base, mmio32_end, ecam_start, ecam_end);
+    if (overlaps(pci.mmio32_base, mmio32_end, kApicPagesStart, kApicPagesEnd) ||
+        overlaps(ecam_start, ecam_end, kApicPagesStart, kApicPagesEnd))
+        return fail("PCI: ECAM or the 32-bit MMIO window covers the IOAPIC/local APIC pages");
+    return {};
+}
 
 }  // namespace
 
 Result<void> validate(const AcpiConfig& cfg) {
     if (cfg.num_cpus < 1 || cfg.num_cpus > kMaxCpus)
         return fail("ACPI: num_cpus {} is outside 1..{}", cfg.num_cpus, kMaxCpus);
+    if (cfg.pci) TRY(validate_pci(*cfg.pci));
     return {};
 }
 
@@ -45,15 +84,18 @@ Result<std::vector<AcpiBlob>> try_build_acpi_tables(const AcpiConfig& cfg, uint6
 
     // Tables whose contents hold no addresses are built first; their sizes fix the layout,
     // then the pointer tables are built against it. Sizes of the pointer tables are fixed.
-    std::vector<AcpiBlob> blobs(kSlotCount);
+    const size_t xsdt_entry_count = cfg.pci ? 3 : 2;
+    std::vector<AcpiBlob> blobs(cfg.pci ? kMcfgSlot + 1 : kMcfgSlot);
     blobs[kRsdpSlot] = {"RSDP", std::vector<uint8_t>(sizeof(Rsdp))};
-    blobs[kXsdtSlot] = {"XSDT", std::vector<uint8_t>(xsdt_size(2))};
+    blobs[kXsdtSlot] = {"XSDT", std::vector<uint8_t>(xsdt_size(xsdt_entry_count))};
     blobs[kFadtSlot] = {"FACP", std::vector<uint8_t>(sizeof(Fadt))};
     blobs[kMadtSlot] = {"APIC", TRY(build_madt(cfg.num_cpus))};
     blobs[kDsdtSlot] = {"DSDT", TRY(build_dsdt(cfg))};
+    if (cfg.pci) blobs[kMcfgSlot] = {"MCFG", TRY(build_mcfg(*cfg.pci))};
     const std::vector<uint64_t> at = acpi_table_addresses(base, blobs);
 
-    const uint64_t xsdt_entries[] = {at[kFadtSlot], at[kMadtSlot]};
+    std::vector<uint64_t> xsdt_entries = {at[kFadtSlot], at[kMadtSlot]};
+    if (cfg.pci) xsdt_entries.push_back(at[kMcfgSlot]);
     blobs[kXsdtSlot].second = TRY(build_xsdt(xsdt_entries));
     blobs[kFadtSlot].second = TRY(build_fadt(at[kDsdtSlot]));
     blobs[kRsdpSlot].second = build_rsdp(at[kXsdtSlot]);

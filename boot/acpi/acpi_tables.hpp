@@ -1,5 +1,6 @@
-// The ACPI tables of a kestrel x86-64 VM (ACPI 6.5): RSDP -> XSDT -> {FADT -> DSDT, MADT}, for a
-// HW-reduced platform (no FACS needed). Pure functions over GuestMemory; no KVM.
+// The ACPI tables of a kestrel x86-64 VM (ACPI 6.5): RSDP -> XSDT -> {FADT -> DSDT, MADT, and
+// MCFG when the VM has PCI}, for a HW-reduced platform (no FACS needed). Pure functions over
+// GuestMemory; no KVM.
 #pragma once
 
 #include <cstdint>
@@ -14,13 +15,16 @@
 namespace kestrel::acpi {
 
 // Each table starts at this alignment after the previous one; the RSDP needs 16 (§5.2.5.1).
+// Placement order: RSDP, XSDT, FACP, APIC, DSDT, then MCFG if cfg.pci is set.
 inline constexpr uint64_t kAcpiTableAlign = 16;
 
 // One table: its name and bytes. The name is the 4-character signature ("XSDT", "FACP",
-// "APIC", "DSDT"), or "RSDP" for the root pointer (whose real signature is "RSD PTR ").
+// "APIC", "DSDT", "MCFG"), or "RSDP" for the root pointer (whose real signature is "RSD PTR ").
 using AcpiBlob = std::pair<std::string, std::vector<uint8_t>>;
 
-// Checks cfg (1 <= num_cpus <= 254).
+// Checks cfg: 1 <= num_cpus <= 254; with pci, a non-empty bus range, a 1 MiB-aligned ECAM
+// and a non-empty 32-bit MMIO window, both ending at or below 4 GiB, apart from each other and
+// from the IOAPIC/local APIC pages.
 Result<void> validate(const AcpiConfig& cfg);
 
 // Every table, in placement order, RSDP first; with the addresses inside them (XSDT entries,

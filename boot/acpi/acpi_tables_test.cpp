@@ -9,6 +9,7 @@
 
 #include "boot/acpi/fadt.hpp"
 #include "boot/acpi/madt.hpp"
+#include "boot/acpi/mcfg.hpp"
 #include "boot/acpi/rsdp.hpp"
 #include "boot/acpi/sdt.hpp"
 #include "boot/x86_layout.hpp"
@@ -60,6 +61,21 @@ std::map<uint8_t, int> madt_entry_counts(std::span<const uint8_t> madt) {
     return counts;
 }
 
+// What the lead passes for a VM with PCI: the fixed layout of boot/x86_layout.hpp.
+PciHostConfig layout_pci() {
+    return PciHostConfig{.ecam_base = x86::kPciEcamStart,
+                         .bus_start = 0,
+                         .bus_end = static_cast<uint8_t>((x86::kPciEcamSize >> 20) - 1),
+                         .mmio32_base = x86::kPciMmio32Start,
+                         .mmio32_size = x86::kPciMmio32Size};
+}
+
+AcpiConfig with_pci(uint32_t n) { return AcpiConfig{n, layout_pci()}; }
+
+bool contains(const std::vector<uint8_t>& hay, std::string_view needle) {
+    return std::string(hay.begin(), hay.end()).find(needle) != std::string::npos;
+}
+
 GuestMemory low_memory() {
     std::array specs{GuestRegionSpec{GuestAddress(0), 0x100000}};
     auto mem = GuestMemory::create(specs);
@@ -70,10 +86,12 @@ GuestMemory low_memory() {
 }  // namespace
 
 TEST_CASE("acpi: every table has a correct length and checksum") {
-    for (uint32_t n : {1u, 2u, 8u, 64u, 254u}) {
+    for (uint32_t n : {1u, 2u, 8u, 64u, 254u})
+    for (bool pci : {false, true}) {
         CAPTURE(n);
-        auto blobs = build_acpi_tables(AcpiConfig{n}, x86::kAcpiStart);
-        REQUIRE(blobs.size() == 5);
+        CAPTURE(pci);
+        auto blobs = build_acpi_tables(pci ? with_pci(n) : AcpiConfig{n}, x86::kAcpiStart);
+        REQUIRE(blobs.size() == (pci ? 6 : 5));
         for (const auto& [name, bytes] : blobs) {
             CAPTURE(name);
             if (name == "RSDP") {
@@ -150,6 +168,8 @@ TEST_CASE("acpi: FADT is HW-reduced with sleep and reset registers on our ports"
     CHECK((f.flags & (1u << 10)) != 0);  // RESET_REG_SUP
     CHECK((f.iapc_boot_arch & kBootArchVgaNotPresent) != 0);
     CHECK((f.iapc_boot_arch & kBootArchMsiNotSupported) == 0);
+    CHECK((f.iapc_boot_arch & kBootArchCmosRtcNotPresent) == 0);  // the RTC is there
+    CHECK(f.century == 0x32);
     CHECK(copy(f.firmware_ctrl) == 0);
     CHECK(copy(f.x_firmware_ctrl) == 0);
     CHECK(copy(f.dsdt) == 0);
@@ -180,14 +200,124 @@ TEST_CASE("acpi: DSDT AML carries _S5_ with the sleep type and the COM1 device")
     CHECK(s.find(s5) == 36);
     CHECK(s.find("COM1") != std::string::npos);
     CHECK(s.find("\x0c\x41\xd0\x05\x01") != std::string::npos);  // EisaId("PNP0501")
+    // Device(RTC): EisaId("PNP0B00"), IO(Decode16, 0x70, 0x70, 1, 2) IRQNoFlags(){8}
+    CHECK(s.find("RTC_") != std::string::npos);
+    CHECK(s.find(std::string("\x0c\x41\xd0\x0b\x00", 5)) != std::string::npos);
+    CHECK(s.find(std::string("\x47\x01\x70\x00\x70\x00\x01\x02\x22\x00\x01\x79\x00", 13)) !=
+          std::string::npos);
+}
+
+TEST_CASE("acpi: without pci only the RTC is new; pci changes XSDT and DSDT and adds MCFG") {
+    for (uint32_t n : {1u, 8u, 254u}) {
+        CAPTURE(n);
+        auto plain = build_acpi_tables(AcpiConfig{n}, x86::kAcpiStart);
+        auto pci = build_acpi_tables(with_pci(n), x86::kAcpiStart);
+        REQUIRE(plain.size() == 5);
+        REQUIRE(pci.size() == 6);
+        const std::vector<std::string> order{"RSDP", "XSDT", "FACP", "APIC", "DSDT", "MCFG"};
+        for (size_t i = 0; i < plain.size(); ++i) CHECK(plain[i].first == order[i]);
+        for (size_t i = 0; i < pci.size(); ++i) CHECK(pci[i].first == order[i]);
+
+        const auto& plain_dsdt = plain[4].second;
+        CHECK_FALSE(contains(plain_dsdt, "PCI0"));
+        CHECK_FALSE(contains(plain_dsdt, "ECAM"));
+        CHECK_FALSE(contains(plain_dsdt, std::string("\x41\xd0\x0a\x08", 4)));  // PNP0A08
+        CHECK_FALSE(contains(plain_dsdt, std::string("\x41\xd0\x0c\x02", 4)));  // PNP0C02
+        CHECK(contains(plain_dsdt, "RTC_"));
+        CHECK(load<uint32_t>(plain[1].second, 4) == 36 + 2 * 8);
+
+        // MCFG goes last, so the tables before the DSDT keep their bytes and addresses.
+        CHECK(pci[0].second == plain[0].second);  // RSDP -> same XSDT address
+        CHECK(pci[2].second == plain[2].second);  // FADT -> same DSDT address
+        CHECK(pci[3].second == plain[3].second);  // MADT
+        CHECK(load<uint32_t>(pci[1].second, 4) == 36 + 3 * 8);
+        CHECK(contains(pci[4].second, "PCI0"));
+        CHECK(contains(pci[4].second, "ECAM"));
+        CHECK(contains(pci[4].second, std::string("\x41\xd0\x0a\x08", 4)));
+        CHECK(contains(pci[4].second, std::string("\x41\xd0\x0a\x03", 4)));  // PNP0A03
+        CHECK(contains(pci[4].second, std::string("\x41\xd0\x0c\x02", 4)));
+    }
+}
+
+TEST_CASE("acpi: MCFG has one allocation for segment 0 at the ECAM base") {
+    auto blobs = build_acpi_tables(with_pci(2), x86::kAcpiStart);
+    REQUIRE(blobs.size() == 6);
+    const auto& mcfg = blobs[5].second;
+    REQUIRE(blobs[5].first == "MCFG");
+    REQUIRE(mcfg.size() == sizeof(McfgFixed) + sizeof(McfgAllocation));
+    CHECK(mcfg.size() == 60);
+    CHECK(load<uint32_t>(mcfg, 4) == 60);
+    CHECK(mcfg[8] == 1);  // revision
+    CHECK(sum8(mcfg) == 0);
+    CHECK(load<uint64_t>(mcfg, 36) == 0);  // reserved
+    auto a = load<McfgAllocation>(mcfg, sizeof(McfgFixed));
+    CHECK(copy(a.base_address) == x86::kPciEcamStart);
+    CHECK(copy(a.segment) == 0);
+    CHECK(a.start_bus == 0);
+    CHECK(a.end_bus == 0);  // kPciEcamSize is one bus
+    CHECK(copy(a.reserved) == 0);
+
+    PciHostConfig wide = layout_pci();
+    wide.bus_start = 1;
+    wide.bus_end = 15;
+    auto wide_blobs = build_acpi_tables(AcpiConfig{1, wide}, x86::kAcpiStart);
+    REQUIRE(wide_blobs.size() == 6);
+    auto w = load<McfgAllocation>(wide_blobs[5].second, sizeof(McfgFixed));
+    CHECK(copy(w.base_address) == x86::kPciEcamStart);  // bus 0's address even when bus 0 is absent
+    CHECK(w.start_bus == 1);
+    CHECK(w.end_bus == 15);
+}
+
+TEST_CASE("acpi: DSDT PCI0 and ECAM resources carry the configured windows") {
+    auto dsdt = by_name(build_acpi_tables(with_pci(1), x86::kAcpiStart)).at("DSDT");
+    const std::string bus{'\x88', '\x0d', '\x00', '\x02', '\x0c', '\x00', 0, 0, 0, 0,
+                          0,       0,       0,       0,       1,       0};
+    const std::string io_low{'\x88', '\x0d', '\x00', '\x01', '\x0c', '\x03', 0, 0, 0, 0,
+                             '\xf7', '\x0c', 0,       0,       '\xf8', '\x0c'};
+    const std::string io_high{'\x88', '\x0d', '\x00', '\x01', '\x0c', '\x03', 0, 0, 0, '\x0d',
+                              '\xff', '\xff', 0,       0,       0,       '\xf3'};
+    const std::string mmio32{'\x87', '\x17', '\x00', '\x00', '\x0c', '\x01', 0, 0, 0, 0,
+                             0,       0,       0,       '\xc0', '\xff', '\xff', '\xff', '\xdf',
+                             0,       0,       0,       0,       0,       0,       0,       '\x20'};
+    const std::string ecam{'\x86', '\x09', '\x00', '\x01', 0, 0, 0, '\xe0', 0, 0, '\x10', 0};
+    CHECK(contains(dsdt, bus + io_low + io_high + mmio32 + "\x79"));
+    CHECK(contains(dsdt, ecam + "\x79"));
+}
+
+TEST_CASE("acpi: bad PCI descriptions are errors") {
+    auto bad = [](auto edit) {
+        PciHostConfig pci = layout_pci();
+        edit(pci);
+        return AcpiConfig{1, pci};
+    };
+    CHECK(validate(with_pci(1)));
+    CHECK_FALSE(validate(bad([](PciHostConfig& p) { p.bus_start = 2, p.bus_end = 1; })));
+    CHECK_FALSE(validate(bad([](PciHostConfig& p) { p.ecam_base += 0x1000; })));
+    CHECK_FALSE(validate(bad([](PciHostConfig& p) { p.ecam_base = 0xfff0'0000, p.bus_end = 1; })));
+    CHECK_FALSE(validate(bad([](PciHostConfig& p) { p.ecam_base = ~uint64_t{0} << 20; })));
+    CHECK_FALSE(validate(bad([](PciHostConfig& p) { p.mmio32_size = 0; })));
+    CHECK_FALSE(validate(bad([](PciHostConfig& p) { p.mmio32_base = 0xffff'0000; })));
+    CHECK_FALSE(validate(bad([](PciHostConfig& p) { p.mmio32_size = ~uint64_t{0}; })));
+    CHECK_FALSE(validate(bad([](PciHostConfig& p) { p.mmio32_size += 0x1000; })));  // into ECAM
+    CHECK_FALSE(validate(bad([](PciHostConfig& p) {
+        p.mmio32_base = 0xf000'0000, p.mmio32_size = 0x1000'0000;  // covers the APICs
+    })));
+    GuestMemory mem = low_memory();
+    CHECK_FALSE(write_acpi_tables(mem, bad([](PciHostConfig& p) { p.mmio32_size = 0; })));
+    CHECK(build_acpi_tables(bad([](PciHostConfig& p) { p.bus_start = 3, p.bus_end = 2; }),
+                            x86::kAcpiStart)
+              .empty());
 }
 
 TEST_CASE("acpi: write_acpi_tables places the RSDP and XSDT entries resolve in guest memory") {
-    for (uint32_t n : {1u, 2u, 8u, 64u, 254u}) {
+    for (uint32_t n : {1u, 2u, 8u, 64u, 254u})
+    for (bool pci : {false, true}) {
         CAPTURE(n);
+        CAPTURE(pci);
+        const size_t entries = pci ? 3 : 2;
         GuestMemory mem = low_memory();
         REQUIRE(mem.fill(GuestAddress(x86::kAcpiStart), 0x100, 0xa5));  // stale junk
-        auto rsdp_at = write_acpi_tables(mem, AcpiConfig{n});
+        auto rsdp_at = write_acpi_tables(mem, pci ? with_pci(n) : AcpiConfig{n});
         REQUIRE_MESSAGE(rsdp_at, (rsdp_at ? "" : rsdp_at.error().what()));
         CHECK(rsdp_at->raw == x86::kAcpiStart);
         CHECK(rsdp_at->raw % 16 == 0);
@@ -202,11 +332,11 @@ TEST_CASE("acpi: write_acpi_tables places the RSDP and XSDT entries resolve in g
         auto xsdt = mem.slice(GuestAddress(rsdp->xsdt_address), xsdt_hdr->length);
         REQUIRE(xsdt);
         CHECK(sum8(*xsdt) == 0);
-        REQUIRE(copy(xsdt_hdr->length) == 36 + 2 * 8);
+        REQUIRE(copy(xsdt_hdr->length) == 36 + entries * 8);
 
         std::vector<std::string> sigs;
         uint64_t fadt_at = 0;
-        for (size_t i = 0; i < 2; ++i) {
+        for (size_t i = 0; i < entries; ++i) {
             const uint64_t a = load<uint64_t>(*xsdt, 36 + 8 * i);
             CHECK(a >= x86::kAcpiStart);
             CHECK(a < x86::kAcpiEnd);
@@ -218,7 +348,10 @@ TEST_CASE("acpi: write_acpi_tables places the RSDP and XSDT entries resolve in g
             sigs.emplace_back(h->signature, 4);
             if (sigs.back() == "FACP") fadt_at = a;
         }
-        CHECK(sigs == std::vector<std::string>{"FACP", "APIC"});
+        if (pci)
+            CHECK(sigs == std::vector<std::string>{"FACP", "APIC", "MCFG"});
+        else
+            CHECK(sigs == std::vector<std::string>{"FACP", "APIC"});
 
         auto fadt = mem.read_obj<Fadt>(GuestAddress(fadt_at));
         REQUIRE(fadt);
@@ -247,7 +380,8 @@ TEST_CASE("acpi: bad configurations are errors, not overflows") {
 }
 
 TEST_CASE("acpi: table addresses are aligned and do not overlap") {
-    auto blobs = build_acpi_tables(AcpiConfig{254}, x86::kAcpiStart);
+    auto blobs = build_acpi_tables(with_pci(254), x86::kAcpiStart);
+    REQUIRE(blobs.size() == 6);
     auto at = acpi_table_addresses(x86::kAcpiStart, blobs);
     REQUIRE(at.size() == blobs.size() + 1);
     for (size_t i = 0; i < blobs.size(); ++i) {

@@ -129,3 +129,41 @@ TEST_CASE("aml: resource template for a 16550 at 0x3f8, IRQ 4") {
                 0x22, 0x10, 0x00,                                  // IRQNoFlags(){4}
                 0x79, 0x00});                                      // EndTag
 }
+
+TEST_CASE("aml: PCI host bridge windows as Word/DWord address space descriptors") {
+    // WordBusNumber(ResourceProducer, MinFixed, MaxFixed, PosDecode, 0, 0, 0xff, 0, 0x100)
+    CHECK(ok(word_bus_number(0, 0xff)) ==
+          Bytes{0x88, 0x0d, 0x00,        // large item 0x08, 13 data bytes
+                0x02, 0x0c, 0x00,        // bus numbers; _MAF|_MIF, producer; no type flags
+                0x00, 0x00, 0x00, 0x00,  // _GRA, _MIN
+                0xff, 0x00, 0x00, 0x00,  // _MAX, _TRA
+                0x00, 0x01});            // _LEN
+    // WordIO(..., EntireRange, 0, 0, 0xcf7, 0, 0xcf8)
+    CHECK(ok(word_io(0, 0xcf7)) == Bytes{0x88, 0x0d, 0x00, 0x01, 0x0c, 0x03, 0x00, 0x00, 0x00,
+                                         0x00, 0xf7, 0x0c, 0x00, 0x00, 0xf8, 0x0c});
+    CHECK(ok(word_io(0xd00, 0xffff)) == Bytes{0x88, 0x0d, 0x00, 0x01, 0x0c, 0x03, 0x00, 0x00,
+                                              0x00, 0x0d, 0xff, 0xff, 0x00, 0x00, 0x00, 0xf3});
+    // DWordMemory(..., NonCacheable, ReadWrite, 0, 0xc0000000, 0xdfffffff, 0, 0x20000000)
+    CHECK(ok(dword_memory(MemoryCaching::kNonCacheable, true, 0xc000'0000, 0xdfff'ffff)) ==
+          Bytes{0x87, 0x17, 0x00, 0x00, 0x0c, 0x01,
+                0x00, 0x00, 0x00, 0x00,   // _GRA
+                0x00, 0x00, 0x00, 0xc0,   // _MIN
+                0xff, 0xff, 0xff, 0xdf,   // _MAX
+                0x00, 0x00, 0x00, 0x00,   // _TRA
+                0x00, 0x00, 0x00, 0x20}); // _LEN
+    // Prefetchable read-only: _MEM = 3 in bits 2:1, _RW clear.
+    CHECK(ok(dword_memory(MemoryCaching::kPrefetchable, false, 0, 0xfff))[5] == 0x06);
+    // The whole 32-bit space is 2^32 bytes: its length does not fit _LEN.
+    CHECK_FALSE(dword_memory(MemoryCaching::kNonCacheable, true, 0, 0xffff'ffff));
+    CHECK_FALSE(word_io(0x100, 0xff));
+    CHECK_FALSE(word_bus_number(1, 0));
+    CHECK(ok(word_bus_number(7, 7)).back() == 0x00);  // _LEN 1
+}
+
+TEST_CASE("aml: Memory32Fixed") {
+    CHECK(ok(memory32_fixed(true, 0xe000'0000, 0x10'0000)) ==
+          Bytes{0x86, 0x09, 0x00, 0x01, 0x00, 0x00, 0x00, 0xe0, 0x00, 0x00, 0x10, 0x00});
+    CHECK(ok(memory32_fixed(false, 0x1000, 0x1000))[3] == 0x00);
+    CHECK(ok(memory32_fixed(true, 0xffff'f000, 0x1000)).size() == 12);  // ends exactly at 4 GiB
+    CHECK_FALSE(memory32_fixed(true, 0xffff'f000, 0x1001));
+}

@@ -1,6 +1,7 @@
 // Differentiated System Description Table (ACPI 6.5 §5.2.11.1): the AML namespace. Holds \_S5_
-// so OSPM can power off through the FADT sleep control register, and \_SB.COM1 so the guest
-// finds the UART through ACPI as well as by legacy probing.
+// so OSPM can power off through the FADT sleep control register; \_SB.COM1 and \_SB.RTC so the
+// guest finds the UART and the CMOS RTC through ACPI (PNP) instead of legacy probing; and, when
+// the VM has PCI, the host bridge \_SB.PCI0 plus \_SB.ECAM reserving its ECAM window.
 #pragma once
 
 #include <cstdint>
@@ -14,7 +15,7 @@ namespace kestrel::acpi {
 // Revision 2 and above make AML integers 64-bit (§5.2.11.1).
 inline constexpr uint8_t kDsdtRevision = 2;
 
-// The AML after the header: what build_dsdt wraps, exposed for tests.
+// The AML after the header: what build_dsdt wraps, exposed for tests. Expects a validated cfg.
 Result<std::vector<uint8_t>> build_dsdt_aml(const AcpiConfig& cfg);
 Result<std::vector<uint8_t>> build_dsdt(const AcpiConfig& cfg);
 

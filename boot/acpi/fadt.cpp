@@ -15,7 +15,10 @@ Result<std::vector<uint8_t>> build_fadt(uint64_t dsdt_address) {
     f.flags = kFadtWbinvd | kFadtPwrButton | kFadtSlpButton | kFadtResetRegSup | kFadtHwReducedAcpi;
     // No VGA. MSI stays allowed (bit 3 clear) for the coming PCI devices. The 8042 bit stays
     // clear: Linux then skips probing its driver, while reboot=k still pokes port 0x64.
+    // CMOS RTC Not Present stays clear as well: the RTC at 0x70 exists (also as \_SB.RTC).
     f.iapc_boot_arch = kBootArchVgaNotPresent;
+    // Not fixed hardware, so it still counts under HW-reduced ACPI; no day/month alarm bytes.
+    f.century = kCmosCenturyIndex;
     // The 32-bit DSDT field stays 0 so OSPM has one unambiguous pointer (§5.2.9: X_DSDT wins).
     f.x_dsdt = dsdt_address;
 

@@ -12,7 +12,7 @@
 
 namespace kestrel::acpi {
 
-// §5.2.9 FADT format. Fields a HW-reduced OSPM ignores (offsets 46..108 and 148..232) stay zero.
+// §5.2.9 FADT format. Fields a HW-reduced OSPM ignores (offsets 46..107 and 148..232) stay zero.
 struct [[gnu::packed]] Fadt {
     SdtHeader header;                 // 0: "FACP"
     uint32_t firmware_ctrl;           // 36: FACS, none
@@ -91,6 +91,13 @@ inline constexpr uint32_t kFadtHwReducedAcpi = 1u << 20;
 // §5.2.9.3 IA-PC Boot Architecture Flags.
 inline constexpr uint16_t kBootArchVgaNotPresent = 1u << 2;
 inline constexpr uint16_t kBootArchMsiNotSupported = 1u << 3;
+// Set, Linux drops its rtc_cmos platform device (x86_platform.legacy.rtc = 0) and the RTC is
+// reached only through \_SB.RTC; kestrel has the CMOS RTC, so it stays clear.
+inline constexpr uint16_t kBootArchCmosRtcNotPresent = 1u << 5;
+
+// §5.2.9 CENTURY: the CMOS RAM index of the century byte, the one a PC BIOS uses and
+// devices/legacy/cmos_rtc serves. Linux's mc146818_get_time reads it when this is non-zero.
+inline constexpr uint8_t kCmosCenturyIndex = 0x32;
 
 Result<std::vector<uint8_t>> build_fadt(uint64_t dsdt_address);
 
