@@ -1,0 +1,43 @@
+// VsockMetrics: counters of one VirtioVsock, readable from any thread (relaxed atomics: each
+// counter is exact, a snapshot across counters is not).
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+
+namespace kestrel {
+
+struct VsockMetrics {
+    using Counter = std::atomic<uint64_t>;
+    // Connections.
+    Counter host_connections_opened;   // host CONNECT answered by the guest's RESPONSE
+    Counter guest_connections_opened;  // guest REQUEST connected to <path>_<port>
+    Counter connections_refused;       // guest RST to our REQUEST, no host listener, bad
+                                       // CONNECT line, connection cap reached
+    Counter connections_reset;         // open connections ended by an RST (either side)
+    Counter connections_closed;        // every connection torn down, whatever the reason
+    // Data.
+    Counter bytes_to_guest, bytes_to_host;
+    Counter packets_to_guest, packets_from_guest;
+    Counter credit_updates_sent;
+    // Guest packets dropped (completed with used length 0), by reason.
+    Counter malformed_chains;     // chain broke §2.7 rules
+    Counter short_header;         // tx chain readable part < 44 bytes
+    Counter bad_len;              // hdr.len > readable payload bytes, or > the payload cap
+    Counter wrong_dst_cid;        // dst_cid is not the host (2): dropped silently
+    Counter wrong_src_cid;        // src_cid is not the guest's CID: dropped silently
+    Counter bad_type;             // type is not STREAM: answered with RST
+    Counter bad_op;               // unknown op: answered with RST
+    Counter unknown_connection;   // not a REQUEST and no such connection: answered with RST
+    Counter credit_violation;     // RW beyond the credit we granted: connection reset
+    Counter rx_buffer_too_small;  // rx chain with < 44 writable bytes (or 44 when data needed)
+    Counter rst_queue_full;       // an RST for the guest dropped: too many queued
+    // Device.
+    Counter queue_errors;         // a queue broke: device needs reset
+    Counter interrupts;           // used-buffer notifications sent
+
+    static void inc(Counter& c, uint64_t n = 1) { c.fetch_add(n, std::memory_order_relaxed); }
+    static uint64_t get(const Counter& c) { return c.load(std::memory_order_relaxed); }
+};
+
+}  // namespace kestrel
