@@ -40,6 +40,7 @@ public:
                                 std::vector<uint32_t> writable_lens);
 
     // Hostile chains: descriptors are written verbatim (flags, next, addr, len as given).
+    // Raw writes do not reserve table slots: keep them clear of add_chain chains in flight.
     void write_descriptor(uint16_t index, const virtq::Desc& d);
     // Writes descs at table[first..], and puts `first` in the avail ring (unpublished).
     uint16_t add_raw_chain(uint16_t first, std::span<const virtq::Desc> descs);

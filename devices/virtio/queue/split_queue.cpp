@@ -110,6 +110,9 @@ Result<std::optional<PoppedChain>> SplitQueue::pop(GuestMemory& mem) {
 
 Result<void> SplitQueue::add_used(GuestMemory& mem, uint16_t head, uint32_t written_len) {
     if (head >= st_.size) return fail("add_used: head {} >= queue size {}", head, st_.size);
+    // More completions than pops would push used idx past avail idx: a device bug, and the
+    // driver would treat the extra entries as garbage.
+    if (in_flight() == 0) return fail("add_used: head {} but no chain is in flight", head);
     uint64_t slot = st_.next_used % st_.size;
     TRY(mem.write_obj(GuestAddress(st_.used + virtq::kUsedRingOffset + 8 * slot),
                       virtq::UsedElem{head, written_len}));

@@ -60,7 +60,7 @@ public:
     // a head index >= size, ring not readable): stop using it, the device needs a reset.
     Result<std::optional<PoppedChain>> pop(GuestMemory& mem);
 
-    // Puts (head, written_len) on the used ring and publishes the new used idx (release:
+    // Puts (head, written_len) on the used ring (an error if nothing is in flight) and publishes the new used idx (release:
     // the element, and the data the device wrote, become visible before the idx).
     Result<void> add_used(GuestMemory& mem, uint16_t head, uint32_t written_len);
 

@@ -90,6 +90,8 @@ TEST_CASE("split queue: pop / add_used bookkeeping and in_flight") {
     CHECK(drv.next_used() == std::pair<uint16_t, uint32_t>{a, 3});
     CHECK_FALSE(drv.next_used());
     CHECK_FALSE(q->add_used(mem, 4, 0));  // head out of range: a device bug, refused
+    CHECK_FALSE(q->add_used(mem, a, 0));  // nothing in flight any more: refused
+    CHECK(drv.used_idx() == 2);
 }
 
 TEST_CASE("split queue: broken available ring is an error for the whole queue") {
