@@ -19,6 +19,7 @@
 #include "devices/legacy/uart16550.hpp"
 #include "devices/pci/pci_root.hpp"
 #include "devices/virtio/blk/virtio_blk.hpp"
+#include "devices/virtio/rng/virtio_rng.hpp"
 #include "vmm/arch/x86/cpuid.hpp"
 #include "vmm/arch/x86/vcpu_setup.hpp"
 #include "vmm/console_input.hpp"
@@ -109,7 +110,12 @@ Result<GuestExit> run_vm(const VmConfig& cfg) {
         TRY(vm.set_user_memory_region(slot, r.start().raw, r.size(), r.host_base()));
     }
 
-    auto rsdp = TRY(acpi::write_acpi_tables(mem, acpi::AcpiConfig{cfg.cpus}));
+    const acpi::PciHostConfig pci_host{.ecam_base = x86::kPciEcamStart,
+                                       .bus_start = 0,
+                                       .bus_end = static_cast<uint8_t>((x86::kPciEcamSize >> 20) - 1),
+                                       .mmio32_base = x86::kPciMmio32Start,
+                                       .mmio32_size = x86::kPciMmio32Size};
+    auto rsdp = TRY(acpi::write_acpi_tables(mem, acpi::AcpiConfig{cfg.cpus, pci_host}));
     boot::BootInputs inputs{kernel.bytes(),
                             initrd ? initrd->bytes() : std::span<const uint8_t>{},
                             cfg.cmdline, rsdp};
@@ -154,6 +160,7 @@ Result<GuestExit> run_vm(const VmConfig& cfg) {
         if (!blk) return std::unexpected(context(blk.error(), fmt::format("--disk '{}'", d.path)));
         TRY(virtio.add(std::move(*blk), fmt::format("virtio-blk '{}'", d.path)));
     }
+    if (cfg.rng) TRY(virtio.add(std::make_shared<VirtioRng>(), "virtio-rng"));
     TRY(virtio.connect());
 
     auto supported = TRY(sys.supported_cpuid());

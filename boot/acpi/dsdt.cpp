@@ -40,20 +40,20 @@ Result<Bytes> com1_device() {
 }
 
 // Device(RTC){ Name(_HID, EisaId("PNP0B00"))
-//   Name(_CRS, ResourceTemplate(){ IO(Decode16, 0x70, 0x70, 1, 2) IRQNoFlags(){8} }) }
+//   Name(_CRS, ResourceTemplate(){ IO(Decode16, 0x70, 0x70, 1, 2) }) }
 // Under HW-reduced ACPI Linux installs no legacy PIC (arch/x86/kernel/acpi/boot.c,
 // acpi_reduced_hw_init: legacy_pic = &null_legacy_pic), so the rtc_cmos platform device that
 // arch/x86/kernel/rtc.c registers with a bare IRQ 8 fails to probe (-EINVAL). With a PNP0B00
 // device present, add_rtc_cmos() registers no platform device at all, drivers/acpi/acpi_pnp.c
-// lists PNP0B00 so PNPACPI creates a pnp device for it, and rtc-cmos's cmos_pnp_probe takes
-// pnp_irq(pnp, 0): ISA IRQ 8 registered as a GSI, i.e. IOAPIC pin 8 (no MADT override for it),
-// edge/active-high as IRQNoFlags says. PNP0B00 is the AT RTC (MC146818) id.
+// lists PNP0B00 so PNPACPI creates a pnp device for it, and rtc-cmos's cmos_pnp_probe, finding
+// port 0x70 and no IRQ (and no legacy IRQs), runs the RTC without one: the time reads work,
+// alarms and update interrupts are reported as unsupported. No IRQ is declared because
+// devices/legacy/cmos_rtc raises none; a declared IRQ that never fires would make readers
+// that wait for an update interrupt hang.
 Result<Bytes> rtc_device() {
-    constexpr uint8_t kRtcIrq = 8;
     constexpr uint8_t kRtcRegisters = 2;  // index 0x70, data 0x71
     const Bytes resources[] = {
         aml::io_port_decode16(x86::kCmosPort, x86::kCmosPort, 1, kRtcRegisters),
-        aml::irq_no_flags(static_cast<uint16_t>(1u << kRtcIrq)),
     };
     Bytes rtc_id = TRY(aml::eisa_id("PNP0B00"));
     Bytes template_buffer = TRY(aml::resource_template(resources));

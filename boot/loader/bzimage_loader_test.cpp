@@ -86,7 +86,7 @@ TEST_CASE("real Debian bzImage: 64-bit entry, kernel at 16 MiB, zero page per bo
     CHECK(guest<uint8_t>(mem, val(bp.hdr.ramdisk_image)) == 0x11);
 
     CHECK(val(bp.acpi_rsdp_addr) == 0xe0000);
-    REQUIRE(val(bp.e820_entries) == 3);
+    REQUIRE(val(bp.e820_entries) == 4);
     uint64_t ram = 0;
     for (int i = 0; i < bp.e820_entries; ++i) {
         BootE820Entry e = bp.e820_table[i];

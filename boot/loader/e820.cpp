@@ -30,6 +30,12 @@ std::vector<E820Entry> build_e820_map(std::span<const GuestRegionSpec> ram) {
     append_ram_within(sorted, 0, x86::kEbdaStart, map);
     map.push_back({x86::kEbdaStart, x86::kHighMemStart - x86::kEbdaStart, E820Type::Reserved});
     append_ram_within(sorted, x86::kHighMemStart, UINT64_MAX, map);
+    // The PCIe ECAM window must be reserved in the firmware memory map for Linux to use it
+    // at boot (PCI Firmware Spec 3.3 §4.1.2; Linux pci_mmcfg_reserved checks e820 first).
+    // It lies in the MMIO hole, never over RAM. The 32-bit BAR window is deliberately not
+    // listed: Linux trims e820-reserved ranges out of host-bridge windows.
+    map.push_back({x86::kPciEcamStart, x86::kPciEcamSize, E820Type::Reserved});
+    std::sort(map.begin(), map.end(), [](const E820Entry& a, const E820Entry& b) { return a.addr < b.addr; });
     return map;
 }
 

@@ -26,7 +26,8 @@ struct E820Entry {
 
 // Entries sorted by address and non-overlapping:
 //   RAM below x86::kEbdaStart, reserved [kEbdaStart, 1 MiB) (EBDA, ACPI tables, BIOS area,
-//   which the kernel must not reuse), then every part of `ram` at or above 1 MiB as RAM.
+//   which the kernel must not reuse), every part of `ram` at or above 1 MiB as RAM, and the
+//   PCIe ECAM window reserved.
 std::vector<E820Entry> build_e820_map(std::span<const GuestRegionSpec> ram);
 
 // The RAM regions of `mem` in the form build_e820_map() takes.

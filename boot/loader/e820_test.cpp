@@ -13,22 +13,24 @@ using namespace kestrel;
 using namespace kestrel::boot;
 using test::kMiB;
 
-TEST_CASE("e820: one region from 0 gives low RAM, the reserved BIOS hole, high RAM") {
+TEST_CASE("e820: one region from 0 gives low RAM, the reserved BIOS hole, high RAM, ECAM") {
     std::array ram{GuestRegionSpec{GuestAddress(0), 256 * kMiB}};
     auto map = build_e820_map(ram);
-    REQUIRE(map.size() == 3);
+    REQUIRE(map.size() == 4);
     CHECK(map[0] == E820Entry{0, x86::kEbdaStart, E820Type::Ram});
     CHECK(map[1] == E820Entry{x86::kEbdaStart, 0x100000 - x86::kEbdaStart, E820Type::Reserved});
     CHECK(map[2] == E820Entry{0x100000, 255 * kMiB, E820Type::Ram});
+    CHECK(map[3] == E820Entry{x86::kPciEcamStart, x86::kPciEcamSize, E820Type::Reserved});
 }
 
 TEST_CASE("e820: RAM split around the MMIO hole, regions given out of order") {
     std::array ram{GuestRegionSpec{GuestAddress(x86::kMmioHoleEnd), 1024 * kMiB},
                    GuestRegionSpec{GuestAddress(0), x86::kMmioHoleStart}};
     auto map = build_e820_map(ram);
-    REQUIRE(map.size() == 4);
+    REQUIRE(map.size() == 5);
     CHECK(map[2] == E820Entry{0x100000, x86::kMmioHoleStart - 0x100000, E820Type::Ram});
-    CHECK(map[3] == E820Entry{x86::kMmioHoleEnd, 1024 * kMiB, E820Type::Ram});
+    CHECK(map[3] == E820Entry{x86::kPciEcamStart, x86::kPciEcamSize, E820Type::Reserved});
+    CHECK(map[4] == E820Entry{x86::kMmioHoleEnd, 1024 * kMiB, E820Type::Ram});
     for (size_t i = 1; i < map.size(); ++i) CHECK(map[i - 1].addr + map[i - 1].size <= map[i].addr);
 }
 
@@ -36,9 +38,9 @@ TEST_CASE("e820: a region wrapping past 2^64 is clipped, not wrapped") {
     std::array ram{GuestRegionSpec{GuestAddress(0), 2 * kMiB},
                    GuestRegionSpec{GuestAddress(~0ull - 0xfff), 0x2000}};
     auto map = build_e820_map(ram);
-    REQUIRE(map.size() == 4);
-    CHECK(map[3].addr == ~0ull - 0xfff);
-    CHECK(map[3].size == 0xfff);
+    REQUIRE(map.size() == 5);
+    CHECK(map[4].addr == ~0ull - 0xfff);
+    CHECK(map[4].size == 0xfff);
 }
 
 TEST_CASE("initrd placement: highest page-aligned spot above the kernel and below the limit") {

@@ -147,7 +147,7 @@ TEST_CASE("ELF without PVH note: Linux64 entry, segments loaded, tail zeroed, ze
     CHECK(val(bp.hdr.ramdisk_image) == 64 * kMiB - 0x2000);
     CHECK(val(bp.hdr.ramdisk_size) == 0x1801);
     CHECK(val(bp.acpi_rsdp_addr) == 0xe0000);
-    CHECK(val(bp.e820_entries) == 3);
+    CHECK(val(bp.e820_entries) == 4);
     CHECK(val(bp.e820_table[2].addr) == 0x100000);
     CHECK(val(bp.e820_table[2].size) == 63 * kMiB);
     CHECK(val(bp.e820_table[2].type) == 1);
@@ -168,7 +168,7 @@ TEST_CASE("ELF with a 4-byte PVH note: Pvh32 entry and hvm_start_info without mo
     CHECK(si.nr_modules == 0);
     CHECK(si.modlist_paddr == 0);
     CHECK(si.rsdp_paddr == 0);
-    CHECK(si.memmap_entries == 3);
+    CHECK(si.memmap_entries == 4);
     CHECK(guest<uint8_t>(mem, x86::kCmdline) == 0);
     CHECK(guest<uint64_t>(mem, x86::kZeroPage) == 0);  // no zero page on the PVH path
 }
@@ -209,7 +209,7 @@ TEST_CASE("real Debian vmlinux: PVH entry, hvm_start_info, memmap, initrd module
     CHECK(mod.paddr + mod.size > 256 * kMiB - 4096);  // as high as possible
     CHECK(guest<uint8_t>(mem, mod.paddr + mod.size - 1) == initrd.back());
 
-    REQUIRE(si.memmap_entries == 3);
+    REQUIRE(si.memmap_entries == 4);
     CHECK(si.memmap_paddr + 3 * sizeof(HvmMemmapEntry) <= x86::kZeroPage);
     auto e0 = guest<HvmMemmapEntry>(mem, si.memmap_paddr);
     auto e1 = guest<HvmMemmapEntry>(mem, si.memmap_paddr + sizeof(HvmMemmapEntry));
