@@ -19,7 +19,9 @@
 #include "devices/legacy/uart16550.hpp"
 #include "devices/pci/pci_root.hpp"
 #include "devices/virtio/blk/virtio_blk.hpp"
+#include "devices/virtio/net/virtio_net.hpp"
 #include "devices/virtio/rng/virtio_rng.hpp"
+#include "devices/virtio/vsock/virtio_vsock.hpp"
 #include "vmm/arch/x86/cpuid.hpp"
 #include "vmm/arch/x86/vcpu_setup.hpp"
 #include "vmm/console_input.hpp"
@@ -159,6 +161,23 @@ Result<GuestExit> run_vm(const VmConfig& cfg) {
         auto blk = VirtioBlk::create(o);
         if (!blk) return std::unexpected(context(blk.error(), fmt::format("--disk '{}'", d.path)));
         TRY(virtio.add(std::move(*blk), fmt::format("virtio-blk '{}'", d.path)));
+    }
+    for (const auto& n : cfg.nets) {
+        VirtioNetOptions o;
+        o.tap = n.tap;
+        if (n.mac) o.mac = *n.mac;
+        auto net = VirtioNet::create(o);
+        if (!net) return std::unexpected(context(net.error(), fmt::format("--net tap={}", n.tap)));
+        TRY(virtio.add(std::move(*net), fmt::format("virtio-net tap {}", n.tap)));
+    }
+    if (cfg.vsock) {
+        VirtioVsockOptions o;
+        o.guest_cid = cfg.vsock->cid;
+        o.uds_path = cfg.vsock->socket;
+        auto vsock = VirtioVsock::create(o);
+        if (!vsock)
+            return std::unexpected(context(vsock.error(), fmt::format("--vsock socket={}", o.uds_path)));
+        TRY(virtio.add(std::move(*vsock), fmt::format("virtio-vsock cid {}", o.guest_cid)));
     }
     if (cfg.rng) TRY(virtio.add(std::make_shared<VirtioRng>(), "virtio-rng"));
     TRY(virtio.connect());
