@@ -1,0 +1,133 @@
+#include "devices/virtio/net/virtio_net.hpp"
+
+#include <sys/epoll.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "devices/virtio/net/net_datapath.hpp"
+#include "devices/virtio/queue/split_queue.hpp"
+#include "devices/virtio/queue/virtq_spec.hpp"
+#include "vmm/base/log.hpp"
+
+namespace kestrel {
+
+MacAddress VirtioNet::default_mac(std::string_view tap_name) {
+    uint32_t h = 2166136261u;  // FNV-1a: any stable spread will do
+    for (char c : tap_name) h = (h ^ static_cast<uint8_t>(c)) * 16777619u;
+    return {0x52, 0x54, 0x00, static_cast<uint8_t>(h >> 16), static_cast<uint8_t>(h >> 8), static_cast<uint8_t>(h)};
+}
+
+Result<std::unique_ptr<VirtioNet>> VirtioNet::create(VirtioNetOptions opts) {
+    if (opts.queue_size < 2 || opts.queue_size > virtq::kMaxQueueSize ||
+        (opts.queue_size & (opts.queue_size - 1)) != 0)
+        return fail("virtio-net: queue size {} is not a power of 2 in 2..{}", opts.queue_size, virtq::kMaxQueueSize);
+    if (opts.mac && ((*opts.mac)[0] & 1)) return fail("virtio-net: MAC address is multicast");
+    if (!opts.tap.empty() && opts.tap_fd >= 0) return fail("virtio-net: give a tap name or a tap fd, not both");
+    Result<Tap> tap = opts.tap_fd >= 0 ? Tap::from_fd(opts.tap_fd)
+                      : opts.tap.empty() ? Result<Tap>(fail("virtio-net: no tap given"))
+                                         : Tap::open_by_name(opts.tap);
+    if (!tap) return std::unexpected(tap.error());
+    MacAddress mac = opts.mac ? *opts.mac : default_mac(tap->name());
+    return std::unique_ptr<VirtioNet>(new VirtioNet(std::move(*tap), mac, opts.queue_size));
+}
+
+VirtioNet::VirtioNet(Tap tap, MacAddress mac, uint16_t queue_size)
+    : tap_(std::move(tap)), queue_size_(queue_size), metrics_(std::make_shared<NetMetrics>()),
+      needs_reset_(std::make_shared<std::atomic<bool>>(false)) {
+    features_ = virtq::kFeatureVersion1 | virtq::kFeatureEventIdx | virtq::kFeatureIndirectDesc |
+                net::kFeatureMac | net::kFeatureStatus | net::kFeatureCsum | net::kFeatureGuestCsum |
+                net::kFeatureHostTso4 | net::kFeatureHostTso6 | net::kFeatureGuestTso4 | net::kFeatureGuestTso6 |
+                net::kFeatureMrgRxbuf;
+    std::memcpy(config_.mac, mac.data(), mac.size());
+    // The tap is always there for the guest; whether its host side is up is the host's
+    // business (frames written while it is down are counted as tap errors).
+    config_.status = net::kStatusLinkUp;
+}
+
+VirtioNet::~VirtioNet() { reset(); }
+
+MacAddress VirtioNet::mac() const {
+    MacAddress m;
+    std::memcpy(m.data(), config_.mac, m.size());
+    return m;
+}
+
+void VirtioNet::read_config(uint64_t offset, std::span<uint8_t> data) {
+    std::fill(data.begin(), data.end(), uint8_t{0});
+    if (offset >= sizeof config_) return;
+    size_t n = std::min<uint64_t>(data.size(), sizeof config_ - offset);
+    std::memcpy(data.data(), reinterpret_cast<const uint8_t*>(&config_) + offset, n);
+}
+
+void VirtioNet::write_config(uint64_t offset, std::span<const uint8_t> data) {
+    // §5.1.4: a VERSION_1 driver does not write the config (the MAC changes through the
+    // control queue, which we do not offer).
+    log::debug("virtio-net: ignored config write of {} bytes at {}", data.size(), offset);
+}
+
+Result<void> VirtioNet::activate(ActivateContext ctx) {
+    if (!(ctx.acked_features & virtq::kFeatureVersion1))
+        return fail("virtio-net: driver did not accept VIRTIO_F_VERSION_1 (legacy headers are not supported)");
+    if (ctx.queues.size() > 2) return fail("virtio-net: {} queues configured, device has 2", ctx.queues.size());
+    NetDataPath::Setup s{&ctx.mem, &ctx.interrupt, metrics_, needs_reset_, ctx.acked_features, {}, {},
+                         kRxSlots};
+    for (uint16_t i = 0; i < ctx.queues.size(); ++i) {
+        if (!ctx.queues[i].ready) continue;
+        auto q = SplitQueue::create(ctx.mem, ctx.queues[i], queue_size_, ctx.acked_features);
+        if (!q) return std::unexpected(context(q.error(), fmt::format("virtio-net queue {}", i)));
+        (i == net::kRxQueue ? s.rx : s.tx).emplace(std::move(*q));
+    }
+    if (auto r = tap_.set_offload(ctx.acked_features); !r) return std::unexpected(r.error());
+    auto path = NetDataPath::create(tap_.fd(), std::move(s));
+    if (!path) return std::unexpected(context(path.error(), "virtio-net"));
+    std::shared_ptr<NetDataPath> p = *path;
+    if (auto r = ctx.events.add(p->event_fd(), EPOLLIN, [p](uint32_t) { p->on_event(); }); !r)
+        return std::unexpected(context(r.error(), "virtio-net"));
+    {
+        std::lock_guard lk(mu_);
+        path_ = p;
+        events_ = &ctx.events;
+    }
+    p->wake();  // the event loop posts the first tap reads (io_uring submits happen there only)
+    return {};
+}
+
+void VirtioNet::queue_notify(uint16_t index) {
+    std::shared_ptr<NetDataPath> p;
+    {
+        std::lock_guard lk(mu_);
+        p = path_;
+    }
+    if (!p || index > net::kTxQueue) {
+        log::debug("virtio-net: notify for inactive queue {}", index);
+        return;
+    }
+    p->on_notify(index);
+}
+
+void VirtioNet::reset() {
+    std::shared_ptr<NetDataPath> p;
+    EventRegistry* events;
+    {
+        std::lock_guard lk(mu_);
+        p = std::move(path_);
+        path_.reset();
+        events = std::exchange(events_, nullptr);
+    }
+    if (p) {
+        p->deactivate();
+        // Outside every lock: a registry may wait for a running callback, which takes the path's.
+        if (events) (void)events->remove(p->event_fd());
+        if (!p->quiesce()) {
+            // The kernel still holds requests into this path's buffers: keep them alive.
+            log::error("virtio-net: tap I/O did not stop on reset; leaking its buffers");
+            new std::shared_ptr<NetDataPath>(std::move(p));
+        }
+    }
+    needs_reset_->store(false);
+}
+
+bool VirtioNet::needs_reset() const { return needs_reset_->load(); }
+
+}  // namespace kestrel

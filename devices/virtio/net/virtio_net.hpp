@@ -1,0 +1,98 @@
+// VirtioNet: the virtio network device (virtio 1.2 §5.1) on a host tap, one receive queue (0)
+// and one transmit queue (1), its back-end an io_uring on the tap fd (TapRing).
+//
+// Data path (NetDataPath, one per activation, on the event-loop thread):
+//  TX: a notify pops every available chain, checks it and its header, and prepares one
+//      writev per frame (validated header copy + the guest's frame bytes in place); the batch
+//      goes to the kernel in one io_uring_submit, tap writes complete inline, chains are
+//      returned with add_used(head, 0) and the driver interrupted once per batch.
+//  RX: kRxSlots reads stay posted on the tap into device buffers of 12 + 65550 bytes. Each
+//      frame is copied into guest chains in tap order: one chain per frame, or with
+//      VIRTIO_NET_F_MRG_RXBUF as many chains as it needs, num_buffers set in the first
+//      (§5.1.6.4). With no guest buffers, frames wait in their slots and no further reads are
+//      posted: the tap's own queue holds the rest until the driver adds buffers and notifies.
+//      A frame is dropped (and counted) only when it cannot fit a chain without MRG_RXBUF.
+//
+// Guest errors (malformed chains, bad lengths, offloads not negotiated) are counted and the
+// chain returned with length 0; a broken ring puts the device in NEEDS_RESET.
+//
+// Reset (§2.4) cancels the posted reads and waits for every io_uring request to finish before
+// forgetting the queues. Lifetimes: the GuestMemory, VirtioInterrupt and EventRegistry given
+// to activate() must live until reset() (the destructor resets).
+//
+// Threads: config, activate and reset from vCPU threads; notifies and completions on the
+// event loop. io_uring requests are only ever submitted from the event loop (see TapRing);
+// activate() wakes it to post the first reads. Interrupts are raised with no lock held.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "devices/event_registry.hpp"
+#include "devices/virtio/net/net_metrics.hpp"
+#include "devices/virtio/net/net_spec.hpp"
+#include "devices/virtio/net/tap.hpp"
+#include "devices/virtio/virtio_device.hpp"
+
+namespace kestrel {
+
+using MacAddress = std::array<uint8_t, 6>;
+
+struct VirtioNetOptions {
+    std::string tap;             // name of an existing tap interface, or
+    int tap_fd = -1;             // a tap fd set up by the caller (see Tap::from_fd); owned after create
+    std::optional<MacAddress> mac;  // default: default_mac(tap name)
+    uint16_t queue_size = 256;   // max queue size offered, power of 2
+};
+
+class NetDataPath;
+
+class VirtioNet final : public VirtioDevice {
+public:
+    // Frames read ahead of the guest's buffers; bounds what the device holds when the guest
+    // stops posting buffers (16 x 64 KiB).
+    static constexpr uint16_t kRxSlots = 16;
+
+    static Result<std::unique_ptr<VirtioNet>> create(VirtioNetOptions opts);
+    // 52:54:00 (locally administered, unicast) + 3 bytes hashed from the tap name: stable
+    // across restarts, so a guest keeps its address and DHCP lease.
+    static MacAddress default_mac(std::string_view tap_name);
+    ~VirtioNet() override;
+
+    uint16_t device_type() const override { return net::kDeviceType; }
+    uint64_t device_features() const override { return features_; }
+    uint16_t num_queues() const override { return 2; }
+    uint16_t max_queue_size() const override { return queue_size_; }
+    void read_config(uint64_t offset, std::span<uint8_t> data) override;
+    void write_config(uint64_t offset, std::span<const uint8_t> data) override;
+    Result<void> activate(ActivateContext ctx) override;
+    void queue_notify(uint16_t index) override;
+    void reset() override;
+    bool needs_reset() const override;
+
+    const NetMetrics& metrics() const { return *metrics_; }
+    MacAddress mac() const;
+    const Tap& tap() const { return tap_; }
+
+private:
+    VirtioNet(Tap tap, MacAddress mac, uint16_t queue_size);
+
+    Tap tap_;
+    uint16_t queue_size_;
+    uint64_t features_;
+    net::Config config_{};
+    std::shared_ptr<NetMetrics> metrics_;
+    std::shared_ptr<std::atomic<bool>> needs_reset_;
+
+    std::mutex mu_;  // guards path_ and events_
+    std::shared_ptr<NetDataPath> path_;
+    EventRegistry* events_ = nullptr;
+};
+
+}  // namespace kestrel
