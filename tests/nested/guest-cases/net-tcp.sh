@@ -16,9 +16,9 @@ value guest.ping.received "$(echo "$out" | sed -n 's/.* \([0-9][0-9]*\) packets 
 head -c "$(random_size 4194304 8388608)" /dev/urandom > /tmp/up
 value guest.up.size "$(stat -c %s /tmp/up)"
 value guest.up.sha256 "$(sha256 /tmp/up)"
-timeout 120 nc 10.0.2.1 5001 < /tmp/up > /dev/null
+timeout 120 socat -u FILE:/tmp/up TCP:10.0.2.1:5001
 value guest.up.rc $?
-timeout 120 nc 10.0.2.1 5002 < /dev/null > /tmp/down
+timeout 120 socat -u TCP:10.0.2.1:5002 CREATE:/tmp/down
 value guest.down.rc $?
 value guest.down.size "$(stat -c %s /tmp/down)"
 value guest.down.sha256 "$(sha256 /tmp/down)"

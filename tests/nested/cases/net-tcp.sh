@@ -1,9 +1,12 @@
 #!/bin/sh
-# virtio-net on an L1 tap: the guest pings L1 and moves random data over TCP both ways (busybox
-# nc on each end). L1's and the guest's digests and sizes of each stream must agree.
+# virtio-net on an L1 tap: the guest pings L1 and moves random data over TCP both ways (socat
+# -u on each end: busybox nc quits at EOF on its stdin and would cut streams short). L1's and
+# the guest's digests and sizes of each stream must agree.
 #@ timeout 300
 #@ expect-rc 0
 #@ guest-modules virtio_pci virtio_net
+#@ guest-binaries /usr/bin/socat
+#@ l1-binaries /usr/bin/socat
 #@ expect-line ^KESTREL-GUEST-CASE-END net-tcp rc=0$
 #@ reject-line KESTREL-GUEST-MODULE-FAILED
 #@ expect-value guest.mac == 52:54:00:12:34:56
@@ -22,9 +25,9 @@ head -c "$(( 4194304 + $(head -c 2 /dev/urandom | od -An -tu2 | tr -d ' ') * 64 
 nested_value l1.down.size "$(stat -c %s /tmp/net-down)"
 nested_value l1.down.sha256 "$(nested_sha256 /tmp/net-down)"
 rm -f /tmp/net-up
-timeout 250 nc -l -p 5001 < /dev/null > /tmp/net-up &
+timeout 250 socat -u TCP-LISTEN:5001,reuseaddr CREATE:/tmp/net-up &
 up_pid=$!
-timeout 250 nc -l -p 5002 < /tmp/net-down > /dev/null &
+timeout 250 socat -u FILE:/tmp/net-down TCP-LISTEN:5002,reuseaddr &
 down_pid=$!
 boot_guest --timeout 240 --append "quiet kestrel.case=net-tcp" \
   --kernel "$L2/vmlinuz" --initrd "$L2/initrd.cpio.gz" --cpus 1 --memory 256M \
@@ -34,7 +37,7 @@ kill "$up_pid" "$down_pid" 2>/dev/null
 wait "$up_pid" "$down_pid" 2>/dev/null
 nested_value l1.up.size "$(stat -c %s /tmp/net-up)"
 nested_value l1.up.sha256 "$(nested_sha256 /tmp/net-up)"
-echo "l1 $tap: $(ip -s link show "$tap" | tr -s ' \n' ' ')"
+echo "l1 $tap: rx_packets=$(cat /sys/class/net/$tap/statistics/rx_packets) tx_packets=$(cat /sys/class/net/$tap/statistics/tx_packets)"
 ip link del "$tap" 2>/dev/null || tunctl -d "$tap" > /dev/null
 rm -f /tmp/net-up /tmp/net-down
 exit "$rc"
