@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# bench-net.sh: virtio-net transmit throughput of the device model, no VM. For 1514-byte
+# frames (1500 MTU) and 64 KB TSO super-frames, net-bench runs in its own network namespace
+# on a fresh tap: a raw writev loop, raw io_uring batches, and the real VirtioNet path driven by
+# the mock driver, and prints frames/s, Gbit/s and the ratios. Informational only: never a
+# pass/fail on speed. Needs root (network namespace + tap) and iproute2.
+#
+# usage: tools/bench-net.sh
+# env:   KESTREL_BUILD (default build) build dir holding devices/virtio/net/net-bench
+#        SECONDS_PER_RUN (3), BATCH (64: chains per notify), SIZES ("mtu tso")
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+build=${KESTREL_BUILD:-build}
+bench="$root/$build/devices/virtio/net/net-bench"
+[[ -x $bench ]] || { echo "bench-net: $bench missing: ninja -C $build devices/virtio/net/net-bench" >&2; exit 1; }
+[[ $(id -u) -eq 0 ]] || { echo "bench-net: run as root (network namespace, tap)" >&2; exit 1; }
+command -v ip >/dev/null || { echo "bench-net: ip (iproute2) missing" >&2; exit 1; }
+
+echo "host: $(uname -r), $(nproc) CPUs; each run ${SECONDS_PER_RUN:-3}s, batch ${BATCH:-64} chains per notify"
+for size in ${SIZES:-mtu tso}; do
+    echo "== $size"
+    "$bench" --size "$size" --seconds "${SECONDS_PER_RUN:-3}" --batch "${BATCH:-64}"
+done
