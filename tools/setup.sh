@@ -11,7 +11,7 @@ packages=(
   liburing-dev libspdlog-dev libfmt-dev libcli11-dev doctest-dev
   # tests: ACPI disassembler, test guests' toolchain, nested test host and its guests
   acpica-tools binutils python3 qemu-system-x86 busybox-static cpio lz4 xz-utils zstd kmod
-  e2fsprogs iproute2
+  e2fsprogs iproute2 socat
   # benchmarks
   time hyperfine fio
 )
