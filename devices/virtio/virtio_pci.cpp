@@ -468,6 +468,16 @@ void VirtioPciDevice::activate() {  // lifecycle_mutex_ held
                                          .avail = GuestAddress(q.driver),
                                          .used = GuestAddress(q.device)});
     }
+    // Logged once per activation so what the guest's driver negotiated can be read from the
+    // device side (kestrel --log-level info).
+    {
+        size_t enabled = 0;
+        for (const auto& q : queues) enabled += q.ready;
+        log::info("virtio-pci: device type {} activated: driver features {:#x} of offered {:#x}, "
+                  "{} of {} queues enabled",
+                  device_->device_type(), features, device_->device_features(), enabled,
+                  queues.size());
+    }
     auto r = device_->activate(ActivateContext{.mem = mem_,
                                                .acked_features = features,
                                                .queues = std::move(queues),

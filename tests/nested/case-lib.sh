@@ -23,6 +23,9 @@ boot_guest() {
   done
   token="kestrel.token=${NESTED_CASE:-case}-$(head -c 4 /dev/urandom | od -An -tx1 | tr -d ' \n')"
   cmdline="console=ttyS0 reboot=k panic=-1 $token${append:+ $append}"
+  # info level: kestrel logs the PCI slot of each device and the features the guest's
+  # driver accepted, so the log shows what Linux negotiated, read from the device side.
+  case " $* " in *" --log-level "*) ;; *) set -- "$@" --log-level info ;; esac
   echo "NESTED-CMDLINE $cmdline"
   echo "NESTED-KESTREL-RUN $KESTREL run $* --cmdline \"$cmdline\""
   rm -f /tmp/kestrel.rc /tmp/kestrel.t_init
