@@ -12,6 +12,8 @@ packages=(
   # tests: ACPI disassembler, test guests' toolchain, nested test host and its guests
   acpica-tools binutils python3 qemu-system-x86 busybox-static cpio lz4 xz-utils zstd kmod
   e2fsprogs iproute2 socat
+  # fuzzing: libFuzzer (clang 16: the first clang whose C++ front end takes libstdc++ 12's <expected>)
+  clang-16 libclang-rt-16-dev
   # benchmarks
   time hyperfine fio
 )

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Every test suite, from a fresh machine: set-up (packages + guest kernel), build, then
 #   unit    no KVM: loaders, ACPI (with iasl), devices, virtqueues (also under ASan/UBSan)
+#   fuzz    libFuzzer on virtqueue parsing for FUZZ_SECONDS (default 60)
 #   kvm     tiny guests on host /dev/kvm (skipped loudly where there is none)
 #   nested  real Linux guests under kestrel inside the nested test host (one L1 boot)
 # Ends with one line `N passed, N failed` counting suites; exit status 0 only if all passed.
@@ -49,6 +50,21 @@ if [[ $asan == 1 ]]; then
   else
     record unit-asan-build 1
   fi
+fi
+
+step "fuzz: virtqueue descriptor-chain parsing (libFuzzer + ASan/UBSan, ${FUZZ_SECONDS:-60} s)"
+if [[ -f build-fuzz/build.ninja ]] || CXX=clang++-16 meson setup build-fuzz \
+     -Db_sanitize=address,undefined -Db_lundef=false >/dev/null; then
+  if ninja -C build-fuzz tests/fuzz/fuzz-virtqueue; then
+    mkdir -p .cache/corpus-virtqueue
+    build-fuzz/tests/fuzz/fuzz-virtqueue -max_total_time="${FUZZ_SECONDS:-60}" -print_final_stats=1 \
+      .cache/corpus-virtqueue 2>&1 | grep -E "^(#[0-9]+ +DONE|stat::number_of_executed_units|stat::average_exec_per_sec|==[0-9]+==|SUMMARY|Done)" 
+    record fuzz "${PIPESTATUS[0]}"
+  else
+    record fuzz-build 1
+  fi
+else
+  record fuzz-setup 1
 fi
 
 step "kvm suite (tiny guests on host /dev/kvm)"
