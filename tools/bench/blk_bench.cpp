@@ -20,40 +20,15 @@
 #include "devices/virtio/blk/blk_spec.hpp"
 #include "devices/virtio/blk/virtio_blk.hpp"
 #include "devices/virtio/queue/mock_driver.hpp"
+#include "tools/bench/poll_registry.hpp"
 #include "devices/virtio/queue/virtq_spec.hpp"
 
 using namespace kestrel;
 
 namespace {
 
-class PollRegistry final : public EventRegistry {
-public:
-    Result<void> add(int fd, uint32_t, Callback cb) override {
-        cbs_[fd] = std::move(cb);
-        return {};
-    }
-    Result<void> remove(int fd) override {
-        cbs_.erase(fd);
-        return {};
-    }
-    void dispatch(int timeout_ms) {
-        std::vector<pollfd> fds;
-        for (auto& [fd, cb] : cbs_) fds.push_back(pollfd{fd, POLLIN, 0});
-        if (::poll(fds.data(), fds.size(), timeout_ms) <= 0) return;
-        for (auto& p : fds)
-            if (p.revents & POLLIN) cbs_[p.fd](EPOLLIN);
-    }
-
-private:
-    std::map<int, Callback> cbs_;
-};
-
-class NullInterrupt final : public VirtioInterrupt {
-public:
-    void signal_queue(uint16_t) override { ++count; }
-    void signal_config() override {}
-    uint64_t count = 0;
-};
+using bench::PollRegistry;
+using NullInterrupt = bench::CountingInterrupt;
 
 [[noreturn]] void usage(const char* why) {
     std::fprintf(stderr, "blk-bench: %s\nusage: blk-bench --image PATH --rw randread|read|write "
