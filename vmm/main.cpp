@@ -63,7 +63,7 @@ int main(int argc, char** argv) {
     std::string vsock;
     run->add_option("--disk", disks,
                     "virtio-blk disk: PATH[,ro][,direct][,serial=S][,queues=N] (repeatable)");
-    run->add_option("--net", nets, "virtio-net on an existing tap: tap=NAME[,mac=MAC] (repeatable)");
+    run->add_option("--net", nets, "virtio-net on an existing tap: tap=NAME or fd=N (an inherited tap fd), [,mac=MAC] (repeatable)");
     run->add_option("--vsock", vsock, "virtio-vsock: cid=N,socket=PATH (host side: a unix socket)");
     run->add_flag("--rng", cfg.rng, "virtio-rng fed from the host's getrandom()");
     run->footer(kExitCodesHelp);

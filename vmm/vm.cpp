@@ -165,10 +165,13 @@ Result<GuestExit> run_vm(const VmConfig& cfg) {
     for (const auto& n : cfg.nets) {
         VirtioNetOptions o;
         o.tap = n.tap;
+        if (n.fd >= 0) o.tap_fd = ::dup(n.fd);  // the device owns what it is given
         if (n.mac) o.mac = *n.mac;
+        const std::string what = n.fd >= 0 ? fmt::format("fd={}", n.fd) : fmt::format("tap={}", n.tap);
+        if (n.fd >= 0 && o.tap_fd < 0) return fail_errno("--net {}: not an open file descriptor", what);
         auto net = VirtioNet::create(o);
-        if (!net) return std::unexpected(context(net.error(), fmt::format("--net tap={}", n.tap)));
-        TRY(virtio.add(std::move(*net), fmt::format("virtio-net tap {}", n.tap)));
+        if (!net) return std::unexpected(context(net.error(), fmt::format("--net {}", what)));
+        TRY(virtio.add(std::move(*net), fmt::format("virtio-net {}", what)));
     }
     if (cfg.vsock) {
         VirtioVsockOptions o;

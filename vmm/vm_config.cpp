@@ -101,10 +101,12 @@ Result<NetConfig> parse_net(std::string_view s) {
         if (k == "tap" && v && !v->empty()) {
             if (v->size() >= 16) return fail("--net tap name '{}' is longer than 15 bytes", *v);
             n.tap = std::string(*v);
-        } else if (k == "mac" && v) n.mac = TRY(parse_mac(*v));
-        else return fail("--net: unknown option '{}' (known: tap=NAME, mac=MAC)", item);
+        } else if (k == "fd" && v) n.fd = TRY(parse_uint<int>("--net fd", *v, 0, 1 << 20));
+        else if (k == "mac" && v) n.mac = TRY(parse_mac(*v));
+        else return fail("--net: unknown option '{}' (known: tap=NAME, fd=N, mac=MAC)", item);
     }
-    if (n.tap.empty()) return fail("--net '{}': tap=NAME is required", s);
+    if (n.tap.empty() == (n.fd < 0))
+        return fail("--net '{}': give exactly one of tap=NAME and fd=N", s);
     return n;
 }
 

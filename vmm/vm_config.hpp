@@ -29,9 +29,11 @@ struct DiskConfig {
     std::string serial;          // VIRTIO_BLK_T_GET_ID, at most 20 bytes (virtio 1.2 §5.2.6)
     uint16_t queues = 0;         // 0: one per vCPU
 };
-// --net tap=NAME[,mac=52:54:00:12:34:56]
+// --net tap=NAME[,mac=52:54:00:12:34:56] or --net fd=N[,mac=…] (a tap fd kestrel inherits,
+// already attached with IFF_TAP|IFF_NO_PI|IFF_VNET_HDR, e.g. from a CNI plugin or shim)
 struct NetConfig {
     std::string tap;
+    int fd = -1;
     std::optional<std::array<uint8_t, 6>> mac;
 };
 // --vsock cid=N,socket=PATH

@@ -53,6 +53,12 @@ TEST_CASE("--disk, --net and --vsock values") {
     REQUIRE(n->mac);
     CHECK((*n->mac)[4] == 0xcd);
     CHECK_FALSE(parse_net("mac=52:54:00:ab:cd:0f"));
+    auto f = parse_net("fd=7");
+    REQUIRE(f);
+    CHECK(f->fd == 7);
+    CHECK(f->tap.empty());
+    CHECK_FALSE(parse_net("fd=7,tap=tap0"));  // one or the other
+    CHECK_FALSE(parse_net("fd=-3"));
     CHECK_FALSE(parse_net("tap=t,mac=01:00:5e:00:00:01"));  // multicast
     CHECK_FALSE(parse_net("tap=t,mac=52:54:00:ab:cd"));
     CHECK_FALSE(parse_net("tap=a-name-longer-than-15"));
