@@ -66,6 +66,9 @@ int main(int argc, char** argv) {
     run->add_option("--net", nets, "virtio-net on an existing tap: tap=NAME or fd=N (an inherited tap fd), [,mac=MAC] (repeatable)");
     run->add_option("--vsock", vsock, "virtio-vsock: cid=N,socket=PATH (host side: a unix socket)");
     run->add_flag("--rng", cfg.rng, "virtio-rng fed from the host's getrandom()");
+    run->add_flag("--pit", cfg.pit,
+                  "Add the legacy i8254 timer (in-kernel), for guests booted with acpi=off or that "
+                  "poll the PIT; Linux with kestrel's ACPI tables does not use it");
     run->footer(kExitCodesHelp);
 
     try {

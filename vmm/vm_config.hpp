@@ -54,6 +54,7 @@ struct VmConfig {
     std::vector<NetConfig> nets;
     std::optional<VsockConfig> vsock;
     bool rng = false;
+    bool pit = false;  // in-kernel i8254 (KVM_CREATE_PIT2)
 };
 
 // "512" (MiB), "512M", "65536K", "2G"; at least 16 MiB, at most 1 TiB, whole MiB.
