@@ -75,7 +75,7 @@ void VcpuThread::loop() {
             return;
         }
         if (!*entered) continue;  // signal: re-check whether to stop
-        handle_exit(run);
+        if (!handle_exit(run)) return;  // this vCPU cannot continue; VmControl decides the VM
     }
 }
 
@@ -87,7 +87,7 @@ std::string VcpuThread::describe_stop(const char* what) {
     return fmt::format("vCPU {} stopped: {} at {}", vcpu_.index(), what, where);
 }
 
-void VcpuThread::handle_exit(kvm_run* run) {
+bool VcpuThread::handle_exit(kvm_run* run) {
     uint32_t reason = run->exit_reason;
     if (reason < counters_.by_reason.size()) ++counters_.by_reason[reason];
     switch (reason) {
@@ -101,7 +101,7 @@ void VcpuThread::handle_exit(kvm_run* run) {
             else
                 pio_.read(run->io.port, std::span<uint8_t>(p, run->io.size));
         }
-        return;
+        return true;
     }
     case KVM_EXIT_MMIO: {
         uint32_t len = std::min<uint32_t>(run->mmio.len, sizeof run->mmio.data);
@@ -109,28 +109,28 @@ void VcpuThread::handle_exit(kvm_run* run) {
             mmio_.write(run->mmio.phys_addr, std::span<const uint8_t>(run->mmio.data, len));
         else
             mmio_.read(run->mmio.phys_addr, std::span<uint8_t>(run->mmio.data, len));
-        return;
+        return true;
     }
     case KVM_EXIT_INTR:
     case KVM_EXIT_HLT:  // the in-kernel LAPIC handles HLT; a stray one just re-enters
-        return;
+        return true;
     case KVM_EXIT_SHUTDOWN:
         // A triple fault (or INIT-less shutdown) of this vCPU: SDM vol. 3A §6.15, #DF.
         ctl_.request({ExitKind::TripleFault, 0,
                       describe_stop("the guest triple-faulted (KVM_EXIT_SHUTDOWN)")});
-        return;
+        return false;
     case KVM_EXIT_SYSTEM_EVENT:
         switch (run->system_event.type) {
         case KVM_SYSTEM_EVENT_SHUTDOWN:
             ctl_.request({ExitKind::PowerOff, 0, "guest powered off"});
-            return;
+            return false;
         case KVM_SYSTEM_EVENT_RESET:
             ctl_.request({ExitKind::Reset, 0, "guest requested a reset"});
-            return;
+            return false;
         default:
             ctl_.request({ExitKind::Error, 0,
                           fmt::format("guest system event {}", run->system_event.type)});
-            return;
+            return false;
         }
     case KVM_EXIT_INTERNAL_ERROR: {
         const auto& ef = run->emulation_failure;
@@ -150,7 +150,7 @@ void VcpuThread::handle_exit(kvm_run* run) {
                    "CMPXCHG16B, so a stock Linux kernel cannot boot here. Run kestrel on a host "
                    "with VT-x/AMD-V, or inside the nested test host (tools/nested/run-tests).";
         ctl_.request({ExitKind::HostCannotRun, 0, msg});
-        return;
+        return false;
     }
     case KVM_EXIT_FAIL_ENTRY:
         ctl_.request({ExitKind::HostCannotRun, 0,
@@ -158,11 +158,11 @@ void VcpuThread::handle_exit(kvm_run* run) {
                                                 "reason {:#x}: the host refused the vCPU state",
                                                 run->fail_entry.hardware_entry_failure_reason)
                                         .c_str())});
-        return;
+        return false;
     default:
         ctl_.request({ExitKind::Error, 0,
                       describe_stop(fmt::format("unexpected KVM exit reason {}", reason).c_str())});
-        return;
+        return false;
     }
 }
 

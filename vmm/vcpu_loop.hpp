@@ -34,7 +34,8 @@ public:
 
 private:
     void loop();
-    void handle_exit(kvm_run* run);
+    // False when this vCPU must not enter the guest again.
+    bool handle_exit(kvm_run* run);
     std::string describe_stop(const char* what);
 
     kvm::Vcpu& vcpu_;

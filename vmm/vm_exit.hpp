@@ -5,6 +5,8 @@
 #include <sys/eventfd.h>
 
 #include <atomic>
+#include <chrono>
+#include <optional>
 #include <condition_variable>
 #include <mutex>
 #include <string>
@@ -44,33 +46,58 @@ inline int exit_code_for(const GuestExit& e) {
 
 class VmControl {
 public:
+    // How long a vCPU's shutdown (triple fault) waits before it decides the VM's end. Linux
+    // parks the other CPUs with INIT on its way to power-off or reset (6.1.y
+    // smp_park_other_cpus_in_init), and one host (nested SVM under QEMU TCG) was seen to
+    // report a shutdown on such a parked AP just before the boot CPU wrote S5. A clean
+    // ending requested within this window wins; a real triple fault ends the VM after it.
+    static constexpr std::chrono::milliseconds kShutdownGrace{200};
+
     VmControl() : wake_fd_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {}
 
-    // The first request wins; later ones (e.g. other vCPUs stopping) are ignored.
+    // The first request wins; later ones (e.g. other vCPUs stopping) are ignored, except
+    // that any request replaces a pending shutdown within its grace period.
     void request(GuestExit e) {
         {
             std::lock_guard lk(mu_);
             if (stopping_.load()) return;
+            if (e.kind == ExitKind::TripleFault) {
+                if (!pending_shutdown_) pending_shutdown_ = std::move(e);
+                cv_.notify_all();
+                return;
+            }
             exit_ = std::move(e);
-            stopping_.store(true);
+            stop_locked();
         }
         cv_.notify_all();
-        uint64_t one = 1;
-        [[maybe_unused]] auto n = ::write(wake_fd_.get(), &one, sizeof one);
     }
     bool stopping() const { return stopping_.load(std::memory_order_relaxed); }
     GuestExit wait() {
         std::unique_lock lk(mu_);
-        cv_.wait(lk, [&] { return stopping_.load(); });
+        cv_.wait(lk, [&] { return stopping_.load() || pending_shutdown_.has_value(); });
+        if (!stopping_.load()) {
+            cv_.wait_for(lk, kShutdownGrace, [&] { return stopping_.load(); });
+            if (!stopping_.load()) {
+                exit_ = std::move(*pending_shutdown_);
+                stop_locked();
+            }
+        }
         return exit_;
     }
-    // Readable once a request has been made (for the event loop's epoll set).
+    // Readable once the VM is stopping (for the event loop's epoll set).
     int wake_fd() const { return wake_fd_.get(); }
 
 private:
+    void stop_locked() {
+        stopping_.store(true);
+        uint64_t one = 1;
+        [[maybe_unused]] auto n = ::write(wake_fd_.get(), &one, sizeof one);
+    }
+
     std::mutex mu_;
     std::condition_variable cv_;
     std::atomic<bool> stopping_{false};
+    std::optional<GuestExit> pending_shutdown_;
     GuestExit exit_;
     UniqueFd wake_fd_;
 };
