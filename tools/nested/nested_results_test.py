@@ -61,6 +61,20 @@ class Judge(unittest.TestCase):
         self.assertIn('no NESTED-CASE-END', self.run_one(log(end=False)).cases[0].reason)
         self.assertIn('timed out', self.run_one(log(extra=' timed-out')).cases[0].reason)
 
+    def test_retry_after_triple_fault_judges_the_second_run_and_says_so(self):
+        first = log(rc=4).split('NESTED-L1-DONE')[0]
+        second = log().split('NESTED-L1-READY kvm=ok\r\n', 1)[1]
+        text = first + 'NESTED-CASE-RETRY boot-x kestrel exit 4 (guest triple fault) in boot-x\r\n' + second
+        res = self.run_one(text)
+        self.assertTrue(nr.all_passed(res), nr.summary(res))
+        self.assertIn('RETRIED', res.cases[0].reason)
+        self.assertIn('guest triple fault', res.cases[0].reason)
+        self.assertEqual(nr.summary(res)[-1], '1 passed, 0 failed (1 case(s) run twice after a guest triple fault)')
+        # A second failure is still a failure.
+        res = self.run_one(first + 'NESTED-CASE-RETRY boot-x x\r\n' + log(rc=4).split('NESTED-L1-READY kvm=ok\r\n', 1)[1])
+        self.assertFalse(nr.all_passed(res))
+        self.assertIn('kestrel exited 4', res.cases[0].reason)
+
     def test_l1_not_up_fails_every_case(self):
         res = self.run_one('NESTED-L1-UP uptime=3\r\nNESTED-L1-FAIL /dev/kvm missing after loading kvm_amd\r\n')
         self.assertFalse(res.l1_up)
