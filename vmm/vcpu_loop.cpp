@@ -115,9 +115,12 @@ bool VcpuThread::handle_exit(kvm_run* run) {
     case KVM_EXIT_HLT:  // the in-kernel LAPIC handles HLT; a stray one just re-enters
         return true;
     case KVM_EXIT_SHUTDOWN:
-        // A triple fault (or INIT-less shutdown) of this vCPU: SDM vol. 3A §6.15, #DF.
+        // A triple fault (or INIT-less shutdown) of this vCPU: SDM vol. 3A §6.15, #DF. On AMD
+        // KVM reinitialises the VMCB before it reports the shutdown (the VMCB is undefined
+        // after a SHUTDOWN intercept), so the registers read now are the reset state.
         ctl_.request({ExitKind::TripleFault, 0,
-                      describe_stop("the guest triple-faulted (KVM_EXIT_SHUTDOWN)")});
+                      describe_stop("the guest triple-faulted (KVM_EXIT_SHUTDOWN; on AMD hosts "
+                                    "KVM has already reset the registers shown)")});
         return false;
     case KVM_EXIT_SYSTEM_EVENT:
         switch (run->system_event.type) {

@@ -46,11 +46,11 @@ inline int exit_code_for(const GuestExit& e) {
 
 class VmControl {
 public:
-    // How long a vCPU's shutdown (triple fault) waits before it decides the VM's end. Linux
-    // parks the other CPUs with INIT on its way to power-off or reset (6.1.y
-    // smp_park_other_cpus_in_init), and one host (nested SVM under QEMU TCG) was seen to
-    // report a shutdown on such a parked AP just before the boot CPU wrote S5. A clean
-    // ending requested within this window wins; a real triple fault ends the VM after it.
+    // How long a vCPU's shutdown (triple fault) waits before it decides the VM's end. One
+    // host (nested SVM under QEMU 7.2 TCG) was seen to triple-fault an AP just before the
+    // boot CPU wrote S5: that emulator corrupts a guest RIP now and then (tests/nested/
+    // README.md). A clean ending requested within this window wins, so a guest already on
+    // its way out is not reported as crashed; a lone triple fault ends the VM after it.
     static constexpr std::chrono::milliseconds kShutdownGrace{200};
 
     VmControl() : wake_fd_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {}
