@@ -67,8 +67,9 @@ int main(int argc, char** argv) {
     run->add_option("--vsock", vsock, "virtio-vsock: cid=N,socket=PATH (host side: a unix socket)");
     run->add_flag("--rng", cfg.rng, "virtio-rng fed from the host's getrandom()");
     run->add_flag("--pit", cfg.pit,
-                  "Add the legacy i8254 timer (in-kernel), for guests booted with acpi=off or that "
-                  "poll the PIT; Linux with kestrel's ACPI tables does not use it");
+                  "Use KVM's in-kernel PIC, IOAPIC and i8254 PIT instead of the split irqchip, for "
+                  "guests booted with acpi=off or that need an 8259 or the PIT; Linux with "
+                  "kestrel's ACPI tables uses none of them");
     run->footer(kExitCodesHelp);
 
     try {

@@ -111,6 +111,10 @@ bool VcpuThread::handle_exit(kvm_run* run) {
             mmio_.read(run->mmio.phys_addr, std::span<uint8_t>(run->mmio.data, len));
         return true;
     }
+    case KVM_EXIT_IOAPIC_EOI:
+        // The guest EOI'd a level-triggered vector of the userspace IOAPIC (api.rst §5).
+        if (on_ioapic_eoi_) on_ioapic_eoi_(run->eoi.vector);
+        return true;
     case KVM_EXIT_INTR:
     case KVM_EXIT_HLT:  // the in-kernel LAPIC handles HLT; a stray one just re-enters
         return true;

@@ -4,6 +4,7 @@
 
 #include <array>
 #include <cstdint>
+#include <functional>
 #include <pthread.h>
 #include <thread>
 
@@ -19,8 +20,10 @@ struct VcpuExitCounters {
 
 class VcpuThread {
 public:
-    VcpuThread(kvm::Vcpu& vcpu, const Bus& pio, const Bus& mmio, VmControl& ctl)
-        : vcpu_(vcpu), pio_(pio), mmio_(mmio), ctl_(ctl) {}
+    // `on_ioapic_eoi`: the userspace IOAPIC's end of interrupt (split irqchip), else empty.
+    VcpuThread(kvm::Vcpu& vcpu, const Bus& pio, const Bus& mmio, VmControl& ctl,
+               std::function<void(uint8_t)> on_ioapic_eoi = {})
+        : vcpu_(vcpu), pio_(pio), mmio_(mmio), ctl_(ctl), on_ioapic_eoi_(std::move(on_ioapic_eoi)) {}
     VcpuThread(const VcpuThread&) = delete;
     ~VcpuThread() { join(); }
 
@@ -42,6 +45,7 @@ private:
     const Bus& pio_;
     const Bus& mmio_;
     VmControl& ctl_;
+    std::function<void(uint8_t)> on_ioapic_eoi_;
     std::thread thread_;
     pthread_t handle_{};
     std::atomic<bool> started_{false};

@@ -6,9 +6,9 @@
 
 namespace kestrel {
 
-VirtioWiring::VirtioWiring(kvm::Vm& vm, GuestMemory& mem, EventLoop& loop,
-                           std::shared_ptr<PciRoot> pci)
-    : vm_(vm), mem_(mem), loop_(loop), pci_(std::move(pci)), routing_(vm) {}
+VirtioWiring::VirtioWiring(kvm::Vm& vm, kvm::GsiRouting& routing, GuestMemory& mem,
+                           EventLoop& loop, std::shared_ptr<PciRoot> pci)
+    : vm_(vm), mem_(mem), loop_(loop), pci_(std::move(pci)), routing_(routing) {}
 
 VirtioWiring::~VirtioWiring() {
     pci_->set_bar_change_callback({});

@@ -17,7 +17,8 @@ namespace kestrel {
 
 class VirtioWiring {
 public:
-    VirtioWiring(kvm::Vm& vm, GuestMemory& mem, EventLoop& loop, std::shared_ptr<PciRoot> pci);
+    VirtioWiring(kvm::Vm& vm, kvm::GsiRouting& routing, GuestMemory& mem, EventLoop& loop,
+                 std::shared_ptr<PciRoot> pci);
     ~VirtioWiring();
 
     Result<void> add(std::shared_ptr<VirtioDevice> dev, std::string name);
@@ -44,7 +45,7 @@ private:
     GuestMemory& mem_;
     EventLoop& loop_;
     std::shared_ptr<PciRoot> pci_;
-    kvm::GsiRouting routing_;
+    kvm::GsiRouting& routing_;
     std::mutex mu_;
     std::vector<Function> functions_;
     std::vector<std::shared_ptr<VirtioPciDevice>> devices_;

@@ -17,6 +17,7 @@
 #include "devices/legacy/cmos_rtc.hpp"
 #include "devices/legacy/debug_exit.hpp"
 #include "devices/legacy/i8042.hpp"
+#include "devices/legacy/ioapic.hpp"
 #include "devices/legacy/uart16550.hpp"
 #include "devices/pci/pci_root.hpp"
 #include "devices/virtio/blk/virtio_blk.hpp"
@@ -148,12 +149,20 @@ Result<GuestExit> run_vm(const VmConfig& cfg) {
     auto mem = TRY(GuestMemory::create(ram_layout(cfg.memory_bytes)));
     auto vm = TRY(kvm::Vm::create(sys));
     TRY(vm.set_tss_and_identity_map(kKvmTssAddr, kKvmIdentityMapAddr));
-    TRY(vm.create_irqchip());
-    // The i8254 PIT only on request: under the hardware-reduced ACPI kestrel presents, Linux
-    // never programs it (acpi_reduced_hw_init makes timer_init a no-op; kvm-clock and the
-    // LAPIC timer take over), and on the measured host its kernel worker thread made VM
-    // teardown ~20 ms slower. Guests booted with acpi=off, or that poll the PIT, need --pit.
-    if (cfg.pit) TRY(vm.create_pit2());
+    // Interrupt controllers. By default the split irqchip: local APICs in KVM, the IOAPIC in
+    // kestrel (devices/legacy/ioapic.hpp), no 8259. KVM_CREATE_IRQCHIP's PIC+IOAPIC made the
+    // first memory slot wait 4-10 ms on the measured host (SRCU work it leaves behind), and
+    // Linux under the hardware-reduced ACPI kestrel presents never uses an 8259 or the PIT
+    // (acpi_reduced_hw_init: null legacy PIC, no timer_init; kvm-clock and the LAPIC timer).
+    // --pit (guests booted with acpi=off, or that poll the PIT) takes the in-kernel PIC,
+    // IOAPIC and i8254 PIT, which KVM only offers together.
+    const bool kernel_irqchip = cfg.pit;
+    if (kernel_irqchip) {
+        TRY(vm.create_irqchip());
+        TRY(vm.create_pit2());
+    } else {
+        TRY(vm.create_split_irqchip(kvm::GsiRouting::kIoapicPins));
+    }
     // KVM_SET_USER_MEMORY_REGION waits in the kernel for an SRCU grace period (6-7 ms of
     // kestrel's 13 ms start-up on the measured host, whatever the size) and nothing before
     // KVM_RUN needs the slots, so a helper thread registers them while this one builds the rest.
@@ -170,7 +179,7 @@ Result<GuestExit> run_vm(const VmConfig& cfg) {
                                        .bus_end = static_cast<uint8_t>((x86::kPciEcamSize >> 20) - 1),
                                        .mmio32_base = x86::kPciMmio32Start,
                                        .mmio32_size = x86::kPciMmio32Size};
-    auto rsdp = TRY(acpi::write_acpi_tables(mem, acpi::AcpiConfig{cfg.cpus, pci_host}));
+    auto rsdp = TRY(acpi::write_acpi_tables(mem, acpi::AcpiConfig{cfg.cpus, pci_host, kernel_irqchip}));
     auto entry = load_guest(mem, cfg, rsdp);
     if (!entry) return std::unexpected(context(entry.error(), fmt::format("--kernel '{}'", cfg.kernel)));
     log::info("kernel entry {:#x} ({}), {} MiB RAM, {} vCPU(s)", entry->entry.raw,
@@ -183,7 +192,17 @@ Result<GuestExit> run_vm(const VmConfig& cfg) {
     Bus pio("port I/O"), mmio("MMIO");
     auto serial_out = TRY(open_serial_output(cfg.serial));
     ConsoleInput console(loop, STDIN_FILENO);
-    auto uart = std::make_shared<Uart16550>(std::make_shared<KvmIrqLine>(vm, x86::kCom1Irq),
+    kvm::GsiRouting routing(vm, kernel_irqchip);
+    std::shared_ptr<IoApic> ioapic;
+    std::shared_ptr<InterruptLine> com1_irq;
+    if (kernel_irqchip) {
+        com1_irq = std::make_shared<KvmIrqLine>(vm, x86::kCom1Irq);
+    } else {
+        ioapic = std::make_shared<IoApic>(std::make_shared<kvm::KvmIoapicSink>(routing, vm));
+        TRY(mmio.insert(x86::kIoapicAddr, IoApic::kMmioSize, ioapic));
+        com1_irq = ioapic_line(ioapic, x86::kCom1Irq);  // ISA IRQ n is pin n (no MADT override)
+    }
+    auto uart = std::make_shared<Uart16550>(com1_irq,
                                             serial_out.get(), [&console] { console.on_drained(); });
     console.attach(uart);
     auto reset = [&ctl] { ctl.request({ExitKind::Reset, 0, "guest requested a reset"}); };
@@ -204,7 +223,7 @@ Result<GuestExit> run_vm(const VmConfig& cfg) {
     TRY(pio.insert(x86::kPciConfigPort, PciRoot::kConfigIoLength, pci->config_io()));
     TRY(mmio.insert(x86::kPciEcamStart, x86::kPciEcamSize, pci->ecam()));
     TRY(mmio.insert(pci->window().base, pci->window().size, pci->mmio()));
-    VirtioWiring virtio(vm, mem, loop, pci);
+    VirtioWiring virtio(vm, routing, mem, loop, pci);
     TRY(add_virtio_devices(cfg, virtio));
 
     auto supported = TRY(sys.supported_cpuid());
@@ -240,7 +259,10 @@ Result<GuestExit> run_vm(const VmConfig& cfg) {
     VcpuThread::install_kick_handler();
     TRY(memslots.get());
     std::vector<std::unique_ptr<VcpuThread>> threads;
-    for (auto& v : vcpus) threads.push_back(std::make_unique<VcpuThread>(*v, pio, mmio, ctl));
+    std::function<void(uint8_t)> on_eoi;
+    if (ioapic) on_eoi = [&ioapic](uint8_t vector) { ioapic->end_of_interrupt(vector); };
+    for (auto& v : vcpus)
+        threads.push_back(std::make_unique<VcpuThread>(*v, pio, mmio, ctl, on_eoi));
     for (auto& t : threads) t->start();
     std::thread loop_thread([&] { loop.run(ctl); });
 

@@ -24,6 +24,8 @@ struct AcpiConfig {
     uint32_t num_cpus = 1;  // 1..254; APIC ids and ACPI processor UIDs 0..num_cpus-1
     // Absent: no MCFG, no PCI0 (legacy devices only).
     std::optional<PciHostConfig> pci = std::nullopt;
+    // The platform has a dual 8259 (MADT PCAT_COMPAT): only with KVM's in-kernel PIC.
+    bool has_8259 = false;
 };
 
 }  // namespace kestrel::acpi

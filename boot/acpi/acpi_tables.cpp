@@ -89,7 +89,7 @@ Result<std::vector<AcpiBlob>> try_build_acpi_tables(const AcpiConfig& cfg, uint6
     blobs[kRsdpSlot] = {"RSDP", std::vector<uint8_t>(sizeof(Rsdp))};
     blobs[kXsdtSlot] = {"XSDT", std::vector<uint8_t>(xsdt_size(xsdt_entry_count))};
     blobs[kFadtSlot] = {"FACP", std::vector<uint8_t>(sizeof(Fadt))};
-    blobs[kMadtSlot] = {"APIC", TRY(build_madt(cfg.num_cpus))};
+    blobs[kMadtSlot] = {"APIC", TRY(build_madt(cfg.num_cpus, cfg.has_8259))};
     blobs[kDsdtSlot] = {"DSDT", TRY(build_dsdt(cfg))};
     if (cfg.pci) blobs[kMcfgSlot] = {"MCFG", TRY(build_mcfg(*cfg.pci))};
     const std::vector<uint64_t> at = acpi_table_addresses(base, blobs);

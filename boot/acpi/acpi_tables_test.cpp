@@ -126,7 +126,11 @@ TEST_CASE("acpi: MADT has one local APIC per vCPU, one IOAPIC and the IRQ0 overr
         CAPTURE(n);
         auto madt = by_name(build_acpi_tables(AcpiConfig{n}, x86::kAcpiStart)).at("APIC");
         CHECK(load<uint32_t>(madt, 36) == x86::kLapicAddr);
-        CHECK(load<uint32_t>(madt, 40) == kMadtPcatCompat);
+        CHECK(load<uint32_t>(madt, 40) == 0);  // no 8259 unless asked for
+        AcpiConfig legacy{n};
+        legacy.has_8259 = true;
+        CHECK(load<uint32_t>(by_name(build_acpi_tables(legacy, x86::kAcpiStart)).at("APIC"), 40) ==
+              kMadtPcatCompat);
         auto counts = madt_entry_counts(madt);
         CHECK(counts[0] == static_cast<int>(n));
         CHECK(counts[1] == 1);

@@ -4,7 +4,7 @@
 
 namespace kestrel::acpi {
 
-Result<std::vector<uint8_t>> build_madt(uint32_t num_cpus) {
+Result<std::vector<uint8_t>> build_madt(uint32_t num_cpus, bool has_8259) {
     if (num_cpus < 1 || num_cpus > kMaxCpus)
         return fail("MADT: {} vCPUs is outside 1..{}", num_cpus, kMaxCpus);
 
@@ -12,10 +12,10 @@ Result<std::vector<uint8_t>> build_madt(uint32_t num_cpus) {
     MadtFixed fixed{};
     fixed.header = make_header("APIC", kMadtRevision);
     fixed.local_apic_address = static_cast<uint32_t>(x86::kLapicAddr);
-    // KVM's in-kernel irqchip does contain a dual 8259, and PCAT_COMPAT tells the OS exactly
-    // that: it must mask the 8259s before using the IOAPIC (§5.2.12 Multiple APIC Flags; §5.2.12.4). Linux then
-    // never relies on probing for a PIC (and ignores it under HW-reduced ACPI anyway).
-    fixed.flags = kMadtPcatCompat;
+    // PCAT_COMPAT says a dual 8259 exists and must be masked before the IOAPIC is used
+    // (§5.2.12 Multiple APIC Flags). True only with KVM's in-kernel PIC (kestrel --pit); the
+    // split irqchip has none. Linux ignores the PIC under HW-reduced ACPI either way.
+    fixed.flags = has_8259 ? kMadtPcatCompat : 0;
     append_struct(out, fixed);
 
     for (uint32_t i = 0; i < num_cpus; ++i) {

@@ -79,6 +79,6 @@ inline constexpr uint8_t kMadtRevision = 5;
 inline constexpr uint32_t kMaxCpus = 254;
 
 // APIC ids and ACPI processor UIDs 0..num_cpus-1; IOAPIC id num_cpus. Fails outside 1..kMaxCpus.
-Result<std::vector<uint8_t>> build_madt(uint32_t num_cpus);
+Result<std::vector<uint8_t>> build_madt(uint32_t num_cpus, bool has_8259);
 
 }  // namespace kestrel::acpi

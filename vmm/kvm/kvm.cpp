@@ -135,6 +135,23 @@ Result<void> Vm::create_irqchip() {
     return {};
 }
 
+Result<void> Vm::create_split_irqchip(uint32_t ioapic_pins) {
+    kvm_enable_cap cap{};
+    cap.cap = KVM_CAP_SPLIT_IRQCHIP;
+    cap.args[0] = ioapic_pins;
+    return set(fd_.get(), KVM_ENABLE_CAP, cap, "KVM_ENABLE_CAP(KVM_CAP_SPLIT_IRQCHIP)");
+}
+
+Result<void> Vm::signal_msi(uint64_t address, uint32_t data) {
+    kvm_msi m{};
+    m.address_lo = static_cast<uint32_t>(address);
+    m.address_hi = static_cast<uint32_t>(address >> 32);
+    m.data = data;
+    // > 0: delivered, 0: the guest blocked it (e.g. APIC disabled), < 0: error.
+    if (::ioctl(fd_.get(), KVM_SIGNAL_MSI, &m) < 0) return fail_errno("KVM_SIGNAL_MSI");
+    return {};
+}
+
 Result<void> Vm::create_pit2() {
     // The dummy speaker keeps port 0x61 in the kernel (api.rst §4.54).
     kvm_pit_config cfg{};

@@ -43,6 +43,10 @@ public:
     // x86 set-up that must precede vCPU creation (api.rst §4.30 KVM_SET_TSS_ADDR, §4.48).
     Result<void> set_tss_and_identity_map(uint64_t tss_addr, uint64_t identity_map_addr);
     Result<void> create_irqchip();
+    // Local APICs in the kernel, IOAPIC (and no PIC) in userspace; `ioapic_pins` GSIs are
+    // reserved for its routes (api.rst KVM_CAP_SPLIT_IRQCHIP).
+    Result<void> create_split_irqchip(uint32_t ioapic_pins);
+    Result<void> signal_msi(uint64_t address, uint32_t data);
     Result<void> create_pit2();
     Result<void> irq_line(uint32_t irq, bool level);
     // Replaces the whole GSI routing table (api.rst §4.52): callers include the irqchip routes.

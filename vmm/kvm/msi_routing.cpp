@@ -29,7 +29,7 @@ Result<void> GsiRouting::commit_locked() {
     // KVM_CREATE_IRQCHIP (api.rst §4.24) are restated: GSI n -> IOAPIC pin n, and for
     // n < 16 also PIC pin n (master 0..7, slave 8..15).
     std::vector<kvm_irq_routing_entry> table;
-    for (uint32_t pin = 0; pin < kIoapicPins; ++pin) {
+    for (uint32_t pin = 0; kernel_ioapic_ && pin < kIoapicPins; ++pin) {
         kvm_irq_routing_entry e{};
         e.gsi = pin;
         e.type = KVM_IRQ_ROUTING_IRQCHIP;
@@ -44,6 +44,27 @@ Result<void> GsiRouting::commit_locked() {
     }
     for (auto& [gsi, e] : msi_routes_) table.push_back(e);
     return vm_.set_gsi_routing(table);
+}
+
+void KvmIoapicSink::configure(uint16_t pin, uint64_t address, uint32_t data) {
+    {
+        std::lock_guard lk(mu_);
+        messages_[pin] = {address, data};
+    }
+    if (auto r = routing_.set_msi(pin, address, data); !r)
+        log::error("IOAPIC pin {}: {}", pin, r.error().what());
+}
+
+void KvmIoapicSink::fire(uint16_t pin) {
+    std::pair<uint64_t, uint32_t> m;
+    {
+        std::lock_guard lk(mu_);
+        auto it = messages_.find(pin);
+        if (it == messages_.end()) return;
+        m = it->second;
+    }
+    if (auto r = vm_.signal_msi(m.first, m.second); !r)
+        log::error("IOAPIC pin {}: {}", pin, r.error().what());
 }
 
 KvmMsiSink::~KvmMsiSink() {

@@ -15,7 +15,10 @@ namespace kestrel::kvm {
 
 class GsiRouting {
 public:
-    explicit GsiRouting(Vm& vm) : vm_(vm) {}
+    // `kernel_ioapic`: KVM_CREATE_IRQCHIP made the PIC+IOAPIC, whose pin routes every table
+    // restates. With the split irqchip GSIs 0..23 are the userspace IOAPIC's pins instead
+    // (set_msi on them tells KVM which vectors need KVM_EXIT_IOAPIC_EOI).
+    GsiRouting(Vm& vm, bool kernel_ioapic) : vm_(vm), kernel_ioapic_(kernel_ioapic) {}
     Result<uint32_t> allocate();
     Result<void> set_msi(uint32_t gsi, uint64_t address, uint32_t data);
 
@@ -23,13 +26,33 @@ private:
     Result<void> commit_locked();
 
     Vm& vm_;
+    const bool kernel_ioapic_;
     std::mutex mu_;
     uint32_t next_gsi_ = kFirstMsiGsi;
     std::map<uint32_t, kvm_irq_routing_entry> msi_routes_;
-    // GSIs 0..23 stay wired to the IOAPIC (and 0..15 to the PIC) as KVM sets them up.
+public:
+    // GSIs 0..23 are IOAPIC pins (in-kernel: also 0..15 PIC pins); MSI routes come after.
     static constexpr uint32_t kIoapicPins = 24;
+
+private:
     static constexpr uint32_t kFirstMsiGsi = kIoapicPins;
     static constexpr uint32_t kMaxGsi = 1024;  // KVM_MAX_IRQ_ROUTES is 4096; plenty below it
+};
+
+// The userspace IOAPIC's pins (split irqchip): each pin's message is also its route at GSI
+// = pin, which is how KVM learns the level-triggered vectors (api.rst, KVM_CAP_SPLIT_IRQCHIP);
+// delivery is KVM_SIGNAL_MSI.
+class KvmIoapicSink final : public MsiSink {
+public:
+    KvmIoapicSink(GsiRouting& routing, Vm& vm) : routing_(routing), vm_(vm) {}
+    void configure(uint16_t pin, uint64_t address, uint32_t data) override;
+    void fire(uint16_t pin) override;
+
+private:
+    GsiRouting& routing_;
+    Vm& vm_;
+    std::mutex mu_;
+    std::map<uint16_t, std::pair<uint64_t, uint32_t>> messages_;
 };
 
 class KvmMsiSink final : public MsiSink {

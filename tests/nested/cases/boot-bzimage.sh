@@ -13,6 +13,8 @@
 #@ expect-value guest.rtc.epoch >= $l1.clock.lo
 #@ expect-value guest.rtc.epoch <= $l1.clock.hi
 #@ expect-value guest.hwclock.ok == 1
+#@ expect-value guest.ttyS0.pin == IO-APIC 4-edge
+#@ expect-value guest.ttyS0.count >= 1
 . /nested/case-lib.sh
 nested_value l1.clock.lo "$(( $(date +%s) - 5 ))"
 boot_guest --timeout 280 --append "kestrel.case=rtc" \

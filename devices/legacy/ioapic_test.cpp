@@ -1,0 +1,131 @@
+#include "devices/legacy/ioapic.hpp"
+
+#include <doctest/doctest.h>
+
+#include <vector>
+
+using namespace kestrel;
+
+namespace {
+
+struct RecordingSink final : MsiSink {
+    struct Message {
+        uint16_t pin;
+        uint64_t address;
+        uint32_t data;
+    };
+    std::vector<Message> configured;
+    std::vector<uint16_t> fired;
+    void configure(uint16_t pin, uint64_t address, uint32_t data) override {
+        configured.push_back({pin, address, data});
+    }
+    void fire(uint16_t pin) override { fired.push_back(pin); }
+};
+
+void wr32(BusDevice& d, uint64_t off, uint32_t v) {
+    const uint8_t b[4] = {uint8_t(v), uint8_t(v >> 8), uint8_t(v >> 16), uint8_t(v >> 24)};
+    d.write(off, std::span<const uint8_t>(b, 4));
+}
+uint32_t rd32(BusDevice& d, uint64_t off) {
+    uint8_t b[4] = {};
+    d.read(off, std::span(b, 4));
+    return b[0] | b[1] << 8 | b[2] << 16 | uint32_t{b[3]} << 24;
+}
+uint32_t reg(IoApic& io, uint8_t index) {
+    wr32(io, 0x00, index);
+    return rd32(io, 0x10);
+}
+void set_reg(IoApic& io, uint8_t index, uint32_t v) {
+    wr32(io, 0x00, index);
+    wr32(io, 0x10, v);
+}
+void program(IoApic& io, uint8_t pin, uint32_t low, uint8_t dest) {
+    set_reg(io, static_cast<uint8_t>(0x11 + 2 * pin), uint32_t{dest} << 24);
+    set_reg(io, static_cast<uint8_t>(0x10 + 2 * pin), low);
+}
+
+}  // namespace
+
+TEST_CASE("ioapic: version, id and masked reset state") {
+    auto sink = std::make_shared<RecordingSink>();
+    IoApic io(sink);
+    CHECK(reg(io, 0x01) == 0x00170011);  // 24 entries, version 0x11
+    set_reg(io, 0x00, 0xffffffff);
+    CHECK(reg(io, 0x00) == 0x0f000000);  // only the 4-bit ID is writable
+    for (uint8_t pin = 0; pin < IoApic::kPins; ++pin) CHECK(io.redirection_entry(pin) == IoApic::kMasked);
+    CHECK(reg(io, 0x10 + 2 * 24) == 0);  // past the last entry
+    io.set_level(4, true);
+    CHECK(sink->fired.empty());
+}
+
+TEST_CASE("ioapic: an edge pin becomes the SDM's MSI message and fires on rising edges only") {
+    auto sink = std::make_shared<RecordingSink>();
+    IoApic io(sink);
+    program(io, 4, 0x0000'0031, 3);  // vector 0x31, fixed, physical, edge, unmasked, APIC 3
+    REQUIRE(!sink->configured.empty());
+    const auto& m = sink->configured.back();
+    CHECK(m.pin == 4);
+    CHECK(m.address == 0xfee03000);
+    CHECK(m.data == 0x31);
+    io.set_level(4, true);
+    io.set_level(4, true);  // no new edge
+    io.set_level(4, false);
+    io.set_level(4, true);
+    CHECK(sink->fired == std::vector<uint16_t>{4, 4});
+    CHECK(reg(io, 0x10 + 8) == 0x31);
+    CHECK(reg(io, 0x11 + 8) == 0x03000000);
+}
+
+TEST_CASE("ioapic: an edge while masked waits for the unmask") {
+    auto sink = std::make_shared<RecordingSink>();
+    IoApic io(sink);
+    program(io, 2, 0x0001'0040, 0);  // masked
+    io.set_level(2, true);
+    CHECK(sink->fired.empty());
+    set_reg(io, 0x10 + 4, 0x0000'0040);  // unmask
+    CHECK(sink->fired == std::vector<uint16_t>{2});
+}
+
+TEST_CASE("ioapic: level pins hold Remote IRR until EOI and fire again while still asserted") {
+    auto sink = std::make_shared<RecordingSink>();
+    IoApic io(sink);
+    program(io, 9, 0x0000'8000 | 0x0800 | 0x0100 | 0x52, 0x01);  // level, logical, lowest prio
+    const auto& m = sink->configured.back();
+    CHECK(m.address == 0xfee01004);
+    CHECK(m.data == (0x52 | 0x100 | 0x8000 | 0x4000));
+    io.set_level(9, true);
+    io.set_level(9, true);
+    CHECK(sink->fired.size() == 1);
+    CHECK((io.redirection_entry(9) & IoApic::kRemoteIrr) != 0);
+    set_reg(io, 0x10 + 18, 0x0000'8000 | 0x0800 | 0x0100 | 0x52 | IoApic::kRemoteIrr);  // RO bit
+    CHECK((io.redirection_entry(9) & IoApic::kRemoteIrr) != 0);
+    io.end_of_interrupt(0x53);  // another vector: nothing
+    CHECK(sink->fired.size() == 1);
+    io.end_of_interrupt(0x52);  // still asserted: again
+    CHECK(sink->fired.size() == 2);
+    io.set_level(9, false);
+    io.end_of_interrupt(0x52);
+    CHECK((io.redirection_entry(9) & IoApic::kRemoteIrr) == 0);
+    CHECK(sink->fired.size() == 2);
+}
+
+TEST_CASE("ioapic: switching a level entry to edge clears Remote IRR (Linux's EOI for 0x11 parts)") {
+    auto sink = std::make_shared<RecordingSink>();
+    IoApic io(sink);
+    program(io, 5, 0x0000'8000 | 0x60, 0);
+    io.set_level(5, true);
+    REQUIRE((io.redirection_entry(5) & IoApic::kRemoteIrr) != 0);
+    set_reg(io, 0x10 + 10, 0x0001'0060);  // edge + masked
+    CHECK((io.redirection_entry(5) & IoApic::kRemoteIrr) == 0);
+}
+
+TEST_CASE("ioapic: out-of-range pins and odd offsets are ignored") {
+    auto sink = std::make_shared<RecordingSink>();
+    IoApic io(sink);
+    io.set_level(200, true);
+    wr32(io, 0x20, 0xdeadbeef);
+    CHECK(rd32(io, 0x20) == 0);
+    set_reg(io, 0xff, 0x1234);
+    CHECK(reg(io, 0xff) == 0);
+    CHECK(sink->fired.empty());
+}
