@@ -4,7 +4,6 @@
 #include <signal.h>
 #include <sys/signalfd.h>
 
-#include <future>
 #include <memory>
 #include <thread>
 #include <vector>
@@ -163,16 +162,10 @@ Result<GuestExit> run_vm(const VmConfig& cfg) {
     } else {
         TRY(vm.create_split_irqchip(kvm::GsiRouting::kIoapicPins));
     }
-    // KVM_SET_USER_MEMORY_REGION waits in the kernel for an SRCU grace period (6-7 ms of
-    // kestrel's 13 ms start-up on the measured host, whatever the size) and nothing before
-    // KVM_RUN needs the slots, so a helper thread registers them while this one builds the rest.
-    auto memslots = std::async(std::launch::async, [&vm, &mem]() -> Result<void> {
-        for (uint32_t slot = 0; slot < mem.regions().size(); ++slot) {
-            const auto& r = mem.regions()[slot];
-            TRY(vm.set_user_memory_region(slot, r.start().raw, r.size(), r.host_base()));
-        }
-        return {};
-    });
+    for (uint32_t slot = 0; slot < mem.regions().size(); ++slot) {
+        const auto& r = mem.regions()[slot];
+        TRY(vm.set_user_memory_region(slot, r.start().raw, r.size(), r.host_base()));
+    }
 
     const acpi::PciHostConfig pci_host{.ecam_base = x86::kPciEcamStart,
                                        .bus_start = 0,
@@ -257,7 +250,6 @@ Result<GuestExit> run_vm(const VmConfig& cfg) {
     }
 
     VcpuThread::install_kick_handler();
-    TRY(memslots.get());
     std::vector<std::unique_ptr<VcpuThread>> threads;
     std::function<void(uint8_t)> on_eoi;
     if (ioapic) on_eoi = [&ioapic](uint8_t vector) { ioapic->end_of_interrupt(vector); };
