@@ -3,18 +3,21 @@
 #   blk-bench (real VirtioBlk + SplitQueue + io_uring back-end, MockDriver as the guest)
 #   fio --ioengine=io_uring (the same host I/O with no device model)
 # on the same file, with the page cache and with O_DIRECT, and prints both side by side with
-# the ratio blk-bench/fio. Informational only: never a pass/fail on speed.
+# the ratio blk-bench/fio. Each pattern runs ROUNDS times per tool, alternating which tool goes
+# first (this host's disk and CPU drift from run to run), and each tool is reported by its
+# median round. Informational only: never a pass/fail on speed.
 #
 # usage: tools/bench-blk.sh [IMAGE (default /var/tmp/kestrel-bench-blk.img)]
 # env:   KESTREL_BUILD (default build) build dir holding devices/virtio/blk/blk-bench
-#        SIZE_MIB (1024), SECONDS_PER_RUN (5), MODES ("cache direct")
+#        SIZE_MIB (1024), SECONDS_PER_RUN (3), ROUNDS (3), MODES ("cache direct")
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${KESTREL_BUILD:-build}
 bench="$root/$build/devices/virtio/blk/blk-bench"
 image=${1:-/var/tmp/kestrel-bench-blk.img}
 size_mib=${SIZE_MIB:-1024}
-secs=${SECONDS_PER_RUN:-5}
+secs=${SECONDS_PER_RUN:-3}
+rounds=${ROUNDS:-3}
 modes=${MODES:-cache direct}
 
 [[ -x $bench ]] || { echo "bench-blk: $bench missing: ninja -C $build devices/virtio/blk/blk-bench" >&2; exit 1; }
@@ -49,7 +52,7 @@ print("%.0f %.1f" % (d["iops"], d["bw_bytes"] / 1048576))'
 kv() { sed -n "s/.*\b$1=\([^ ]*\).*/\1/p"; }
 
 echo "host: $(uname -r), $(nproc) CPUs; image $image (${size_mib} MiB) on $(df --output=source,fstype "$image" | tail -1)"
-echo "each run ${secs}s; 'cache' = page cache (buffered), 'direct' = O_DIRECT"
+echo "median of ${rounds} interleaved rounds of ${secs}s per tool; 'cache' = page cache (buffered), 'direct' = O_DIRECT"
 printf '%-18s %-6s | %10s %9s | %10s %9s | %6s | %s\n' pattern mode kestrel-IOPS MiB/s fio-IOPS MiB/s ratio "kestrel batches/interrupts"
 for mode in $modes; do
     direct=0; flag=""
@@ -58,10 +61,20 @@ for mode in $modes; do
     [[ $mode == cache ]] && cat "$image" >/dev/null
     for p in "${patterns[@]}"; do
         read -r name rw bs qd <<<"$p"
-        out=$("$bench" --image "$image" --rw "$rw" --bs "$bs" --qd "$qd" --seconds "$secs" $flag)
-        k_iops=$(kv iops <<<"$out"); k_mib=$(kv mibps <<<"$out")
-        batches=$(kv batches <<<"$out"); irqs=$(kv interrupts <<<"$out")
-        read -r f_iops f_mib <<<"$(fio_run "$rw" "$bs" "$qd" "$direct")"
+        k_runs=() f_runs=()
+        for ((r = 0; r < rounds; r++)); do
+            for tool in k f; do
+                [[ $((r % 2)) -eq 1 ]] && tool=$([[ $tool == k ]] && echo f || echo k)
+                if [[ $tool == k ]]; then
+                    out=$("$bench" --image "$image" --rw "$rw" --bs "$bs" --qd "$qd" --seconds "$secs" $flag)
+                    k_runs+=("$(kv iops <<<"$out") $(kv mibps <<<"$out") $(kv batches <<<"$out") $(kv interrupts <<<"$out")")
+                else
+                    f_runs+=("$(fio_run "$rw" "$bs" "$qd" "$direct")")
+                fi
+            done
+        done
+        read -r k_iops k_mib batches irqs <<<"$(printf '%s\n' "${k_runs[@]}" | sort -n | sed -n "$(( rounds / 2 + 1 ))p")"
+        read -r f_iops f_mib <<<"$(printf '%s\n' "${f_runs[@]}" | sort -n | sed -n "$(( rounds / 2 + 1 ))p")"
         ratio=$(python3 -c "print(f'{$k_iops/$f_iops:.2f}' if $f_iops else 'n/a')")
         printf '%-18s %-6s | %10s %9s | %10s %9s | %6s | %s/%s\n' "$name" "$mode" "$k_iops" "$k_mib" \
             "$f_iops" "$f_mib" "$ratio" "$batches" "$irqs"

@@ -7,7 +7,7 @@
 #
 # usage: tools/bench-net.sh
 # env:   KESTREL_BUILD (default build) build dir holding devices/virtio/net/net-bench
-#        SECONDS_PER_RUN (3), BATCH (64: chains per notify), SIZES ("mtu tso")
+#        SECONDS_PER_RUN (1, per round), ROUNDS (5), BATCH (64: chains per notify), SIZES ("mtu tso")
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${KESTREL_BUILD:-build}
@@ -16,8 +16,8 @@ bench="$root/$build/devices/virtio/net/net-bench"
 [[ $(id -u) -eq 0 ]] || { echo "bench-net: run as root (network namespace, tap)" >&2; exit 1; }
 command -v ip >/dev/null || { echo "bench-net: ip (iproute2) missing" >&2; exit 1; }
 
-echo "host: $(uname -r), $(nproc) CPUs; each run ${SECONDS_PER_RUN:-3}s, batch ${BATCH:-64} chains per notify"
+echo "host: $(uname -r), $(nproc) CPUs; ${ROUNDS:-5} interleaved rounds of ${SECONDS_PER_RUN:-1}s per mode, batch ${BATCH:-64} chains per notify"
 for size in ${SIZES:-mtu tso}; do
     echo "== $size"
-    "$bench" --size "$size" --seconds "${SECONDS_PER_RUN:-3}" --batch "${BATCH:-64}"
+    "$bench" --size "$size" --seconds "${SECONDS_PER_RUN:-1}" --batch "${BATCH:-64}" --rounds "${ROUNDS:-5}"
 done

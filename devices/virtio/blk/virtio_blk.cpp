@@ -87,6 +87,7 @@ struct VirtioBlk::QueueWorker {
     };
 
     std::mutex mu;
+    std::vector<iovec> scratch_iov;  // submit()'s iovecs, reused
     bool active = true;
     bool broken = false;       // queue-level error: stop using it until reset
     bool starved = false;      // stopped popping because every slot was busy
@@ -149,16 +150,18 @@ struct VirtioBlk::QueueWorker {
 
     void submit(DescriptorChain chain, const BlkRequest& req) {
         uint16_t tag = free_slots.back();
-        std::vector<iovec> iov;
+        // The back-end copies the vectors, so one scratch vector per queue serves every request.
+        std::vector<iovec>& iov = scratch_iov;
+        iov.clear();
         AlignedBuffer bounce;
         if (req.kind == Kind::Read || req.kind == Kind::Write) {
-            auto v = req.kind == Kind::Read ? chain.writable_iovecs(*mem, 0, req.len)
-                                            : chain.readable_iovecs(*mem, sizeof(blk::RequestHeader), req.len);
+            auto v = req.kind == Kind::Read
+                         ? chain.append_writable_iovecs(*mem, 0, req.len, iov)
+                         : chain.append_readable_iovecs(*mem, sizeof(blk::RequestHeader), req.len, iov);
             if (!v) {
                 BlkMetrics::inc(m().io_errors);
                 return complete(chain, req, blk::kStatusIoErr, 0);
             }
-            iov = std::move(*v);
             if (shared->direct && !BlockFile::is_direct_aligned(req.offset, iov)) {
                 bounce = alloc_aligned(req.len);
                 if (!bounce) {

@@ -68,15 +68,14 @@ void NetDataPath::start_tx(DescriptorChain chain) {
         return put_used(tx_, net::kTxQueue, head, 0);
     }
     slot.hdr.num_buffers = 0;  // §5.1.6.2: unused on transmit
-    auto frame = chain.readable_iovecs(*mem_, net::kHdrBytes, total - net::kHdrBytes);
-    if (!frame || frame->size() + 1 > IOV_MAX) {
+    slot.iov.clear();
+    slot.iov.push_back(iovec{&slot.hdr, net::kHdrBytes});
+    auto frame = chain.append_readable_iovecs(*mem_, net::kHdrBytes, total - net::kHdrBytes, slot.iov);
+    if (!frame || slot.iov.size() > IOV_MAX) {
         // Linux sends at most MAX_SKB_FRAGS + 2 pieces; more than IOV_MAX is not a real frame.
         NetMetrics::inc(m().tx_malformed_chains);
         return put_used(tx_, net::kTxQueue, head, 0);
     }
-    slot.iov.clear();
-    slot.iov.push_back(iovec{&slot.hdr, net::kHdrBytes});
-    slot.iov.insert(slot.iov.end(), frame->begin(), frame->end());
     slot.head = head;
     slot.frame_len = static_cast<uint32_t>(total - net::kHdrBytes);
     if (!ring_.prep_writev(slot.iov.data(), static_cast<unsigned>(slot.iov.size()), slot_index)) {

@@ -143,35 +143,45 @@ Result<size_t> DescriptorChain::write_from(GuestMemory& mem, std::span<const uin
     return done;
 }
 
-Result<std::vector<iovec>> DescriptorChain::readable_iovecs(const GuestMemory& mem,
-                                                            uint64_t offset, uint64_t len) const {
+Result<void> DescriptorChain::append_readable_iovecs(const GuestMemory& mem, uint64_t offset,
+                                                     uint64_t len, std::vector<iovec>& out) const {
     if (offset > readable_bytes_ || len > readable_bytes_ - offset)
         return fail("descriptor chain {}: readable range {}+{} exceeds its {} bytes", head_,
                     offset, len, readable_bytes_);
+    return for_each_piece(readable(), offset, len,
+                          [&](const Descriptor& d, uint64_t off, uint64_t n) -> Result<void> {
+                              auto s = TRY(mem.slice(d.addr + off, n));
+                              // iovec has no const variant; the consumer (writev, io_uring
+                              // write) only reads through it.
+                              out.push_back(iovec{const_cast<uint8_t*>(s.data()), s.size()});
+                              return {};
+                          });
+}
+
+Result<void> DescriptorChain::append_writable_iovecs(GuestMemory& mem, uint64_t offset,
+                                                     uint64_t len, std::vector<iovec>& out) const {
+    if (offset > writable_bytes_ || len > writable_bytes_ - offset)
+        return fail("descriptor chain {}: writable range {}+{} exceeds its {} bytes", head_,
+                    offset, len, writable_bytes_);
+    return for_each_piece(writable(), offset, len,
+                          [&](const Descriptor& d, uint64_t off, uint64_t n) -> Result<void> {
+                              auto s = TRY(mem.slice_mut(d.addr + off, n));
+                              out.push_back(iovec{s.data(), s.size()});
+                              return {};
+                          });
+}
+
+Result<std::vector<iovec>> DescriptorChain::readable_iovecs(const GuestMemory& mem,
+                                                            uint64_t offset, uint64_t len) const {
     std::vector<iovec> iov;
-    TRY(for_each_piece(readable(), offset, len,
-                       [&](const Descriptor& d, uint64_t off, uint64_t n) -> Result<void> {
-                           auto s = TRY(mem.slice(d.addr + off, n));
-                           // iovec has no const variant; the consumer (writev, io_uring
-                           // write) only reads through it.
-                           iov.push_back(iovec{const_cast<uint8_t*>(s.data()), s.size()});
-                           return {};
-                       }));
+    TRY(append_readable_iovecs(mem, offset, len, iov));
     return iov;
 }
 
 Result<std::vector<iovec>> DescriptorChain::writable_iovecs(GuestMemory& mem, uint64_t offset,
                                                             uint64_t len) const {
-    if (offset > writable_bytes_ || len > writable_bytes_ - offset)
-        return fail("descriptor chain {}: writable range {}+{} exceeds its {} bytes", head_,
-                    offset, len, writable_bytes_);
     std::vector<iovec> iov;
-    TRY(for_each_piece(writable(), offset, len,
-                       [&](const Descriptor& d, uint64_t off, uint64_t n) -> Result<void> {
-                           auto s = TRY(mem.slice_mut(d.addr + off, n));
-                           iov.push_back(iovec{s.data(), s.size()});
-                           return {};
-                       }));
+    TRY(append_writable_iovecs(mem, offset, len, iov));
     return iov;
 }
 

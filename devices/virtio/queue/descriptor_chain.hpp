@@ -19,6 +19,7 @@
 
 #include <sys/uio.h>
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <span>
@@ -33,6 +34,33 @@ struct Descriptor {
     GuestAddress addr;
     uint32_t len = 0;
     bool device_writable = false;
+};
+
+// A chain's descriptors: up to kInline in place, more on the heap, so the common request
+// costs no allocation (a block request or an MTU frame needs 1-4; a Linux TSO frame up to
+// MAX_SKB_FRAGS 17 + 2).
+class DescriptorList {
+public:
+    void push_back(const Descriptor& d) {
+        if (heap_.empty() && size_ < kInline) {
+            inline_[size_++] = d;
+            return;
+        }
+        if (heap_.empty()) heap_.assign(inline_.begin(), inline_.begin() + size_);
+        heap_.push_back(d);
+        ++size_;
+    }
+    size_t size() const { return size_; }
+    std::span<const Descriptor> span() const {
+        return heap_.empty() ? std::span<const Descriptor>(inline_.data(), size_)
+                             : std::span<const Descriptor>(heap_);
+    }
+
+private:
+    static constexpr size_t kInline = 20;
+    std::array<Descriptor, kInline> inline_{};
+    std::vector<Descriptor> heap_;
+    size_t size_ = 0;
 };
 
 class DescriptorChain {
@@ -56,12 +84,12 @@ public:
 
     uint16_t head() const { return head_; }
     // Readable descriptors first, then writable ones.
-    std::span<const Descriptor> descriptors() const { return descs_; }
+    std::span<const Descriptor> descriptors() const { return descs_.span(); }
     std::span<const Descriptor> readable() const {
-        return std::span(descs_).first(readable_count_);
+        return descs_.span().first(readable_count_);
     }
     std::span<const Descriptor> writable() const {
-        return std::span(descs_).subspan(readable_count_);
+        return descs_.span().subspan(readable_count_);
     }
     uint64_t readable_bytes() const { return readable_bytes_; }
     uint64_t writable_bytes() const { return writable_bytes_; }
@@ -83,13 +111,19 @@ public:
                                                uint64_t len) const;
     Result<std::vector<iovec>> writable_iovecs(GuestMemory& mem, uint64_t offset,
                                                uint64_t len) const;
+    // The same, appended to `out` (data paths reuse one vector per slot: no allocation per
+    // request). On error `out` may hold part of the pieces.
+    Result<void> append_readable_iovecs(const GuestMemory& mem, uint64_t offset, uint64_t len,
+                                        std::vector<iovec>& out) const;
+    Result<void> append_writable_iovecs(GuestMemory& mem, uint64_t offset, uint64_t len,
+                                        std::vector<iovec>& out) const;
 
 private:
     DescriptorChain() = default;
     Result<void> append(const GuestMemory& mem, uint64_t addr, uint32_t len, bool writable);
 
     uint16_t head_ = 0;
-    std::vector<Descriptor> descs_;
+    DescriptorList descs_;
     size_t readable_count_ = 0;
     uint64_t readable_bytes_ = 0;
     uint64_t writable_bytes_ = 0;
