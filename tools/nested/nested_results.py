@@ -285,10 +285,13 @@ def judge(text, specs, host_stamps=None, overall_timeout=False):
             problem += ' (overall timeout)'
         return RunResult(False, problem, [CaseResult(s.name, False, f'L1 did not come up: {problem}') for s in specs])
     sections = split_sections(lines)
-    # l1-init.sh runs a case a second time (a new BEGIN..END, which replaces the first in
+    # l1-init.sh runs a case again (a new BEGIN..END, which replaces the earlier one in
     # `sections`) only after a guest triple fault (QEMU's SVM emulation fault); say so.
-    retries = {m.group(1): m.group(2) for l in lines
-               for m in [re.match(r'NESTED-CASE-RETRY (\S+) ?(.*)', l)] if m}
+    retries = {}
+    for l in lines:
+        m = re.match(r'NESTED-CASE-RETRY (\S+) ?(.*)', l)
+        if m:
+            retries.setdefault(m.group(1), []).append(m.group(2))
     results = []
     for s in specs:
         if s.name not in sections:
@@ -298,7 +301,8 @@ def judge(text, specs, host_stamps=None, overall_timeout=False):
         out, end = sections[s.name]
         r = check_case(s, out, end)
         if s.name in retries:
-            r.reason += (f' (RETRIED: the first run ended in {retries[s.name][:100]!r}; '
+            n = len(retries[s.name])
+            r.reason += (f' (RETRIED {n}x: earlier run(s) ended in {retries[s.name][0][:100]!r}; '
                          'see "QEMU 7.2\'s SVM emulation fault" in tests/nested/README.md)')
             r.retried = True
         if host_stamps and ('CASE-BEGIN', s.name) in host_stamps and ('CASE-END', s.name) in host_stamps:
@@ -328,5 +332,5 @@ def summary(res):
     passed = sum(r.passed for r in res.cases)
     retried = sum(r.retried for r in res.cases)
     out.append(f'{passed} passed, {len(res.cases) - passed} failed'
-               + (f' ({retried} case(s) run twice after a guest triple fault)' if retried else ''))
+               + (f' ({retried} case(s) run again after a guest triple fault)' if retried else ''))
     return out

@@ -67,9 +67,9 @@ class Judge(unittest.TestCase):
         text = first + 'NESTED-CASE-RETRY boot-x kestrel exit 4 (guest triple fault) in boot-x\r\n' + second
         res = self.run_one(text)
         self.assertTrue(nr.all_passed(res), nr.summary(res))
-        self.assertIn('RETRIED', res.cases[0].reason)
+        self.assertIn('RETRIED 1x', res.cases[0].reason)
         self.assertIn('guest triple fault', res.cases[0].reason)
-        self.assertEqual(nr.summary(res)[-1], '1 passed, 0 failed (1 case(s) run twice after a guest triple fault)')
+        self.assertEqual(nr.summary(res)[-1], '1 passed, 0 failed (1 case(s) run again after a guest triple fault)')
         # A second failure is still a failure.
         res = self.run_one(first + 'NESTED-CASE-RETRY boot-x x\r\n' + log(rc=4).split('NESTED-L1-READY kvm=ok\r\n', 1)[1])
         self.assertFalse(nr.all_passed(res))

@@ -29,11 +29,23 @@ public:
     ~Mapping() { reset(); }
 
     // Anonymous private memory, not reserved against swap (guest RAM is touched lazily).
+    // From 2 MiB up it starts at a 2 MiB boundary, so transparent huge pages (and KVM's 2 MiB
+    // mappings of them) can back it; kernels before 6.7 do not align such mappings themselves.
     static Result<Mapping> anonymous(size_t size) {
-        void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE,
+        constexpr size_t kHuge = size_t{2} << 20;
+        const bool align = size >= kHuge && size <= SIZE_MAX - kHuge;
+        const size_t span = align ? size + kHuge : size;
+        void* p = ::mmap(nullptr, span, PROT_READ | PROT_WRITE,
                          MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
         if (p == MAP_FAILED) return fail_errno("mmap of {} bytes", size);
-        return Mapping(static_cast<uint8_t*>(p), size);
+        auto* base = static_cast<uint8_t*>(p);
+        if (!align) return Mapping(base, size);
+        const auto start = (reinterpret_cast<uintptr_t>(base) + kHuge - 1) & ~uintptr_t{kHuge - 1};
+        auto* aligned = reinterpret_cast<uint8_t*>(start);
+        if (aligned > base) ::munmap(base, static_cast<size_t>(aligned - base));
+        const size_t tail = static_cast<size_t>(base + span - (aligned + size));
+        if (tail > 0) ::munmap(aligned + size, tail);
+        return Mapping(aligned, size);
     }
     // A shared mapping of an fd (e.g. a vCPU's kvm_run area).
     static Result<Mapping> of_fd(int fd, size_t size, int prot = PROT_READ | PROT_WRITE) {
