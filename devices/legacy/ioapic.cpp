@@ -17,7 +17,7 @@ constexpr uint32_t kIdMask = 0x0f00'0000;
 constexpr uint64_t kReadOnlyBits = IoApic::kDeliveryStatus | IoApic::kRemoteIrr;
 constexpr uint64_t kLowWritable = 0x0001'ffff & ~kReadOnlyBits;  // vector .. mask
 constexpr uint64_t kDestinationMask = 0xffull << 56;
-constexpr uint64_t kNotConfigured = ~0ull;
+constexpr uint64_t kNotRouted = ~0ull;  // no message has the upper address bits set
 
 uint32_t load(std::span<const uint8_t> data) {
     uint32_t v = 0;
@@ -52,9 +52,9 @@ private:
 
 }  // namespace
 
-IoApic::IoApic(std::shared_ptr<MsiSink> sink) : sink_(std::move(sink)) {
+IoApic::IoApic(std::shared_ptr<IoApicSink> sink) : sink_(std::move(sink)) {
     rte_.fill(kMasked);  // reset state: every entry masked (82093AA §3.2.4)
-    configured_.fill(kNotConfigured);
+    message_.fill(kNotRouted);
 }
 
 void IoApic::read(uint64_t offset, std::span<uint8_t> data) {
@@ -102,9 +102,9 @@ void IoApic::write_register_locked(uint8_t index, uint32_t value) {
 
 void IoApic::reconfigure_locked(uint8_t pin) {
     const uint64_t msg = message_of(rte_[pin]);
-    if (msg == configured_[pin]) return;
-    configured_[pin] = msg;
-    sink_->configure(pin, msg >> 32, static_cast<uint32_t>(msg));
+    if (msg == message_[pin]) return;
+    message_[pin] = msg;
+    sink_->route(pin, msg >> 32, static_cast<uint32_t>(msg));
 }
 
 void IoApic::service_locked(uint8_t pin) {
@@ -117,7 +117,8 @@ void IoApic::service_locked(uint8_t pin) {
         if (!pending_[pin]) return;
         pending_[pin] = false;
     }
-    sink_->fire(pin);
+    // Every entry write routes its message first, so message_ is the current entry's.
+    sink_->deliver(message_[pin] >> 32, static_cast<uint32_t>(message_[pin]));
 }
 
 void IoApic::set_level(uint8_t pin, bool asserted) {

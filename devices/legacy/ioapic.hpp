@@ -23,18 +23,25 @@
 
 #include "devices/bus_device.hpp"
 #include "devices/interrupt.hpp"
-#include "devices/pci/msix.hpp"
 
 namespace kestrel {
+
+// Where the IOAPIC's messages go (the VMM: KVM routes and KVM_SIGNAL_MSI).
+class IoApicSink {
+public:
+    virtual ~IoApicSink() = default;
+    // Pin `pin`'s entry now stands for this message; the VMM tells KVM, which then knows the
+    // level-triggered vectors whose EOI must come back to end_of_interrupt().
+    virtual void route(uint8_t pin, uint64_t address, uint32_t data) = 0;
+    virtual void deliver(uint64_t address, uint32_t data) = 0;
+};
 
 class IoApic final : public BusDevice {
 public:
     static constexpr uint8_t kPins = 24;
     static constexpr uint64_t kMmioSize = 0x1000;
 
-    // `sink` gets configure(pin, address, data) whenever a pin's message changes (so the VMM
-    // can tell KVM which vectors are level-triggered) and fire(pin) for each delivery.
-    explicit IoApic(std::shared_ptr<MsiSink> sink);
+    explicit IoApic(std::shared_ptr<IoApicSink> sink);
 
     void read(uint64_t offset, std::span<uint8_t> data) override;
     void write(uint64_t offset, std::span<const uint8_t> data) override;
@@ -58,14 +65,14 @@ private:
     void service_locked(uint8_t pin);
     void reconfigure_locked(uint8_t pin);
 
-    std::shared_ptr<MsiSink> sink_;
+    std::shared_ptr<IoApicSink> sink_;
     mutable std::mutex mu_;
     uint8_t select_ = 0;
     uint32_t id_ = 0;
     std::array<uint64_t, kPins> rte_{};
     std::array<bool, kPins> level_{};    // the line as the device drives it
     std::array<bool, kPins> pending_{};  // IRR: an edge (or level) not yet delivered
-    std::array<uint64_t, kPins> configured_{};  // (address << 32 | data) last configured
+    std::array<uint64_t, kPins> message_{};  // (address << 32 | data) of each entry, as routed
 };
 
 // An InterruptLine wired to one pin of `ioapic`, for devices.

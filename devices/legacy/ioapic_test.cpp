@@ -8,18 +8,26 @@ using namespace kestrel;
 
 namespace {
 
-struct RecordingSink final : MsiSink {
+struct RecordingSink final : IoApicSink {
     struct Message {
         uint16_t pin;
         uint64_t address;
         uint32_t data;
     };
     std::vector<Message> configured;
-    std::vector<uint16_t> fired;
-    void configure(uint16_t pin, uint64_t address, uint32_t data) override {
+    std::vector<uint16_t> fired;  // the pin whose routed message each delivery carried
+    void route(uint8_t pin, uint64_t address, uint32_t data) override {
         configured.push_back({pin, address, data});
     }
-    void fire(uint16_t pin) override { fired.push_back(pin); }
+    void deliver(uint64_t address, uint32_t data) override {
+        for (auto it = configured.rbegin(); it != configured.rend(); ++it) {
+            if (it->address == address && it->data == data) {
+                fired.push_back(it->pin);
+                return;
+            }
+        }
+        fired.push_back(0xffff);  // a message never routed: the assertions below catch it
+    }
 };
 
 void wr32(BusDevice& d, uint64_t off, uint32_t v) {

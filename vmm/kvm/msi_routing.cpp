@@ -46,25 +46,14 @@ Result<void> GsiRouting::commit_locked() {
     return vm_.set_gsi_routing(table);
 }
 
-void KvmIoapicSink::configure(uint16_t pin, uint64_t address, uint32_t data) {
-    {
-        std::lock_guard lk(mu_);
-        messages_[pin] = {address, data};
-    }
+void KvmIoapicSink::route(uint8_t pin, uint64_t address, uint32_t data) {
     if (auto r = routing_.set_msi(pin, address, data); !r)
         log::error("IOAPIC pin {}: {}", pin, r.error().what());
 }
 
-void KvmIoapicSink::fire(uint16_t pin) {
-    std::pair<uint64_t, uint32_t> m;
-    {
-        std::lock_guard lk(mu_);
-        auto it = messages_.find(pin);
-        if (it == messages_.end()) return;
-        m = it->second;
-    }
-    if (auto r = vm_.signal_msi(m.first, m.second); !r)
-        log::error("IOAPIC pin {}: {}", pin, r.error().what());
+void KvmIoapicSink::deliver(uint64_t address, uint32_t data) {
+    if (auto r = vm_.signal_msi(address, data); !r)
+        log::error("IOAPIC message {:#x}/{:#x}: {}", address, data, r.error().what());
 }
 
 KvmMsiSink::~KvmMsiSink() {

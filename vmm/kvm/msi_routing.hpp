@@ -7,6 +7,7 @@
 #include <mutex>
 #include <vector>
 
+#include "devices/legacy/ioapic.hpp"
 #include "devices/pci/msix.hpp"
 #include "vmm/base/fd.hpp"
 #include "vmm/kvm/kvm.hpp"
@@ -42,17 +43,15 @@ private:
 // The userspace IOAPIC's pins (split irqchip): each pin's message is also its route at GSI
 // = pin, which is how KVM learns the level-triggered vectors (api.rst, KVM_CAP_SPLIT_IRQCHIP);
 // delivery is KVM_SIGNAL_MSI.
-class KvmIoapicSink final : public MsiSink {
+class KvmIoapicSink final : public IoApicSink {
 public:
     KvmIoapicSink(GsiRouting& routing, Vm& vm) : routing_(routing), vm_(vm) {}
-    void configure(uint16_t pin, uint64_t address, uint32_t data) override;
-    void fire(uint16_t pin) override;
+    void route(uint8_t pin, uint64_t address, uint32_t data) override;
+    void deliver(uint64_t address, uint32_t data) override;
 
 private:
     GsiRouting& routing_;
     Vm& vm_;
-    std::mutex mu_;
-    std::map<uint16_t, std::pair<uint64_t, uint32_t>> messages_;
 };
 
 class KvmMsiSink final : public MsiSink {
