@@ -5,11 +5,14 @@
 # on the same file, with the page cache and with O_DIRECT, and prints both side by side with
 # the ratio blk-bench/fio. Each pattern runs ROUNDS times per tool, alternating which tool goes
 # first (this host's disk and CPU drift from run to run), and each tool is reported by its
-# median round. Informational only: never a pass/fail on speed.
+# median round. Both tools run pinned to the same CPU (BENCH_CPU, default the last one):
+# on the 2-vCPU bench host the same binary ran 30% slower on CPU 0 than on CPU 1, which
+# made unpinned rounds bimodal. Informational only: never a pass/fail on speed.
 #
 # usage: tools/bench-blk.sh [IMAGE (default /var/tmp/kestrel-bench-blk.img)]
 # env:   KESTREL_BUILD (default build) build dir holding devices/virtio/blk/blk-bench
-#        SIZE_MIB (1024), SECONDS_PER_RUN (3), ROUNDS (3), MODES ("cache direct")
+#        SIZE_MIB (1024), SECONDS_PER_RUN (3), ROUNDS (3), MODES ("cache direct"),
+#        BENCH_CPU (nproc - 1)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${KESTREL_BUILD:-build}
@@ -19,6 +22,8 @@ size_mib=${SIZE_MIB:-1024}
 secs=${SECONDS_PER_RUN:-3}
 rounds=${ROUNDS:-3}
 modes=${MODES:-cache direct}
+cpu=${BENCH_CPU:-$(( $(nproc) - 1 ))}
+pin=(taskset -c "$cpu")
 
 [[ -x $bench ]] || { echo "bench-blk: $bench missing: ninja -C $build devices/virtio/blk/blk-bench" >&2; exit 1; }
 command -v fio >/dev/null || { echo "bench-blk: fio missing: apt-get install -y fio" >&2; exit 1; }
@@ -40,7 +45,7 @@ patterns=(
 # --invalidate=0: fio otherwise drops the file's page cache before each job, which would
 # compare a cold fio against a warm kestrel in cache mode.
 fio_run() {  # rw bs qd direct -> "iops mibps"
-    fio --name=bench --filename="$image" --ioengine=io_uring --rw="$1" --bs="$2" --iodepth="$3" \
+    "${pin[@]}" fio --name=bench --filename="$image" --ioengine=io_uring --rw="$1" --bs="$2" --iodepth="$3" \
         --direct="$4" --invalidate=0 --runtime="$secs" --time_based --size="${size_mib}M" --randrepeat=0 \
         --norandommap --output-format=json 2>/dev/null |
         python3 -c 'import json,sys
@@ -52,7 +57,7 @@ print("%.0f %.1f" % (d["iops"], d["bw_bytes"] / 1048576))'
 kv() { sed -n "s/.*\b$1=\([^ ]*\).*/\1/p"; }
 
 echo "host: $(uname -r), $(nproc) CPUs; image $image (${size_mib} MiB) on $(df --output=source,fstype "$image" | tail -1)"
-echo "median of ${rounds} interleaved rounds of ${secs}s per tool; 'cache' = page cache (buffered), 'direct' = O_DIRECT"
+echo "median of ${rounds} interleaved rounds of ${secs}s per tool, both pinned to CPU $cpu; 'cache' = page cache (buffered), 'direct' = O_DIRECT"
 printf '%-18s %-6s | %10s %9s | %10s %9s | %6s | %s\n' pattern mode kestrel-IOPS MiB/s fio-IOPS MiB/s ratio "kestrel batches/interrupts"
 for mode in $modes; do
     direct=0; flag=""
@@ -66,7 +71,7 @@ for mode in $modes; do
             for tool in k f; do
                 [[ $((r % 2)) -eq 1 ]] && tool=$([[ $tool == k ]] && echo f || echo k)
                 if [[ $tool == k ]]; then
-                    out=$("$bench" --image "$image" --rw "$rw" --bs "$bs" --qd "$qd" --seconds "$secs" $flag)
+                    out=$("${pin[@]}" "$bench" --image "$image" --rw "$rw" --bs "$bs" --qd "$qd" --seconds "$secs" $flag)
                     k_runs+=("$(kv iops <<<"$out") $(kv mibps <<<"$out") $(kv batches <<<"$out") $(kv interrupts <<<"$out")")
                 else
                     f_runs+=("$(fio_run "$rw" "$bs" "$qd" "$direct")")

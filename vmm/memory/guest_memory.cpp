@@ -41,36 +41,8 @@ GuestAddress GuestMemory::end() const {
                             : GuestAddress(regions_.back().start().raw + regions_.back().size());
 }
 
-const GuestRegion* GuestMemory::find(GuestAddress addr, uint64_t len) const {
-    for (auto& r : regions_)
-        if (r.contains(addr, len)) return &r;
-    return nullptr;
-}
-
-Result<std::span<const uint8_t>> GuestMemory::slice(GuestAddress addr, uint64_t len) const {
-    const GuestRegion* r = find(addr, len);
-    if (!r) return fail("guest range {:#x}+{:#x} is outside guest RAM", addr.raw, len);
-    return std::span<const uint8_t>(r->host_base() + (addr.raw - r->start().raw), len);
-}
-
-Result<std::span<uint8_t>> GuestMemory::slice_mut(GuestAddress addr, uint64_t len) {
-    const GuestRegion* r = find(addr, len);
-    if (!r) return fail("guest range {:#x}+{:#x} is outside guest RAM", addr.raw, len);
-    uint64_t off = addr.raw - r->start().raw;
-    r->dirty().mark(off, len);
-    return std::span<uint8_t>(r->host_base() + off, len);
-}
-
-Result<void> GuestMemory::read(GuestAddress addr, std::span<uint8_t> out) const {
-    auto s = TRY(slice(addr, out.size()));
-    std::memcpy(out.data(), s.data(), out.size());
-    return {};
-}
-
-Result<void> GuestMemory::write(GuestAddress addr, std::span<const uint8_t> in) {
-    auto s = TRY(slice_mut(addr, in.size()));
-    std::memcpy(s.data(), in.data(), in.size());
-    return {};
+Error GuestMemory::outside(GuestAddress addr, uint64_t len) {
+    return Error{fmt::format("guest range {:#x}+{:#x} is outside guest RAM", addr.raw, len), 0};
 }
 
 Result<void> GuestMemory::fill(GuestAddress addr, uint64_t len, uint8_t value) {

@@ -55,25 +55,48 @@ public:
     GuestAddress end() const;
 
     // A checked view of [addr, addr+len) for reading (len 0 is valid at any in-range addr).
-    Result<std::span<const uint8_t>> slice(GuestAddress addr, uint64_t len) const;
+    // The accessors are inline: the data paths call them several times per request, and
+    // out of line each small read_obj cost a call plus a libc memcpy of a runtime size.
+    Result<std::span<const uint8_t>> slice(GuestAddress addr, uint64_t len) const {
+        const GuestRegion* r = find(addr, len);
+        if (!r) [[unlikely]] return std::unexpected(outside(addr, len));
+        return std::span<const uint8_t>(r->host_base() + (addr.raw - r->start().raw), len);
+    }
     // A checked view for writing; marks the pages dirty.
-    Result<std::span<uint8_t>> slice_mut(GuestAddress addr, uint64_t len);
+    Result<std::span<uint8_t>> slice_mut(GuestAddress addr, uint64_t len) {
+        const GuestRegion* r = find(addr, len);
+        if (!r) [[unlikely]] return std::unexpected(outside(addr, len));
+        uint64_t off = addr.raw - r->start().raw;
+        r->dirty().mark(off, len);
+        return std::span<uint8_t>(r->host_base() + off, len);
+    }
 
-    Result<void> read(GuestAddress addr, std::span<uint8_t> out) const;
-    Result<void> write(GuestAddress addr, std::span<const uint8_t> in);
+    Result<void> read(GuestAddress addr, std::span<uint8_t> out) const {
+        auto s = TRY(slice(addr, out.size()));
+        std::memcpy(out.data(), s.data(), out.size());
+        return {};
+    }
+    Result<void> write(GuestAddress addr, std::span<const uint8_t> in) {
+        auto s = TRY(slice_mut(addr, in.size()));
+        std::memcpy(s.data(), in.data(), in.size());
+        return {};
+    }
     Result<void> fill(GuestAddress addr, uint64_t len, uint8_t value);
 
     template <class T>
         requires std::is_trivially_copyable_v<T>
     Result<T> read_obj(GuestAddress addr) const {
+        auto s = TRY(slice(addr, sizeof(T)));
         T v;
-        TRY(read(addr, std::span(reinterpret_cast<uint8_t*>(&v), sizeof v)));
+        std::memcpy(&v, s.data(), sizeof v);
         return v;
     }
     template <class T>
         requires std::is_trivially_copyable_v<T>
     Result<void> write_obj(GuestAddress addr, const T& v) {
-        return write(addr, std::span(reinterpret_cast<const uint8_t*>(&v), sizeof v));
+        auto s = TRY(slice_mut(addr, sizeof(T)));
+        std::memcpy(s.data(), &v, sizeof v);
+        return {};
     }
 
     // Turns VMM-side dirty tracking on or off for every region.
@@ -81,7 +104,12 @@ public:
 
 private:
     explicit GuestMemory(std::vector<GuestRegion> r) : regions_(std::move(r)) {}
-    const GuestRegion* find(GuestAddress addr, uint64_t len) const;
+    const GuestRegion* find(GuestAddress addr, uint64_t len) const {
+        for (const GuestRegion& r : regions_)
+            if (r.contains(addr, len)) return &r;
+        return nullptr;
+    }
+    [[gnu::cold]] static Error outside(GuestAddress addr, uint64_t len);
 
     std::vector<GuestRegion> regions_;
 };

@@ -24,7 +24,7 @@ struct BlkMetrics {
     Counter queue_errors;       // the queue itself broke: device needs reset
     Counter io_errors;          // host I/O failed or was short (IOERR)
     // Processing.
-    Counter batches;            // io_uring submissions carrying requests
+    Counter batches;            // avail-ring passes that submitted I/O (in one or more chunks)
     Counter interrupts;         // used-buffer notifications sent
     Counter bounced;            // O_DIRECT requests copied through an aligned buffer
 

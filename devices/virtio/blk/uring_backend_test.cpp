@@ -17,7 +17,7 @@ using kestrel::test::TempImage;
 
 namespace {
 
-// Completions land here; drive() plays the event loop by polling the ring's eventfd.
+// Completions land here; drive() plays the event loop by polling the ring fd.
 struct Completions {
     std::map<uint64_t, int32_t> res;
     UringBackend::CompletionFn fn() {
@@ -38,7 +38,7 @@ void drive(UringBackend& b, Completions& c, size_t want) {
 
 }  // namespace
 
-TEST_CASE("UringBackend: vectored write then read back, batched in one submit") {
+TEST_CASE("UringBackend: vectored write then read back, a short batch in one submit") {
     TempImage img(1 << 20);
     auto file = BlockFile::open(img.path(), false, false);
     REQUIRE(file.has_value());
@@ -46,19 +46,24 @@ TEST_CASE("UringBackend: vectored write then read back, batched in one submit") 
     auto b = UringBackend::create(file->fd(), 16, c.fn());
     REQUIRE(b.has_value());
 
-    // 8 writes of 4 KiB, each in 3 uneven pieces, prepared before one submit.
+    // 7 writes of 4 KiB (below kSubmitChunk), each in 3 uneven pieces, prepared before one
+    // submit; the read-back covers all of them plus one more written alone.
+    static_assert(UringBackend::kSubmitChunk > 7);
     std::vector<std::vector<uint8_t>> data;
     for (uint8_t i = 0; i < 8; ++i) data.push_back(pattern(4096, i));
-    for (uint64_t i = 0; i < 8; ++i) {
+    for (uint64_t i = 0; i < 7; ++i) {
         uint8_t* p = data[i].data();
         iovec v[3] = {{p, 1000}, {p + 1000, 24}, {p + 1024, 3072}};
         REQUIRE(b->submit_write(i * 4096 + 8192, v, 100 + i).has_value());
     }
-    CHECK(b->pending() == 8);
-    CHECK(b->in_flight() == 8);
+    CHECK(b->pending() == 7);
+    CHECK(b->in_flight() == 7);
     uint64_t calls_before = b->stats().submit_calls;
-    drive(*b, c, 8);
+    drive(*b, c, 7);
     CHECK(b->stats().submit_calls - calls_before == 1);  // the whole batch in one syscall
+    iovec last{data[7].data(), 4096};
+    REQUIRE(b->submit_write(7 * 4096 + 8192, std::span(&last, 1), 107).has_value());
+    drive(*b, c, 8);
     for (uint64_t i = 0; i < 8; ++i) CHECK(c.res[100 + i] == 4096);
     CHECK(b->in_flight() == 0);
     for (uint64_t i = 0; i < 8; ++i) CHECK(img.read(8192 + i * 4096, 4096) == data[i]);
@@ -72,6 +77,33 @@ TEST_CASE("UringBackend: vectored write then read back, batched in one submit") 
     for (size_t i = 0; i < 8; ++i)
         CHECK(std::vector<uint8_t>(back.begin() + static_cast<long>(i * 4096),
                                    back.begin() + static_cast<long>((i + 1) * 4096)) == data[i]);
+}
+
+TEST_CASE("UringBackend: a long batch reaches the kernel in chunks of kSubmitChunk") {
+    constexpr unsigned kChunk = UringBackend::kSubmitChunk;
+    constexpr unsigned kRequests = 2 * kChunk + 3;
+    TempImage img(1 << 20);
+    auto data = pattern(kRequests * 4096, 5);
+    img.write(0, data);
+    auto file = BlockFile::open(img.path(), false, false);
+    REQUIRE(file.has_value());
+    Completions c;
+    auto b = UringBackend::create(file->fd(), kRequests, c.fn());
+    REQUIRE(b.has_value());
+    std::vector<uint8_t> back(kRequests * 4096);
+    uint64_t calls_before = b->stats().submit_calls;
+    for (uint64_t i = 0; i < kRequests; ++i) {
+        iovec v{back.data() + i * 4096, 4096};
+        REQUIRE(b->submit_read(i * 4096, std::span(&v, 1), i).has_value());
+    }
+    // Two full chunks went out while the batch was prepared; the 3 left wait for the end.
+    CHECK(b->stats().submit_calls - calls_before == 2);
+    CHECK(b->pending() == 3);
+    drive(*b, c, kRequests);
+    CHECK(b->stats().submit_calls - calls_before >= 3);
+    CHECK(b->stats().sqes_submitted == kRequests);
+    for (uint64_t i = 0; i < kRequests; ++i) CHECK(c.res[i] == 4096);
+    CHECK(back == data);
 }
 
 TEST_CASE("UringBackend: flush completes with 0") {

@@ -239,6 +239,7 @@ struct VirtioBlk::QueueWorker {
     void process_available() {
         starved = false;
         bool any = false;
+        uint64_t sqes_before = backend->stats().sqes_submitted;
         while (!broken) {
             if (free_slots.empty()) {
                 starved = true;  // only a driver that reuses in-flight heads gets here
@@ -261,10 +262,10 @@ struct VirtioBlk::QueueWorker {
             handle(std::move(std::get<DescriptorChain>(**popped)));
         }
         if (backend->pending() > 0) {
-            BlkMetrics::inc(m().batches);
             if (auto r = backend->submit_pending(); !r)
                 log::warn("virtio-blk queue {}: {}", index, r.error().what());
         }
+        if (backend->stats().sqes_submitted != sqes_before) BlkMetrics::inc(m().batches);
         // Page-cache hits complete inside io_uring_submit: harvest them now, so they share
         // this batch's interrupt instead of costing an eventfd round trip.
         if (any) backend->reap();
@@ -304,10 +305,9 @@ struct VirtioBlk::QueueWorker {
         {
             std::lock_guard lk(mu);
             if (!active) {
-                uint64_t v;
-                // Reset has quiesced the ring; only clear the eventfd so epoll goes quiet.
-                while (backend && ::read(backend->event_fd(), &v, sizeof v) > 0) {
-                }
+                // Reset is under way and will quiesce the ring: do it now (completions are
+                // dropped), so the ring fd stops being readable before reset unregisters it.
+                if (backend) backend->quiesce();
                 return;
             }
             backend->on_event();

@@ -422,7 +422,7 @@ TEST_CASE("VirtioBlk: one notify processes every chain as one batch") {
     CHECK(done == std::set<uint16_t>(heads.begin(), heads.end()));
     CHECK(m(rig.dev->metrics().batches) == 1);
     CHECK(m(rig.dev->metrics().writes) == 16);
-    CHECK(rig.irq.queue[0] <= 2);  // once per batch (+ once for stragglers off the eventfd)
+    CHECK(rig.irq.queue[0] <= 2);  // once per batch (+ once for stragglers off the ring fd)
     CHECK(rig.irq.queue[0] >= 1);
     for (uint64_t i = 0; i < 16; ++i) CHECK(rig.img.read(i * 4096, 4096) == pattern(4096, static_cast<uint8_t>(i)));
 }

@@ -147,8 +147,9 @@ int TapRing::event_fd() const { return s_->efd.get(); }
 
 void TapRing::clear_event() {
     uint64_t v;
-    while (::read(s_->efd.get(), &v, sizeof v) > 0) {
-    }
+    // One read returns and zeroes the whole count (not EFD_SEMAPHORE); a second one would
+    // only fail with EAGAIN, a wasted syscall per wake-up.
+    (void)::read(s_->efd.get(), &v, sizeof v);
 }
 
 unsigned TapRing::reap(const CompletionFn& fn) { return s_->drain(fn); }
