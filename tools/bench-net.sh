@@ -1,13 +1,19 @@
 #!/usr/bin/env bash
-# bench-net.sh: virtio-net transmit throughput of the device model, no VM. For 1514-byte
-# frames (1500 MTU) and 64 KB TSO super-frames, net-bench runs in its own network namespace
-# on a fresh tap: a raw writev loop, raw io_uring batches, and the real VirtioNet path driven by
-# the mock driver, and prints frames/s, Gbit/s and the ratios. Informational only: never a
-# pass/fail on speed. Needs root (network namespace + tap) and iproute2.
+# bench-net.sh: virtio-net throughput of the device model, no VM, both directions. For
+# 1514-byte frames (1500 MTU) and 64 KB TSO super-frames, net-bench runs in its own network
+# namespace on fresh taps:
+#   tx: a raw writev loop, raw io_uring batches, and the real VirtioNet transmit path driven by
+#       the mock driver, into a tap;
+#   rx: frames written into one tap cross a bridge to a second, read there by a raw read()
+#       loop (the raw tap-to-tap copy loop) or by the real VirtioNet receive path into
+#       mock-driver buffers;
+# and prints frames/s, Gbit/s and the ratios. Informational only: never a pass/fail on speed.
+# Needs root (network namespace + tap) and iproute2.
 #
 # usage: tools/bench-net.sh
 # env:   KESTREL_BUILD (default build) build dir holding devices/virtio/net/net-bench
-#        SECONDS_PER_RUN (1, per round), ROUNDS (5), BATCH (64: chains per notify), SIZES ("mtu tso")
+#        SECONDS_PER_RUN (1, per round), ROUNDS (5), BATCH (64: chains per notify), SIZES ("mtu tso"),
+#        DIRS ("tx rx")
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${KESTREL_BUILD:-build}
@@ -17,7 +23,10 @@ bench="$root/$build/devices/virtio/net/net-bench"
 command -v ip >/dev/null || { echo "bench-net: ip (iproute2) missing" >&2; exit 1; }
 
 echo "host: $(uname -r), $(nproc) CPUs; ${ROUNDS:-5} interleaved rounds of ${SECONDS_PER_RUN:-1}s per mode, batch ${BATCH:-64} chains per notify"
-for size in ${SIZES:-mtu tso}; do
-    echo "== $size"
-    "$bench" --size "$size" --seconds "${SECONDS_PER_RUN:-1}" --batch "${BATCH:-64}" --rounds "${ROUNDS:-5}"
+for dir in ${DIRS:-tx rx}; do
+    for size in ${SIZES:-mtu tso}; do
+        echo "== $dir $size"
+        "$bench" --dir "$dir" --size "$size" --seconds "${SECONDS_PER_RUN:-1}" --batch "${BATCH:-64}" \
+            --rounds "${ROUNDS:-5}"
+    done
 done

@@ -1,15 +1,24 @@
-// net-bench: transmit throughput of the virtio-net device model, no VM. In a private network
-// namespace it makes a tap (kb0) and, for one frame size, runs for --seconds each:
+// net-bench: throughput of the virtio-net device model, no VM, in a private network namespace.
+// --dir tx (default): a tap (kb0); for one frame size, runs for --seconds each:
 //   raw-writev   a tight writev() loop of header + frame on the tap fd (no device model)
 //   raw-uring    the same frames as batches of io_uring writevs (TapRing, no device model)
 //   kestrel      the real VirtioNet + SplitQueue + io_uring path, MockDriver as the guest,
 //                --batch chains per notify, chains pre-built once (the guest's copy is not
 //                measured)
-// Frames end in the kernel's receive path of kb0 and are dropped there (nobody listens);
-// kernel_rx (from /proc/net/dev of the namespace) shows they got through. Prints a table and
-// kestrel/raw-writev. Never a pass/fail on speed. Needs root (network namespace, tap).
+//   Frames end in the kernel's receive path of kb0 and are dropped there (nobody listens);
+//   kernel_rx (from /proc/net/dev of the namespace) shows they got through.
+// --dir rx: two taps kb1 -> br0 (a Linux bridge) -> kb0, a tap-to-tap path. A writer thread
+// (pinned to the first CPU) pushes frames into kb1 as fast as the kernel takes them; they are
+// flooded to kb0 (unknown unicast), where, on the last CPU:
+//   raw-read     a tight read() loop on kb0's fd (poll when empty): the raw tap copy loop
+//   kestrel      the real VirtioNet receive path on kb0 (TapRing reads, copy into guest
+//                chains, MRG_RXBUF), MockDriver as the guest recycling 4 KiB buffers
+//   frames/s counts frames that reached the reader; kernel_rx here is kb0's tx_dropped (frames
+//   the reader was too slow for).
+// Prints a table and the ratios. Never a pass/fail on speed. Needs root (network namespace, tap).
 //
-// usage: net-bench [--size mtu|tso] [--seconds S (per round, 1)] [--batch N] [--rounds N (5)]
+// usage: net-bench [--dir tx|rx] [--size mtu|tso] [--seconds S (per round, 1)] [--batch N]
+//                  [--rounds N (5)]
 #include <poll.h>
 #include <sched.h>
 #include <sys/epoll.h>
@@ -17,6 +26,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
+#include <thread>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -54,8 +65,9 @@ void sh(const std::string& cmd) {
     if (std::system((cmd + " >/dev/null 2>&1").c_str()) != 0) die("'" + cmd + "' failed (root and iproute2 needed)");
 }
 
-// Received packets of `ifname` in this thread's namespace (/proc/thread-self/net/dev).
-uint64_t kernel_rx_packets(const std::string& ifname) {
+// Field `field` (0 = rx bytes, 1 = rx packets, ..., 11 = tx drops) of `ifname` in this
+// thread's namespace (/proc/thread-self/net/dev).
+uint64_t net_dev_field(const std::string& ifname, int field) {
     std::ifstream f("/proc/thread-self/net/dev");
     std::string line;
     while (std::getline(f, line)) {
@@ -65,11 +77,21 @@ uint64_t kernel_rx_packets(const std::string& ifname) {
         name.erase(0, name.find_first_not_of(' '));
         if (name != ifname) continue;
         std::istringstream in(line.substr(colon + 1));
-        uint64_t bytes, packets;
-        in >> bytes >> packets;
-        return packets;
+        uint64_t v = 0;
+        for (int i = 0; i <= field; ++i) in >> v;
+        return v;
     }
     return 0;
+}
+
+uint64_t kernel_rx_packets(const std::string& ifname) { return net_dev_field(ifname, 1); }
+uint64_t kernel_tx_drops(const std::string& ifname) { return net_dev_field(ifname, 11); }
+
+void pin_to_cpu(unsigned cpu) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    (void)::sched_setaffinity(0, sizeof set, &set);  // best effort: a single-CPU host runs unpinned
 }
 
 struct Workload {
@@ -83,7 +105,10 @@ Workload make_workload(const std::string& kind) {
     Workload w;
     size_t len = kind == "tso" ? 54 + 65000 : 1514;
     w.frame.assign(len, 0);
-    std::memset(w.frame.data(), 0xff, 6);
+    // Destination: a unicast address nobody has, so a bridge floods it to its other ports
+    // but not up its own stack (a broadcast would also cost the bridge a local delivery).
+    const uint8_t dst[6] = {0x52, 0x54, 0x00, 0, 0, 2};
+    std::memcpy(w.frame.data(), dst, 6);
     const uint8_t src[6] = {0x52, 0x54, 0x00, 0, 0, 1};
     std::memcpy(w.frame.data() + 6, src, 6);
     for (size_t i = 14; i < len; ++i) w.frame[i] = static_cast<uint8_t>(i);
@@ -264,6 +289,140 @@ RunResult run_kestrel(const Workload& w, double secs, uint16_t batch, bool tso) 
     return r;
 }
 
+// --dir rx ---------------------------------------------------------------------------------
+
+// Writes frames into kb1 until `stop`; the bridge forwards them to kb0.
+class FrameWriter {
+public:
+    FrameWriter(const Workload& w, unsigned cpu) : w_(w) {
+        thread_ = std::thread([this, cpu] {
+            pin_to_cpu(cpu);
+            auto tap = Tap::open_by_name("kb1");
+            if (!tap) die(tap.error().what());
+            iovec iov[2] = {{const_cast<net::NetHdr*>(&w_.hdr), sizeof w_.hdr},
+                            {const_cast<uint8_t*>(w_.frame.data()), w_.frame.size()}};
+            while (!stop_.load(std::memory_order_relaxed)) {
+                for (int i = 0; i < 64; ++i) {
+                    ssize_t n = ::writev(tap->fd(), iov, 2);
+                    if (n < 0 && errno != EAGAIN && errno != ENOBUFS) die(std::string("writev kb1: ") + std::strerror(errno));
+                    if (n > 0) written_.fetch_add(1, std::memory_order_relaxed);
+                }
+            }
+        });
+    }
+    ~FrameWriter() {
+        stop_.store(true);
+        thread_.join();
+    }
+    uint64_t written() const { return written_.load(); }
+
+private:
+    const Workload& w_;
+    std::atomic<bool> stop_{false};
+    std::atomic<uint64_t> written_{0};
+    std::thread thread_;
+};
+
+RunResult run_raw_read(const Workload& w, double secs, unsigned writer_cpu) {
+    auto tap = Tap::open_by_name("kb0");
+    if (!tap) die(tap.error().what());
+    // The same offloads the device asks for, so both readers get the same frames.
+    if (auto o = tap->set_offload(net::kFeatureGuestCsum | net::kFeatureGuestTso4 | net::kFeatureGuestTso6); !o) die(o.error().what());
+    std::vector<uint8_t> buf(net::kMaxPacketBytes);
+    uint64_t drops_before = kernel_tx_drops("kb0");
+    RunResult r;
+    FrameWriter writer(w, writer_cpu);
+    auto t0 = Clock::now();
+    auto end = t0 + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(secs));
+    while (true) {
+        for (int i = 0; i < 64; ++i) {
+            ssize_t n = ::read(tap->fd(), buf.data(), buf.size());
+            if (n > 0) {
+                r.frames++;
+                continue;
+            }
+            if (n < 0 && errno != EAGAIN) die(std::string("read kb0: ") + std::strerror(errno));
+            pollfd p{tap->fd(), POLLIN, 0};
+            (void)::poll(&p, 1, 10);
+            break;
+        }
+        if (Clock::now() >= end) break;
+    }
+    r.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+    r.kernel_rx = kernel_tx_drops("kb0") - drops_before;
+    char extra[96];
+    std::snprintf(extra, sizeof extra, "written=%llu", static_cast<unsigned long long>(writer.written()));
+    r.extra = extra;
+    return r;
+}
+
+RunResult run_kestrel_rx(const Workload& w, double secs, uint16_t batch, unsigned writer_cpu) {
+    constexpr uint16_t kQueue = 256;
+    constexpr uint32_t kBuf = 4096;  // Linux's mergeable buffers are about a page
+    constexpr uint64_t kArea = 8ull << 20;
+    GuestRegionSpec spec{GuestAddress(0), kArea};
+    auto mem = GuestMemory::create(std::span(&spec, 1));
+    if (!mem) die(mem.error().what());
+    VirtioNetOptions o;
+    o.tap = "kb0";
+    o.queue_size = kQueue;
+    auto dev = VirtioNet::create(o);
+    if (!dev) die(dev.error().what());
+    MockDriver rx(*mem, GuestAddress(0), kArea, kQueue);
+    QueueConfig txq{};  // transmit queue left disabled: receive only
+    PollRegistry events;
+    CountingInterrupt irq;
+    auto act = (*dev)->activate(ActivateContext{*mem, (*dev)->device_features(), {rx.config(), txq}, irq, events});
+    if (!act) die(act.error().what());
+
+    std::vector<virtq::Desc> bufs(kQueue);
+    for (uint16_t i = 0; i < kQueue; ++i)
+        bufs[i] = virtq::Desc{rx.alloc(kBuf).raw, kBuf, virtq::kDescFWrite, 0};
+    for (uint16_t i = 0; i < kQueue; ++i) rx.add_raw_chain(i, std::span(&bufs[i], 1));
+    rx.set_used_event(rx.used_idx());
+    rx.kick();
+    (*dev)->queue_notify(net::kRxQueue);
+
+    uint64_t drops_before = kernel_tx_drops("kb0");
+    RunResult r;
+    uint64_t notifies = 0;
+    FrameWriter writer(w, writer_cpu);
+    auto t0 = Clock::now();
+    auto end = t0 + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(secs));
+    uint16_t recycled = 0;
+    uint64_t stalls_seen = 0;
+    while (Clock::now() < end) {
+        events.dispatch(10);  // tap readable / reads completed: the device fills chains
+        while (auto u = rx.next_used()) {
+            rx.add_raw_chain(u->first, std::span(&bufs[u->first], 1));
+            ++recycled;
+        }
+        // A driver refills in batches (Linux: try_fill_recv when half the ring is used up);
+        // the notify lets a stalled device read again.
+        if (recycled >= batch || (recycled > 0 && NetMetrics::get((*dev)->metrics().rx_stalls) > stalls_seen)) {
+            rx.set_used_event(rx.used_idx());
+            rx.kick();
+            (*dev)->queue_notify(net::kRxQueue);
+            notifies++;
+            recycled = 0;
+            stalls_seen = NetMetrics::get((*dev)->metrics().rx_stalls);
+        }
+    }
+    r.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+    const NetMetrics& m = (*dev)->metrics();
+    r.frames = NetMetrics::get(m.rx_packets);
+    r.kernel_rx = kernel_tx_drops("kb0") - drops_before;
+    char buf[256];
+    std::snprintf(buf, sizeof buf, "written=%llu notifies=%llu buffers=%llu interrupts=%llu stalls=%llu",
+                  static_cast<unsigned long long>(writer.written()), static_cast<unsigned long long>(notifies),
+                  static_cast<unsigned long long>(NetMetrics::get(m.rx_buffers_used)),
+                  static_cast<unsigned long long>(irq.count),
+                  static_cast<unsigned long long>(NetMetrics::get(m.rx_stalls)));
+    r.extra = buf;
+    (*dev)->reset();
+    return r;
+}
+
 void print(const char* mode, size_t frame_len, const RunResult& r) {
     double pps = static_cast<double>(r.frames) / r.seconds;
     double gbps = pps * static_cast<double>(frame_len) * 8 / 1e9;
@@ -274,10 +433,11 @@ void print(const char* mode, size_t frame_len, const RunResult& r) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    std::string size = "mtu";
+    std::string size = "mtu", dir = "tx";
     double secs = 1;
     unsigned batch = 64;
     unsigned rounds = 5;
+    bool only_kestrel = false;  // for profiling the device path alone; prints no ratios
     for (int i = 1; i < argc; ++i) {
         std::string a = argv[i];
         auto val = [&]() -> std::string {
@@ -285,12 +445,16 @@ int main(int argc, char** argv) {
             return argv[++i];
         };
         if (a == "--size") size = val();
+        else if (a == "--dir") dir = val();
         else if (a == "--seconds") secs = std::atof(val().c_str());
         else if (a == "--batch") batch = static_cast<unsigned>(std::atoi(val().c_str()));
         else if (a == "--rounds") rounds = static_cast<unsigned>(std::atoi(val().c_str()));
-        else die("usage: net-bench [--size mtu|tso] [--seconds S] [--batch N(1..256)] [--rounds N]");
+        else if (a == "--only-kestrel") only_kestrel = true;
+        else die("usage: net-bench [--dir tx|rx] [--size mtu|tso] [--seconds S] [--batch N(1..256)] [--rounds N] "
+                 "[--only-kestrel]");
     }
-    if ((size != "mtu" && size != "tso") || batch < 1 || batch > 256 || secs <= 0 || rounds < 1 || rounds > 100)
+    if ((size != "mtu" && size != "tso") || (dir != "tx" && dir != "rx") || batch < 1 || batch > 256 ||
+        secs <= 0 || rounds < 1 || rounds > 100)
         die("bad arguments");
     spdlog::set_level(spdlog::level::warn);
 
@@ -298,21 +462,50 @@ int main(int argc, char** argv) {
     {
         std::ofstream("/proc/sys/net/ipv6/conf/default/disable_ipv6") << "1";
     }
+    bool rx = dir == "rx";
     sh("ip tuntap add kb0 mode tap");
-    sh("ip link set kb0 mtu 65521");
+    if (rx) {
+        // kb1 -> br0 -> kb0; GSO super-frames cross the bridge whole (kb0's offloads allow
+        // them) so the MTU stays 1500.
+        sh("ip tuntap add kb1 mode tap");
+        sh("ip link add br0 type bridge");
+        sh("ip link set kb0 master br0");
+        sh("ip link set kb1 master br0");
+        sh("ip link set br0 up");
+        sh("ip link set kb1 up");
+    } else {
+        sh("ip link set kb0 mtu 65521");
+    }
     sh("ip link set kb0 up");
 
     Workload w = make_workload(size);
     bool tso = size == "tso";
+    unsigned ncpu = std::max(1u, std::thread::hardware_concurrency());
+    unsigned writer_cpu = 0, reader_cpu = ncpu - 1;
+    if (rx) pin_to_cpu(reader_cpu);
     // The host's throughput drifts by 20% and more from second to second (a shared cloud VM),
-    // so the three modes run in interleaved rounds (order rotated) and each is reported by
-    // its median round; the ratios are of those medians, with the range of per-round ratios.
-    std::printf("%-11s %8s %12s %9s %12s  (median of %u rounds of %.1f s)\n", "mode", "frame",
-                "frames/s", "Gbit/s", "kernel_rx", rounds, secs);
+    // so the modes run in interleaved rounds (order rotated) and each is reported by its
+    // median round; the ratios are of those medians, with the range of per-round ratios.
+    std::printf("%-11s %8s %12s %9s %12s  (%s, median of %u rounds of %.1f s)\n", "mode", "frame",
+                "frames/s", "Gbit/s", rx ? "kb0_drops" : "kernel_rx", dir.c_str(), rounds, secs);
     std::vector<RunResult> raw, ring, k;
+    if (only_kestrel) {
+        for (unsigned i = 0; i < rounds; ++i)
+            print("kestrel", w.frame.size(),
+                  rx ? run_kestrel_rx(w, secs, static_cast<uint16_t>(batch), writer_cpu)
+                     : run_kestrel(w, secs, static_cast<uint16_t>(batch), tso));
+        return 0;
+    }
+    unsigned modes = rx ? 2 : 3;
     for (unsigned i = 0; i < rounds; ++i) {
-        for (unsigned j = 0; j < 3; ++j) {
-            switch ((i + j) % 3) {
+        for (unsigned j = 0; j < modes; ++j) {
+            unsigned m = (i + j) % modes;
+            if (rx) {
+                if (m == 0) raw.push_back(run_raw_read(w, secs, writer_cpu));
+                else k.push_back(run_kestrel_rx(w, secs, static_cast<uint16_t>(batch), writer_cpu));
+                continue;
+            }
+            switch (m) {
             case 0: raw.push_back(run_raw_writev(w, secs)); break;
             case 1: ring.push_back(run_raw_uring(w, secs, batch)); break;
             default: k.push_back(run_kestrel(w, secs, static_cast<uint16_t>(batch), tso)); break;
@@ -324,16 +517,30 @@ int main(int argc, char** argv) {
         std::sort(v.begin(), v.end(), [&](const RunResult& a, const RunResult& b) { return rate(a) < rate(b); });
         return v[v.size() / 2];
     };
-    RunResult mraw = median(raw), mring = median(ring), mk = median(k);
+    // Per-round ratios against `base` (same round, so the same host conditions).
+    auto range = [&](const std::vector<RunResult>& base) {
+        double lo = 1e9, hi = 0;
+        for (unsigned i = 0; i < rounds; ++i) {
+            double q = rate(k[i]) / rate(base[i]);
+            lo = std::min(lo, q);
+            hi = std::max(hi, q);
+        }
+        return std::pair(lo, hi);
+    };
+    RunResult mraw = median(raw), mk = median(k);
+    if (rx) {
+        print("raw-read", w.frame.size(), mraw);
+        print("kestrel", w.frame.size(), mk);
+        auto [lo, hi] = range(raw);
+        std::printf("ratio kestrel/raw-read = %.2f (rounds %.2f..%.2f)   (guest refills every %u buffers)\n",
+                    rate(mk) / rate(mraw), lo, hi, batch);
+        return 0;
+    }
+    RunResult mring = median(ring);
     print("raw-writev", w.frame.size(), mraw);
     print("raw-uring", w.frame.size(), mring);
     print("kestrel", w.frame.size(), mk);
-    double lo = 1e9, hi = 0;
-    for (unsigned i = 0; i < rounds; ++i) {
-        double q = rate(k[i]) / rate(ring[i]);
-        lo = std::min(lo, q);
-        hi = std::max(hi, q);
-    }
+    auto [lo, hi] = range(ring);
     std::printf("ratio kestrel/raw-writev = %.2f   kestrel/raw-uring = %.2f (rounds %.2f..%.2f)   (batch %u)\n",
                 rate(mk) / rate(mraw), rate(mk) / rate(mring), lo, hi, batch);
     return 0;

@@ -96,7 +96,9 @@ void NetDataPath::pump(bool tx_kick) {
 }
 
 void NetDataPath::on_completion(uint64_t tag, int32_t res) {
-    if (tag & kRxTag) {
+    if (tag == kRxPollTag) {
+        complete_rx_poll(res);
+    } else if (tag & kRxTag) {
         uint64_t slot = tag & ~kRxTag;
         if (slot < rx_slots_.size()) complete_rx(static_cast<uint16_t>(slot), res);
     } else if (tag < tx_slots_.size()) {

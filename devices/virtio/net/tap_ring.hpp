@@ -2,9 +2,13 @@
 // frames (TX) and reads of host frames into device buffers (RX). Completions are signalled on
 // event_fd() (io_uring_register_eventfd), which the owner watches on the EventRegistry.
 //
-// A read posted on the tap stays pending in the kernel until a frame arrives: the tap fd is
-// O_NONBLOCK, but tun supports FMODE_NOWAIT, so io_uring arms an internal poll instead of
-// failing the read with EAGAIN. Tap writes complete inline during submit.
+// Reads are RWF_NOWAIT: on an empty tap they complete at once with -EAGAIN. Without it
+// io_uring arms an internal poll per read (tun supports FMODE_NOWAIT), and one arriving
+// frame woke every posted read, each re-arming its poll: with 16 reads posted that herd cost
+// more than the frame (measured, tools/bench-net.sh rx). The owner instead waits for an
+// empty tap with one prep_poll_in(). A kernel whose tun lacks FMODE_NOWAIT fails such reads
+// with -EOPNOTSUPP; the owner then calls disable_nowait_reads() and posts again. Tap writes
+// complete inline during submit.
 //
 // io_uring runs poll-driven retries as task work of the thread that SUBMITTED the request,
 // so the owner submits only from the event-loop thread (never a vCPU thread, whose KVM_RUN
@@ -40,6 +44,10 @@ public:
     // the submission queue is full even after pushing out what was prepared.
     bool prep_writev(const iovec* iov, unsigned count, uint64_t tag);
     bool prep_read(void* buf, uint32_t len, uint64_t tag);
+    // One-shot POLLIN on the tap; completes with the poll mask (or -errno).
+    bool prep_poll_in(uint64_t tag);
+    // Further reads wait in the kernel (internal poll) instead of failing with -EAGAIN.
+    void disable_nowait_reads();
 
     // One io_uring_enter for everything prepared; returns the number submitted or -errno.
     int submit();
