@@ -42,7 +42,9 @@ struct FreeDeleter {
 struct UringBackend::State {
     io_uring ring{};
     bool ring_ok = false;
-    int fd = -1;
+    int fd = -1;      // the image file
+    int sqe_fd = -1;  // what SQEs name: index 0 of the registered files, else fd
+    bool fixed_file = false;
     CompletionFn on_complete;
     std::vector<Op> ops;
     std::vector<uint32_t> free_slots;
@@ -118,6 +120,7 @@ struct UringBackend::State {
         io_uring_sqe* sqe = get_sqe();
         if (!sqe) return false;
         Op& op = ops[idx];
+        const int file = sqe_fd;
         uint64_t at = op.offset + op.done;
         switch (op.kind) {
         case OpKind::Read:
@@ -128,32 +131,33 @@ struct UringBackend::State {
             // IOPS for 4 KiB page-cache reads on the bench host).
             if (n == 1) {
                 const iovec& v = op.iov[op.iov_first];
-                if (op.kind == OpKind::Read) io_uring_prep_read(sqe, fd, v.iov_base, static_cast<unsigned>(v.iov_len), at);
-                else io_uring_prep_write(sqe, fd, v.iov_base, static_cast<unsigned>(v.iov_len), at);
+                if (op.kind == OpKind::Read) io_uring_prep_read(sqe, file, v.iov_base, static_cast<unsigned>(v.iov_len), at);
+                else io_uring_prep_write(sqe, file, v.iov_base, static_cast<unsigned>(v.iov_len), at);
             } else if (op.kind == OpKind::Read)
-                io_uring_prep_readv(sqe, fd, op.iov.data() + op.iov_first, n, at);
+                io_uring_prep_readv(sqe, file, op.iov.data() + op.iov_first, n, at);
             else
-                io_uring_prep_writev(sqe, fd, op.iov.data() + op.iov_first, n, at);
+                io_uring_prep_writev(sqe, file, op.iov.data() + op.iov_first, n, at);
             break;
         }
         case OpKind::Flush:
-            io_uring_prep_fsync(sqe, fd, IORING_FSYNC_DATASYNC);
+            io_uring_prep_fsync(sqe, file, IORING_FSYNC_DATASYNC);
             break;
         case OpKind::Discard:
         case OpKind::PunchZeroes:
-            io_uring_prep_fallocate(sqe, fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+            io_uring_prep_fallocate(sqe, file, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
                                     static_cast<off_t>(op.offset), static_cast<off_t>(op.len));
             break;
         case OpKind::ZeroRange:
-            io_uring_prep_fallocate(sqe, fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE,
+            io_uring_prep_fallocate(sqe, file, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE,
                                     static_cast<off_t>(op.offset), static_cast<off_t>(op.len));
             break;
         case OpKind::ZeroByWrite: {
             auto n = static_cast<unsigned>(std::min<uint64_t>(op.len - op.done, kZeroChunk));
-            io_uring_prep_write(sqe, fd, zeros.get(), n, at);
+            io_uring_prep_write(sqe, file, zeros.get(), n, at);
             break;
         }
         }
+        if (fixed_file) sqe->flags |= IOSQE_FIXED_FILE;
         io_uring_sqe_set_data64(sqe, idx);
         if (io_uring_sq_ready(&ring) >= UringBackend::kSubmitChunk) submit();
         return true;
@@ -269,6 +273,13 @@ Result<UringBackend> UringBackend::create(int fd, unsigned max_in_flight, Comple
         return fail_errno("io_uring_queue_init({} entries)", sq_entries);
     }
     s->ring_ok = true;
+    // A registered file spares the kernel an fget/fput per request (~3% of a 4 KiB page-cache
+    // read in the bench host's profile). Not fatal if refused: name the fd in every SQE.
+    s->sqe_fd = fd;
+    if (io_uring_register_files(&s->ring, &fd, 1) == 0) {
+        s->fixed_file = true;
+        s->sqe_fd = 0;
+    }
 
     s->ops.resize(max_in_flight);
     s->free_slots.reserve(max_in_flight);

@@ -3,6 +3,8 @@
 # it, vdb writable with ,direct (O_DIRECT back-end), its own serial and 2 queues. The guest must
 # tell them apart (ro flag, serial, queue count), read vda's file intact, and write 8 MiB of
 # random data to vdb that L1 then finds in vdb's image byte for byte; vda's image must not change.
+# L1's /tmp is tmpfs, which (Linux 6.1) refuses O_DIRECT, so vdb is a loop device over the
+# image: a block device takes O_DIRECT whatever backs it.
 #@ timeout 260
 #@ expect-rc 0
 #@ guest-modules virtio_pci virtio_blk
@@ -27,10 +29,14 @@ debugfs -w -R "write /tmp/data data" "$ro" 2>&1 | grep -v '^debugfs ' | sed 's/^
 nested_value l1.data.sha256 "$(nested_sha256 /tmp/data)"
 nested_value l1.vda.before "$(nested_sha256 "$ro")"
 truncate -s 64M "$rw"
+loopdev=/dev/loop0
+[ -b "$loopdev" ] || { echo "blk-multi: no $loopdev (loop.ko not loaded in L1)"; exit 1; }
+losetup "$loopdev" "$rw" || exit 1
 boot_guest --timeout 240 --append "quiet kestrel.case=blk-multi" \
   --kernel "$L2/vmlinuz" --initrd "$L2/initrd.cpio.gz" --cpus 2 --memory 256M \
-  --disk "$ro,ro" --disk "$rw,direct,serial=kestrel-vdb,queues=2"
+  --disk "$ro,ro" --disk "$loopdev,direct,serial=kestrel-vdb,queues=2"
 rc=$?
+losetup -d "$loopdev"
 nested_value l1.vda.after "$(nested_sha256 "$ro")"
 nested_value l1.vdb.head.sha256 "$(head -c 8388608 "$rw" | sha256sum | cut -d' ' -f1)"
 rm -f "$ro" "$rw" /tmp/data
