@@ -35,6 +35,7 @@
 #include <fstream>
 #include <map>
 #include <memory>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -101,14 +102,18 @@ struct Workload {
 
 // mtu: a 1514-byte Ethernet frame (1500-byte MTU). tso: a 65054-byte TCP/IPv4 super-frame
 // with a TCPV4 GSO header, gso_size 1448, as Linux sends with TSO.
-Workload make_workload(const std::string& kind) {
+Workload make_workload(const std::string& kind, bool unicast) {
     Workload w;
     size_t len = kind == "tso" ? 54 + 65000 : 1514;
     w.frame.assign(len, 0);
-    // Destination: a unicast address nobody has, so a bridge floods it to its other ports
-    // but not up its own stack (a broadcast would also cost the bridge a local delivery).
-    const uint8_t dst[6] = {0x52, 0x54, 0x00, 0, 0, 2};
-    std::memcpy(w.frame.data(), dst, 6);
+    if (unicast) {
+        // rx: a unicast address nobody has, so the bridge floods it to its other port but not
+        // up its own stack (a broadcast would also cost the bridge a local delivery).
+        const uint8_t dst[6] = {0x52, 0x54, 0x00, 0, 0, 2};
+        std::memcpy(w.frame.data(), dst, 6);
+    } else {
+        std::memset(w.frame.data(), 0xff, 6);  // tx: broadcast, up kb0's own receive path
+    }
     const uint8_t src[6] = {0x52, 0x54, 0x00, 0, 0, 1};
     std::memcpy(w.frame.data() + 6, src, 6);
     for (size_t i = 14; i < len; ++i) w.frame[i] = static_cast<uint8_t>(i);
@@ -204,23 +209,46 @@ RunResult run_raw_uring(const Workload& w, double secs, unsigned batch) {
     return r;
 }
 
-RunResult run_kestrel(const Workload& w, double secs, uint16_t batch, bool tso) {
-    constexpr uint16_t kQueue = 256;
-    constexpr uint64_t kArea = 64ull << 20;
-    GuestRegionSpec spec{GuestAddress(0), kArea};
-    auto mem = GuestMemory::create(std::span(&spec, 1));
-    if (!mem) die(mem.error().what());
-    VirtioNetOptions o;
-    o.tap = "kb0";
-    o.queue_size = kQueue;
-    auto dev = VirtioNet::create(o);
-    if (!dev) die(dev.error().what());
-    MockDriver tx(*mem, GuestAddress(0), kArea, kQueue);
-    QueueConfig rxq{};  // receive queue left disabled: transmit only
+// What both device runs share: guest memory, a VirtioNet on kb0 and a mock driver for the one
+// queue the run uses (the other stays disabled), activated on a poll registry. Members are
+// declared in the order they must be built; the destructor resets the device first.
+struct DeviceRig {
+    static constexpr uint16_t kQueue = 256;
+    std::optional<GuestMemory> mem;
+    std::unique_ptr<VirtioNet> dev;
+    std::optional<MockDriver> drv;
     PollRegistry events;
     CountingInterrupt irq;
-    auto act = (*dev)->activate(ActivateContext{*mem, (*dev)->device_features(), {rxq, tx.config()}, irq, events});
-    if (!act) die(act.error().what());
+
+    DeviceRig(uint16_t queue, uint64_t area) {
+        GuestRegionSpec spec{GuestAddress(0), area};
+        auto m = GuestMemory::create(std::span(&spec, 1));
+        if (!m) die(m.error().what());
+        mem.emplace(std::move(*m));
+        VirtioNetOptions o;
+        o.tap = "kb0";
+        o.queue_size = kQueue;
+        auto d = VirtioNet::create(o);
+        if (!d) die(d.error().what());
+        dev = std::move(*d);
+        drv.emplace(*mem, GuestAddress(0), area, kQueue);
+        QueueConfig off{};
+        std::vector<QueueConfig> queues{queue == net::kRxQueue ? drv->config() : off,
+                                        queue == net::kTxQueue ? drv->config() : off};
+        auto act = dev->activate(ActivateContext{*mem, dev->device_features(), queues, irq, events});
+        if (!act) die(act.error().what());
+    }
+    ~DeviceRig() { dev->reset(); }  // before the registry and guest memory it uses go away
+};
+
+RunResult run_kestrel(const Workload& w, double secs, uint16_t batch, bool tso) {
+    constexpr uint16_t kQueue = DeviceRig::kQueue;
+    DeviceRig rig(net::kTxQueue, 64ull << 20);
+    auto& mem = rig.mem;
+    auto& dev = rig.dev;
+    MockDriver& tx = *rig.drv;
+    PollRegistry& events = rig.events;
+    CountingInterrupt& irq = rig.irq;
 
     // One pre-built chain per descriptor slot. mtu: one descriptor holding header + frame
     // (Linux puts the header in the skb headroom). tso: an indirect table like a TSO skb's
@@ -266,7 +294,7 @@ RunResult run_kestrel(const Workload& w, double secs, uint16_t batch, bool tso) 
         }
         tx.set_used_event(tx.used_idx());
         tx.kick();
-        (*dev)->queue_notify(net::kTxQueue);
+        dev->queue_notify(net::kTxQueue);
         notifies++;
         bool got = false;
         while (auto u = tx.next_used()) {
@@ -276,7 +304,7 @@ RunResult run_kestrel(const Workload& w, double secs, uint16_t batch, bool tso) 
         if (!got) events.dispatch(1);  // completions that did not finish inline
     }
     r.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
-    const NetMetrics& m = (*dev)->metrics();
+    const NetMetrics& m = dev->metrics();
     r.frames = NetMetrics::get(m.tx_packets);
     r.kernel_rx = kernel_rx_packets("kb0") - before;
     char buf[256];
@@ -285,7 +313,6 @@ RunResult run_kestrel(const Workload& w, double secs, uint16_t batch, bool tso) 
                   static_cast<unsigned long long>(irq.count),
                   static_cast<unsigned long long>(NetMetrics::get(m.tx_tap_errors)));
     r.extra = buf;
-    (*dev)->reset();  // before the registry and guest memory it uses go away
     return r;
 }
 
@@ -357,23 +384,13 @@ RunResult run_raw_read(const Workload& w, double secs, unsigned writer_cpu) {
 }
 
 RunResult run_kestrel_rx(const Workload& w, double secs, uint16_t batch, unsigned writer_cpu) {
-    constexpr uint16_t kQueue = 256;
+    constexpr uint16_t kQueue = DeviceRig::kQueue;
     constexpr uint32_t kBuf = 4096;  // Linux's mergeable buffers are about a page
-    constexpr uint64_t kArea = 8ull << 20;
-    GuestRegionSpec spec{GuestAddress(0), kArea};
-    auto mem = GuestMemory::create(std::span(&spec, 1));
-    if (!mem) die(mem.error().what());
-    VirtioNetOptions o;
-    o.tap = "kb0";
-    o.queue_size = kQueue;
-    auto dev = VirtioNet::create(o);
-    if (!dev) die(dev.error().what());
-    MockDriver rx(*mem, GuestAddress(0), kArea, kQueue);
-    QueueConfig txq{};  // transmit queue left disabled: receive only
-    PollRegistry events;
-    CountingInterrupt irq;
-    auto act = (*dev)->activate(ActivateContext{*mem, (*dev)->device_features(), {rx.config(), txq}, irq, events});
-    if (!act) die(act.error().what());
+    DeviceRig rig(net::kRxQueue, 8ull << 20);
+    auto& dev = rig.dev;
+    MockDriver& rx = *rig.drv;
+    PollRegistry& events = rig.events;
+    CountingInterrupt& irq = rig.irq;
 
     std::vector<virtq::Desc> bufs(kQueue);
     for (uint16_t i = 0; i < kQueue; ++i)
@@ -381,7 +398,7 @@ RunResult run_kestrel_rx(const Workload& w, double secs, uint16_t batch, unsigne
     for (uint16_t i = 0; i < kQueue; ++i) rx.add_raw_chain(i, std::span(&bufs[i], 1));
     rx.set_used_event(rx.used_idx());
     rx.kick();
-    (*dev)->queue_notify(net::kRxQueue);
+    dev->queue_notify(net::kRxQueue);
 
     uint64_t drops_before = kernel_tx_drops("kb0");
     RunResult r;
@@ -399,17 +416,17 @@ RunResult run_kestrel_rx(const Workload& w, double secs, uint16_t batch, unsigne
         }
         // A driver refills in batches (Linux: try_fill_recv when half the ring is used up);
         // the notify lets a stalled device read again.
-        if (recycled >= batch || (recycled > 0 && NetMetrics::get((*dev)->metrics().rx_stalls) > stalls_seen)) {
+        if (recycled >= batch || (recycled > 0 && NetMetrics::get(dev->metrics().rx_stalls) > stalls_seen)) {
             rx.set_used_event(rx.used_idx());
             rx.kick();
-            (*dev)->queue_notify(net::kRxQueue);
+            dev->queue_notify(net::kRxQueue);
             notifies++;
             recycled = 0;
-            stalls_seen = NetMetrics::get((*dev)->metrics().rx_stalls);
+            stalls_seen = NetMetrics::get(dev->metrics().rx_stalls);
         }
     }
     r.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
-    const NetMetrics& m = (*dev)->metrics();
+    const NetMetrics& m = dev->metrics();
     r.frames = NetMetrics::get(m.rx_packets);
     r.kernel_rx = kernel_tx_drops("kb0") - drops_before;
     char buf[256];
@@ -419,7 +436,6 @@ RunResult run_kestrel_rx(const Workload& w, double secs, uint16_t batch, unsigne
                   static_cast<unsigned long long>(irq.count),
                   static_cast<unsigned long long>(NetMetrics::get(m.rx_stalls)));
     r.extra = buf;
-    (*dev)->reset();
     return r;
 }
 
@@ -478,7 +494,7 @@ int main(int argc, char** argv) {
     }
     sh("ip link set kb0 up");
 
-    Workload w = make_workload(size);
+    Workload w = make_workload(size, rx);
     bool tso = size == "tso";
     unsigned ncpu = std::max(1u, std::thread::hardware_concurrency());
     unsigned writer_cpu = 0, reader_cpu = ncpu - 1;

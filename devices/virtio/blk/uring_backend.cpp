@@ -57,6 +57,11 @@ struct UringBackend::State {
         if (!ring_ok) return;
         // The kernel may still be writing into caller buffers; do not let it outlive them.
         quiesce();
+        // The ring's own teardown after close is asynchronous (a kernel worker), and until it
+        // runs a registered file keeps the image open, and with it BlockFile's flock: a
+        // kestrel started right after this one on the same image was refused as "in use".
+        // Unregistering is synchronous.
+        if (fixed_file) io_uring_unregister_files(&ring);
         io_uring_queue_exit(&ring);
     }
 
