@@ -20,7 +20,9 @@ constexpr uint64_t kNoOffset = ~uint64_t{0};
 struct TapRing::State {
     io_uring ring{};
     bool ring_ok = false;
-    int fd = -1;
+    int fd = -1;      // the tap
+    int sqe_fd = -1;  // what SQEs name: index 0 of the registered files, else fd
+    bool fixed_file = false;
     bool nowait_reads = true;
     UniqueFd efd;
     unsigned in_flight = 0;  // device requests prepared and not yet completed
@@ -34,6 +36,10 @@ struct TapRing::State {
             log::error("tap io_uring: {} requests would not finish; leaking the ring", in_flight);
             return;
         }
+        // The ring's teardown after close is asynchronous; until it runs, a registered tap fd
+        // keeps the tap attached, and a kestrel started right after would find the
+        // single-queue tap busy. Unregistering is synchronous.
+        if (fixed_file) io_uring_unregister_files(&ring);
         io_uring_queue_exit(&ring);
     }
 
@@ -41,6 +47,13 @@ struct TapRing::State {
         if (io_uring_sqe* sqe = io_uring_get_sqe(&ring)) return sqe;
         submit();
         return io_uring_get_sqe(&ring);
+    }
+
+    // After prep_*: names the registered file when there is one.
+    void finish_sqe(io_uring_sqe* sqe, uint64_t tag) {
+        if (fixed_file) sqe->flags |= IOSQE_FIXED_FILE;
+        io_uring_sqe_set_data64(sqe, tag);
+        in_flight++;
     }
 
     int submit() {
@@ -121,6 +134,13 @@ Result<TapRing> TapRing::create(int tap_fd, unsigned entries) {
         return fail_errno("io_uring_queue_init ({} entries) for the tap", entries);
     }
     s->ring_ok = true;
+    // A registered tap fd spares the kernel an fget/fput per frame (~3% of the transmit
+    // path's profile). Not fatal if refused: name the fd in every SQE.
+    s->sqe_fd = tap_fd;
+    if (io_uring_register_files(&s->ring, &tap_fd, 1) == 0) {
+        s->fixed_file = true;
+        s->sqe_fd = 0;
+    }
     s->efd.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
     if (!s->efd) return fail_errno("eventfd for the tap io_uring");
     r = io_uring_register_eventfd(&s->ring, s->efd.get());
@@ -139,28 +159,25 @@ TapRing::~TapRing() = default;
 bool TapRing::prep_writev(const iovec* iov, unsigned count, uint64_t tag) {
     io_uring_sqe* sqe = s_->get_sqe();
     if (!sqe) return false;
-    io_uring_prep_writev(sqe, s_->fd, iov, count, kNoOffset);
-    io_uring_sqe_set_data64(sqe, tag);
-    s_->in_flight++;
+    io_uring_prep_writev(sqe, s_->sqe_fd, iov, count, kNoOffset);
+    s_->finish_sqe(sqe, tag);
     return true;
 }
 
 bool TapRing::prep_read(void* buf, uint32_t len, uint64_t tag) {
     io_uring_sqe* sqe = s_->get_sqe();
     if (!sqe) return false;
-    io_uring_prep_read(sqe, s_->fd, buf, len, kNoOffset);
+    io_uring_prep_read(sqe, s_->sqe_fd, buf, len, kNoOffset);
     if (s_->nowait_reads) sqe->rw_flags = RWF_NOWAIT;
-    io_uring_sqe_set_data64(sqe, tag);
-    s_->in_flight++;
+    s_->finish_sqe(sqe, tag);
     return true;
 }
 
 bool TapRing::prep_poll_in(uint64_t tag) {
     io_uring_sqe* sqe = s_->get_sqe();
     if (!sqe) return false;
-    io_uring_prep_poll_add(sqe, s_->fd, POLLIN);
-    io_uring_sqe_set_data64(sqe, tag);
-    s_->in_flight++;
+    io_uring_prep_poll_add(sqe, s_->sqe_fd, POLLIN);
+    s_->finish_sqe(sqe, tag);
     return true;
 }
 
