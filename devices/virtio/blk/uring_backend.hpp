@@ -69,7 +69,8 @@ public:
     // Delivers every available completion, which makes event_fd() quiet again; returns how
     // many requests completed. Resubmissions it makes are submitted before returning.
     unsigned on_event();
-    // Delivers completions already in the CQ without touching the eventfd.
+    // The same as on_event(), for a caller that was not woken by event_fd() (e.g. page-cache
+    // hits right after a submit).
     unsigned reap();
     // Blocks until at least one CQE is available (or nothing is in flight), then reaps.
     Result<unsigned> wait_and_reap();
