@@ -10,7 +10,7 @@
 #include <cstring>
 #include <vector>
 
-#include "vmm/base/fd.hpp"
+#include "devices/virtio/ring_file.hpp"
 
 namespace kestrel {
 
@@ -41,9 +41,7 @@ struct FreeDeleter {
 struct UringBackend::State {
     io_uring ring{};
     bool ring_ok = false;
-    int fd = -1;      // the image file
-    int sqe_fd = -1;  // what SQEs name: index 0 of the registered files, else fd
-    bool fixed_file = false;
+    RingFile file;  // the image
     CompletionFn on_complete;
     std::vector<Op> ops;
     std::vector<uint32_t> free_slots;
@@ -56,11 +54,7 @@ struct UringBackend::State {
         if (!ring_ok) return;
         // The kernel may still be writing into caller buffers; do not let it outlive them.
         quiesce();
-        // The ring's own teardown after close is asynchronous (a kernel worker), and until it
-        // runs a registered file keeps the image open, and with it BlockFile's flock: a
-        // kestrel started right after this one on the same image was refused as "in use".
-        // Unregistering is synchronous.
-        if (fixed_file) io_uring_unregister_files(&ring);
+        file.unregister(ring);  // synchronously: see RingFile
         io_uring_queue_exit(&ring);
     }
 
@@ -124,7 +118,7 @@ struct UringBackend::State {
         io_uring_sqe* sqe = get_sqe();
         if (!sqe) return false;
         Op& op = ops[idx];
-        const int file = sqe_fd;
+        const int fd = file.fd();
         uint64_t at = op.offset + op.done;
         switch (op.kind) {
         case OpKind::Read:
@@ -135,33 +129,33 @@ struct UringBackend::State {
             // IOPS for 4 KiB page-cache reads on the bench host).
             if (n == 1) {
                 const iovec& v = op.iov[op.iov_first];
-                if (op.kind == OpKind::Read) io_uring_prep_read(sqe, file, v.iov_base, static_cast<unsigned>(v.iov_len), at);
-                else io_uring_prep_write(sqe, file, v.iov_base, static_cast<unsigned>(v.iov_len), at);
+                if (op.kind == OpKind::Read) io_uring_prep_read(sqe, fd, v.iov_base, static_cast<unsigned>(v.iov_len), at);
+                else io_uring_prep_write(sqe, fd, v.iov_base, static_cast<unsigned>(v.iov_len), at);
             } else if (op.kind == OpKind::Read)
-                io_uring_prep_readv(sqe, file, op.iov.data() + op.iov_first, n, at);
+                io_uring_prep_readv(sqe, fd, op.iov.data() + op.iov_first, n, at);
             else
-                io_uring_prep_writev(sqe, file, op.iov.data() + op.iov_first, n, at);
+                io_uring_prep_writev(sqe, fd, op.iov.data() + op.iov_first, n, at);
             break;
         }
         case OpKind::Flush:
-            io_uring_prep_fsync(sqe, file, IORING_FSYNC_DATASYNC);
+            io_uring_prep_fsync(sqe, fd, IORING_FSYNC_DATASYNC);
             break;
         case OpKind::Discard:
         case OpKind::PunchZeroes:
-            io_uring_prep_fallocate(sqe, file, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+            io_uring_prep_fallocate(sqe, fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
                                     static_cast<off_t>(op.offset), static_cast<off_t>(op.len));
             break;
         case OpKind::ZeroRange:
-            io_uring_prep_fallocate(sqe, file, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE,
+            io_uring_prep_fallocate(sqe, fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE,
                                     static_cast<off_t>(op.offset), static_cast<off_t>(op.len));
             break;
         case OpKind::ZeroByWrite: {
             auto n = static_cast<unsigned>(std::min<uint64_t>(op.len - op.done, kZeroChunk));
-            io_uring_prep_write(sqe, file, zeros.get(), n, at);
+            io_uring_prep_write(sqe, fd, zeros.get(), n, at);
             break;
         }
         }
-        if (fixed_file) sqe->flags |= IOSQE_FIXED_FILE;
+        file.mark(sqe);
         io_uring_sqe_set_data64(sqe, idx);
         if (io_uring_sq_ready(&ring) >= UringBackend::kSubmitChunk) submit();
         return true;
@@ -262,7 +256,6 @@ Result<UringBackend> UringBackend::create(int fd, unsigned max_in_flight, Comple
     if (max_in_flight == 0 || max_in_flight > 32768)
         return fail("io_uring back-end: max_in_flight {} out of range 1..32768", max_in_flight);
     auto s = std::make_unique<State>();
-    s->fd = fd;
     s->on_complete = std::move(on_complete);
 
     io_uring_params p{};
@@ -277,13 +270,7 @@ Result<UringBackend> UringBackend::create(int fd, unsigned max_in_flight, Comple
         return fail_errno("io_uring_queue_init({} entries)", sq_entries);
     }
     s->ring_ok = true;
-    // A registered file spares the kernel an fget/fput per request (~3% of a 4 KiB page-cache
-    // read in the bench host's profile). Not fatal if refused: name the fd in every SQE.
-    s->sqe_fd = fd;
-    if (io_uring_register_files(&s->ring, &fd, 1) == 0) {
-        s->fixed_file = true;
-        s->sqe_fd = 0;
-    }
+    s->file = RingFile(s->ring, fd);
 
     s->ops.resize(max_in_flight);
     s->free_slots.reserve(max_in_flight);
@@ -339,8 +326,6 @@ Result<void> UringBackend::submit_pending() {
 // (poll, its restart after the completion's task work, io_uring_enter; counted with strace)
 // where the eventfd cost 5 (plus a read, and a second read that always failed with EAGAIN).
 int UringBackend::event_fd() const { return s_->ring.ring_fd; }
-
-unsigned UringBackend::on_event() { return s_->reap(); }
 
 unsigned UringBackend::reap() { return s_->reap(); }
 

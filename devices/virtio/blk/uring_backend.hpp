@@ -2,7 +2,7 @@
 // queues never contend. Requests are prepared into the SQ by submit_*() and reach the
 // kernel on submit_pending(), or earlier in chunks of a few SQEs when a batch is long (one
 // io_uring_enter per chunk; see kSubmitChunk). Completions make event_fd() (the ring's own
-// fd) readable; the owner watches it on the EventRegistry and calls on_event(), which
+// fd) readable; the owner watches it on the EventRegistry and calls reap(), which
 // delivers (tag, res) per finished request.
 //
 // Completion contract, res passed to the CompletionFn:
@@ -67,10 +67,8 @@ public:
     // Readable (level-triggered) while completions wait to be reaped.
     int event_fd() const;
     // Delivers every available completion, which makes event_fd() quiet again; returns how
-    // many requests completed. Resubmissions it makes are submitted before returning.
-    unsigned on_event();
-    // The same as on_event(), for a caller that was not woken by event_fd() (e.g. page-cache
-    // hits right after a submit).
+    // many requests completed. Resubmissions it makes are submitted before returning. Also
+    // right after a submit, for page-cache hits that completed inside it.
     unsigned reap();
     // Blocks until at least one CQE is available (or nothing is in flight), then reaps.
     Result<unsigned> wait_and_reap();

@@ -31,7 +31,7 @@ void drive(UringBackend& b, Completions& c, size_t want) {
         pollfd p{b.event_fd(), POLLIN, 0};
         int n = ::poll(&p, 1, 5000);
         REQUIRE(n == 1);
-        b.on_event();
+        b.reap();
     }
     REQUIRE(c.res.size() == want);
 }
@@ -272,7 +272,7 @@ TEST_CASE("UringBackend: a short transfer is resubmitted for the remainder") {
     REQUIRE(b->submit_pending().has_value());
     pollfd pf{b->event_fd(), POLLIN, 0};
     REQUIRE(::poll(&pf, 1, 5000) == 1);
-    b->on_event();
+    b->reap();
     CHECK(c.res.empty());
     CHECK(b->stats().short_resubmits == 1);
     REQUIRE(::write(p[1], second.data(), second.size()) == 156);

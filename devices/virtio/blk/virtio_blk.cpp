@@ -310,7 +310,7 @@ struct VirtioBlk::QueueWorker {
                 if (backend) backend->quiesce();
                 return;
             }
-            backend->on_event();
+            backend->reap();
             if (starved) process_available();
             n = take_notify();
         }

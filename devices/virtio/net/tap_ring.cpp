@@ -5,6 +5,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include "devices/virtio/ring_file.hpp"
 #include "vmm/base/fd.hpp"
 #include "vmm/base/log.hpp"
 
@@ -20,9 +21,7 @@ constexpr uint64_t kNoOffset = ~uint64_t{0};
 struct TapRing::State {
     io_uring ring{};
     bool ring_ok = false;
-    int fd = -1;      // the tap
-    int sqe_fd = -1;  // what SQEs name: index 0 of the registered files, else fd
-    bool fixed_file = false;
+    RingFile file;  // the tap
     bool nowait_reads = true;
     UniqueFd efd;
     unsigned in_flight = 0;  // device requests prepared and not yet completed
@@ -36,10 +35,7 @@ struct TapRing::State {
             log::error("tap io_uring: {} requests would not finish; leaking the ring", in_flight);
             return;
         }
-        // The ring's teardown after close is asynchronous; until it runs, a registered tap fd
-        // keeps the tap attached, and a kestrel started right after would find the
-        // single-queue tap busy. Unregistering is synchronous.
-        if (fixed_file) io_uring_unregister_files(&ring);
+        file.unregister(ring);  // synchronously: see RingFile
         io_uring_queue_exit(&ring);
     }
 
@@ -51,7 +47,7 @@ struct TapRing::State {
 
     // After prep_*: names the registered file when there is one.
     void finish_sqe(io_uring_sqe* sqe, uint64_t tag) {
-        if (fixed_file) sqe->flags |= IOSQE_FIXED_FILE;
+        file.mark(sqe);
         io_uring_sqe_set_data64(sqe, tag);
         in_flight++;
     }
@@ -113,34 +109,25 @@ struct TapRing::State {
 
 Result<TapRing> TapRing::create(int tap_fd, unsigned entries) {
     auto s = std::make_unique<State>();
-    s->fd = tap_fd;
+    auto init = [&](unsigned flags) {
+        io_uring_params p{};
+        p.flags = IORING_SETUP_CQSIZE | flags;
+        p.cq_entries = entries * 2 + 2;
+        return io_uring_queue_init_params(entries + 1, &s->ring, &p);  // +1: room for a cancel
+    };
     // COOP_TASKRUN (Linux 5.19): a completion's task work no longer interrupts our thread with
     // an IPI while it runs; it is done at our next syscall, or wakes us if we sleep in
     // epoll_wait. Every request on this ring is submitted from the event loop (see the
     // header), so nothing waits on it elsewhere. Measured with tools/bench-net.sh rx: +18%
     // frames/s (192k -> 229k) on the PVM bench host, where each such IPI is a VM exit.
-    io_uring_params p{};
-    p.flags = IORING_SETUP_CQSIZE | IORING_SETUP_COOP_TASKRUN;
-    p.cq_entries = entries * 2 + 2;
-    int r = io_uring_queue_init_params(entries + 1, &s->ring, &p);  // +1: room for a cancel
-    if (r == -EINVAL) {  // an older kernel without COOP_TASKRUN
-        p = io_uring_params{};
-        p.flags = IORING_SETUP_CQSIZE;
-        p.cq_entries = entries * 2 + 2;
-        r = io_uring_queue_init_params(entries + 1, &s->ring, &p);
-    }
+    int r = init(IORING_SETUP_COOP_TASKRUN);
+    if (r == -EINVAL) r = init(0);  // an older kernel without COOP_TASKRUN
     if (r < 0) {
         errno = -r;
         return fail_errno("io_uring_queue_init ({} entries) for the tap", entries);
     }
     s->ring_ok = true;
-    // A registered tap fd spares the kernel an fget/fput per frame (~3% of the transmit
-    // path's profile). Not fatal if refused: name the fd in every SQE.
-    s->sqe_fd = tap_fd;
-    if (io_uring_register_files(&s->ring, &tap_fd, 1) == 0) {
-        s->fixed_file = true;
-        s->sqe_fd = 0;
-    }
+    s->file = RingFile(s->ring, tap_fd);
     s->efd.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
     if (!s->efd) return fail_errno("eventfd for the tap io_uring");
     r = io_uring_register_eventfd(&s->ring, s->efd.get());
@@ -159,7 +146,7 @@ TapRing::~TapRing() = default;
 bool TapRing::prep_writev(const iovec* iov, unsigned count, uint64_t tag) {
     io_uring_sqe* sqe = s_->get_sqe();
     if (!sqe) return false;
-    io_uring_prep_writev(sqe, s_->sqe_fd, iov, count, kNoOffset);
+    io_uring_prep_writev(sqe, s_->file.fd(), iov, count, kNoOffset);
     s_->finish_sqe(sqe, tag);
     return true;
 }
@@ -167,7 +154,7 @@ bool TapRing::prep_writev(const iovec* iov, unsigned count, uint64_t tag) {
 bool TapRing::prep_read(void* buf, uint32_t len, uint64_t tag) {
     io_uring_sqe* sqe = s_->get_sqe();
     if (!sqe) return false;
-    io_uring_prep_read(sqe, s_->sqe_fd, buf, len, kNoOffset);
+    io_uring_prep_read(sqe, s_->file.fd(), buf, len, kNoOffset);
     if (s_->nowait_reads) sqe->rw_flags = RWF_NOWAIT;
     s_->finish_sqe(sqe, tag);
     return true;
@@ -176,7 +163,7 @@ bool TapRing::prep_read(void* buf, uint32_t len, uint64_t tag) {
 bool TapRing::prep_poll_in(uint64_t tag) {
     io_uring_sqe* sqe = s_->get_sqe();
     if (!sqe) return false;
-    io_uring_prep_poll_add(sqe, s_->sqe_fd, POLLIN);
+    io_uring_prep_poll_add(sqe, s_->file.fd(), POLLIN);
     s_->finish_sqe(sqe, tag);
     return true;
 }
