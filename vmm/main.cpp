@@ -20,7 +20,7 @@ constexpr const char* kExitCodesHelp = R"(Exit codes:
   3    the guest reset itself (i8042 0xFE, ACPI reset register)
   4    the guest triple-faulted
   5    host KVM cannot run the guest (emulation failure, VM-entry failure)
-  V    V & 0xff after the guest wrote V to the debug-exit port 0xf4 (test guests)
+  V    V & 0xff after the guest wrote V to the debug-exit port 0xf4 (only with --debug-exit)
   128+N  stopped by signal N (Ctrl-C gives 130))";
 
 }  // namespace
@@ -70,6 +70,10 @@ int main(int argc, char** argv) {
                   "Use KVM's in-kernel PIC, IOAPIC and i8254 PIT instead of the split irqchip, for "
                   "guests booted with acpi=off or that need an 8259 or the PIT; Linux with "
                   "kestrel's ACPI tables uses none of them");
+    run->add_flag("--debug-exit", cfg.debug_exit,
+                  "Map the debug-exit port 0xf4 (QEMU's isa-debug-exit): a guest write of V ends "
+                  "kestrel with exit code V & 0xff. For test guests; without it the port is "
+                  "unclaimed and a guest cannot choose kestrel's exit status");
     run->footer(kExitCodesHelp);
 
     try {

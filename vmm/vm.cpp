@@ -215,10 +215,13 @@ Result<GuestExit> run_vm(const VmConfig& cfg) {
     TRY(pio.insert(x86::kCom1Port, 8, uart));
     TRY(pio.insert(x86::kI8042DataPort, 5, std::make_shared<I8042>(reset)));
     TRY(pio.insert(x86::kCmosPort, 2, std::make_shared<CmosRtc>(CmosMemorySizes{low_ram, high_ram})));
-    TRY(pio.insert(x86::kDebugExitPort, 4, std::make_shared<DebugExit>([&ctl](uint32_t code) {
-                       ctl.request({ExitKind::DebugExit, static_cast<int>(code),
-                                    fmt::format("guest wrote {} to the debug-exit port", code)});
-                   })));
+    // Only on request: otherwise any guest could choose kestrel's exit status and make a
+    // supervisor believe it powered off or reset. Unmapped, 0xf4 is an unclaimed port.
+    if (cfg.debug_exit)
+        TRY(pio.insert(x86::kDebugExitPort, 4, std::make_shared<DebugExit>([&ctl](uint32_t code) {
+                           ctl.request({ExitKind::DebugExit, static_cast<int>(code),
+                                        fmt::format("guest wrote {} to the debug-exit port", code)});
+                       })));
     TRY(pio.insert(x86::kAcpiSleepControlPort, 3, std::make_shared<AcpiPmDevice>(poweroff, reset)));
 
     // PCI: config cycles through 0xCF8 and ECAM, BARs in the 32-bit window; virtio devices.

@@ -55,6 +55,7 @@ struct VmConfig {
     std::optional<VsockConfig> vsock;
     bool rng = false;
     bool pit = false;  // in-kernel i8254 (KVM_CREATE_PIT2)
+    bool debug_exit = false;  // map the debug-exit port 0xf4 (test guests choose the exit code)
 };
 
 // "512" (MiB), "512M", "65536K", "2G"; at least 16 MiB, at most 1 TiB, whole MiB.
