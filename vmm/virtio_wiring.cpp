@@ -16,6 +16,30 @@ VirtioWiring::~VirtioWiring() {
     for (auto& f : functions_) detach_notifiers(f);
 }
 
+namespace {
+
+// "name=value" for each non-zero counter; per-queue ones as name[q]=value.
+class NonZeroList final : public MetricVisitor {
+public:
+    void counter(std::string_view name, uint64_t value, std::string_view, int queue) override {
+        if (value == 0) return;
+        if (queue >= 0) text += fmt::format(" {}[{}]={}", name, queue, value);
+        else text += fmt::format(" {}={}", name, value);
+    }
+    std::string text;
+};
+
+}  // namespace
+
+void VirtioWiring::log_metrics() {
+    std::lock_guard lk(mu_);
+    for (const auto& f : functions_) {
+        NonZeroList l;
+        f.pci->device().visit_metrics(l);
+        log::info("{} counters:{}", f.name, l.text.empty() ? " none" : l.text);
+    }
+}
+
 Result<void> VirtioWiring::add(std::shared_ptr<VirtioDevice> dev, std::string name) {
     auto msi = std::make_shared<kvm::KvmMsiSink>(routing_, vm_);
     auto pdev = std::make_shared<VirtioPciDevice>(std::move(dev), mem_, loop_, msi);

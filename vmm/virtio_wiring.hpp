@@ -26,6 +26,8 @@ public:
     Result<void> connect();
 
     const std::vector<std::shared_ptr<VirtioPciDevice>>& devices() const { return devices_; }
+    // One info line per device with its non-zero counters, e.g. at exit (tests read them).
+    void log_metrics();
 
 private:
     struct Notifier {

@@ -276,6 +276,7 @@ Result<GuestExit> run_vm(const VmConfig& cfg) {
     for (auto& t : threads) t->join();
     loop_thread.join();
     log_exit_counters(threads);
+    virtio.log_metrics();
     return how;
 }
 

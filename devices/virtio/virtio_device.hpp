@@ -8,6 +8,7 @@
 #include <span>
 #include <vector>
 
+#include "devices/metrics.hpp"
 #include "vmm/base/error.hpp"
 #include "vmm/memory/guest_memory.hpp"
 
@@ -59,6 +60,8 @@ public:
     virtual void reset() = 0;
     // True once a malformed request made the device give up (transport sets NEEDS_RESET).
     virtual bool needs_reset() const { return false; }
+    // The device's counters (any thread; devices/metrics.hpp).
+    virtual void visit_metrics(MetricVisitor&) const {}
 };
 
 }  // namespace kestrel

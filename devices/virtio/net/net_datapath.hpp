@@ -98,6 +98,7 @@ private:
     bool deliver_single(RxSlot& f);
     bool deliver_merged(RxSlot& f);
     bool sanitize_rx_header(RxSlot& f) const;
+    void count_delivered(const RxSlot& f, size_t buffers);
 
     NetMetrics& m() { return *metrics_; }
 

@@ -148,10 +148,7 @@ bool NetDataPath::deliver_single(RxSlot& f) {
             continue;
         }
         put_used(rx_, net::kRxQueue, c->head(), f.len);
-        NetMetrics::inc(m().rx_packets);
-        NetMetrics::inc(m().rx_bytes, f.len - net::kHdrBytes);
-        NetMetrics::inc(m().rx_buffers_used);
-        rx_delivered_ = true;
+        count_delivered(f, 1);
         return true;
     }
 }
@@ -180,11 +177,17 @@ bool NetDataPath::deliver_merged(RxSlot& f) {
         put_used(rx_, net::kRxQueue, c.head(), w ? static_cast<uint32_t>(*w) : 0);
         off += n;
     }
+    count_delivered(f, chains.size());
+    return true;
+}
+
+void NetDataPath::count_delivered(const RxSlot& f, size_t buffers) {
     NetMetrics::inc(m().rx_packets);
     NetMetrics::inc(m().rx_bytes, f.len - net::kHdrBytes);
-    NetMetrics::inc(m().rx_buffers_used, chains.size());
+    NetMetrics::inc(m().rx_buffers_used, buffers);
+    if ((f.buf[offsetof(net::NetHdr, gso_type)] & ~net::kGsoEcn) != net::kGsoNone)
+        NetMetrics::inc(m().rx_gso_packets);
     rx_delivered_ = true;
-    return true;
 }
 
 void NetDataPath::deliver_rx() {

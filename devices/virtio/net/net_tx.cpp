@@ -102,6 +102,8 @@ void NetDataPath::complete_tx(uint16_t slot_index, int32_t res) {
     } else {
         NetMetrics::inc(m().tx_packets);
         NetMetrics::inc(m().tx_bytes, slot.frame_len);
+        if ((slot.hdr.gso_type & ~net::kGsoEcn) != net::kGsoNone) NetMetrics::inc(m().tx_gso_packets);
+        if (slot.hdr.flags & net::kHdrFNeedsCsum) NetMetrics::inc(m().tx_csum_offloaded);
     }
     put_used(tx_, net::kTxQueue, slot.head, 0);
 }

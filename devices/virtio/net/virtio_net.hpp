@@ -77,6 +77,7 @@ public:
     bool needs_reset() const override;
 
     const NetMetrics& metrics() const { return *metrics_; }
+    void visit_metrics(MetricVisitor& v) const override { metrics().visit(v); }
     MacAddress mac() const;
     const Tap& tap() const { return tap_; }
 

@@ -5,6 +5,8 @@
 #include <atomic>
 #include <cstdint>
 
+#include "devices/metrics.hpp"
+
 namespace kestrel {
 
 struct RngMetrics {
@@ -14,6 +16,15 @@ struct RngMetrics {
     std::atomic<uint64_t> entropy_errors{0};    // the host entropy source failed
     std::atomic<uint64_t> queue_errors{0};      // the queue itself broke (device needs reset)
     std::atomic<uint64_t> interrupts{0};        // used-buffer notifications sent
+
+    void visit(MetricVisitor& v) const {
+        v.counter("requests", load_metric(requests), "chains completed (including with 0 bytes)");
+        v.counter("bytes", load_metric(bytes), "entropy bytes handed to the guest");
+        v.counter("malformed_chains", load_metric(malformed_chains), "refused by chain validation, completed with 0");
+        v.counter("entropy_errors", load_metric(entropy_errors), "the host entropy source failed");
+        v.counter("queue_errors", load_metric(queue_errors), "the queue itself broke (device needs reset)");
+        v.counter("interrupts", load_metric(interrupts), "used-buffer notifications sent");
+    }
 };
 
 }  // namespace kestrel

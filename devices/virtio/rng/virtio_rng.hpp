@@ -45,6 +45,7 @@ public:
     bool needs_reset() const override;
 
     const RngMetrics& metrics() const { return metrics_; }
+    void visit_metrics(MetricVisitor& v) const override { metrics().visit(v); }
 
 private:
     // Fills the writable part of one chain (up to the cap); returns the bytes written.

@@ -105,6 +105,7 @@ public:
     bool needs_reset() const override;
 
     const VsockMetrics& metrics() const;
+    void visit_metrics(MetricVisitor& v) const override { metrics().visit(v); }
     uint64_t guest_cid() const { return guest_cid_; }
     const std::string& uds_path() const;
     // True when create() found a stale socket file at uds_path and replaced it.
