@@ -46,17 +46,7 @@ boot_guest() {
   [ -s /tmp/kestrel.t_init ] && read -r tinit _ < /tmp/kestrel.t_init &&
     tinit=$(awk "BEGIN { printf \"%.2f\", $tinit - $t0 }")
   echo "NESTED-KESTREL-EXIT rc=$rc seconds=$(awk "BEGIN { printf \"%.2f\", $t1 - $t0 }") to_init_seconds=$tinit"
-  [ "$rc" = 4 ] && nested_note_triple_fault
   return "$rc"
-}
-
-# After a guest triple fault (kestrel exit 4) the case runs again (at most 3 runs): QEMU 7.2's
-# TCG SVM emulation makes 1 boot in 5-16 of the same guest triple-fault (tests/nested/README.md,
-# "QEMU 7.2's SVM emulation fault"). /tmp/case-retry tells the L1 init to rerun the case from
-# scratch; the host marks the case RETRIED. A triple fault in every run fails it.
-nested_note_triple_fault() {
-  echo "kestrel exit 4 (guest triple fault) in $NESTED_CASE" > /tmp/case-retry
-  echo "NESTED-TRIPLE-FAULT the case will run again, at most 3 runs (known QEMU TCG SVM fault; see tests/nested/README.md)"
 }
 
 # nested_value KEY VALUE: a figure for the host-side `#@ expect-value` checks (L1 side; the

@@ -6,7 +6,7 @@
 #
 # usage: build-l1.sh OUT.cpio[.gz] [--kestrel PATH | --no-kestrel] [--cases "NAME|PATH ..."]
 #                    [--guest-initrd FILE] [--guest-modules LIST] [--guest-binaries LIST]
-#                    [--l1-binaries LIST] [--extra DIR]
+#                    [--l1-binaries LIST] [--python] [--extra DIR]...
 #   --kestrel       kestrel binary (default build/vmm/kestrel)
 #   --cases         case names (tests/nested/cases/NAME.sh) or script paths, run in this order
 #                   (default: every tests/nested/cases/*.sh, sorted)
@@ -14,14 +14,16 @@
 #   --guest-modules modules for that default L2 initramfs
 #   --guest-binaries host executables (with their libraries) for that default L2 initramfs
 #   --l1-binaries   host executables (with their libraries) for L1 itself (e.g. /usr/sbin/debugfs)
-#   --extra         directory copied over the L1 root last
+#   --python        Debian's python3 and its standard library in L1 (tools/nested/lib.sh)
+#   --extra         directory copied over the L1 root last (repeatable)
 set -euo pipefail
 here=$(dirname "$0")
 source "$here/lib.sh"
 
-[[ $# -ge 1 && $1 != -* ]] || nested_die "usage: build-l1.sh OUT.cpio[.gz] [--kestrel PATH|--no-kestrel] [--cases LIST] [--guest-initrd FILE] [--guest-modules LIST] [--guest-binaries LIST] [--l1-binaries LIST] [--extra DIR]"
+[[ $# -ge 1 && $1 != -* ]] || nested_die "usage: build-l1.sh OUT.cpio[.gz] [--kestrel PATH|--no-kestrel] [--cases LIST] [--guest-initrd FILE] [--guest-modules LIST] [--guest-binaries LIST] [--l1-binaries LIST] [--python] [--extra DIR]..."
 out=$1; shift
-kestrel=$nested_root/build/vmm/kestrel cases="" guest_initrd="" guest_modules="" guest_binaries="" l1_binaries="" extra=""
+kestrel=$nested_root/build/vmm/kestrel cases="" guest_initrd="" guest_modules="" guest_binaries="" l1_binaries="" python=0
+extra=()
 while [[ $# -gt 0 ]]; do
   case $1 in
     --kestrel) kestrel=$2; shift 2 ;;
@@ -31,7 +33,8 @@ while [[ $# -gt 0 ]]; do
     --guest-modules) guest_modules=$2; shift 2 ;;
     --guest-binaries) guest_binaries=$2; shift 2 ;;
     --l1-binaries) l1_binaries=$2; shift 2 ;;
-    --extra) extra=$2; shift 2 ;;
+    --python) python=1; shift ;;
+    --extra) extra+=("$2"); shift 2 ;;
     *) nested_die "unknown option $1" ;;
   esac
 done
@@ -51,6 +54,7 @@ if [[ -n $kestrel ]]; then
   nested_add_libraries "$root" "$kestrel"
 fi
 [[ -z $l1_binaries ]] || nested_add_binaries "$root" "$l1_binaries"
+[[ $python == 0 ]] || nested_add_python "$root"
 
 if [[ -z $cases ]]; then
   cases=$(cd "$nested_root/tests/nested/cases" && ls -- *.sh 2>/dev/null | LC_ALL=C sort | sed 's/\.sh$//' | tr '\n' ' ')
@@ -73,7 +77,7 @@ else
   "$here/build-guest-initramfs.sh" "$root/l2/initrd.cpio.gz" ${guest_modules:+--modules "$guest_modules"} \
     ${guest_binaries:+--binaries "$guest_binaries"} >/dev/null
 fi
-[[ -z $extra ]] || cp -a "$extra/." "$root/"
+for d in "${extra[@]}"; do cp -a "$d/." "$root/"; done
 
 mkdir -p "$(dirname "$out")"
 nested_pack "$root" "$out"

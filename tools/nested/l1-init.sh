@@ -52,12 +52,9 @@ fi
 dmesg -n 1           # keep L1 printk off the console mid-line; it is dumped per case instead
 dmesg -c > /dev/null
 for name in $(cat /nested/cases.list); do
- attempt=1
- while :; do
   script=/nested/cases/$name.sh
   limit=$(sed -n 's/^#@ *timeout  *\([0-9][0-9]*\).*/\1/p' "$script" | head -n 1)
   limit=${limit:-300}
-  rm -f /tmp/case-retry
   echo "NESTED-CASE-BEGIN $name timeout=$limit"
   read -r t0 _ < /proc/uptime
   rm -f /tmp/case-timed-out
@@ -79,15 +76,6 @@ for name in $(cat /nested/cases.list); do
   extra=""
   [ -e /tmp/case-timed-out ] && extra=" timed-out"
   echo "NESTED-CASE-END $name rc=$rc seconds=$(awk "BEGIN { printf \"%.2f\", $t1 - $t0 }")$extra"
-  # Up to two more runs, from scratch, only after a guest triple fault (case-lib.sh,
-  # nested_note_triple_fault); the host reports the retries with the case's result.
-  if [ -e /tmp/case-retry ] && [ "$attempt" -lt 3 ]; then
-    attempt=$((attempt + 1))
-    echo "NESTED-CASE-RETRY $name $(cat /tmp/case-retry)"
-    continue
-  fi
-  break
- done
 done
 [ "$mode" = interactive ] && stty sane
 echo "NESTED-L1-DONE"

@@ -94,3 +94,20 @@ PY
     nested_die "cpio failed"
   if [[ $out == *.cpio ]]; then mv "$tmp" "$out"; else gzip -1 -c "$tmp" > "$out" && rm -f "$tmp"; fi
 }
+
+# nested_add_python ROOT: Debian's python3 with its shared libraries and the standard library
+# (less the parts no test script uses: test suites, IDLE, tkinter, 2to3, distutils, the
+# build config), for runners written in Python such as tests/kvm/run-kvm-tests.
+nested_add_python() {
+  local root=$1 py lib
+  py=$(readlink -f /usr/bin/python3) || nested_die "no /usr/bin/python3 (apt-get install python3)"
+  lib=/usr/lib/$(basename "$py")
+  [[ -d $lib ]] || nested_die "no standard library at $lib"
+  nested_add_binaries "$root" "$py"
+  ln -sf "$(basename "$py")" "$root/usr/bin/python3"
+  mkdir -p "$root$lib"
+  (cd "$lib" && find . \( -name __pycache__ -o -name test -o -name tests -o -name idlelib \
+       -o -name tkinter -o -name turtledemo -o -name lib2to3 -o -name distutils -o -name ensurepip \
+       -o -name pydoc_data -o -name 'config-*' -o -name site-packages -o -name dist-packages \) -prune \
+       -o -print | cpio -pdm --quiet "$root$lib") || nested_die "copying $lib failed"
+}

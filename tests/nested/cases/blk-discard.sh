@@ -19,11 +19,26 @@
 #@ expect-value guest.trimmed_bytes >= 25165824
 #@ expect-value l1.alloc.trimmed_kb < $l1.alloc.filled_kb
 #@ expect-value l1.alloc.freed_kb >= 20480
+# WRITE_ZEROES (virtio 1.2 §5.2.6): blkdiscard -z on a range the guest filled with random
+# data first; the guest reads zeros back (O_DIRECT, the page cache bypassed) and the
+# request reached kestrel as WRITE_ZEROES. fstrim's DISCARDs and the syncs' FLUSHes too.
+#@ guest-binaries /usr/sbin/blkdiscard
+#@ expect-value guest.zeroed.sha256 == $l1.zeros.sha256
+#@ expect-value guest.zeroed.before.sha256 != $l1.zeros.sha256
+#@ expect-value kestrel.blk0.write_zeroes >= 1
+#@ expect-value kestrel.blk0.flushes >= 1
+#@ expect-value kestrel.run2.blk0.discards >= 1
+#@ expect-value kestrel.run2.blk0.flushes >= 1
+#@ expect-value kestrel.blk0.io_errors == 0
+#@ expect-value kestrel.run2.blk0.io_errors == 0
 . /nested/case-lib.sh
 img=/tmp/blk-discard.img
 rm -f "$img"
 truncate -s 128M "$img"
 nested_value l1.alloc.empty_kb "$(nested_alloc_kb "$img")"
+head -c 1048576 /dev/zero > /tmp/zeros
+nested_value l1.zeros.sha256 "$(nested_sha256 /tmp/zeros)"
+rm -f /tmp/zeros
 boot_guest --timeout 170 --append "quiet kestrel.case=blk-discard-fill" \
   --kernel "$L2/vmlinuz" --initrd "$L2/initrd.cpio.gz" --cpus 1 --memory 256M --disk "$img"
 rc1=$?

@@ -23,6 +23,12 @@
 #@ expect-value guest.f1.size == $l1.f1.size
 #@ expect-value guest.f2.size == $l1.f2.size
 #@ expect-value guest.f3.size == $l1.f3.size
+# kestrel's counters at exit: the guest's syncs reached the device as FLUSH requests (each
+# an fsync of the image, completed OK: no I/O errors), and writes and reads went through it.
+#@ expect-value kestrel.blk0.flushes >= 1
+#@ expect-value kestrel.blk0.writes >= 1
+#@ expect-value kestrel.blk0.reads >= 1
+#@ expect-value kestrel.blk0.io_errors == 0
 . /nested/case-lib.sh
 img=/tmp/blk-ext4.img
 rm -f "$img"

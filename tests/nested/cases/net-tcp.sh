@@ -17,6 +17,20 @@
 #@ expect-value guest.up.size == $l1.up.size
 #@ expect-value guest.down.sha256 == $l1.down.sha256
 #@ expect-value guest.down.size == $l1.down.size
+# Offloads the guest's driver negotiated (virtio 1.2 §5.1.3; /sys/.../features is the bit
+# string, bit 0 first): CSUM(0), GUEST_CSUM(1), GUEST_TSO4(7), HOST_TSO4(11), MRG_RXBUF(15),
+# and that they were used: TSO frames both ways, checksums left to the host, frames spread
+# over several merged buffers; 1500-byte MTU; nothing dropped or refused.
+#@ expect-value guest.net.features =~ 11.{5}1.{3}1.{3}1.*
+#@ expect-value guest.mtu == 1500
+#@ expect-value kestrel.net0.tx_gso_packets >= 1
+#@ expect-value kestrel.net0.tx_csum_offloaded >= 1
+#@ expect-value kestrel.net0.rx_gso_packets >= 1
+#@ expect-value kestrel.net0.rx_buffers_used > $kestrel.net0.rx_packets
+#@ expect-value kestrel.net0.tx_tap_errors == 0
+#@ expect-value kestrel.net0.rx_drops_too_big == 0
+#@ expect-value kestrel.net0.rx_drops_bad_offload == 0
+#@ expect-value kestrel.net0.tx_bad_header == 0
 . /nested/case-lib.sh
 tap=kt0
 tunctl -t "$tap" > /dev/null || exit 1

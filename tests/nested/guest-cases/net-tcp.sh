@@ -6,6 +6,7 @@
 GUEST_DMESG='virtio|pci|eth0|net'
 wait_for /sys/class/net/eth0 || fail "no eth0 (interfaces: $(ls /sys/class/net | tr '\n' ' '))"
 value guest.mac "$(cat /sys/class/net/eth0/address)"
+value guest.net.features "$(cat /sys/class/net/eth0/device/features)"
 ip link set lo up
 ip addr add 10.0.2.2/24 dev eth0 || fail "ip addr failed"
 ip link set eth0 up || fail "ip link up failed"
