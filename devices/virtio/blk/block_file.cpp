@@ -2,22 +2,30 @@
 
 #include <fcntl.h>
 #include <linux/fs.h>
-#include <sys/file.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 
-#include "vmm/base/log.hpp"
+#include "devices/virtio/blk/image_lock.hpp"
 
 namespace kestrel {
 
 Result<BlockFile> BlockFile::open(const std::string& path, bool read_only, bool direct) {
+    // A block device is opened O_EXCL: the kernel then refuses it while it is mounted or
+    // another O_EXCL user (mkfs, a device mapper target, another VMM) holds it, which no
+    // file lock would show. Known before opening so the flag can be chosen.
+    struct stat pre;
+    const bool want_excl = ::stat(path.c_str(), &pre) == 0 && S_ISBLK(pre.st_mode);
     int flags = (read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC;
     if (direct) flags |= O_DIRECT;
+    if (want_excl) flags |= O_EXCL;
     int raw = ::open(path.c_str(), flags);
     if (raw < 0) {
         int e = errno;
         if (e == ENOENT) return fail("disk image '{}' does not exist", path);
         if (e == EISDIR) return fail("disk image '{}' is a directory", path);
+        if (want_excl && e == EBUSY)
+            return fail("block device '{}' is in use: mounted, or held open exclusively by another "
+                        "program (it was opened with O_EXCL)", path);
         if (!read_only && (e == EACCES || e == EROFS || e == EPERM))
             return fail_errno("disk image '{}' cannot be opened read-write (open it read-only?)", path);
         if (direct && e == EINVAL)
@@ -41,14 +49,16 @@ Result<BlockFile> BlockFile::open(const std::string& path, bool read_only, bool 
     } else {
         return fail("disk image '{}' is neither a regular file nor a block device", path);
     }
-
-    if (::flock(fd.get(), (read_only ? LOCK_SH : LOCK_EX) | LOCK_NB) < 0) {
-        if (errno == EWOULDBLOCK) return fail("disk image '{}' is in use by another process", path);
-        return fail_errno("cannot lock disk image '{}'", path);
-    }
+    // A guest sees whole 512-byte sectors only: an empty image is a mistake, and an odd
+    // tail would be invisible to the guest (and silently lost to it), so both are refused.
+    if (size == 0) return fail("disk image '{}' is empty (0 bytes)", path);
     if (size % kSectorSize != 0)
-        log::warn("disk image '{}': size {} is not a multiple of {}; the last {} bytes are not visible",
-                  path, size, kSectorSize, size % kSectorSize);
+        return fail("disk image '{}' is {} bytes, not a multiple of {} (the virtio-blk sector); "
+                    "pad it with truncate -s %{} '{}'", path, size, kSectorSize, kSectorSize, path);
+
+    // QEMU's lock bytes (image_lock.hpp) rather than flock(2): QEMU and libvirt see them,
+    // and they give kestrel-against-kestrel the same answer flock did.
+    TRY(image_lock::acquire(fd.get(), path, read_only));
     return BlockFile(std::move(fd), path, read_only, direct, blkdev, size);
 }
 

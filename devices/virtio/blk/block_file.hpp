@@ -7,8 +7,10 @@
 // disks accept for files); callers check is_direct_aligned() and bounce unaligned guest
 // buffers themselves (VirtioBlk does, see bounce_buffer in virtio_blk.cpp).
 //
-// Locking: flock(LOCK_EX) for read-write, LOCK_SH for read-only, non-blocking, so two
-// kestrel instances cannot both write one image (the second open fails with a clear error).
+// Refused at open, each with its own message: a missing image, a directory, a size of 0 or
+// not a multiple of 512, a block device that is mounted or held (opened O_EXCL), and an
+// image another QEMU or kestrel is using (QEMU's OFD byte-range locks, image_lock.hpp:
+// read-only disks share an image, a read-write one excludes every other user).
 #pragma once
 
 #include <sys/uio.h>
@@ -38,7 +40,6 @@ public:
     bool direct() const { return direct_; }
     bool is_block_device() const { return is_block_device_; }
     uint64_t size_bytes() const { return size_bytes_; }
-    // Whole sectors only: a trailing partial sector of an odd-sized image is not exposed.
     uint64_t sectors() const { return size_bytes_ / kSectorSize; }
 
     // True when an O_DIRECT transfer of these buffers at `offset` needs no bounce buffer.
