@@ -41,18 +41,18 @@ int main(int argc, char** argv) {
     VmConfig cfg;
     std::string memory = "256M", serial = "stdio";
     auto* run = app.add_subcommand("run", "Boot a guest kernel directly and run it until it ends");
-    run->add_option("--kernel", cfg.kernel,
+    auto* kernel_opt = run->add_option("--kernel", cfg.kernel,
                     "Guest kernel: an x86-64 ELF vmlinux (PVH note honoured) or a bzImage")
         ->required();
-    run->add_option("--initrd", cfg.initrd, "Initial ramdisk (cpio archive, may be compressed)");
+    auto* initrd_opt = run->add_option("--initrd", cfg.initrd, "Initial ramdisk (cpio archive, may be compressed)");
     run->add_option("--cmdline", cfg.cmdline, "Kernel command line")
         ->default_str(std::string(kDefaultCmdline));
     run->add_option("--cpus", cfg.cpus, "Number of vCPUs")
         ->check(CLI::Range(1u, kMaxVcpus))
         ->default_str("1");
-    run->add_option("--memory", memory, "Guest RAM: MiB, or with a K/M/G suffix (e.g. 512M, 2G)")
+    auto* memory_opt = run->add_option("--memory", memory, "Guest RAM: MiB, or with a K/M/G suffix (e.g. 512M, 2G)")
         ->default_str("256M");
-    run->add_option("--serial", serial,
+    auto* serial_opt = run->add_option("--serial", serial,
                     "Where the guest's COM1 goes: stdio (input too, when stdin is a terminal), "
                     "file:PATH or none")
         ->default_str("stdio");
@@ -61,10 +61,10 @@ int main(int argc, char** argv) {
         ->default_str("warn");
     std::vector<std::string> disks, nets;
     std::string vsock;
-    run->add_option("--disk", disks,
+    auto* disk_opt = run->add_option("--disk", disks,
                     "virtio-blk disk: PATH[,ro][,direct][,serial=S][,queues=N] (repeatable)");
-    run->add_option("--net", nets, "virtio-net on an existing tap: tap=NAME or fd=N (an inherited tap fd), [,mac=MAC] (repeatable)");
-    run->add_option("--vsock", vsock, "virtio-vsock: cid=N,socket=PATH (host side: a unix socket)");
+    auto* net_opt = run->add_option("--net", nets, "virtio-net on an existing tap: tap=NAME or fd=N (an inherited tap fd), [,mac=MAC] (repeatable)");
+    auto* vsock_opt = run->add_option("--vsock", vsock, "virtio-vsock: cid=N,socket=PATH (host side: a unix socket)");
     run->add_flag("--rng", cfg.rng, "virtio-rng fed from the host's getrandom()");
     run->add_flag("--pit", cfg.pit,
                   "Use KVM's in-kernel PIC, IOAPIC and i8254 PIT instead of the split irqchip, for "
@@ -119,6 +119,20 @@ int main(int argc, char** argv) {
             return kExitUsage;
         }
         cfg.vsock = *p;
+    }
+
+    // The order the options were written in, one entry per value (CLI11 keeps it), so the
+    // first problem on the command line is the one reported (host_resources.hpp).
+    size_t disk_n = 0, net_n = 0;
+    for (const CLI::Option* o : run->parse_order()) {
+        using K = ConfigItem::Kind;
+        if (o == kernel_opt) cfg.order.push_back({K::Kernel});
+        else if (o == initrd_opt) cfg.order.push_back({K::Initrd});
+        else if (o == memory_opt) cfg.order.push_back({K::Memory});
+        else if (o == serial_opt) cfg.order.push_back({K::Serial});
+        else if (o == disk_opt) cfg.order.push_back({K::Disk, disk_n++});
+        else if (o == net_opt) cfg.order.push_back({K::Net, net_n++});
+        else if (o == vsock_opt) cfg.order.push_back({K::Vsock});
     }
 
     auto result = run_vm(cfg);

@@ -1,6 +1,9 @@
 #include "vmm/vm_config.hpp"
 
+#include <algorithm>
 #include <charconv>
+#include <fstream>
+#include <sstream>
 
 namespace kestrel {
 
@@ -124,6 +127,63 @@ Result<VsockConfig> parse_vsock(std::string_view s) {
     }
     if (!have_cid || c.socket.empty()) return fail("--vsock '{}': cid=N and socket=PATH are required", s);
     return c;
+}
+
+std::vector<ConfigItem> open_order(const VmConfig& cfg) {
+    using K = ConfigItem::Kind;
+    std::vector<ConfigItem> out;
+    auto add = [&](ConfigItem item) {
+        if (std::find(out.begin(), out.end(), item) == out.end()) out.push_back(item);
+    };
+    auto named = [&](const ConfigItem& item) {
+        switch (item.kind) {
+        case K::Initrd: return !cfg.initrd.empty();
+        case K::Disk: return item.index < cfg.disks.size();
+        case K::Net: return item.index < cfg.nets.size();
+        case K::Vsock: return cfg.vsock.has_value();
+        default: return true;
+        }
+    };
+    for (const auto& item : cfg.order)
+        if (named(item)) add(item);
+    add({K::Kernel});
+    if (!cfg.initrd.empty()) add({K::Initrd});
+    for (size_t i = 0; i < cfg.disks.size(); ++i) add({K::Disk, i});
+    for (size_t i = 0; i < cfg.nets.size(); ++i) add({K::Net, i});
+    if (cfg.vsock) add({K::Vsock});
+    add({K::Serial});
+    add({K::Memory});
+    return out;
+}
+
+Result<HostMemory> parse_meminfo(std::string_view text) {
+    std::optional<uint64_t> ram, swap;
+    std::istringstream in{std::string(text)};
+    std::string key, unit;
+    uint64_t value = 0;
+    // "MemTotal:       24683636 kB"
+    while (in >> key >> value) {
+        std::getline(in, unit);
+        if (key == "MemTotal:") ram = value << 10;
+        else if (key == "SwapTotal:") swap = value << 10;
+    }
+    if (!ram || !swap) return fail("/proc/meminfo has no MemTotal or SwapTotal line");
+    return HostMemory{*ram, *swap};
+}
+
+Result<HostMemory> read_host_memory() {
+    std::ifstream f("/proc/meminfo");
+    if (!f) return fail_errno("cannot read /proc/meminfo");
+    std::stringstream text;
+    text << f.rdbuf();
+    return parse_meminfo(text.str());
+}
+
+Result<void> check_memory_fits(uint64_t guest_bytes, const HostMemory& host) {
+    const uint64_t total = host.ram_bytes + host.swap_bytes;
+    if (guest_bytes <= total) return {};
+    return fail("--memory {} MiB is more than this host's RAM + swap: {} MiB RAM + {} MiB swap = "
+                "{} MiB", guest_bytes >> 20, host.ram_bytes >> 20, host.swap_bytes >> 20, total >> 20);
 }
 
 }  // namespace kestrel

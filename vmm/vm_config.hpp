@@ -42,6 +42,14 @@ struct VsockConfig {
     std::string socket;
 };
 
+// One host resource the command line names. run_vm opens them all before KVM and guest RAM
+// exist, in the order the user wrote them, so the error names the first problem written.
+struct ConfigItem {
+    enum class Kind { Kernel, Initrd, Memory, Serial, Disk, Net, Vsock } kind;
+    size_t index = 0;  // which --disk / --net
+    bool operator==(const ConfigItem&) const = default;
+};
+
 struct VmConfig {
     std::string kernel;
     std::string initrd;
@@ -56,7 +64,22 @@ struct VmConfig {
     bool rng = false;
     bool pit = false;  // in-kernel i8254 (KVM_CREATE_PIT2)
     bool debug_exit = false;  // map the debug-exit port 0xf4 (test guests choose the exit code)
+    std::vector<ConfigItem> order;  // as written on the command line; see open_order()
 };
+
+// cfg.order without repeats, then what it leaves out (defaults, a VmConfig built in code) in
+// a fixed order: kernel, initrd, disks, nets, vsock, serial, memory.
+std::vector<ConfigItem> open_order(const VmConfig& cfg);
+
+// What the host could give guest RAM at most: /proc/meminfo's MemTotal + SwapTotal.
+struct HostMemory {
+    uint64_t ram_bytes = 0;
+    uint64_t swap_bytes = 0;
+};
+Result<HostMemory> parse_meminfo(std::string_view text);
+Result<HostMemory> read_host_memory();
+// Refuses guest RAM larger than the host's RAM + swap, with both numbers in the message.
+Result<void> check_memory_fits(uint64_t guest_bytes, const HostMemory& host);
 
 // "512" (MiB), "512M", "65536K", "2G"; at least 16 MiB, at most 1 TiB, whole MiB.
 Result<uint64_t> parse_memory_size(std::string_view s);

@@ -72,3 +72,39 @@ TEST_CASE("--disk, --net and --vsock values") {
     CHECK_FALSE(parse_vsock("socket=/x"));
     CHECK_FALSE(parse_vsock("cid=-1,socket=/x"));
 }
+
+TEST_CASE("open order: as written, then what was left out, no repeats") {
+    using K = ConfigItem::Kind;
+    VmConfig cfg;
+    cfg.disks.resize(2);
+    cfg.nets.resize(1);
+    // Default order for a VmConfig built in code.
+    CHECK(open_order(cfg) == std::vector<ConfigItem>{{K::Kernel}, {K::Disk, 0}, {K::Disk, 1},
+                                                     {K::Net, 0}, {K::Serial}, {K::Memory}});
+    // --disk b --serial … --kernel k --disk a --kernel k: written order wins, repeats dropped,
+    // items naming nothing (no initrd, a third disk) skipped, the rest appended.
+    cfg.order = {{K::Disk, 0}, {K::Serial}, {K::Kernel}, {K::Disk, 1}, {K::Kernel},
+                 {K::Initrd}, {K::Disk, 2}};
+    CHECK(open_order(cfg) == std::vector<ConfigItem>{{K::Disk, 0}, {K::Serial}, {K::Kernel},
+                                                     {K::Disk, 1}, {K::Net, 0}, {K::Memory}});
+}
+
+TEST_CASE("host memory: /proc/meminfo and the RAM + swap limit") {
+    auto m = parse_meminfo("MemTotal:       24683636 kB\nMemFree:  100 kB\n"
+                           "HugePages_Total:       0\nSwapTotal:       1048576 kB\n");
+    REQUIRE(m);
+    CHECK(m->ram_bytes == 24683636ull << 10);
+    CHECK(m->swap_bytes == 1ull << 30);
+    CHECK_FALSE(parse_meminfo("MemTotal: 5 kB\n"));
+
+    HostMemory host{4ull << 30, 1ull << 30};
+    CHECK(check_memory_fits(5ull << 30, host));
+    auto e = check_memory_fits((5ull << 30) + (1u << 20), host);
+    REQUIRE_FALSE(e);
+    CHECK(e.error().what() ==
+          "--memory 5121 MiB is more than this host's RAM + swap: 4096 MiB RAM + 1024 MiB swap = 5120 MiB");
+
+    auto real = read_host_memory();
+    REQUIRE(real);
+    CHECK(real->ram_bytes > 0);
+}
