@@ -1,13 +1,5 @@
 #include "devices/legacy/uart16550.hpp"
 
-#include <pthread.h>
-#include <signal.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
-#include <cerrno>
-#include <ctime>
-
 #include "vmm/base/log.hpp"
 
 namespace kestrel {
@@ -74,52 +66,11 @@ constexpr uint8_t kMsrDsr = 0x20;
 constexpr uint8_t kMsrRi = 0x40;
 constexpr uint8_t kMsrDcd = 0x80;
 
-bool fd_may_raise_sigpipe(int fd) {
-    struct stat st {};
-    if (fd < 0 || ::fstat(fd, &st) != 0) return false;
-    return S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode);
-}
-
-// Writes one byte; EINTR retried. Returns errno, 0 on success.
-int write_byte(int fd, uint8_t byte) {
-    for (;;) {
-        ssize_t n = ::write(fd, &byte, 1);
-        if (n == 1) return 0;
-        if (n < 0 && errno == EINTR) continue;
-        return n < 0 ? errno : EIO;
-    }
-}
-
-// Like write_byte, but a closed reader yields EPIPE instead of a process-killing SIGPIPE,
-// without changing the process-wide signal disposition: block SIGPIPE in this thread and
-// swallow the one our write raised (the usual recipe; POSIX leaves a thread-directed signal
-// pending while blocked).
-int write_byte_no_sigpipe(int fd, uint8_t byte) {
-    sigset_t pipe_set, old_set, pending;
-    sigemptyset(&pipe_set);
-    sigaddset(&pipe_set, SIGPIPE);
-    sigemptyset(&pending);
-    ::sigpending(&pending);
-    const bool was_pending = sigismember(&pending, SIGPIPE) == 1;
-    ::pthread_sigmask(SIG_BLOCK, &pipe_set, &old_set);
-    int err = write_byte(fd, byte);
-    if (err == EPIPE && !was_pending) {
-        const struct timespec zero {};
-        while (::sigtimedwait(&pipe_set, nullptr, &zero) < 0 && errno == EINTR) {
-        }
-    }
-    ::pthread_sigmask(SIG_SETMASK, &old_set, nullptr);
-    return err;
-}
-
 }  // namespace
 
-Uart16550::Uart16550(std::shared_ptr<InterruptLine> irq, int output_fd,
+Uart16550::Uart16550(std::shared_ptr<InterruptLine> irq, std::shared_ptr<SerialTxBuffer> tx,
                      std::function<void()> on_rx_drained)
-    : irq_(std::move(irq)),
-      output_fd_(output_fd),
-      guard_sigpipe_(fd_may_raise_sigpipe(output_fd)),
-      on_rx_drained_(std::move(on_rx_drained)) {}
+    : irq_(std::move(irq)), tx_(std::move(tx)), on_rx_drained_(std::move(on_rx_drained)) {}
 
 void Uart16550::read(uint64_t offset, std::span<uint8_t> data) {
     bool drained = false;
@@ -136,15 +87,10 @@ void Uart16550::read(uint64_t offset, std::span<uint8_t> data) {
 }
 
 void Uart16550::write(uint64_t offset, std::span<const uint8_t> data) {
-    std::lock_guard out(output_mutex_);
+    std::lock_guard lock(state_mutex_);
     for (size_t i = 0; i < data.size(); ++i) {
-        std::optional<uint8_t> tx;
-        {
-            std::lock_guard lock(state_mutex_);
-            tx = write_register(offset + i, data[i]);
-        }
-        // Outside state_mutex_: a blocked sink must not stall input or other registers.
-        if (tx) emit(*tx);
+        // Never blocks: SerialTxBuffer::push drops what does not fit.
+        if (auto tx = write_register(offset + i, data[i]); tx && tx_) tx_->push(std::span(&*tx, 1));
     }
 }
 
@@ -351,15 +297,6 @@ void Uart16550::update_interrupt() {
     if (level == irq_level_) return;
     irq_level_ = level;
     if (irq_) irq_->set_level(level);
-}
-
-void Uart16550::emit(uint8_t byte) {
-    if (output_fd_ < 0) return;
-    int err = guard_sigpipe_ ? write_byte_no_sigpipe(output_fd_, byte) : write_byte(output_fd_, byte);
-    if (err == 0) return;
-    // Count and drop: a full or closed sink must not stop the guest.
-    uint64_t dropped = output_dropped_.fetch_add(1, std::memory_order_relaxed);
-    if (dropped == 0) log::debug("uart16550: output write failed (errno {}); dropping bytes", err);
 }
 
 }  // namespace kestrel

@@ -2,8 +2,13 @@
 // driver detects), as on COM1. Registers at offsets 0..7 of its port base; see the PC16550D
 // datasheet, §8 "Registers" (Table II register summary) and §8.6 "Interrupt Identification".
 //
-// Transmit is instantaneous: every byte the guest writes to THR is written to the output fd
-// at once, so LSR.THRE and LSR.TEMT always read 1.
+// Transmit is instantaneous from the guest's view: a byte written to THR is appended to a
+// bounded SerialTxBuffer at once, so LSR.THRE and LSR.TEMT always read 1 and the THRE
+// interrupt re-arms with every write. The UART never does host I/O: vmm/serial_sink.* writes
+// the buffer out on the event loop. A slow or stuck reader therefore never slows the guest or
+// holds a vCPU (Linux's console write polls THRE for up to 10 ms a character, so flow control
+// through THRE would turn a stuck reader into a stuck guest); what the buffer cannot hold is
+// dropped and counted there. Bytes keep the order the guest wrote them in.
 //
 // Receive: a 64-byte RX FIFO (1 byte, the RBR, while FIFOs are disabled) fed from a bounded
 // backlog of kRxBacklogCapacity bytes that stands for "still on the wire". enqueue_input()
@@ -16,11 +21,11 @@
 //
 // Threads: read()/write() from vCPU threads, enqueue_input() from the event loop. All state is
 // behind one mutex; InterruptLine::set_level is called with that mutex held (so levels are
-// never applied out of order) and therefore must not call back into this device.
+// never applied out of order) and therefore must not call back into this device. Transmitted
+// bytes are pushed with that mutex held too, which keeps their order across vCPUs.
 // on_rx_drained is called with no lock held.
 #pragma once
 
-#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <deque>
@@ -32,6 +37,7 @@
 
 #include "devices/bus_device.hpp"
 #include "devices/interrupt.hpp"
+#include "devices/legacy/serial_tx_buffer.hpp"
 
 namespace kestrel {
 
@@ -42,9 +48,9 @@ public:
     // Enough for a pasted screenful; beyond it input is refused rather than silently lost.
     static constexpr size_t kRxBacklogCapacity = 4096;
 
-    // output_fd is borrowed (not closed); -1 discards output. on_rx_drained (optional) runs
-    // when the guest has read everything after enqueue_input() refused bytes.
-    Uart16550(std::shared_ptr<InterruptLine> irq, int output_fd,
+    // tx receives the transmitted bytes (nullptr discards them). on_rx_drained (optional)
+    // runs when the guest has read everything after enqueue_input() refused bytes.
+    Uart16550(std::shared_ptr<InterruptLine> irq, std::shared_ptr<SerialTxBuffer> tx,
               std::function<void()> on_rx_drained = {});
 
     void read(uint64_t offset, std::span<uint8_t> data) override;
@@ -53,9 +59,6 @@ public:
     // Host input towards the guest. Returns how many leading bytes were accepted (all of them
     // unless FIFO + backlog are full).
     size_t enqueue_input(std::span<const uint8_t> bytes);
-
-    // Output bytes lost to write(2) errors (EAGAIN, EPIPE, EIO, ...).
-    uint64_t output_bytes_dropped() const { return output_dropped_.load(std::memory_order_relaxed); }
 
 private:
     uint8_t read_register(uint64_t offset);                          // state_mutex_ held
@@ -69,14 +72,10 @@ private:
     uint8_t modem_status_lines() const;
     uint8_t interrupt_identification() const;
     void update_interrupt();
-    void emit(uint8_t byte);
 
     std::shared_ptr<InterruptLine> irq_;
-    const int output_fd_;
-    const bool guard_sigpipe_;  // output fd is a pipe or socket: EPIPE must not kill us
+    const std::shared_ptr<SerialTxBuffer> tx_;
     const std::function<void()> on_rx_drained_;
-    std::atomic<uint64_t> output_dropped_{0};
-    std::mutex output_mutex_;  // keeps the guest's byte order on the sink; taken before state_mutex_
 
     std::mutex state_mutex_;
     std::deque<uint8_t> rx_fifo_;
