@@ -30,6 +30,7 @@
 #include "vmm/base/log.hpp"
 #include "vmm/event_loop.hpp"
 #include "vmm/file_image.hpp"
+#include "vmm/host_resources.hpp"
 #include "vmm/kvm/kvm.hpp"
 #include "vmm/serial_sink.hpp"
 #include "vmm/terminal.hpp"
@@ -75,44 +76,29 @@ Result<SerialOutput> open_serial_output(const SerialTarget& t) {
     return SerialOutput{};  // no fd: the UART discards what it transmits
 }
 
-// Maps the images only while loading them, so their pages do not stay in kestrel's RSS.
-Result<boot::BootEntry> load_guest(GuestMemory& mem, const VmConfig& cfg, GuestAddress rsdp) {
-    auto kernel = TRY(FileImage::open(cfg.kernel, "--kernel"));
-    std::optional<FileImage> initrd;
-    if (!cfg.initrd.empty()) initrd = TRY(FileImage::open(cfg.initrd, "--initrd"));
-    return boot::prepare_boot(
-        mem, {kernel.bytes(), initrd ? initrd->bytes() : std::span<const uint8_t>{}, cfg.cmdline, rsdp});
+// Unmaps the images once loaded, so their pages do not stay in kestrel's RSS.
+Result<boot::BootEntry> load_guest(GuestMemory& mem, const VmConfig& cfg, HostResources& host,
+                                   GuestAddress rsdp) {
+    auto entry = boot::prepare_boot(
+        mem, {host.kernel->bytes(), host.initrd ? host.initrd->bytes() : std::span<const uint8_t>{},
+              cfg.cmdline, rsdp});
+    host.kernel.reset();
+    host.initrd.reset();
+    return entry;
 }
 
-// The virtio devices the command line asked for, in a fixed order (PCI slot = order).
-Result<void> add_virtio_devices(const VmConfig& cfg, VirtioWiring& virtio) {
-    for (const auto& d : cfg.disks) {
-        VirtioBlkOptions o{d.path, d.read_only, d.direct, d.serial,
-                           static_cast<uint16_t>(d.queues ? d.queues : cfg.cpus), 256};
-        auto blk = VirtioBlk::create(o);
-        if (!blk) return std::unexpected(context(blk.error(), fmt::format("--disk '{}'", d.path)));
-        TRY(virtio.add(std::move(*blk), fmt::format("virtio-blk '{}'", d.path)));
+// The virtio devices the command line asked for, opened by open_host_resources, in a fixed
+// order (PCI slot = order).
+Result<void> add_virtio_devices(const VmConfig& cfg, HostResources& host, VirtioWiring& virtio) {
+    for (size_t i = 0; i < cfg.disks.size(); ++i)
+        TRY(virtio.add(std::move(host.disks[i]), fmt::format("virtio-blk '{}'", cfg.disks[i].path)));
+    for (size_t i = 0; i < cfg.nets.size(); ++i) {
+        const auto& n = cfg.nets[i];
+        TRY(virtio.add(std::move(host.nets[i]), n.fd >= 0 ? fmt::format("virtio-net fd={}", n.fd)
+                                                          : fmt::format("virtio-net tap={}", n.tap)));
     }
-    for (const auto& n : cfg.nets) {
-        VirtioNetOptions o;
-        o.tap = n.tap;
-        if (n.fd >= 0) o.tap_fd = ::dup(n.fd);  // the device owns what it is given
-        if (n.mac) o.mac = *n.mac;
-        const std::string what = n.fd >= 0 ? fmt::format("fd={}", n.fd) : fmt::format("tap={}", n.tap);
-        if (n.fd >= 0 && o.tap_fd < 0) return fail_errno("--net {}: not an open file descriptor", what);
-        auto net = VirtioNet::create(o);
-        if (!net) return std::unexpected(context(net.error(), fmt::format("--net {}", what)));
-        TRY(virtio.add(std::move(*net), fmt::format("virtio-net {}", what)));
-    }
-    if (cfg.vsock) {
-        VirtioVsockOptions o;
-        o.guest_cid = cfg.vsock->cid;
-        o.uds_path = cfg.vsock->socket;
-        auto vsock = VirtioVsock::create(o);
-        if (!vsock)
-            return std::unexpected(context(vsock.error(), fmt::format("--vsock socket={}", o.uds_path)));
-        TRY(virtio.add(std::move(*vsock), fmt::format("virtio-vsock cid {}", o.guest_cid)));
-    }
+    if (host.vsock)
+        TRY(virtio.add(std::move(host.vsock), fmt::format("virtio-vsock cid {}", cfg.vsock->cid)));
     if (cfg.rng) TRY(virtio.add(std::make_shared<VirtioRng>(), "virtio-rng"));
     return virtio.connect();
 }
@@ -130,10 +116,13 @@ void log_exit_counters(const std::vector<std::unique_ptr<VcpuThread>>& threads) 
 }  // namespace
 
 Result<GuestExit> run_vm(const VmConfig& cfg) {
-    // Images first: a bad path is the most common mistake and costs nothing to report.
-    // They are opened again for loading; this just fails early.
-    TRY(FileImage::open(cfg.kernel, "--kernel"));
-    if (!cfg.initrd.empty()) TRY(FileImage::open(cfg.initrd, "--initrd"));
+    // Every file, device and socket first, in the order written (host_resources.hpp): a bad
+    // path is the most common mistake, and it is reported before anything is built.
+    SerialOutput serial_out;
+    auto host = TRY(open_host_resources(cfg, [&]() -> Result<void> {
+        serial_out = TRY(open_serial_output(cfg.serial));
+        return {};
+    }));
 
     auto sys = TRY(kvm::System::open());
     int max_vcpus = sys.check_extension(KVM_CAP_MAX_VCPUS);
@@ -180,7 +169,7 @@ Result<GuestExit> run_vm(const VmConfig& cfg) {
                                        .mmio32_base = x86::kPciMmio32Start,
                                        .mmio32_size = x86::kPciMmio32Size};
     auto rsdp = TRY(acpi::write_acpi_tables(mem, acpi::AcpiConfig{cfg.cpus, pci_host, kernel_irqchip}));
-    auto entry = load_guest(mem, cfg, rsdp);
+    auto entry = load_guest(mem, cfg, host, rsdp);
     if (!entry) return std::unexpected(context(entry.error(), fmt::format("--kernel '{}'", cfg.kernel)));
     log::info("kernel entry {:#x} ({}), {} MiB RAM, {} vCPU(s)", entry->entry.raw,
               entry->mode == boot::EntryMode::Pvh32 ? "PVH 32-bit" : "Linux 64-bit",
@@ -190,7 +179,6 @@ Result<GuestExit> run_vm(const VmConfig& cfg) {
     auto loop_ptr = TRY(EventLoop::create());
     EventLoop& loop = *loop_ptr;
     Bus pio("port I/O"), mmio("MMIO");
-    auto serial_out = TRY(open_serial_output(cfg.serial));
     ConsoleInput console(loop, STDIN_FILENO);
     kvm::GsiRouting routing(vm, kernel_irqchip);
     std::shared_ptr<IoApic> ioapic;
@@ -229,7 +217,7 @@ Result<GuestExit> run_vm(const VmConfig& cfg) {
     TRY(mmio.insert(x86::kPciEcamStart, x86::kPciEcamSize, pci->ecam()));
     TRY(mmio.insert(pci->window().base, pci->window().size, pci->mmio()));
     VirtioWiring virtio(vm, routing, mem, loop, pci);
-    TRY(add_virtio_devices(cfg, virtio));
+    TRY(add_virtio_devices(cfg, host, virtio));
 
     auto supported = TRY(sys.supported_cpuid());
     std::vector<std::unique_ptr<kvm::Vcpu>> vcpus;
