@@ -26,9 +26,18 @@ struct BlkMetrics {
     // Processing.
     Counter batches;            // avail-ring passes that submitted I/O (in one or more chunks)
     Counter interrupts;         // used-buffer notifications sent
-    Counter bounced;            // O_DIRECT requests copied through an aligned buffer
+    Counter bounced;            // O_DIRECT requests copied through the queue's bounce pool
+    // Host memory budget (virtio_blk.hpp).
+    Counter budget_waits;       // requests that waited for room in the bounce pool / descriptor budget
+    Counter bounce_peak_bytes;  // most bounce-pool bytes one queue had leased at once (a high-water mark)
+    Counter stuck_resets;       // resets that gave up on host I/O after kResetLimit
 
     static void inc(Counter& c, uint64_t n = 1) { c.fetch_add(n, std::memory_order_relaxed); }
+    static void raise_to(Counter& c, uint64_t v) {
+        uint64_t cur = c.load(std::memory_order_relaxed);
+        while (cur < v && !c.compare_exchange_weak(cur, v, std::memory_order_relaxed)) {
+        }
+    }
     static uint64_t get(const Counter& c) { return c.load(std::memory_order_relaxed); }
 };
 

@@ -11,12 +11,16 @@
 #include <vector>
 
 #include "devices/virtio/ring_file.hpp"
+#include "vmm/base/log.hpp"
 
 namespace kestrel {
 
 namespace {
 
 enum class OpKind : uint8_t { Read, Write, Flush, Discard, ZeroRange, PunchZeroes, ZeroByWrite };
+
+// user_data of quiesce's cancel request; request slots are small indices.
+constexpr uint64_t kCancelTag = ~uint64_t{0};
 
 // Chunk for the write-zeros fallback; aligned so it also works on O_DIRECT files.
 constexpr size_t kZeroChunk = 1 << 20;
@@ -46,29 +50,62 @@ struct UringBackend::State {
     std::vector<Op> ops;
     std::vector<uint32_t> free_slots;
     unsigned in_flight = 0;
-    bool discarding = false;
+    bool discarding = false;   // completions are dropped (quiesce under way or gave up)
+    bool cancel_sent = false;  // this quiesce's cancel request is in the kernel
     std::unique_ptr<uint8_t, FreeDeleter> zeros;
     Stats stats;
 
     ~State() {
         if (!ring_ok) return;
-        // The kernel may still be writing into caller buffers; do not let it outlive them.
-        quiesce();
+        if (in_flight > 0 && !quiesce(UringBackend::kDestroyLimit)) {
+            // The kernel may still read or write the requests' buffers (the caller's, and
+            // `zeros`); closing the ring would not stop that. Leak the ring and `zeros`
+            // rather than let it touch freed memory; callers keep their buffers too.
+            log::error("io_uring back-end: {} requests did not finish within {} ms; leaking the ring",
+                       in_flight, UringBackend::kDestroyLimit.count());
+            (void)zeros.release();
+            return;
+        }
         file.unregister(ring);  // synchronously: see RingFile
         io_uring_queue_exit(&ring);
     }
 
-    void quiesce() {
+    void start_quiesce() {
         discarding = true;
-        submit();
-        while (in_flight > 0) {
-            io_uring_cqe* cqe = nullptr;
-            int r = io_uring_wait_cqe(&ring, &cqe);
-            if (r == -EINTR) continue;
-            if (r < 0) break;  // ring unusable; nothing more will complete
-            reap();
+        submit();  // a request must be in the kernel to be cancelled, and to finish at all
+        if (in_flight == 0 || cancel_sent) return;
+        if (io_uring_sqe* sqe = get_sqe()) {
+            io_uring_prep_cancel64(sqe, 0, IORING_ASYNC_CANCEL_ANY);
+            io_uring_sqe_set_data64(sqe, kCancelTag);
+            cancel_sent = true;
+            submit();
         }
+    }
+
+    // Like TapRing::quiesce: the deadline is checked at least every 100 ms, and an error
+    // from the wait (the ring is unusable) ends it as a failure, never as a spin.
+    bool quiesce(std::chrono::milliseconds limit) {
+        auto deadline = std::chrono::steady_clock::now() + limit;
+        start_quiesce();
+        for (;;) {
+            reap();
+            if (in_flight == 0) break;
+            auto now = std::chrono::steady_clock::now();
+            if (now >= deadline) return false;
+            auto left = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                std::min<std::chrono::nanoseconds>(deadline - now, std::chrono::milliseconds(100)));
+            __kernel_timespec ts{left.count() / 1000000000, left.count() % 1000000000};
+            io_uring_cqe* cqe = nullptr;
+            int r = io_uring_wait_cqe_timeout(&ring, &cqe, &ts);
+            if (r < 0 && r != -ETIME && r != -EINTR) {
+                log::warn("io_uring back-end: waiting for cancelled requests: {}", std::strerror(-r));
+                return false;
+            }
+        }
+        // The cancel request's own CQE may still come; reap() skips it (kCancelTag).
         discarding = false;
+        cancel_sent = false;
+        return true;
     }
 
     int submit() {
@@ -109,6 +146,8 @@ struct UringBackend::State {
     }
 
     void release(uint32_t idx) {
+        std::vector<iovec>& iov = ops[idx].iov;
+        if (iov.capacity() > UringBackend::kRetainedIovecs) std::vector<iovec>().swap(iov);
         free_slots.push_back(idx);
         in_flight--;
     }
@@ -236,7 +275,7 @@ struct UringBackend::State {
             auto idx = static_cast<uint32_t>(io_uring_cqe_get_data64(cqe));
             int32_t res = cqe->res;
             io_uring_cqe_seen(&ring, cqe);
-            if (idx >= ops.size()) continue;  // cannot happen: we only submit slot indices
+            if (idx >= ops.size()) continue;  // quiesce's cancel request (kCancelTag)
             unsigned before = in_flight;
             complete_cqe(idx, res);
             if (in_flight < before) completions++;
@@ -260,9 +299,9 @@ Result<UringBackend> UringBackend::create(int fd, unsigned max_in_flight, Comple
 
     io_uring_params p{};
     p.flags = IORING_SETUP_CQSIZE;
-    // Every in-flight request has at most one CQE outstanding, so a CQ of max_in_flight
-    // (rounded up by the kernel) never overflows.
-    p.cq_entries = max_in_flight;
+    // Every in-flight request has at most one CQE outstanding, and quiesce adds one cancel
+    // request, so a CQ of max_in_flight + 1 (rounded up by the kernel) never overflows.
+    p.cq_entries = max_in_flight + 1;
     unsigned sq_entries = std::min(max_in_flight, 4096u);
     int r = io_uring_queue_init_params(sq_entries, &s->ring, &p);
     if (r < 0) {
@@ -344,7 +383,8 @@ Result<unsigned> UringBackend::wait_and_reap() {
     }
 }
 
-void UringBackend::quiesce() { s_->quiesce(); }
+void UringBackend::start_quiesce() { s_->start_quiesce(); }
+bool UringBackend::quiesce(std::chrono::milliseconds limit) { return s_->quiesce(limit); }
 unsigned UringBackend::in_flight() const { return s_->in_flight; }
 unsigned UringBackend::pending() const { return io_uring_sq_ready(&s_->ring); }
 const UringBackend::Stats& UringBackend::stats() const { return s_->stats; }

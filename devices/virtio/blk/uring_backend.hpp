@@ -18,6 +18,7 @@
 
 #include <sys/uio.h>
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -40,8 +41,16 @@ public:
 
     using CompletionFn = std::function<void(uint64_t tag, int32_t res)>;
 
+    // A request's iovec array is kept for the next request of its slot up to this many
+    // entries; a longer one is freed when the request completes, so what the back-end holds
+    // is bounded by what is in flight, not by the longest request a slot ever carried.
+    static constexpr size_t kRetainedIovecs = 64;
+    // The destructor waits this long for outstanding requests (after cancelling them), then
+    // leaks the ring rather than let the kernel write into freed memory (logged).
+    static constexpr std::chrono::milliseconds kDestroyLimit{2000};
+
     // max_in_flight bounds requests submitted but not yet completed; the ring's CQ is sized
-    // so it can never overflow with that many outstanding.
+    // so it can never overflow with that many outstanding (plus quiesce's cancel request).
     static Result<UringBackend> create(int fd, unsigned max_in_flight, CompletionFn on_complete);
 
     UringBackend(UringBackend&&) noexcept;
@@ -72,11 +81,19 @@ public:
     unsigned reap();
     // Blocks until at least one CQE is available (or nothing is in flight), then reaps.
     Result<unsigned> wait_and_reap();
-    // Waits for every outstanding request and drops its completion (no callback): used by
-    // reset so that the kernel has stopped writing into guest buffers before we forget them.
-    // Host I/O on regular files cannot be cancelled once issued, so this waits; the bound
-    // is the host's I/O latency.
-    void quiesce();
+    // Stops delivering completions (from now on every completion is dropped, no callback),
+    // hands anything prepared to the kernel and asks it to cancel every outstanding request
+    // (IORING_ASYNC_CANCEL_ANY). Cancelling helps where the kernel can (a request waiting
+    // for a poll, an io-wq worker in an interruptible wait); a regular-file read or write
+    // already under way cannot be cancelled and still runs to its end. Idempotent.
+    void start_quiesce();
+    // start_quiesce(), then waits up to `limit` for every outstanding request to finish.
+    // True when none is left: the kernel no longer touches any buffer the requests named.
+    // False when some are still running after `limit` (a hung backing store: a FUSE daemon
+    // that never answers, a dead NFS server): the kernel may write into their buffers at
+    // any later time, so the caller must keep those buffers, and this back-end, alive
+    // until a later quiesce() returns true. Completions stay dropped until then.
+    bool quiesce(std::chrono::milliseconds limit);
 
     unsigned in_flight() const;
     // SQEs prepared but not yet submitted.

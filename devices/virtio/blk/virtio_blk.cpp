@@ -9,6 +9,7 @@
 #include <optional>
 #include <variant>
 
+#include "devices/virtio/blk/bounce_pool.hpp"
 #include "devices/virtio/blk/uring_backend.hpp"
 #include "devices/virtio/queue/split_queue.hpp"
 #include "devices/virtio/queue/virtq_spec.hpp"
@@ -19,16 +20,6 @@ namespace kestrel {
 namespace {
 
 using Kind = BlkRequest::Kind;
-
-struct AlignedFree {
-    void operator()(uint8_t* p) const { std::free(p); }
-};
-using AlignedBuffer = std::unique_ptr<uint8_t, AlignedFree>;
-
-AlignedBuffer alloc_aligned(uint64_t len) {
-    uint64_t rounded = (len + 4095) / 4096 * 4096;
-    return AlignedBuffer(static_cast<uint8_t*>(std::aligned_alloc(4096, rounded)));
-}
 
 void count_type(BlkMetrics& m, uint32_t type) {
     switch (type) {
@@ -83,7 +74,12 @@ struct VirtioBlk::QueueWorker {
     struct InFlight {
         DescriptorChain chain;
         BlkRequest req;
-        AlignedBuffer bounce;  // O_DIRECT with unaligned guest buffers
+        BouncePool::Lease bounce;  // O_DIRECT with unaligned guest buffers; count 0: none
+    };
+    // Popped, valid, but waiting for room in the host memory budget (virtio_blk.hpp).
+    struct Waiting {
+        DescriptorChain chain;
+        BlkRequest req;
     };
 
     std::mutex mu;
@@ -101,6 +97,9 @@ struct VirtioBlk::QueueWorker {
     std::optional<UringBackend> backend;
     std::vector<std::optional<InFlight>> slots;
     std::vector<uint16_t> free_slots;
+    std::optional<Waiting> waiting;   // at most one: the queue stops popping behind it
+    std::optional<BouncePool> pool;   // direct disks only
+    uint32_t held_descriptors = 0;    // descriptors of the chains in `slots`
 
     BlkMetrics& m() { return shared->metrics; }
 
@@ -144,39 +143,61 @@ struct VirtioBlk::QueueWorker {
             return complete(chain, req, blk::kStatusOk, static_cast<uint32_t>(req.len));
         }
         default:
-            return submit(std::move(chain), req);
+            if (!submit(chain, req)) {
+                BlkMetrics::inc(m().budget_waits);
+                waiting.emplace(Waiting{std::move(chain), req});
+            }
+            return;
         }
     }
 
-    void submit(DescriptorChain chain, const BlkRequest& req) {
+    bool busy() const { return free_slots.size() != slots.size(); }
+
+    // Starts the I/O of `req` (or completes it with an error), taking `chain` into a slot:
+    // true. False when it does not fit the host memory budget now (only while other requests
+    // are in flight, whose completions will make room); `chain` is then left to the caller.
+    bool submit(DescriptorChain& chain, const BlkRequest& req) {
+        auto descs = static_cast<uint32_t>(chain.descriptors().size());
+        if (held_descriptors + descs > VirtioBlk::kMaxHeldDescriptors && busy()) return false;
         uint16_t tag = free_slots.back();
         // The back-end copies the vectors, so one scratch vector per queue serves every request.
         std::vector<iovec>& iov = scratch_iov;
         iov.clear();
-        AlignedBuffer bounce;
+        BouncePool::Lease bounce;
         if (req.kind == Kind::Read || req.kind == Kind::Write) {
             auto v = req.kind == Kind::Read
                          ? chain.append_writable_iovecs(*mem, 0, req.len, iov)
                          : chain.append_readable_iovecs(*mem, sizeof(blk::RequestHeader), req.len, iov);
             if (!v) {
                 BlkMetrics::inc(m().io_errors);
-                return complete(chain, req, blk::kStatusIoErr, 0);
+                complete(chain, req, blk::kStatusIoErr, 0);
+                return true;
             }
             if (shared->direct && !BlockFile::is_direct_aligned(req.offset, iov)) {
-                bounce = alloc_aligned(req.len);
-                if (!bounce) {
+                if (!pool) pool.emplace(VirtioBlk::kBouncePoolBytes);
+                auto got = pool->acquire(req.len);  // req.len <= kMaxDataBytes <= capacity
+                if (!got) {
+                    log::warn("virtio-blk queue {}: {}", index, got.error().what());
                     BlkMetrics::inc(m().io_errors);
-                    return complete(chain, req, blk::kStatusIoErr, 0);
+                    complete(chain, req, blk::kStatusIoErr, 0);
+                    return true;
                 }
+                // An idle pool holds any request, so this waits only while others are in flight.
+                if (!*got) return false;
+                bounce = **got;
+                std::span<uint8_t> buf = pool->bytes(bounce, req.len);
                 if (req.kind == Kind::Write) {
-                    auto got = chain.read_to(*mem, std::span(bounce.get(), req.len), sizeof(blk::RequestHeader));
-                    if (!got || *got != req.len) {
+                    auto copied = chain.read_to(*mem, buf, sizeof(blk::RequestHeader));
+                    if (!copied || *copied != req.len) {
+                        pool->release(bounce);
                         BlkMetrics::inc(m().io_errors);
-                        return complete(chain, req, blk::kStatusIoErr, 0);
+                        complete(chain, req, blk::kStatusIoErr, 0);
+                        return true;
                     }
                 }
-                iov.assign(1, iovec{bounce.get(), req.len});
+                iov.assign(1, iovec{buf.data(), buf.size()});
                 BlkMetrics::inc(m().bounced);
+                BlkMetrics::raise_to(m().bounce_peak_bytes, pool->peak_bytes());
             }
         }
         Result<void> r;
@@ -190,11 +211,15 @@ struct VirtioBlk::QueueWorker {
         }
         if (!r) {
             log::debug("virtio-blk queue {}: submit failed: {}", index, r.error().what());
+            if (pool) pool->release(bounce);
             BlkMetrics::inc(m().io_errors);
-            return complete(chain, req, blk::kStatusIoErr, 0);
+            complete(chain, req, blk::kStatusIoErr, 0);
+            return true;
         }
         free_slots.pop_back();
-        slots[tag].emplace(InFlight{std::move(chain), req, std::move(bounce)});
+        held_descriptors += descs;
+        slots[tag].emplace(InFlight{std::move(chain), req, bounce});
+        return true;
     }
 
     // Back-end completion of slot `tag` with result `res` (see UringBackend).
@@ -204,6 +229,7 @@ struct VirtioBlk::QueueWorker {
         InFlight f = std::move(*slot);
         slot.reset();
         free_slots.push_back(static_cast<uint16_t>(tag));
+        held_descriptors -= static_cast<uint32_t>(f.chain.descriptors().size());
 
         uint8_t st = blk::kStatusOk;
         uint32_t data_len = 0;
@@ -212,8 +238,8 @@ struct VirtioBlk::QueueWorker {
             if (res < 0 || static_cast<uint64_t>(res) != req.len) {
                 st = blk::kStatusIoErr;
             } else if (req.kind == Kind::Read) {
-                if (f.bounce) {
-                    auto w = f.chain.write_from(*mem, std::span<const uint8_t>(f.bounce.get(), req.len), 0);
+                if (f.bounce.count != 0) {
+                    auto w = f.chain.write_from(*mem, pool->bytes(f.bounce, req.len), 0);
                     if (!w || *w != req.len) st = blk::kStatusIoErr;
                 }
                 data_len = static_cast<uint32_t>(req.len);
@@ -226,6 +252,7 @@ struct VirtioBlk::QueueWorker {
         } else if (res < 0) {
             st = blk::kStatusIoErr;
         }
+        if (f.bounce.count != 0) pool->release(f.bounce);
         if (st != blk::kStatusOk) {
             BlkMetrics::inc(m().io_errors);
             log::debug("virtio-blk queue {}: head {} type {} at {}: host I/O result {} (wanted {})", index,
@@ -237,13 +264,38 @@ struct VirtioBlk::QueueWorker {
 
     // Pops and dispatches every available chain; one io_uring_submit for all of them.
     void process_available() {
+        uint64_t sqes_before = backend->stats().sqes_submitted;
+        for (;;) {
+            bool any = pump();
+            if (backend->pending() > 0) {
+                if (auto r = backend->submit_pending(); !r)
+                    log::warn("virtio-blk queue {}: {}", index, r.error().what());
+            }
+            if (!any) break;
+            // Page-cache hits complete inside io_uring_submit: harvest them now, so they share
+            // this batch's interrupt instead of costing an eventfd round trip. Their room in
+            // the budget may let a waiting request go: then go round again.
+            unsigned done = backend->reap();
+            if (!waiting || done == 0 || broken) break;
+        }
+        if (backend->stats().sqes_submitted != sqes_before) BlkMetrics::inc(m().batches);
+    }
+
+    // The waiting request first, then every available chain, until the budget or the slots
+    // run out; prepares their SQEs. True if any request was taken.
+    bool pump() {
         starved = false;
         bool any = false;
-        uint64_t sqes_before = backend->stats().sqes_submitted;
         while (!broken) {
             if (free_slots.empty()) {
                 starved = true;  // only a driver that reuses in-flight heads gets here
                 break;
+            }
+            if (waiting) {
+                if (!submit(waiting->chain, waiting->req)) break;  // still no room
+                waiting.reset();
+                any = true;
+                continue;
             }
             auto popped = queue->pop(*mem);
             if (!popped) {
@@ -261,14 +313,7 @@ struct VirtioBlk::QueueWorker {
             }
             handle(std::move(std::get<DescriptorChain>(**popped)));
         }
-        if (backend->pending() > 0) {
-            if (auto r = backend->submit_pending(); !r)
-                log::warn("virtio-blk queue {}: {}", index, r.error().what());
-        }
-        if (backend->stats().sqes_submitted != sqes_before) BlkMetrics::inc(m().batches);
-        // Page-cache hits complete inside io_uring_submit: harvest them now, so they share
-        // this batch's interrupt instead of costing an eventfd round trip.
-        if (any) backend->reap();
+        return any;
     }
 
     // True when the driver should get a used-buffer notification now.
@@ -305,18 +350,36 @@ struct VirtioBlk::QueueWorker {
         {
             std::lock_guard lk(mu);
             if (!active) {
-                // Reset is under way and will quiesce the ring: do it now (completions are
-                // dropped), so the ring fd stops being readable before reset unregisters it.
-                if (backend) backend->quiesce();
+                // Reset is under way: it started the ring's quiesce under this lock, so these
+                // completions are dropped. Reaping them keeps the ring fd from staying
+                // readable (level-triggered) until reset unregisters it; never wait here.
+                if (backend) backend->reap();
                 return;
             }
             backend->reap();
-            if (starved) process_available();
+            if (starved || waiting) process_available();
             n = take_notify();
         }
         raise(n);
     }
+
+    // After a successful quiesce: nothing of the activation is left in the kernel.
+    void forget() {
+        slots.clear();
+        free_slots.clear();
+        waiting.reset();
+        held_descriptors = 0;
+        queue.reset();
+    }
 };
+
+namespace {
+
+// A queue whose requests may still be in the host kernel must never be freed: the kernel
+// would write into its bounce pool, or read it, after the memory went back to the heap.
+void leak(std::shared_ptr<VirtioBlk::QueueWorker> w) { new std::shared_ptr<VirtioBlk::QueueWorker>(std::move(w)); }
+
+}  // namespace
 
 Result<std::unique_ptr<VirtioBlk>> VirtioBlk::create(const VirtioBlkOptions& opts) {
     if (opts.serial.size() > blk::kIdBytes)
@@ -336,15 +399,18 @@ VirtioBlk::VirtioBlk(BlockFile file, const VirtioBlkOptions& opts)
     : file_(std::move(file)), num_queues_(opts.num_queues), queue_size_(opts.queue_size),
       shared_(std::make_shared<Shared>()) {
     features_ = virtq::kFeatureVersion1 | virtq::kFeatureEventIdx | virtq::kFeatureIndirectDesc |
-                blk::kFeatureSegMax | blk::kFeatureBlkSize | blk::kFeatureFlush | blk::kFeatureMq;
+                blk::kFeatureSizeMax | blk::kFeatureSegMax | blk::kFeatureBlkSize | blk::kFeatureFlush |
+                blk::kFeatureMq;
     if (file_.read_only())
         features_ |= blk::kFeatureRo;
     else
         features_ |= blk::kFeatureDiscard | blk::kFeatureWriteZeroes;
 
     config_.capacity = file_.sectors();
-    // Header and status take one descriptor each when the chain is direct (no indirect).
-    config_.seg_max = std::min<uint32_t>(queue_size_ - 2u, 254u);
+    // Header and status take one descriptor each when the chain is direct (no indirect);
+    // at least 1, or a 2-entry queue could carry no data at all.
+    config_.size_max = kSizeMax;
+    config_.seg_max = std::clamp<uint32_t>(queue_size_ - 2u, 1u, kMaxSegMax);
     config_.blk_size = static_cast<uint32_t>(blk::kSectorSize);
     config_.num_queues = num_queues_;
     config_.max_discard_sectors = kMaxDiscardSectors;
@@ -359,7 +425,14 @@ VirtioBlk::VirtioBlk(BlockFile file, const VirtioBlkOptions& opts)
     std::memcpy(shared_->id.data(), opts.serial.data(), opts.serial.size());
 }
 
-VirtioBlk::~VirtioBlk() { reset(); }
+VirtioBlk::~VirtioBlk() {
+    reset();
+    std::lock_guard lk(mu_);
+    if (parked_.empty()) return;
+    log::error("virtio-blk: {} queue(s) still have requests in host I/O at exit; leaking them", parked_.size());
+    for (auto& w : parked_) leak(std::move(w));
+    parked_.clear();
+}
 
 void VirtioBlk::read_config(uint64_t offset, std::span<uint8_t> data) {
     // Bytes past our struct (secure-erase/zoned fields of features we do not offer) read 0.
@@ -377,6 +450,13 @@ void VirtioBlk::write_config(uint64_t offset, std::span<const uint8_t> data) {
 Result<void> VirtioBlk::activate(ActivateContext ctx) {
     if (ctx.queues.size() > num_queues_)
         return fail("virtio-blk: {} queues configured, device has {}", ctx.queues.size(), num_queues_);
+    {
+        std::lock_guard lk(mu_);
+        if (!drain_parked_locked())
+            return fail("virtio-blk: {} queue(s) of the previous activation still have requests in host I/O "
+                        "(a hung backing store?); the device cannot be used again until they finish",
+                        parked_.size());
+    }
     BlkLimits limits;
     limits.capacity_sectors = config_.capacity;
     limits.read_only = file_.read_only();
@@ -452,21 +532,52 @@ void VirtioBlk::reset() {
         workers_.clear();
         events = std::exchange(events_, nullptr);
     }
+    std::erase(workers, nullptr);
+    // Every ring cancels at once, so the queues run down together within one limit.
     for (auto& w : workers) {
-        if (!w) continue;
-        {
-            std::lock_guard lk(w->mu);
-            w->active = false;
-        }
-        // Outside the queue lock: a registry may wait for a running callback, which takes it.
-        if (events) (void)events->remove(w->backend->event_fd());
         std::lock_guard lk(w->mu);
-        w->backend->quiesce();
-        w->slots.clear();
-        w->free_slots.clear();
-        w->queue.reset();
+        w->active = false;
+        w->backend->start_quiesce();
+    }
+    // Outside the queue locks: a registry may wait for a running callback, which takes one.
+    if (events)
+        for (auto& w : workers) (void)events->remove(w->backend->event_fd());
+    auto deadline = std::chrono::steady_clock::now() + kResetLimit;
+    std::vector<std::shared_ptr<QueueWorker>> stuck;
+    unsigned stuck_requests = 0;
+    for (auto& w : workers) {
+        std::lock_guard lk(w->mu);
+        auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+        if (w->backend->quiesce(std::max(left, std::chrono::milliseconds(0)))) {
+            w->forget();
+        } else {
+            stuck_requests += w->backend->in_flight();
+            stuck.push_back(w);
+        }
+    }
+    if (!stuck.empty()) {
+        BlkMetrics::inc(shared_->metrics.stuck_resets);
+        log::warn("virtio-blk: reset gave up after {} ms on {} request(s) still in host I/O (hung backing "
+                  "store?); their completions will be dropped, but a late read may still write into guest "
+                  "memory it was given; the device refuses activation until they finish",
+                  kResetLimit.count(), stuck_requests);
+    }
+    {
+        std::lock_guard lk(mu_);
+        drain_parked_locked();
+        parked_.insert(parked_.end(), stuck.begin(), stuck.end());
     }
     shared_->needs_reset.store(false);
+}
+
+bool VirtioBlk::drain_parked_locked() {
+    std::erase_if(parked_, [](const std::shared_ptr<QueueWorker>& w) {
+        std::lock_guard lk(w->mu);
+        if (!w->backend->quiesce(std::chrono::milliseconds(0))) return false;
+        w->forget();
+        return true;
+    });
+    return parked_.empty();
 }
 
 bool VirtioBlk::needs_reset() const { return shared_->needs_reset.load(); }

@@ -9,15 +9,49 @@
 // when SplitQueue::should_notify() says the driver wants it.
 //
 // O_DIRECT: guest buffers that are not 512-byte aligned in address/length are bounced
-// through an aligned host buffer (counted in metrics().bounced); aligned ones go straight
+// through the queue's bounce pool (counted in metrics().bounced); aligned ones go straight
 // from/to guest RAM.
 //
+// Host memory budget, per queue, whatever the guest does (every figure is a cap; nothing is
+// allocated per request beyond it):
+//  - bounce pool (`direct` disks only): kBouncePoolBytes = 4 MiB, mapped on the first
+//    misaligned request and kept until reset. It holds the largest request a driver may send
+//    (§5.2.4: seg_max x size_max = 254 x 16 KiB, kMaxDataBytes), so an idle pool takes any
+//    request whole; a request that does not fit while others hold the pool waits, popped
+//    but not started, and the queue stops popping behind it until completions free room
+//    (counted in metrics().budget_waits). Before, each misaligned request allocated its own
+//    buffer of up to 64 MiB, 256 of them in flight per queue, all of which a guest could
+//    point at one page of its own memory: ~16 GiB per queue.
+//  - request bookkeeping: the copied descriptors of in-flight chains (DescriptorChain, 16 B
+//    each, up to 4352 per chain with indirect tables) and the iovecs handed to io_uring
+//    (16 B each). A queue holds at most kMaxHeldDescriptors descriptors of in-flight
+//    chains plus the one waiting chain: a chain that would go past it waits like a bounced
+//    one (never when nothing is in flight, so a lone chain always runs). With the slots,
+//    the ring and iovec arrays kept for reuse (UringBackend::kRetainedIovecs) this is
+//    under 1.5 MiB per queue.
+//  - UringBackend's write-zeroes fallback buffer, 1 MiB, only on file systems without
+//    FALLOC_FL_ZERO_RANGE.
+// So a device costs at most num_queues x 6.5 MiB beyond its rings, whatever the guest sends.
+//
 // Reset / quiesce (§2.4): reset() marks every queue inactive (so late callbacks do nothing),
-// removes the eventfds from the EventRegistry, then waits for every outstanding CQE of each
-// ring (UringBackend::quiesce) and drops those completions without touching the used ring.
-// Waiting, not cancelling: regular-file I/O cannot be cancelled once issued, and reads write
-// straight into guest RAM, so the device must not return from reset while the kernel may
-// still write into buffers the driver is about to reuse. Worst case is the host's I/O latency.
+// asks every ring to cancel its requests (UringBackend::start_quiesce), removes the ring fds
+// from the EventRegistry, then waits for the outstanding requests and drops their completions
+// without touching the used ring. Regular-file I/O under way cannot be cancelled, and reads
+// write straight into guest RAM, so a normal reset waits for it — but at most kResetLimit
+// (2 s) for all queues together, so that a hung backing store (a FUSE daemon or NFS server
+// that never answers) cannot hang the vCPU that resets the device, or kestrel's exit.
+// When the limit passes with requests still in the kernel, the device gives up on them:
+//  - their queue is parked whole (ring, slots, bounce pool), never freed while they run:
+//    their late completions are dropped and never reach the old used ring or status bytes,
+//    and the kernel never writes into freed host memory;
+//  - but a late read may still write into the guest RAM it was given, which the driver
+//    may have reused by then. Nothing in a VMM can stop that; so the device warns once per
+//    such reset (metrics().stuck_resets) and refuses the next activation (the transport
+//    then sets DEVICE_NEEDS_RESET, §2.1.2) while any parked request is still in the kernel,
+//    so a driver cannot start new I/O into its buffers. Each activation and reset looks again;
+//    once they have drained the device works as before. Reset itself still completes
+//    (device status reads 0, which a driver polls for; Linux's vp_reset waits forever).
+//  - at destruction (kestrel's exit) the parked queues are leaked, not freed.
 //
 // Lifetimes: the GuestMemory, VirtioInterrupt and EventRegistry given to activate() must
 // outlive the activation, i.e. until reset() (the destructor resets).
@@ -29,6 +63,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -55,9 +90,21 @@ struct VirtioBlkOptions {
 
 class VirtioBlk final : public VirtioDevice {
 public:
-    // One request's data: a cap well above what Linux sends (max_hw_sectors) that keeps
-    // every transfer within an io_uring result (int32) and bounds a bounce buffer.
-    static constexpr uint64_t kMaxDataBytes = 64ull << 20;
+    // §5.2.4 size_max and the largest seg_max (at queue size 256): a driver's request has at
+    // most seg_max segments of at most size_max bytes, so kMaxDataBytes = 254 x 16 KiB is the
+    // longest one it may send; longer ones get IOERR (bad_length). 3.97 MiB is above what
+    // Linux sends by default (max_sectors_kb 1280) and lets one bounce pool per queue hold
+    // any request whole. (Before: no size_max, so no limit a driver could see, and an
+    // invisible 64 MiB cap.)
+    static constexpr uint32_t kSizeMax = 16 << 10;
+    static constexpr uint32_t kMaxSegMax = 254;
+    static constexpr uint64_t kMaxDataBytes = uint64_t{kMaxSegMax} * kSizeMax;
+    // Host memory budget, per queue: see the header comment.
+    static constexpr uint64_t kBouncePoolBytes = 4 << 20;
+    static_assert(kBouncePoolBytes >= kMaxDataBytes, "the pool must hold the largest request");
+    static constexpr uint32_t kMaxHeldDescriptors = 16384;
+    // How long reset() waits for in-flight host I/O (all queues together) before it parks it.
+    static constexpr std::chrono::milliseconds kResetLimit{2000};
     // §5.2.4 limits we advertise. 4 KiB discard alignment matches the host file systems'
     // block size so punched holes really free space.
     static constexpr uint32_t kMaxDiscardSectors = 1u << 22;       // 2 GiB per request
@@ -96,8 +143,13 @@ private:
     blk::Config config_{};
     std::shared_ptr<Shared> shared_;
 
-    std::mutex mu_;  // guards workers_ and events_
+    // Drops parked queues whose requests have finished; true when none is left. mu_ held.
+    bool drain_parked_locked();
+
+    std::mutex mu_;  // guards workers_, parked_ and events_
     std::vector<std::shared_ptr<QueueWorker>> workers_;  // index = queue; null if not enabled
+    // Queues a reset gave up on: requests still in the host kernel (see the header comment).
+    std::vector<std::shared_ptr<QueueWorker>> parked_;
     EventRegistry* events_ = nullptr;
 };
 
