@@ -80,6 +80,51 @@ std::vector<uint8_t> make_elf(const std::vector<Seg>& segs, uint64_t entry,
     return f;
 }
 
+// The same layout in ELFCLASS32 (gABI 32-bit structures), as `ld -m elf_i386` emits it.
+std::vector<uint8_t> make_elf32(const std::vector<Seg>& segs, uint32_t entry,
+                                const std::optional<std::vector<uint8_t>>& note = std::nullopt,
+                                uint16_t machine = EM_386) {
+    size_t nph = segs.size() + (note ? 1 : 0);
+    std::vector<uint8_t> f(sizeof(Elf32_Ehdr) + nph * sizeof(Elf32_Phdr));
+    Elf32_Ehdr eh{};
+    std::memcpy(eh.e_ident, ELFMAG, SELFMAG);
+    eh.e_ident[EI_CLASS] = ELFCLASS32;
+    eh.e_ident[EI_DATA] = ELFDATA2LSB;
+    eh.e_ident[EI_VERSION] = EV_CURRENT;
+    eh.e_type = ET_EXEC;
+    eh.e_machine = machine;
+    eh.e_version = EV_CURRENT;
+    eh.e_entry = entry;
+    eh.e_phoff = sizeof(Elf32_Ehdr);
+    eh.e_ehsize = sizeof(Elf32_Ehdr);
+    eh.e_phentsize = sizeof(Elf32_Phdr);
+    eh.e_phnum = static_cast<Elf32_Half>(nph);
+    store(f, 0, eh);
+    auto add = [&](size_t i, uint32_t type, uint64_t paddr, const std::vector<uint8_t>& data,
+                   uint64_t memsz) {
+        Elf32_Phdr ph{};
+        ph.p_type = type;
+        ph.p_offset = static_cast<Elf32_Off>(f.size());
+        ph.p_paddr = ph.p_vaddr = static_cast<Elf32_Addr>(paddr);
+        ph.p_filesz = static_cast<Elf32_Word>(data.size());
+        ph.p_memsz = static_cast<Elf32_Word>(memsz);
+        ph.p_align = 4;
+        store(f, sizeof(Elf32_Ehdr) + i * sizeof(Elf32_Phdr), ph);
+        f.insert(f.end(), data.begin(), data.end());
+    };
+    for (size_t i = 0; i < segs.size(); ++i)
+        add(i, PT_LOAD, segs[i].paddr, segs[i].data, segs[i].memsz);
+    if (note) add(segs.size(), PT_NOTE, 0, *note, note->size());
+    return f;
+}
+
+Elf32_Phdr phdr32(const std::vector<uint8_t>& f, size_t i) {
+    return load<Elf32_Phdr>(f, sizeof(Elf32_Ehdr) + i * sizeof(Elf32_Phdr));
+}
+void set_phdr32(std::vector<uint8_t>& f, size_t i, const Elf32_Phdr& ph) {
+    store(f, sizeof(Elf32_Ehdr) + i * sizeof(Elf32_Phdr), ph);
+}
+
 Elf64_Phdr phdr(const std::vector<uint8_t>& f, size_t i) {
     return load<Elf64_Phdr>(f, sizeof(Elf64_Ehdr) + i * sizeof(Elf64_Phdr));
 }
@@ -240,8 +285,13 @@ TEST_CASE("corrupt ELF images are refused and guest memory stays all zero") {
         bad[3] = 'X';
         expect_refused(mem, {bad, {}, "", {}}, "neither ELF");
         bad = good;
+        bad[EI_CLASS] = ELFCLASSNONE;
+        expect_refused(mem, {bad, {}, "", {}}, "expected ELFCLASS32 (1) or ELFCLASS64 (2)");
+        bad[EI_CLASS] = 3;
+        expect_refused(mem, {bad, {}, "", {}}, "expected ELFCLASS32 (1) or ELFCLASS64 (2)");
+        bad = good;  // an ELF64 image relabelled ELF32: its headers no longer parse
         bad[EI_CLASS] = ELFCLASS32;
-        expect_refused(mem, {bad, {}, "", {}}, "ELFCLASS64");
+        expect_refused(mem, {bad, {}, "", {}}, "e_phentsize");
         bad = good;
         store<uint16_t>(bad, offsetof(Elf64_Ehdr, e_machine), EM_386);
         expect_refused(mem, {bad, {}, "", {}}, "EM_X86_64 (62)");
@@ -311,6 +361,140 @@ TEST_CASE("corrupt ELF images are refused and guest memory stays all zero") {
         expect_refused(mem, {good, {}, std::string(x86::kCmdlineMax, 'a'), {}},
                        "command line is 65536 bytes");
         expect_refused(mem, {good, {}, std::string("a\0b", 3), {}}, "NUL byte");
+    }
+}
+
+TEST_CASE("ELF32 PVH image (i386 and x32 machine): Pvh32 entry, segments loaded, tail zeroed") {
+    for (uint16_t machine : {uint16_t{EM_386}, uint16_t{EM_X86_64}}) {
+        CAPTURE(machine);
+        auto mem = make_memory(32 * kMiB);
+        auto text = pattern(0x1800, 3);
+        auto elf = make_elf32({{0x100000, text, 0x3000}}, 0x100000, pvh_note(0x100020), machine);
+        REQUIRE(mem.fill(GuestAddress(0x101800), 0x1800, 0xaa));  // the tail must be cleared
+        auto initrd = pattern(0x1234, 7);
+        auto r = prepare_boot(mem, {elf, initrd, "console=ttyS0", GuestAddress(0xe0000)});
+        REQUIRE_MESSAGE(r, (r ? "" : r.error().what()));
+        CHECK(r->mode == EntryMode::Pvh32);
+        CHECK(r->entry.raw == 0x100020);
+        CHECK(r->boot_info.raw == x86::kPvhStartInfo);
+        CHECK(r->kernel_end.raw == 0x103000);
+        CHECK(guest<uint8_t>(mem, 0x100000) == text[0]);
+        CHECK(guest<uint8_t>(mem, 0x1017ff) == text[0x17ff]);
+        CHECK(guest<uint8_t>(mem, 0x101800) == 0);
+        CHECK(guest<uint8_t>(mem, 0x102fff) == 0);
+        auto si = guest<HvmStartInfo>(mem, x86::kPvhStartInfo);
+        CHECK(si.magic == kHvmStartMagic);
+        CHECK(si.nr_modules == 1);
+        CHECK(read_cstring(mem, si.cmdline_paddr) == "console=ttyS0");
+    }
+}
+
+TEST_CASE("ELF32 with an 8-byte PVH note (pointer-sized, as Linux emits it) loads too") {
+    auto mem = make_memory(32 * kMiB);
+    std::vector<uint8_t> desc(8);
+    store<uint64_t>(desc, 0, 0x200010);
+    auto elf = make_elf32({{0x200000, pattern(0x100, 1), 0x100}}, 0x200000,
+                          xen_note(kXenElfnotePhys32Entry, desc));
+    auto r = prepare_boot(mem, {elf, {}, "", {}});
+    REQUIRE_MESSAGE(r, (r ? "" : r.error().what()));
+    CHECK(r->entry.raw == 0x200010);
+}
+
+TEST_CASE("corrupt ELF32 images are refused with the ELF64 checks and guest memory stays zero") {
+    auto mem = make_memory(64 * kMiB);
+    auto good = make_elf32({{0x200000, pattern(0x3000, 1), 0x4000}}, 0x200000, pvh_note(0x200010));
+    REQUIRE(prepare_boot(mem, {good, {}, "", {}}));
+    mem = make_memory(64 * kMiB);
+
+    SUBCASE("truncated headers, program headers, segment data and note") {
+        for (size_t cut : {size_t{5}, size_t{20}, sizeof(Elf32_Ehdr) - 1, sizeof(Elf32_Ehdr) + 16,
+                           sizeof(Elf32_Ehdr) + 2 * sizeof(Elf32_Phdr) - 1,
+                           good.size() - 0x3000 - 1, good.size() - 1}) {
+            CAPTURE(cut);
+            std::vector<uint8_t> t(good.begin(), good.begin() + static_cast<long>(cut));
+            auto r = prepare_boot(mem, {t, {}, "", {}});
+            REQUIRE_FALSE(r);
+            CHECK(all_zero(mem));
+        }
+    }
+    SUBCASE("wrong machine, type, data encoding, program header size") {
+        auto bad = good;
+        store<uint16_t>(bad, offsetof(Elf32_Ehdr, e_machine), EM_ARM);
+        expect_refused(mem, {bad, {}, "", {}}, "expected EM_386 (3) or EM_X86_64 (62)");
+        bad = good;
+        store<uint16_t>(bad, offsetof(Elf32_Ehdr, e_type), ET_DYN);
+        expect_refused(mem, {bad, {}, "", {}}, "ET_EXEC");
+        bad = good;
+        bad[EI_DATA] = ELFDATA2MSB;
+        expect_refused(mem, {bad, {}, "", {}}, "little-endian");
+        bad = good;
+        store<uint16_t>(bad, offsetof(Elf32_Ehdr, e_phentsize), sizeof(Elf64_Phdr));
+        expect_refused(mem, {bad, {}, "", {}}, "e_phentsize is 56, expected 32");
+        bad = good;
+        store<uint16_t>(bad, offsetof(Elf32_Ehdr, e_phnum), 0);
+        expect_refused(mem, {bad, {}, "", {}}, "no program headers");
+        bad = good;
+        store<uint32_t>(bad, offsetof(Elf32_Ehdr, e_phoff), 0xfffffff0);
+        expect_refused(mem, {bad, {}, "", {}}, "program headers at 0xfffffff0");
+    }
+    SUBCASE("segment data past the end of the file") {
+        auto bad = good;
+        auto ph = phdr32(bad, 0);
+        ph.p_offset = static_cast<Elf32_Off>(bad.size() - 0x100);
+        set_phdr32(bad, 0, ph);
+        expect_refused(mem, {bad, {}, "", {}}, "past its end");
+        ph.p_offset = 0xffffff00;
+        set_phdr32(bad, 0, ph);
+        expect_refused(mem, {bad, {}, "", {}}, "past its end");
+    }
+    SUBCASE("p_filesz > p_memsz") {
+        auto bad = good;
+        auto ph = phdr32(bad, 0);
+        ph.p_memsz = ph.p_filesz - 1;
+        set_phdr32(bad, 0, ph);
+        expect_refused(mem, {bad, {}, "", {}}, "exceeds p_memsz");
+    }
+    SUBCASE("segment running past 4 GiB (32-bit fields, 33-bit sum)") {
+        auto bad = good;
+        auto ph = phdr32(bad, 0);
+        ph.p_paddr = 0xfffff000;
+        ph.p_memsz = 0x4000;
+        set_phdr32(bad, 0, ph);
+        expect_refused(mem, {bad, {}, "", {}}, "does not end below 4 GiB");
+    }
+    SUBCASE("segment outside guest RAM, below 1 MiB, overlapping another") {
+        auto bad = good;
+        auto ph = phdr32(bad, 0);
+        ph.p_memsz = 128 * kMiB;
+        set_phdr32(bad, 0, ph);
+        expect_refused(mem, {bad, {}, "", {}}, "does not fit in guest RAM");
+        ph = phdr32(good, 0);
+        ph.p_paddr = x86::kZeroPage;
+        bad = good;
+        set_phdr32(bad, 0, ph);
+        expect_refused(mem, {bad, {}, "", {}}, "below 1 MiB");
+        bad = make_elf32({{0x200000, pattern(0x100, 1), 0x2000}, {0x201000, pattern(0x10, 2), 0x10}},
+                         0x200000, pvh_note(0x200000));
+        expect_refused(mem, {bad, {}, "", {}}, "overlaps");
+    }
+    SUBCASE("no PVH note: an ELF32 image has no 64-bit entry to fall back on") {
+        auto bad = make_elf32({{0x200000, pattern(0x100, 1), 0x100}}, 0x200000);
+        expect_refused(mem, {bad, {}, "", {}}, "ELF32 image has no Xen PVH note");
+        // A note of another type (XEN_ELFNOTE_ENTRY, 1) is not the PVH entry either.
+        bad = make_elf32({{0x200000, pattern(0x100, 1), 0x100}}, 0x200000,
+                         xen_note(1, {0, 0, 0x20, 0}));
+        expect_refused(mem, {bad, {}, "", {}}, "ELF32 image has no Xen PVH note");
+    }
+    SUBCASE("bad PVH note: entry outside the image, wrong size, running past its segment") {
+        auto bad = make_elf32({{0x200000, pattern(0x100, 1), 0x100}}, 0x200000, pvh_note(0x300000));
+        expect_refused(mem, {bad, {}, "", {}}, "outside every PT_LOAD");
+        bad = make_elf32({{0x200000, pattern(0x100, 1), 0x100}}, 0x200000,
+                         xen_note(kXenElfnotePhys32Entry, {1, 2}));
+        expect_refused(mem, {bad, {}, "", {}}, "expected 4 or 8");
+        auto note = pvh_note(0x200000);
+        store<uint32_t>(note, 4, 0x1000);
+        bad = make_elf32({{0x200000, pattern(0x100, 1), 0x100}}, 0x200000, note);
+        expect_refused(mem, {bad, {}, "", {}}, "runs past its PT_NOTE");
     }
 }
 
