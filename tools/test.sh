@@ -54,20 +54,8 @@ if [[ $asan == 1 ]]; then
   fi
 fi
 
-step "fuzz: virtqueue descriptor-chain parsing (libFuzzer + ASan/UBSan, ${FUZZ_SECONDS:-60} s)"
-if [[ -f build-fuzz/build.ninja ]] || CXX=clang++-16 meson setup build-fuzz \
-     -Db_sanitize=address,undefined -Db_lundef=false >/dev/null; then
-  if ninja -C build-fuzz tests/fuzz/fuzz-virtqueue; then
-    mkdir -p .cache/corpus-virtqueue
-    build-fuzz/tests/fuzz/fuzz-virtqueue -max_total_time="${FUZZ_SECONDS:-60}" -print_final_stats=1 \
-      .cache/corpus-virtqueue 2>&1 | grep -E "^(#[0-9]+ +DONE|stat::number_of_executed_units|stat::average_exec_per_sec|==[0-9]+==|SUMMARY|Done)" 
-    record fuzz "${PIPESTATUS[0]}"
-  else
-    record fuzz-build 1
-  fi
-else
-  record fuzz-setup 1
-fi
+step "fuzz: every libFuzzer target under ASan/UBSan/LSan (tools/fuzz.sh, ${FUZZ_SECONDS:-300} s in all)"
+tools/fuzz.sh "${FUZZ_SECONDS:-300}"; record fuzz $?
 
 # The kvm suite runs on this machine's /dev/kvm when it is a KVM device that boots the
 # smallest test guest; otherwise (no /dev/kvm, as on CI, or a host that cannot run it) it runs
