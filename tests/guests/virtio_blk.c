@@ -13,7 +13,8 @@
  *   - GET_ID must return the serial "kvm-guest-disk";
  *   - reads at and across capacity must come back VIRTIO_BLK_S_IOERR;
  *   - a final reset must read back as status 0.
- * The kernel command line says which disk to expect: "vblk=ro" for read-only, else read-write.
+ * The kernel command line says which disk to expect: "vblk=ro" for read-only, else read-write;
+ * "vblk=flood" and "vblk=reset-hung" select the two modes described further down instead.
  * Progress goes to COM1; the return value is the debug-exit code (0 = every check passed,
  * else a VBLK_EXIT_* code of virtio_blk_guest.h). About 40k instructions on success, plus
  * the used-ring spins while the host completes I/O (printed as empty-polls; a few thousand
@@ -437,8 +438,19 @@ static int find_structures(unsigned dev) {
     return 0;
 }
 
-/* virtio 1.2 §3.1.1 steps 1-8, queue 0 per §4.1.5.1.3. Sets *ro if VIRTIO_BLK_F_RO is offered. */
-static int init_device(int *ro) {
+/* Where queue 0 lives; `size` is a cap going in (a power of 2) and the size used coming out:
+ * the device's maximum when that is smaller. */
+struct queue_setup {
+    uint16_t size;
+    uint64_t desc, driver, device;
+};
+
+/* virtio 1.2 §3.1.1 steps 1-8, queue 0 per §4.1.5.1.3. Accepts VERSION_1, FLUSH, RO if offered
+ * (setting *ro), and of `want` what is offered (*accepted_out gets the whole set). With
+ * needs_reset_ok, DEVICE_NEEDS_RESET after DRIVER_OK is not a failure (the device refused the
+ * activation): *status_out says. */
+static int init_device_with(int *ro, uint64_t want, uint64_t *accepted_out, struct queue_setup *q,
+                            int needs_reset_ok, uint8_t *status_out) {
     w8(common_cfg + CC_STATUS, 0);
     int n = 1000;
     while (r8(common_cfg + CC_STATUS) != 0 && --n) {
@@ -455,7 +467,7 @@ static int init_device(int *ro) {
         return fail(VBLK_EXIT_NO_VERSION_1, "VERSION_1 or BLK_F_FLUSH not offered");
     /* Only what this driver handles: RO it honours, FLUSH it uses; nothing else (no EVENT_IDX,
      * INDIRECT_DESC, MQ, SEG_MAX...). */
-    uint64_t accepted = F_VERSION_1 | F_BLK_FLUSH | (offered & F_BLK_RO);
+    uint64_t accepted = F_VERSION_1 | F_BLK_FLUSH | (offered & F_BLK_RO) | (offered & want);
     w32(common_cfg + CC_GFSELECT, 0);
     w32(common_cfg + CC_GF, (uint32_t)accepted);
     w32(common_cfg + CC_GFSELECT, 1);
@@ -464,6 +476,7 @@ static int init_device(int *ro) {
     if (!(r8(common_cfg + CC_STATUS) & ST_FEATURES_OK))
         return fail(VBLK_EXIT_FEATURES_REFUSED, "FEATURES_OK did not stay set");
     *ro = (offered & F_BLK_RO) != 0;
+    if (accepted_out) *accepted_out = accepted;
     puts("virtio-blk features offered=");
     puthex(offered, 16);
     puts(" accepted=");
@@ -473,15 +486,15 @@ static int init_device(int *ro) {
     w16(common_cfg + CC_Q_SELECT, 0);
     uint16_t max = r16(common_cfg + CC_Q_SIZE);
     if (max < QSIZE) return fail(VBLK_EXIT_QUEUE_SETUP, "queue 0 unavailable or smaller than 8");
-    w16(common_cfg + CC_Q_SIZE, QSIZE);
-    w64_halves(common_cfg + CC_Q_DESC, (uint64_t)(uintptr_t)vq.desc);
-    w64_halves(common_cfg + CC_Q_DRIVER, (uint64_t)(uintptr_t)&vq.avail_flags);
-    w64_halves(common_cfg + CC_Q_DEVICE, (uint64_t)(uintptr_t)&vq.used_flags);
+    if (max < q->size) q->size = max;
+    w16(common_cfg + CC_Q_SIZE, q->size);
+    w64_halves(common_cfg + CC_Q_DESC, q->desc);
+    w64_halves(common_cfg + CC_Q_DRIVER, q->driver);
+    w64_halves(common_cfg + CC_Q_DEVICE, q->device);
     uint16_t notify_off = r16(common_cfg + CC_Q_NOTIFY_OFF);
     w16(common_cfg + CC_Q_ENABLE, 1);
-    if (r16(common_cfg + CC_Q_SIZE) != QSIZE || r16(common_cfg + CC_Q_ENABLE) != 1 ||
-        r32(common_cfg + CC_Q_DESC) != (uint32_t)(uintptr_t)vq.desc ||
-        r32(common_cfg + CC_Q_DEVICE) != (uint32_t)(uintptr_t)&vq.used_flags)
+    if (r16(common_cfg + CC_Q_SIZE) != q->size || r16(common_cfg + CC_Q_ENABLE) != 1 ||
+        r32(common_cfg + CC_Q_DESC) != (uint32_t)q->desc || r32(common_cfg + CC_Q_DEVICE) != (uint32_t)q->device)
         return fail(VBLK_EXIT_QUEUE_SETUP, "queue 0 registers did not take");
     /* §4.1.4.4: cap.offset + queue_notify_off * notify_off_multiplier, inside the structure. */
     uint64_t off = (uint64_t)notify_off * notify_mult;
@@ -490,14 +503,24 @@ static int init_device(int *ro) {
 
     w8(common_cfg + CC_STATUS, ST_ACKNOWLEDGE | ST_DRIVER | ST_FEATURES_OK | ST_DRIVER_OK);
     uint8_t st = r8(common_cfg + CC_STATUS);
-    if (!(st & ST_DRIVER_OK) || (st & (ST_NEEDS_RESET | ST_FAILED)))
+    if (status_out) *status_out = st;
+    if (!(st & ST_DRIVER_OK) || (st & ST_FAILED) || ((st & ST_NEEDS_RESET) && !needs_reset_ok))
         return fail(VBLK_EXIT_DEVICE_STATUS, "bad device_status after DRIVER_OK");
-    puts("virtio-blk queue0 size=8 notify_off=");
+    puts("virtio-blk queue0 size=");
+    putdec(q->size);
+    puts(" notify_off=");
     putdec(notify_off);
     puts(" status=");
     puthex(st, 2);
     puts("\n");
     return 0;
+}
+
+/* The small queue (vq, QSIZE entries) every mode but the flood uses. */
+static int init_device(int *ro) {
+    struct queue_setup q = {QSIZE, (uint64_t)(uintptr_t)vq.desc, (uint64_t)(uintptr_t)&vq.avail_flags,
+                            (uint64_t)(uintptr_t)&vq.used_flags};
+    return init_device_with(ro, 0, 0, &q, 0, 0);
 }
 
 /* §4.1.3.1 / §2.5.1: a 64-bit config field as two 32-bit reads, retried until
@@ -524,6 +547,276 @@ static uint64_t read_capacity(void) {
         }                                            \
     } while (0)
 
+/* ---- vblk=flood ----------------------------------------------------------------------------
+ * The worst a driver can do to the host memory of a `direct` disk (devices/virtio/blk/
+ * virtio_blk.hpp, "Host memory budget"): as many requests in flight as the queue holds, each
+ * as long as the device allows (seg_max segments of size_max bytes, through one indirect
+ * table per request), every segment of every request the same FLOOD_SEG_MAX-byte buffer at
+ * an address 8 bytes past a page boundary, so the device must bounce each one. First a read
+ * flood at sector 0, checked against the host's pattern (the disk repeats one 32-sector block,
+ * so every segment brings the same bytes whatever order they land in), then FLOOD_WRITES
+ * writes of the guest's pattern the same way (the host checks the image). */
+#define FLOOD_QMAX      256
+#define FLOOD_SEGS_MAX  254
+#define FLOOD_SEG_MAX   16384u      /* also the segment size when VIRTIO_BLK_F_SIZE_MAX is not offered */
+#define FLOOD_SKEW      8
+#define FLOOD_WRITES    32
+#define FLOOD_HOST_MAGIC  0x464c4f4f00000000ull  /* "FLOO" */
+#define FLOOD_GUEST_MAGIC 0x464c4f5700000000ull  /* "FLOW" */
+#define F_SIZE_MAX  (1ull << 1)     /* §5.2.3 */
+#define F_SEG_MAX   (1ull << 2)
+#define F_INDIRECT  (1ull << 28)    /* §6 VIRTIO_F_INDIRECT_DESC */
+#define DESC_F_INDIRECT 4
+#define CFG_SIZE_MAX 0x08           /* §5.2.4 virtio_blk_config */
+#define CFG_SEG_MAX  0x0c
+#define FLOOD_STALL_TICKS 20       /* RTC seconds without any completion before giving up */
+#define CMOS_INDEX 0x70
+#define CMOS_DATA  0x71
+
+static uint8_t rtc_seconds(void) {
+    outb(CMOS_INDEX, 0);
+    return inb(CMOS_DATA);
+}
+
+static struct virtq_desc fq_desc[FLOOD_QMAX] __attribute__((aligned(4096)));
+static struct {
+    uint16_t flags, idx, ring[FLOOD_QMAX], used_event;
+} fq_avail __attribute__((aligned(4096)));
+static struct {
+    uint16_t flags, idx;
+    struct virtq_used_elem ring[FLOOD_QMAX];
+    uint16_t avail_event;
+} fq_used __attribute__((aligned(4096)));
+static struct virtq_desc fq_tables[FLOOD_QMAX][FLOOD_SEGS_MAX + 2] __attribute__((aligned(16)));
+static uint8_t flood_buf[FLOOD_SEG_MAX + 64] __attribute__((aligned(4096)));
+static uint8_t flood_status[FLOOD_QMAX];
+static uint8_t flood_seen[FLOOD_QMAX];
+static struct blk_req_hdr flood_hdr_in, flood_hdr_out;
+
+static void flood_tables(unsigned n, const struct blk_req_hdr *hdr, uint16_t data_flags, unsigned segs, uint32_t seg) {
+    for (unsigned i = 0; i < n; i++) {
+        struct virtq_desc *t = fq_tables[i];
+        t[0] = (struct virtq_desc){(uint64_t)(uintptr_t)hdr, sizeof *hdr, DESC_F_NEXT, 1};
+        for (unsigned k = 0; k < segs; k++)
+            t[1 + k] = (struct virtq_desc){(uint64_t)(uintptr_t)(flood_buf + FLOOD_SKEW), seg,
+                                           (uint16_t)(data_flags | DESC_F_NEXT), (uint16_t)(2 + k)};
+        t[1 + segs] = (struct virtq_desc){(uint64_t)(uintptr_t)&flood_status[i], 1, DESC_F_WRITE, 0};
+        fq_desc[i] = (struct virtq_desc){(uint64_t)(uintptr_t)t, (segs + 2) * 16, DESC_F_INDIRECT, 0};
+        flood_status[i] = 0xff;
+        flood_seen[i] = 0;
+    }
+}
+
+/* Publishes heads 0..n-1 at once (ring positions first..first+n-1), notifies once, and polls
+ * until all n are used: each exactly once, with used len `len` and status OK. */
+static int flood_round(uint16_t first, unsigned n, unsigned qsize, uint32_t len) {
+    for (unsigned i = 0; i < n; i++) fq_avail.ring[(first + i) % qsize] = (uint16_t)i;
+    barrier();
+    *(volatile uint16_t *)&fq_avail.idx = (uint16_t)(first + n);
+    barrier();
+    w16(notify_addr, 0);
+    uint16_t seen = first;
+    /* The give-up time is counted in RTC seconds: a poll count would mean seconds on kvm-pvm's
+     * emulator and milliseconds on hardware. */
+    unsigned ticks = 0;
+    uint8_t sec = rtc_seconds();
+    for (uint32_t idle = 0; seen != (uint16_t)(first + n);) {
+        if (*(volatile uint16_t *)&fq_used.idx == seen) {
+            polls++;
+            if (++idle % 4096 == 0 && rtc_seconds() != sec) {
+                sec = rtc_seconds();
+                if (++ticks >= FLOOD_STALL_TICKS) return fail(VBLK_EXIT_FLOOD_STATUS, "flood: no completion for too long");
+            }
+            continue;
+        }
+        barrier();
+        struct virtq_used_elem e = *(volatile struct virtq_used_elem *)&fq_used.ring[seen % qsize];
+        seen++;
+        ticks = 0;
+        if (e.id >= n || flood_seen[e.id] || e.len != len || *(volatile uint8_t *)&flood_status[e.id] != S_OK) {
+            puts("virtio-blk flood used id=");
+            putdec(e.id);
+            puts(" len=");
+            putdec(e.len);
+            puts("\n");
+            return fail(VBLK_EXIT_FLOOD_STATUS, "flood request came back wrong");
+        }
+        flood_seen[e.id] = 1;
+    }
+    return 0;
+}
+
+/* Sector k (0..sectors-1) of the shared buffer holds magic | k << 8 | w in word w; and the
+ * bytes just before and after it are still zero. */
+static int flood_check(uint64_t magic, unsigned sectors) {
+    const uint8_t *b = flood_buf + FLOOD_SKEW;
+    for (unsigned k = 0; k < sectors; k++)
+        for (unsigned w = 0; w < SECTOR / 8; w++) {
+            uint64_t v;
+            memcpy(&v, b + k * SECTOR + w * 8, 8);
+            if (v != (magic | (uint64_t)k << 8 | w)) {
+                puts("virtio-blk flood mismatch sector=");
+                putdec(k);
+                puts(" word=");
+                putdec(w);
+                puts(" got=");
+                puthex(v, 16);
+                puts("\n");
+                return 0;
+            }
+        }
+    for (unsigned i = 0; i < FLOOD_SKEW; i++)
+        if (flood_buf[i] || b[sectors * SECTOR + i]) return 0;
+    return 1;
+}
+
+static int flood(void) {
+    int ro, r;
+    uint64_t accepted;
+    struct queue_setup q = {FLOOD_QMAX, (uint64_t)(uintptr_t)fq_desc, (uint64_t)(uintptr_t)&fq_avail,
+                            (uint64_t)(uintptr_t)&fq_used};
+    if ((r = init_device_with(&ro, F_INDIRECT | F_SEG_MAX | F_SIZE_MAX, &accepted, &q, 0, 0))) return r;
+    if (!(accepted & F_INDIRECT)) return fail(VBLK_EXIT_FLOOD_SETUP, "VIRTIO_F_INDIRECT_DESC not offered");
+    unsigned segs = FLOOD_SEGS_MAX;
+    if (accepted & F_SEG_MAX) {
+        uint32_t m = r32(device_cfg + CFG_SEG_MAX);
+        if (m && m < segs) segs = m;
+    }
+    uint32_t seg = FLOOD_SEG_MAX;
+    if (accepted & F_SIZE_MAX) {
+        uint32_t m = r32(device_cfg + CFG_SIZE_MAX) / SECTOR * SECTOR;
+        if (m && m < seg) seg = m;
+    }
+    uint64_t bytes = (uint64_t)segs * seg;
+    if (read_capacity() < bytes / SECTOR) return fail(VBLK_EXIT_FLOOD_SETUP, "disk smaller than one flood request");
+    unsigned n = q.size;
+    puts("virtio-blk flood queue=");
+    putdec(n);
+    puts(" segments=");
+    putdec(segs);
+    puts(" segment-bytes=");
+    putdec(seg);
+    puts(" request-bytes=");
+    putdec(bytes);
+    puts(" buffer=+");
+    putdec(FLOOD_SKEW);
+    puts("\n");
+
+    flood_hdr_in = (struct blk_req_hdr){T_IN, 0, 0};
+    flood_tables(n, &flood_hdr_in, DESC_F_WRITE, segs, seg);
+    if ((r = flood_round(0, n, q.size, (uint32_t)bytes + 1))) return r;
+    if (!flood_check(FLOOD_HOST_MAGIC, seg / SECTOR))
+        return fail(VBLK_EXIT_FLOOD_DATA, "flood: the shared buffer does not hold the host's pattern");
+    puts("virtio-blk flood reads=");
+    putdec(n);
+    puts(" data-ok\n");
+
+    uint8_t *b = flood_buf + FLOOD_SKEW;
+    for (unsigned k = 0; k < seg / SECTOR; k++)
+        for (unsigned w = 0; w < SECTOR / 8; w++) {
+            uint64_t v = FLOOD_GUEST_MAGIC | (uint64_t)k << 8 | w;
+            memcpy(b + k * SECTOR + w * 8, &v, 8);
+        }
+    unsigned m = n < FLOOD_WRITES ? n : FLOOD_WRITES;
+    flood_hdr_out = (struct blk_req_hdr){T_OUT, 0, 0};
+    flood_tables(m, &flood_hdr_out, 0, segs, seg);
+    if ((r = flood_round((uint16_t)n, m, q.size, 1))) return r;
+    puts("virtio-blk flood writes=");
+    putdec(m);
+    puts(" ok\n");
+
+    /* §2.4: reset with the bounce pool in use a moment ago. */
+    w8(common_cfg + CC_STATUS, 0);
+    if (r8(common_cfg + CC_STATUS) != 0) return fail(VBLK_EXIT_RESET_STUCK, "device_status not 0 after the reset");
+    puts("virtio-blk flood empty-polls=");
+    putdec(polls);
+    puts("\nvirtio-blk flood-ok\n");
+    return 0;
+}
+
+/* ---- vblk=reset-hung ------------------------------------------------------------------------
+ * The disk is a FUSE file whose reads the host holds unanswered (tests/kvm/run-kvm-tests). A
+ * read is sent and left pending; the reset that follows must come back (the device gives up
+ * after its bound) with status 0, and an immediate re-activation must be refused
+ * (DEVICE_NEEDS_RESET: the old read is still in host I/O and may yet write into guest RAM).
+ * The line "reset-done" tells the runner to let the reads through; the guest then resets and
+ * re-activates until the device accepts, checks before each attempt that nothing reached the
+ * old used ring or status byte, and reads sectors 0..15 through the answering store. */
+#define HUNG_PENDING_POLLS 50000    /* ~0.3 s of polls on kvm-pvm showing the read does not complete */
+#define HUNG_ATTEMPTS      20       /* re-activation attempts, one RTC second apart */
+
+static void zero_vq(void) { memset(&vq, 0, sizeof vq); avail_shadow = used_shadow = 0; }
+
+/* Waits for the RTC's seconds register (CMOS 0) to change: up to a second of host time, the
+ * same on an emulator and on hardware, where a spin loop's length would not be. */
+static void wait_rtc_tick(void) {
+    uint8_t s0 = rtc_seconds();
+    for (uint32_t n = 50000000; n && rtc_seconds() == s0; n--) {
+    }
+}
+
+static int reset_hung(void) {
+    int ro, r;
+    if ((r = init_device(&ro))) return r;
+    req_hdr = (struct blk_req_hdr){T_IN, 0, 0};
+    req_status = 0xee;
+    set_desc(0, &req_hdr, sizeof req_hdr, DESC_F_NEXT);
+    set_desc(1, data, 2 * SECTOR, DESC_F_WRITE | DESC_F_NEXT);
+    set_desc(2, &req_status, 1, DESC_F_WRITE);
+    vq.avail_ring[0] = 0;
+    barrier();
+    *(volatile uint16_t *)&vq.avail_idx = ++avail_shadow;
+    barrier();
+    w16(notify_addr, 0);
+    for (int n = HUNG_PENDING_POLLS; n; n--)
+        if (*(volatile uint16_t *)&vq.used_idx != 0)
+            return fail(VBLK_EXIT_HUNG_COMPLETED, "the read on the hung backing store completed");
+    puts("virtio-blk reset-hung read-pending\n");
+
+    w8(common_cfg + CC_STATUS, 0);  /* returns once the device has given up on the read */
+    if (r8(common_cfg + CC_STATUS) != 0) return fail(VBLK_EXIT_RESET_STUCK, "device_status not 0 after the reset");
+    if (*(volatile uint16_t *)&vq.used_idx != 0 || *(volatile uint8_t *)&req_status != 0xee)
+        return fail(VBLK_EXIT_OLD_RING_TOUCHED, "the reset put the pending read on the used ring");
+    zero_vq();
+    uint8_t st = 0;
+    if ((r = init_device_with(&ro, 0, 0, &(struct queue_setup){QSIZE, (uint64_t)(uintptr_t)vq.desc,
+                                                               (uint64_t)(uintptr_t)&vq.avail_flags,
+                                                               (uint64_t)(uintptr_t)&vq.used_flags}, 1, &st)))
+        return r;
+    if (!(st & ST_NEEDS_RESET))
+        return fail(VBLK_EXIT_HUNG_REACTIVATED, "re-activation accepted while the old read is in host I/O");
+    puts("virtio-blk reset-hung reset-done status=0 reactivation-refused status=");
+    puthex(st, 2);
+    puts("\n");
+
+    unsigned attempt = 0;
+    for (;;) {
+        if (++attempt > HUNG_ATTEMPTS) return fail(VBLK_EXIT_NOT_REACTIVATED, "activation still refused");
+        wait_rtc_tick();
+        w8(common_cfg + CC_STATUS, 0);
+        if (r8(common_cfg + CC_STATUS) != 0) return fail(VBLK_EXIT_RESET_STUCK, "device_status not 0 after a reset");
+        /* The device dropped the old read's completion when it found it done (in this reset or
+         * an activation): the old status byte was never written, and vq was zeroed since. */
+        if (*(volatile uint16_t *)&vq.used_idx != 0 || *(volatile uint8_t *)&req_status != 0xee)
+            return fail(VBLK_EXIT_OLD_RING_TOUCHED, "the old read's completion reached the ring");
+        zero_vq();
+        if ((r = init_device_with(&ro, 0, 0, &(struct queue_setup){QSIZE, (uint64_t)(uintptr_t)vq.desc,
+                                                                   (uint64_t)(uintptr_t)&vq.avail_flags,
+                                                                   (uint64_t)(uintptr_t)&vq.used_flags}, 1, &st)))
+            return r;
+        if (!(st & ST_NEEDS_RESET)) break;
+    }
+    puts("virtio-blk reset-hung reactivated attempts=");
+    putdec(attempt);
+    puts("\n");
+    clear_data();
+    TRY_STATUS(read_sectors(0, NSECT), S_OK, VBLK_EXIT_READ_STATUS, "read of sectors 0..15 after re-activation");
+    if (!check(0, NSECT, HOST_MAGIC, 0, 0)) return fail(VBLK_EXIT_READ_DATA, "sectors 0..15 differ from the host pattern");
+    w8(common_cfg + CC_STATUS, 0);
+    puts("virtio-blk reset-hung ok\n");
+    return 0;
+}
+
 int vblk_main(uint32_t start_info);
 int vblk_main(uint32_t start_info) {
     if (*(volatile uint32_t *)(uintptr_t)start_info != HVM_START_MAGIC)
@@ -540,6 +833,8 @@ int vblk_main(uint32_t start_info) {
     puthex(cfg_read16(dev, PCI_COMMAND), 4);
     puts("\n");
     if ((r = find_structures(dev))) return r;
+    if (cmdline_has(start_info, "vblk=flood")) return flood();
+    if (cmdline_has(start_info, "vblk=reset-hung")) return reset_hung();
     int ro;
     if ((r = init_device(&ro))) return r;
     if (ro != expect_ro) return fail(VBLK_EXIT_RO_MISMATCH, ro ? "VIRTIO_BLK_F_RO offered, vblk=ro not given"

@@ -27,3 +27,12 @@
 #define VBLK_EXIT_RO_DATA_CHANGED  40  /* read-only disk: sectors changed after the refused write */
 #define VBLK_EXIT_RO_MISMATCH      41  /* VIRTIO_BLK_F_RO offered != what the cmdline says to expect */
 #define VBLK_EXIT_ISR              42  /* ISR bit 0 not set after a used buffer (MSI-X off), or not read-to-clear */
+/* vblk=flood */
+#define VBLK_EXIT_FLOOD_SETUP      43  /* INDIRECT_DESC not offered, config too short, or disk too small */
+#define VBLK_EXIT_FLOOD_STATUS     44  /* a flood request came back with a wrong id/len/status, twice, or not at all */
+#define VBLK_EXIT_FLOOD_DATA       45  /* flood read-back data wrong, or bytes around the shared buffer changed */
+/* vblk=reset-hung */
+#define VBLK_EXIT_HUNG_COMPLETED   46  /* the read on the hung backing store completed before the reset */
+#define VBLK_EXIT_HUNG_REACTIVATED 47  /* re-activation accepted while the old read was still in host I/O */
+#define VBLK_EXIT_OLD_RING_TOUCHED 48  /* the old used ring or status byte changed after the reset */
+#define VBLK_EXIT_NOT_REACTIVATED  49  /* activation still refused after the backing store answered */
