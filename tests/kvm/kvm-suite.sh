@@ -10,6 +10,7 @@
 #@ expect-line ^kvm suite: \d+ case\(s\) under kestrel
 #@ expect-line ^\d+ passed, 0 failed$
 #@ reject-line ^SKIPPED: kvm suite
+#@ reject-line ^SKIP 
 . /nested/case-lib.sh
 
 # O_DIRECT disks need a file system that supports it; L1's /tmp is tmpfs, so the runner gets
