@@ -1,0 +1,207 @@
+#!/usr/bin/env bash
+# Boot time, kestrel next to QEMU's microvm in one nested-host boot: the same Debian vmlinux
+# (PVH entry), 2 vCPUs, 512 MiB, and a small initramfs whose /init prints its uptime and powers
+# off at once (tools/nested/bench-cases/guest/boot-init.sh). The L1 half,
+# tools/nested/bench-cases/bench-boot.sh, runs the VMMs in rotating order and times each run
+# with guest_load's exec timer on L1's clock: exec -> exit, exec -> the guest's /init line.
+# Prints per VMM the medians over rounds and kestrel/QEMU for each figure; with -B, also the
+# start-up breakdown per guest RAM size (guest printk log, L1 page-fault and THP counters, and
+# kestrel's syscalls under strace with timestamps).
+#
+#   tools/bench-boot.sh [-n ROUNDS] [-M MEMORY_MIB] [-B "128 512 1536"] [-v "VMM ..."]
+#                       [-x NAME=KESTREL_BINARY]... [-b BUILD_DIR | -k KESTREL]
+#
+# VMMs (-v, default "kestrel qemu qemu-lean"): kestrel; qemu = -M microvm with its defaults;
+# qemu-lean = microvm with pit, pic, rtc and option ROMs off. -x adds a kestrel variant as
+# VMM kestrel-NAME (e.g. a build with a start-up change under test). Defaults: 10 rounds,
+# 512 MiB, build dir `build`. Env: KESTREL_NESTED_OUT (default /tmp/nested-bench).
+# Never a timed assertion: exit 0 when every VMM completed every round, 1 otherwise, 2 on
+# usage errors. Timings are TCG-distorted: compare the VMMs with each other only.
+set -euo pipefail
+bench_root=$(cd "$(dirname "$0")/.." && pwd)
+bench_name=bench-boot
+rounds=10 memory=512 breakdown="" vmms="kestrel qemu qemu-lean" build=$bench_root/build kestrel=""
+variants=()
+usage() { sed -n '11,12p' "$0" | sed 's/^# *//' >&2; exit 2; }
+while getopts "n:M:B:v:x:b:k:h" opt; do
+  case $opt in
+    n) rounds=$OPTARG ;;
+    M) memory=$OPTARG ;;
+    B) breakdown=$OPTARG ;;
+    v) vmms=$OPTARG ;;
+    x) variants+=("$OPTARG") ;;
+    b) build=$OPTARG ;;
+    k) kestrel=$OPTARG ;;
+    *) usage ;;
+  esac
+done
+shift $((OPTIND - 1))
+[[ $# -eq 0 ]] || usage
+for n in "$rounds" "$memory" $breakdown; do
+  [[ $n =~ ^[1-9][0-9]*$ ]] || { echo "bench-boot: -n, -M and -B want positive integers" >&2; exit 2; }
+done
+for v in $vmms; do
+  [[ $v =~ ^(kestrel|qemu|qemu-lean)$ ]] || { echo "bench-boot: unknown VMM '$v' in -v" >&2; exit 2; }
+done
+# shellcheck source=tools/nested/bench-cases/bench-host.sh
+source "$bench_root/tools/nested/bench-cases/bench-host.sh"
+
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+bench_build "$build" "$kestrel" "$tmp"
+bench_extra "$tmp/l1"
+for x in "${variants[@]}"; do
+  [[ $x =~ ^([A-Za-z0-9_]+)=(.+)$ && -x ${BASH_REMATCH[2]} ]] ||
+    { echo "bench-boot: -x wants NAME=EXECUTABLE, got '$x'" >&2; exit 2; }
+  # Same libraries as the main binary (built from the same tree), which build-l1.sh copies.
+  install -m 0755 "${BASH_REMATCH[2]}" "$tmp/l1/nested/bin/kestrel-${BASH_REMATCH[1]}"
+  vmms="$vmms kestrel-${BASH_REMATCH[1]}"
+done
+"$bench_root/tools/nested/build-guest-initramfs.sh" "$tmp/l1/l2/boot.cpio.gz" \
+  --init "$bench_root/tools/nested/bench-cases/guest/boot-init.sh" >&2
+
+cat > "$tmp/l1/nested/bench/params" <<EOF
+BENCH_VMMS="$vmms"
+BENCH_ROUNDS=$rounds
+BENCH_MEMORY=$memory
+BENCH_BREAKDOWN_MEMS="$breakdown"
+BENCH_RUN_TIMEOUT=180
+EOF
+nv=$(wc -w <<<"$vmms")
+bench_run_l1 "$bench_root/tools/nested/bench-cases/bench-boot.sh" "$tmp/l1" \
+  $(( 300 + 3 * rounds * nv * 60 + $(wc -w <<<"$breakdown") * nv * 240 ))
+
+python3 - "$bench_serial" "$rounds" "$memory" "$(nproc)" "$bench_loadavg_after" "$vmms" <<'PY'
+import re, statistics, sys
+serial, rounds, memory, ncpu, load_after, vmms = sys.argv[1:]
+vmms = vmms.split()
+lines = [l.strip() for l in open(serial, 'rb').read().decode('utf-8', 'replace').splitlines()]
+kv = lambda s: dict(t.split('=', 1) for t in s.split() if '=' in t)
+runs = {}     # vmm -> [{'exit':, 'init':, 'uptime':}]
+bd = {}       # (vmm, mem) -> dict
+stamps = {}   # (vmm, mem) -> [(t, text)]
+stats = {}    # (vmm, mem) -> {before/after: dict}
+for l in lines:
+    m = re.match(r'BENCH-RESULT (.*?) (time|init|meminfo|dmesg) (.*)', l)
+    if m:
+        tag, kind, rest = kv(m.group(1)), m.group(2), m.group(3)
+        vmm = tag['vmm']
+        if 'round' in tag:
+            r = runs.setdefault(vmm, {}).setdefault(tag['round'], {})
+        elif tag.get('breakdown') == 'dmesg':
+            r = bd.setdefault((vmm, int(tag['mem'])), {})
+        else:
+            r = bd.setdefault((vmm, int(tag['mem'])), {}).setdefault('strace_run', {})
+        if kind == 'time':
+            t = kv(rest)
+            r['exit'], r['init'], r['rc'] = float(t['exec_to_exit_ms']), float(t['exec_to_mark_ms']), t['rc']
+        elif kind == 'init':
+            r['uptime'] = float(kv(rest)['uptime']) * 1000
+        elif kind == 'meminfo':
+            r['meminfo'] = rest
+        elif kind == 'dmesg':
+            d = re.match(r'\[\s*([0-9.]+)\] (.*)', rest)
+            if d:
+                r.setdefault('dmesg', []).append((float(d.group(1)) * 1000, d.group(2)))
+        continue
+    m = re.match(r'BENCH-L1STATS vmm=(\S+) mem=(\d+) (before|after) (.*)', l)
+    if m:
+        stats.setdefault((m.group(1), int(m.group(2))), {})[m.group(3)] = {k: int(v) for k, v in kv(m.group(4)).items()}
+        continue
+    m = re.match(r'BENCH-STRACE vmm=(\S+) mem=(\d+) (\d+) ([0-9.]+) (.*)', l)
+    if m:
+        stamps.setdefault((m.group(1), int(m.group(2))), []).append((float(m.group(4)), m.group(5)))
+
+def med(xs):
+    return statistics.median(xs) if xs else None
+
+def f(x, fmt='.0f'):
+    return format(x, fmt) if x is not None else '-'
+
+setup = next((l for l in lines if l.startswith('BENCH-SETUP ')), '')
+print(f'\nbench-boot: exec -> exit of a guest whose /init powers off at once; same vmlinux (PVH), '
+      f'2 vCPUs, {memory} MiB; medians of {rounds} rotating rounds, L1 clock, ms')
+print(f'  L1 set-up: {setup[len("BENCH-SETUP "):]}')
+print(f'  host: {ncpu} CPUs, load average at the end {load_after} (other work on the machine disturbs TCG)')
+print(f'{"VMM":16} {"n":>3} {"exec->exit":>11} {"p90":>8} {"exec->/init":>12} {"guest uptime":>13} {"before guest clock":>19} {"/init->exit":>12}')
+rows = {}
+for vmm in vmms:
+    rs = [r for r in runs.get(vmm, {}).values() if r.get('rc') == '0' and r.get('init', -1) >= 0 and 'uptime' in r]
+    if not rs:
+        print(f'{vmm:16}   0   (no completed run)')
+        continue
+    ex = sorted(r['exit'] for r in rs)
+    p90 = ex[max(0, -(-9 * len(ex) // 10) - 1)]
+    row = (med(ex), med([r['init'] for r in rs]), med([r['uptime'] for r in rs]),
+           med([r['init'] - r['uptime'] for r in rs]), med([r['exit'] - r['init'] for r in rs]))
+    rows[vmm] = row
+    print(f'{vmm:16} {len(rs):>3} {f(row[0]):>11} {f(p90):>8} {f(row[1]):>12} {f(row[2]):>13} {f(row[3]):>19} {f(row[4]):>12}')
+for k in [v for v in vmms if v.startswith('kestrel')]:
+    for q in [v for v in vmms if v.startswith('qemu')]:
+        if k in rows and q in rows:
+            a, b = rows[k], rows[q]
+            print(f'{k}/{q}: exec->exit {a[0] / b[0]:.2f}x, exec->/init {a[1] / b[1]:.2f}x, '
+                  f'before guest clock {a[3] / b[3]:.2f}x')
+print('goal (reference only, never a failure): kestrel <= 0.3x QEMU microvm exec -> exit')
+
+if bd:
+    print('\nstart-up breakdown per guest RAM (one run each, ms, L1 clock; "before guest clock" = '
+          'exec->/init minus the guest\'s uptime at /init)')
+    print(f'{"VMM":16} {"MiB":>5} {"exec->/init":>12} {"uptime":>7} {"before clk":>11} {"/init->exit":>12} '
+          f'{"L1 pgfault":>11} {"L1 THP":>7} {"L1 MiB kept":>12}')
+    for (vmm, mem) in sorted(bd, key=lambda x: (x[1], vmms.index(x[0]) if x[0] in vmms else 99)):
+        r = bd[(vmm, mem)]
+        st = stats.get((vmm, mem), {})
+        d = lambda k: (st['after'].get(k, 0) - st['before'].get(k, 0)) if 'after' in st and 'before' in st else None
+        kept = -d('memfree_kb') / 1024 if d('memfree_kb') is not None else None
+        if 'init' not in r or 'uptime' not in r:
+            print(f'{vmm:16} {mem:>5}   (run incomplete)')
+            continue
+        print(f'{vmm:16} {mem:>5} {f(r["init"]):>12} {f(r["uptime"]):>7} {f(r["init"] - r["uptime"]):>11} '
+              f'{f(r["exit"] - r["init"]):>12} {f(d("pgfault")):>11} {f(d("thp_fault_alloc")):>7} {f(kept):>12}')
+    # The guest's printk clock: where the kernel's own time went, up to /init.
+    marks = [('kvm-clock', r'kvm-clock: using sched offset'), ('mem init', r'^Memory: '),
+             ('smp up', r'^smp: Brought up'), ('pci/acpi', r'^ACPI: Interpreter enabled'),
+             ('initramfs', r'^Trying to unpack rootfs'), ('initrd freed', r'^Freeing initrd memory'),
+             ('run /init', r'^Run /init')]
+    print('\nguest printk timestamps (ms since the guest clock started):')
+    print(f'{"VMM":16} {"MiB":>5} ' + ' '.join(f'{n:>12}' for n, _ in marks))
+    for (vmm, mem) in sorted(bd, key=lambda x: (x[1], vmms.index(x[0]) if x[0] in vmms else 99)):
+        dm = bd[(vmm, mem)].get('dmesg', [])
+        cells = []
+        for _, rx in marks:
+            t = next((t for t, text in dm if re.search(rx, text)), None)
+            cells.append(f(t))
+        print(f'{vmm:16} {mem:>5} ' + ' '.join(f'{c:>12}' for c in cells))
+    # kestrel's own start-up under strace, relative to its execve.
+    if stamps:
+        print('\nkestrel under strace (ms after execve; strace slows syscalls, so read the shape, not the sums):')
+        events = [('guest RAM mmap', lambda s, mem: s.startswith('mmap(NULL, ') and int(s.split(',')[1]) >= mem << 20),
+                  ('madvise', lambda s, mem: s.startswith('madvise(')),
+                  ('KVM_CREATE_VM', lambda s, mem: 'KVM_CREATE_VM' in s),
+                  ('SET_USER_MEMORY', lambda s, mem: 'KVM_SET_USER_MEMORY_REGION' in s),
+                  ('first CREATE_VCPU', lambda s, mem: 'KVM_CREATE_VCPU' in s),
+                  ('first KVM_RUN', lambda s, mem: 'KVM_RUN' in s),
+                  ('exit_group', lambda s, mem: s.startswith('exit_group(') or s.startswith('+++ exited'))]
+        print(f'{"VMM":16} {"MiB":>5} ' + ' '.join(f'{n:>17}' for n, _ in events) + '  slow syscalls (>= 5 ms)')
+        for (vmm, mem), ss in sorted(stamps.items(), key=lambda x: x[0][1]):
+            t0 = ss[0][0]
+            cells, slow = [], []
+            for name, pred in events:
+                t = next((t for t, s in ss if pred(s, mem)), None)
+                cells.append(f((t - t0) * 1000 if t is not None else None, '.1f'))
+            for t, s in ss:
+                m = re.search(r'<([0-9.]+)>$', s)
+                if m and float(m.group(1)) >= 0.005 and 'KVM_RUN' not in s:
+                    slow.append(f'{s.split("(")[0]}@{(t - t0) * 1000:.0f}:{float(m.group(1)) * 1000:.0f}ms')
+            print(f'{vmm:16} {mem:>5} ' + ' '.join(f'{c:>17}' for c in cells) + '  ' + ' '.join(slow[:8]))
+
+done = next((l for l in lines if l.startswith('BENCH-DONE ')), None)
+for l in lines:
+    if l.startswith('BENCH-RETRY '):
+        print('  ' + l)
+ok = done == 'BENCH-DONE failed=0' and all(v in rows for v in vmms)
+if not ok:
+    print(f'bench-boot: not every VMM completed ({done or "no BENCH-DONE line"}); see the serial log')
+sys.exit(0 if ok else 1)
+PY

@@ -1,0 +1,92 @@
+#!/bin/sh
+# Boot-time benchmark, kestrel and QEMU microvm side by side in this one L1 (tools/bench-boot.sh
+# builds the run; settings in /nested/bench/params). Every VMM boots the same Debian vmlinux
+# (PVH entry) with /l2/boot.cpio.gz, whose /init (guest/boot-init.sh) prints its uptime and
+# powers off at once; 2 vCPUs, BENCH_MEMORY MiB, console on ttyS0, `quiet`, no devices.
+# guest_load's exec timer gives exec -> exit and exec -> the guest's BENCH-BOOT-INIT line on
+# L1's clock. VMM names: kestrel or kestrel-* (binary /nested/bin/NAME: a variant under test),
+# qemu (-M microvm, its defaults: PIC, PIT, RTC, ACPI, option ROMs) and qemu-lean (-M microvm
+# with pit, pic, rtc and option ROMs off, as QEMU's docs suggest for a fast microvm boot).
+# Rounds rotate which VMM goes first; a run that does not end with the init line and exit
+# status 0 is retried, twice at most.
+# Then, with BENCH_BREAKDOWN_MEMS set, the start-up breakdown for each guest RAM size: one run
+# per VMM with bench.dmesg=1 (the guest's printk log) and L1's /proc/vmstat deltas, and for
+# each kestrel one run under strace (-f -ttt -T: kestrel's own syscalls with timestamps).
+#@ timeout 7200
+#@ l1-binaries /usr/bin/qemu-system-x86_64 /usr/bin/strace?
+#@ allow-line .
+. /nested/bench/lib.sh
+initrd=/l2/boot.cpio.gz
+cmdline="console=ttyS0 reboot=k panic=-1 quiet"
+
+boot_cmd() { # VMM MEMORY_MIB EXTRA_CMDLINE: the command line, one word per line for `set --`
+  case $1 in
+    kestrel*)
+      echo "/nested/bin/$1 run --kernel /l2/vmlinux --initrd $initrd --cpus 2 --memory $2M" ;;
+    qemu)
+      echo "$QEMU -M microvm -enable-kvm -cpu host -smp 2 -m $2 -nodefaults -no-user-config -display none -serial stdio -no-reboot -kernel /l2/vmlinux -initrd $initrd" ;;
+    qemu-lean)
+      echo "$QEMU -M microvm,pit=off,pic=off,rtc=off,x-option-roms=off -enable-kvm -cpu host -smp 2 -m $2 -nodefaults -no-user-config -display none -serial stdio -no-reboot -kernel /l2/vmlinux -initrd $initrd" ;;
+    *) echo false ;;
+  esac
+}
+
+# boot_once VMM MEMORY TAG EXTRA_CMDLINE [PREFIX...]: one timed boot, its lines tagged (PREFIX:
+# a command the VMM runs under, e.g. strace). Returns 0 when the guest reached /init and the
+# VMM exited 0.
+boot_once() {
+  local vmm=$1 mem=$2 tag=$3 extra=$4 cl
+  shift 4
+  cl="$cmdline${extra:+ $extra}"
+  rm -f /tmp/bench-run.out
+  # shellcheck disable=SC2046
+  case $vmm in
+    kestrel*) timeout -s KILL "$BENCH_RUN_TIMEOUT" "$LOAD" time --mark BENCH-BOOT-INIT --label boot -- \
+                "$@" $(boot_cmd "$vmm" "$mem") --cmdline "$cl" ;;
+    *) timeout -s KILL "$BENCH_RUN_TIMEOUT" "$LOAD" time --mark BENCH-BOOT-INIT --label boot -- \
+                "$@" $(boot_cmd "$vmm" "$mem") -append "$cl" ;;
+  esac < /dev/null 2>&1 | bench_tag "$tag"
+  grep -q 'BENCH-RESULT .* time label=boot rc=0 .*exec_to_mark_ms=[0-9]' /tmp/bench-run.out
+}
+
+echo "BENCH-SETUP vmms=$BENCH_VMMS rounds=$BENCH_ROUNDS memory=$BENCH_MEMORY thp=$(tr ' ' , < /sys/kernel/mm/transparent_hugepage/enabled) thp_defrag=$(tr ' ' , < /sys/kernel/mm/transparent_hugepage/defrag) l1_memtotal_kb=$(awk '/^MemTotal:/ { print $2 }' /proc/meminfo)"
+failed=0
+round=1
+while [ "$round" -le "$BENCH_ROUNDS" ]; do
+  for vmm in $(bench_order "$round" "$BENCH_VMMS"); do
+    try=1
+    until boot_once "$vmm" "$BENCH_MEMORY" "vmm=$vmm round=$round" ""; do
+      echo "BENCH-RETRY vmm=$vmm round=$round try=$try"
+      try=$((try + 1))
+      [ "$try" -le 3 ] || { failed=1; break; }
+    done
+  done
+  round=$((round + 1))
+done
+
+for mem in $BENCH_BREAKDOWN_MEMS; do
+  for vmm in $BENCH_VMMS; do
+    before=$(bench_l1_stats)
+    boot_once "$vmm" "$mem" "vmm=$vmm mem=$mem breakdown=dmesg" bench.dmesg=1 ||
+      echo "BENCH-RETRY vmm=$vmm mem=$mem breakdown (not retried)"
+    echo "BENCH-L1STATS vmm=$vmm mem=$mem before $before"
+    echo "BENCH-L1STATS vmm=$vmm mem=$mem after $(bench_l1_stats)"
+    case $vmm in kestrel*)
+      command -v strace > /dev/null || continue
+      boot_once "$vmm" "$mem" "vmm=$vmm mem=$mem breakdown=strace" "" \
+        strace -f -ttt -T -o /tmp/bench-strace.out \
+        -e trace=execve,mmap,munmap,madvise,ioctl,openat,clone,clone3,exit_group
+      # Everything but the vCPUs' KVM_RUN traffic, plus the first KVM_RUN (the guest's first
+      # instruction) and the last lines (teardown).
+      awk -v tag="vmm=$vmm mem=$mem" '
+        /KVM_RUN/ && seen++ { if (/unfinished/) pending[$1] = 1; next }
+        /resumed>/ && pending[$1] { delete pending[$1]; next }
+        { print "BENCH-STRACE " tag " " $0 }' /tmp/bench-strace.out | head -n 400
+      echo "BENCH-STRACE vmm=$vmm mem=$mem kvm_run_lines=$(grep -c KVM_RUN /tmp/bench-strace.out)"
+      tail -n 8 /tmp/bench-strace.out | sed "s/^/BENCH-STRACE vmm=$vmm mem=$mem tail /"
+      rm -f /tmp/bench-strace.out ;;
+    esac
+  done
+done
+echo "BENCH-DONE failed=$failed"
+exit "$failed"

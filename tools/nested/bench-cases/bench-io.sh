@@ -1,0 +1,77 @@
+#!/bin/sh
+# Block and network benchmark, kestrel and QEMU side by side in this one L1 (tools/bench-guest.sh
+# builds the run; settings in /nested/bench/params). Both VMMs boot the same Debian vmlinux
+# (PVH) with the same initramfs (/l2/bench-io.cpio.gz: guest_load + guest/bench-io.sh), 2 vCPUs,
+# 512 MiB, one virtio-blk-pci disk and one virtio-net-pci NIC, so the guest uses the same
+# virtio_pci driver path under both:
+#   kestrel: --disk /dev/loop0,direct (O_DIRECT, io_uring; one queue per vCPU)
+#   QEMU:    -M microvm,pcie=on  virtio-blk-pci on the same /dev/loop0 with cache=none (O_DIRECT)
+#            and aio=io_uring (num-queues defaults to one per vCPU too); virtio-net-pci on the
+#            same tap, vhost off (kestrel has no vhost either)
+# /dev/loop0 is a loop device over a file in L1's tmpfs (tmpfs refuses O_DIRECT; a block device
+# takes it). Rounds rotate which VMM goes first. A run that ends without the guest's
+# `KESTREL-GUEST-CASE-END bench-io rc=0` (e.g. QEMU 7.2's SVM emulation fault,
+# tests/nested/README.md) is retried, twice at most.
+#@ timeout 7200
+#@ l1-binaries /usr/bin/qemu-system-x86_64
+#@ allow-line .
+. /nested/bench/lib.sh
+initrd=/l2/bench-io.cpio.gz
+img=/tmp/bench-vda.img
+loopdev=/dev/loop0
+tap=kt0
+mac=52:54:00:12:34:56
+cmdline="console=ttyS0 reboot=k panic=-1 quiet kestrel.case=bench-io bench.seconds=$BENCH_SECONDS bench.mib=$BENCH_NET_MIB bench.patterns=$BENCH_PATTERNS"
+
+dd if=/dev/zero of="$img" bs=1M count="$BENCH_DISK_MIB" 2>/dev/null || exit 1
+[ -b "$loopdev" ] || { echo "bench-io: no $loopdev (loop.ko not loaded in L1)"; exit 1; }
+losetup "$loopdev" "$img" || exit 1
+tunctl -t "$tap" > /dev/null || exit 1
+ip addr add 10.0.2.1/24 dev "$tap" && ip link set "$tap" up || exit 1
+echo "BENCH-SETUP vmms=$BENCH_VMMS rounds=$BENCH_ROUNDS seconds=$BENCH_SECONDS net_mib=$BENCH_NET_MIB disk_mib=$BENCH_DISK_MIB thp=$(cat /sys/kernel/mm/transparent_hugepage/enabled | tr ' ' ,) loadavg_l1=$(cut -d' ' -f1-3 /proc/loadavg | tr ' ' ,)"
+
+run_vmm() { # VMM
+  case $1 in
+    kestrel)
+      timeout -s KILL "$BENCH_RUN_TIMEOUT" "$KESTREL" run --kernel /l2/vmlinux --initrd "$initrd" --cpus 2 --memory 512M \
+        --disk "$loopdev,direct" --net "tap=$tap,mac=$mac" --log-level info --cmdline "$cmdline" ;;
+    qemu)
+      timeout -s KILL "$BENCH_RUN_TIMEOUT" "$QEMU" -M microvm,pcie=on -enable-kvm -cpu host -smp 2 -m 512 -nodefaults -no-user-config \
+        -display none -serial stdio -no-reboot \
+        -kernel /l2/vmlinux -initrd "$initrd" -append "$cmdline" \
+        -drive "file=$loopdev,format=raw,if=none,id=vda,cache=none,aio=io_uring" \
+        -device virtio-blk-pci,drive=vda \
+        -netdev "tap,id=net0,ifname=$tap,script=no,downscript=no,vhost=off" \
+        -device "virtio-net-pci,netdev=net0,mac=$mac,romfile=" ;;
+    *) echo "bench-io: unknown VMM $1"; return 2 ;;
+  esac
+}
+
+failed=0
+round=1
+while [ "$round" -le "$BENCH_ROUNDS" ]; do
+  for vmm in $(bench_order "$round" "$BENCH_VMMS"); do
+    try=1
+    while :; do
+      "$LOAD" tcp-sink --listen 5001 > /tmp/bench-sink.out 2>&1 &
+      sink=$!
+      "$LOAD" tcp-source --listen 5002 --mib "$BENCH_NET_MIB" > /tmp/bench-source.out 2>&1 &
+      source=$!
+      echo "BENCH-RUN vmm=$vmm round=$round try=$try"
+      rm -f /tmp/bench-run.out
+      run_vmm "$vmm" < /dev/null 2>&1 | bench_tag "vmm=$vmm round=$round"
+      kill "$sink" "$source" 2>/dev/null
+      wait "$sink" "$source" 2>/dev/null
+      grep -q 'KESTREL-GUEST-CASE-END bench-io rc=0' /tmp/bench-run.out && break
+      echo "BENCH-RETRY vmm=$vmm round=$round try=$try (the guest's bench-io did not end with rc=0)"
+      try=$((try + 1))
+      [ "$try" -le 3 ] || { failed=1; break; }
+    done
+  done
+  round=$((round + 1))
+done
+losetup -d "$loopdev"
+ip link del "$tap" 2>/dev/null || tunctl -d "$tap" > /dev/null
+rm -f "$img"
+echo "BENCH-DONE failed=$failed"
+exit "$failed"

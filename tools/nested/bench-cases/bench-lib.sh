@@ -1,0 +1,47 @@
+# Sourced by the benchmark cases (tools/nested/bench-cases/*.sh) inside L1, where
+# tools/bench-guest.sh and tools/bench-boot.sh install it as /nested/bench/lib.sh next to
+# /nested/bench/params (the run's settings, shell assignments). These are benchmarks, not
+# tests: every run's figures go to the serial log as `BENCH-RESULT vmm=V round=R ...` lines
+# for the host script's table, and nothing here judges a speed.
+. /nested/bench/params
+LOAD=/nested/bin/guest_load
+KESTREL=${KESTREL:-/nested/bin/kestrel}
+QEMU=/usr/bin/qemu-system-x86_64
+
+# bench_order ROUND "A B ...": the VMMs in the order this round runs them, rotated by one each
+# round so that no VMM always goes first (L1's page cache, THP pool and TCG caches drift).
+bench_order() {
+  set -- "$1" $2
+  local round=$1 n i
+  shift
+  n=$#
+  i=$(( (round - 1) % n ))
+  while [ "$i" -gt 0 ]; do
+    set -- "$@" "$1"
+    shift
+    i=$((i - 1))
+  done
+  echo "$@"
+}
+
+# bench_tag TAG: passes a VMM's output through, turning the guest's (or guest_load
+# time's) `GUEST-LOAD mode k=v...` lines into `BENCH-RESULT TAG mode k=v...`
+# and keeping a copy in /tmp/bench-run.out for the success check.
+# Also tagged: the boot guest's BENCH-BOOT-INIT / BENCH-MEMINFO / BENCH-DMESG lines (as
+# `init`, `meminfo`, `dmesg`). TAG is "vmm=V round=R" plus any further key=value words.
+bench_tag() {
+  awk -v tag="$1" '
+    { sub(/\r$/, "") }
+    /GUEST-LOAD / { sub(/.*GUEST-LOAD /, "BENCH-RESULT " tag " ") }
+    /BENCH-BOOT-INIT / { sub(/.*BENCH-BOOT-INIT /, "BENCH-RESULT " tag " init ") }
+    /BENCH-MEMINFO / { sub(/.*BENCH-MEMINFO /, "BENCH-RESULT " tag " meminfo ") }
+    /BENCH-DMESG / { sub(/.*BENCH-DMESG /, "BENCH-RESULT " tag " dmesg ") }
+    { print; print > "/tmp/bench-run.out"; fflush() }'
+}
+
+# bench_l1_stats: one line of L1 counters whose deltas around a run say what the VMM cost L1
+# (page faults, transparent huge pages faulted in, guest RAM left in L1 after the run).
+bench_l1_stats() {
+  awk '/^(pgfault|thp_fault_alloc|thp_fault_fallback|pgalloc_normal) / { printf "%s=%s ", $1, $2 }' /proc/vmstat
+  awk '/^MemFree:/ { printf "memfree_kb=%s", $2 }' /proc/meminfo
+}
