@@ -35,6 +35,11 @@ if ! ninja -C "$build" "${targets[@]/#/tests/fuzz/}"; then
   exit 1
 fi
 
+# Symbolized stack traces in crash reports (Debian's clang-16 package does not ship one
+# where the runtime looks).
+symbolizer=$(command -v llvm-symbolizer-16 || command -v llvm-symbolizer || true)
+[[ -n $symbolizer && -z ${ASAN_SYMBOLIZER_PATH:-} ]] && export ASAN_SYMBOLIZER_PATH=$symbolizer
+
 scratch=$(mktemp -d /tmp/kestrel-fuzz.XXXXXX)
 trap 'rm -rf "$scratch"' EXIT
 artifacts="$root/.cache/fuzz-artifacts"

@@ -162,7 +162,6 @@ private:
 // Where one queue lives, as the input chose it.
 struct QueueSpec {
     QueueConfig cfg;
-    bool valid_size() const { return cfg.size != 0 && (cfg.size & (cfg.size - 1)) == 0; }
 };
 
 // Reads a queue placement: u8 (size = 1 << (b & 15), disabled when bit 7 set), then the
@@ -233,6 +232,7 @@ public:
         (void)mem_.write_obj(cfg_.avail + virtq::kAvailFlagsOffset, f);
         if (cfg_.size) (void)mem_.write_obj(cfg_.avail + virtq::avail_used_event_offset(cfg_.size), ev);
     }
+
 private:
     uint64_t alloc(uint64_t len) {
         // 8-byte aligned, never straddling a region end; wraps at the end of high RAM.
