@@ -8,6 +8,7 @@
 // (available()). Test-only helper.
 #pragma once
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <linux/fuse.h>
 #include <poll.h>
@@ -21,6 +22,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -77,6 +79,18 @@ public:
         }
         return true;
     }
+    // Blocks until an io_uring worker thread of this process sleeps in the kernel (state D),
+    // or `limit` passes; returns whether one does. An io_uring read of the file first queues
+    // for an io-wq worker, where a cancel still removes it; only once a worker has taken it
+    // and waits for the page the held READ would fill is it really stuck.
+    static bool wait_for_blocked_io_worker(std::chrono::milliseconds limit) {
+        auto end = std::chrono::steady_clock::now() + limit;
+        for (;;) {
+            if (io_worker_blocked()) return true;
+            if (std::chrono::steady_clock::now() >= end) return false;
+            std::this_thread::sleep_for(std::chrono::milliseconds(5));
+        }
+    }
     // Answers the held READs, and every later one, with bytes of value `fill`.
     void release(uint8_t fill) {
         std::lock_guard lk(mu_);
@@ -92,6 +106,24 @@ private:
         uint64_t offset;
         uint32_t size;
     };
+
+    static bool io_worker_blocked() {
+        DIR* d = ::opendir("/proc/self/task");
+        if (!d) return false;
+        bool found = false;
+        while (dirent* e = ::readdir(d)) {
+            if (e->d_name[0] == '.') continue;
+            std::ifstream f(std::string("/proc/self/task/") + e->d_name + "/stat");
+            std::string stat;
+            std::getline(f, stat);
+            // "tid (comm) state ...": io-wq workers are named iou-wrk-<tid>.
+            auto open = stat.find('('), close = stat.rfind(')');
+            if (open == std::string::npos || close == std::string::npos || close + 2 >= stat.size()) continue;
+            if (stat.compare(open + 1, 7, "iou-wrk") == 0 && stat[close + 2] == 'D') found = true;
+        }
+        ::closedir(d);
+        return found;
+    }
 
     void serve() {
         std::vector<uint8_t> in(FUSE_MIN_READ_BUFFER + (1 << 20));

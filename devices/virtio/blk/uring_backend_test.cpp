@@ -346,6 +346,7 @@ TEST_CASE("UringBackend: quiesce gives up on a hung read after its limit, and su
     REQUIRE(b->submit_read(0, std::span(&v, 1), 1).has_value());
     REQUIRE(b->submit_pending().has_value());
     REQUIRE(fuse.wait_for_reads(1, std::chrono::seconds(5)));
+    REQUIRE(HungFuseFile::wait_for_blocked_io_worker(std::chrono::seconds(5)));
 
     auto t0 = std::chrono::steady_clock::now();
     CHECK_FALSE(b->quiesce(milliseconds(300)));  // the cancel cannot stop a read under way
@@ -380,6 +381,7 @@ TEST_CASE("UringBackend: destroying it with a hung request returns after kDestro
     REQUIRE(b->submit_read(0, std::span(&v, 1), 1).has_value());
     REQUIRE(b->submit_pending().has_value());
     REQUIRE(fuse.wait_for_reads(1, std::chrono::seconds(5)));
+    REQUIRE(HungFuseFile::wait_for_blocked_io_worker(std::chrono::seconds(5)));
     auto t0 = std::chrono::steady_clock::now();
     b = std::unexpected(Error{"destroyed", 0});
     auto took = std::chrono::steady_clock::now() - t0;
