@@ -5,6 +5,8 @@
 #include <atomic>
 #include <cstdint>
 
+#include "devices/metrics.hpp"
+
 namespace kestrel {
 
 struct BlkMetrics {
@@ -39,6 +41,34 @@ struct BlkMetrics {
         }
     }
     static uint64_t get(const Counter& c) { return c.load(std::memory_order_relaxed); }
+
+    void visit(MetricVisitor& v) const {
+        v.counter("reads", load_metric(reads), "IN requests (counted when parsed, whatever their outcome)");
+        v.counter("writes", load_metric(writes), "OUT requests");
+        v.counter("flushes", load_metric(flushes), "FLUSH requests");
+        v.counter("get_ids", load_metric(get_ids), "GET_ID requests");
+        v.counter("discards", load_metric(discards), "DISCARD requests");
+        v.counter("write_zeroes", load_metric(write_zeroes), "WRITE_ZEROES requests");
+        v.counter("other_types", load_metric(other_types), "requests of other types (answered UNSUPP)");
+        v.counter("bytes_read", load_metric(bytes_read), "bytes read for the guest");
+        v.counter("bytes_written", load_metric(bytes_written), "bytes written for the guest");
+        v.counter("bad_header", load_metric(bad_header), "header shorter than 16 bytes (IOERR)");
+        v.counter("missing_status", load_metric(missing_status), "no writable status byte (returned with len 0)");
+        v.counter("bad_length", load_metric(bad_length), "data not a multiple of 512, empty or longer than seg_max x size_max (IOERR)");
+        v.counter("out_of_range", load_metric(out_of_range), "sector range past capacity (IOERR)");
+        v.counter("read_only", load_metric(read_only), "write, discard or write-zeroes on a read-only disk (IOERR)");
+        v.counter("unsupported", load_metric(unsupported), "unknown or not negotiated type, bad flags (UNSUPP)");
+        v.counter("bad_segment", load_metric(bad_segment), "discard/write-zeroes segment list malformed");
+        v.counter("malformed_chains", load_metric(malformed_chains), "chains that broke §2.7 rules (returned with len 0)");
+        v.counter("queue_errors", load_metric(queue_errors), "a queue itself broke: device needs reset");
+        v.counter("io_errors", load_metric(io_errors), "host I/O failed or was short (IOERR)");
+        v.counter("batches", load_metric(batches), "avail-ring passes that submitted I/O");
+        v.counter("interrupts", load_metric(interrupts), "used-buffer notifications sent");
+        v.counter("bounced", load_metric(bounced), "O_DIRECT requests copied through the bounce pool");
+        v.counter("budget_waits", load_metric(budget_waits), "requests that waited for room in the per-queue host memory budget");
+        v.gauge("bounce_peak_bytes", static_cast<int64_t>(load_metric(bounce_peak_bytes)), "most bounce-pool bytes one queue had leased at once");
+        v.counter("stuck_resets", load_metric(stuck_resets), "resets that gave up on host I/O after the reset limit");
+    }
 };
 
 }  // namespace kestrel

@@ -127,6 +127,7 @@ public:
     bool needs_reset() const override;
 
     const BlkMetrics& metrics() const;
+    void visit_metrics(MetricVisitor& v) const override { metrics().visit(v); }
     const blk::Config& config() const { return config_; }
     uint64_t capacity_sectors() const { return config_.capacity; }
 
