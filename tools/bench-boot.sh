@@ -59,17 +59,24 @@ for x in "${variants[@]}"; do
 done
 "$bench_root/tools/nested/build-guest-initramfs.sh" "$tmp/l1/l2/boot.cpio.gz" \
   --init "$bench_root/tools/nested/bench-cases/guest/boot-init.sh" >&2
+if [[ -n $breakdown ]]; then
+  # The breakdown runs' initramfs also has guest_load, to read the guest's TSC at /init.
+  mkdir -p "$tmp/probe/usr/bin"
+  install -m 0755 "$bench_load" "$tmp/probe/usr/bin/guest_load"
+  "$bench_root/tools/nested/build-guest-initramfs.sh" "$tmp/l1/l2/boot-probe.cpio.gz" \
+    --init "$bench_root/tools/nested/bench-cases/guest/boot-init.sh" --extra "$tmp/probe" >&2
+fi
 
 cat > "$tmp/l1/nested/bench/params" <<EOF
 BENCH_VMMS="$vmms"
 BENCH_ROUNDS=$rounds
 BENCH_MEMORY=$memory
 BENCH_BREAKDOWN_MEMS="$breakdown"
-BENCH_RUN_TIMEOUT=180
+BENCH_RUN_TIMEOUT=600
 EOF
 nv=$(wc -w <<<"$vmms")
 bench_run_l1 "$bench_root/tools/nested/bench-cases/bench-boot.sh" "$tmp/l1" \
-  $(( 300 + 3 * rounds * nv * 60 + $(wc -w <<<"$breakdown") * nv * 240 ))
+  $(( 300 + 3 * rounds * nv * 120 + $(wc -w <<<"$breakdown") * nv * 600 ))
 
 python3 - "$bench_serial" "$rounds" "$memory" "$(nproc)" "$bench_loadavg_after" "$vmms" <<'PY'
 import re, statistics, sys
@@ -82,7 +89,7 @@ bd = {}       # (vmm, mem) -> dict
 stamps = {}   # (vmm, mem) -> [(t, text)]
 stats = {}    # (vmm, mem) -> {before/after: dict}
 for l in lines:
-    m = re.match(r'BENCH-RESULT (.*?) (time|init|meminfo|dmesg) (.*)', l)
+    m = re.match(r'BENCH-RESULT (.*?) (time|init|tsc|meminfo|dmesg) (.*)', l)
     if m:
         tag, kind, rest = kv(m.group(1)), m.group(2), m.group(3)
         vmm = tag['vmm']
@@ -97,6 +104,8 @@ for l in lines:
             r['exit'], r['init'], r['rc'] = float(t['exec_to_exit_ms']), float(t['exec_to_mark_ms']), t['rc']
         elif kind == 'init':
             r['uptime'] = float(kv(rest)['uptime']) * 1000
+        elif kind == 'tsc':
+            r['tsc'] = int(kv(rest)['cycles'])
         elif kind == 'meminfo':
             r['meminfo'] = rest
         elif kind == 'dmesg':
@@ -145,56 +154,62 @@ for k in [v for v in vmms if v.startswith('kestrel')]:
 print('goal (reference only, never a failure): kestrel <= 0.3x QEMU microvm exec -> exit')
 
 if bd:
-    print('\nstart-up breakdown per guest RAM (one run each, ms, L1 clock; "before guest clock" = '
-          'exec->/init minus the guest\'s uptime at /init)')
-    print(f'{"VMM":16} {"MiB":>5} {"exec->/init":>12} {"uptime":>7} {"before clk":>11} {"/init->exit":>12} '
-          f'{"L1 pgfault":>11} {"L1 THP":>7} {"L1 MiB kept":>12}')
-    for (vmm, mem) in sorted(bd, key=lambda x: (x[1], vmms.index(x[0]) if x[0] in vmms else 99)):
+    # KVM starts a vCPU's TSC at 0 when the VMM creates it (KVM_CREATE_VCPU), so the guest's TSC
+    # at /init, over its tsc_khz, splits exec -> /init (L1 clock) into the VMM's set-up before its
+    # vCPUs exist and the guest's part; the guest's kvm-clock "sched offset" (the TSC when the
+    # kernel's clock started) splits the latter at the guest clock's start.
+    print('\nstart-up breakdown per guest RAM (one run each, ms on L1\'s clock):')
+    print('  VMM set-up = exec -> vCPU creation (exec->/init minus guest TSC at /init); guest pre-clock = vCPU creation ->')
+    print('  guest clock start (kvm-clock sched offset); guest boot = clock start -> /init; L1 counters over the whole run')
+    print(f'{"VMM":16} {"MiB":>5} {"exec->/init":>12} {"VMM set-up":>11} {"pre-clock":>10} {"guest boot":>11} '
+          f'{"(uptime)":>9} {"L1 pgfault":>11} {"L1 THP":>7}')
+    order = lambda x: (x[1], vmms.index(x[0]) if x[0] in vmms else 99)
+    for (vmm, mem) in sorted(bd, key=order):
         r = bd[(vmm, mem)]
         st = stats.get((vmm, mem), {})
         d = lambda k: (st['after'].get(k, 0) - st['before'].get(k, 0)) if 'after' in st and 'before' in st else None
-        kept = -d('memfree_kb') / 1024 if d('memfree_kb') is not None else None
-        if 'init' not in r or 'uptime' not in r:
+        dm = r.get('dmesg', [])
+        mhz = next((float(m.group(1)) for _, t in dm for m in [re.search(r'tsc: Detected ([0-9.]+) MHz', t)] if m), None)
+        off = next((int(m.group(1)) for _, t in dm for m in [re.search(r'sched offset of (\d+) cycles', t)] if m), None)
+        if 'init' not in r or 'tsc' not in r or not mhz:
             print(f'{vmm:16} {mem:>5}   (run incomplete)')
             continue
-        print(f'{vmm:16} {mem:>5} {f(r["init"]):>12} {f(r["uptime"]):>7} {f(r["init"] - r["uptime"]):>11} '
-              f'{f(r["exit"] - r["init"]):>12} {f(d("pgfault")):>11} {f(d("thp_fault_alloc")):>7} {f(kept):>12}')
+        tsc_ms = r['tsc'] / mhz / 1e3
+        pre = off / mhz / 1e3 if off is not None else None
+        print(f'{vmm:16} {mem:>5} {f(r["init"]):>12} {f(r["init"] - tsc_ms):>11} {f(pre):>10} '
+              f'{f(tsc_ms - pre if pre is not None else None):>11} {f(r.get("uptime")):>9} '
+              f'{f(d("pgfault")):>11} {f(d("thp_fault_alloc")):>7}')
     # The guest's printk clock: where the kernel's own time went, up to /init.
-    marks = [('kvm-clock', r'kvm-clock: using sched offset'), ('mem init', r'^Memory: '),
-             ('smp up', r'^smp: Brought up'), ('pci/acpi', r'^ACPI: Interpreter enabled'),
-             ('initramfs', r'^Trying to unpack rootfs'), ('initrd freed', r'^Freeing initrd memory'),
-             ('run /init', r'^Run /init')]
+    marks = [('mem init', r'^Memory: '), ('smp up', r'^smp: Brought up'), ('acpi', r'^ACPI: Interpreter enabled'),
+             ('kvm-clock cs', r'Switched to clocksource kvm-clock'), ('initramfs', r'^Trying to unpack rootfs'),
+             ('initrd freed', r'^Freeing initrd memory'), ('run /init', r'^Run /init')]
     print('\nguest printk timestamps (ms since the guest clock started):')
     print(f'{"VMM":16} {"MiB":>5} ' + ' '.join(f'{n:>12}' for n, _ in marks))
-    for (vmm, mem) in sorted(bd, key=lambda x: (x[1], vmms.index(x[0]) if x[0] in vmms else 99)):
+    for (vmm, mem) in sorted(bd, key=order):
         dm = bd[(vmm, mem)].get('dmesg', [])
-        cells = []
-        for _, rx in marks:
-            t = next((t for t, text in dm if re.search(rx, text)), None)
-            cells.append(f(t))
+        cells = [f(next((t for t, text in dm if re.search(rx, text)), None)) for _, rx in marks]
         print(f'{vmm:16} {mem:>5} ' + ' '.join(f'{c:>12}' for c in cells))
     # kestrel's own start-up under strace, relative to its execve.
     if stamps:
-        print('\nkestrel under strace (ms after execve; strace slows syscalls, so read the shape, not the sums):')
+        print('\nkestrel under strace (ms after execve; strace slows every syscall, so read the shape, not the sums):')
         events = [('guest RAM mmap', lambda s, mem: s.startswith('mmap(NULL, ') and int(s.split(',')[1]) >= mem << 20),
-                  ('madvise', lambda s, mem: s.startswith('madvise(')),
                   ('KVM_CREATE_VM', lambda s, mem: 'KVM_CREATE_VM' in s),
-                  ('SET_USER_MEMORY', lambda s, mem: 'KVM_SET_USER_MEMORY_REGION' in s),
-                  ('first CREATE_VCPU', lambda s, mem: 'KVM_CREATE_VCPU' in s),
-                  ('first KVM_RUN', lambda s, mem: 'KVM_RUN' in s),
-                  ('exit_group', lambda s, mem: s.startswith('exit_group(') or s.startswith('+++ exited'))]
-        print(f'{"VMM":16} {"MiB":>5} ' + ' '.join(f'{n:>17}' for n, _ in events) + '  slow syscalls (>= 5 ms)')
+                  ('SET_USER_MEM', lambda s, mem: 'KVM_SET_USER_MEMORY_REGION' in s),
+                  ('kernel unmapped', lambda s, mem: s.startswith('munmap(') and 'KVM' not in s and int(s.split(',')[1].split(')')[0]) > 1 << 20),
+                  ('CREATE_VCPU 0', lambda s, mem: 'KVM_CREATE_VCPU, 0' in s),
+                  ('first KVM_RUN', lambda s, mem: 'KVM_RUN' in s)]
+        print(f'{"VMM":16} {"MiB":>5} ' + ' '.join(f'{n:>15}' for n, _ in events) + '  slow syscalls (>= 5 ms)')
         for (vmm, mem), ss in sorted(stamps.items(), key=lambda x: x[0][1]):
             t0 = ss[0][0]
             cells, slow = [], []
             for name, pred in events:
                 t = next((t for t, s in ss if pred(s, mem)), None)
-                cells.append(f((t - t0) * 1000 if t is not None else None, '.1f'))
+                cells.append(f((t - t0) * 1000 if t is not None else None, '.0f'))
             for t, s in ss:
                 m = re.search(r'<([0-9.]+)>$', s)
                 if m and float(m.group(1)) >= 0.005 and 'KVM_RUN' not in s:
                     slow.append(f'{s.split("(")[0]}@{(t - t0) * 1000:.0f}:{float(m.group(1)) * 1000:.0f}ms')
-            print(f'{vmm:16} {mem:>5} ' + ' '.join(f'{c:>17}' for c in cells) + '  ' + ' '.join(slow[:8]))
+            print(f'{vmm:16} {mem:>5} ' + ' '.join(f'{c:>15}' for c in cells) + '  ' + ' '.join(slow[:6]))
 
 done = next((l for l in lines if l.startswith('BENCH-DONE ')), None)
 for l in lines:

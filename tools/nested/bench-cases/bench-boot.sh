@@ -10,8 +10,10 @@
 # Rounds rotate which VMM goes first; a run that does not end with the init line and exit
 # status 0 is retried, twice at most.
 # Then, with BENCH_BREAKDOWN_MEMS set, the start-up breakdown for each guest RAM size: one run
-# per VMM with bench.dmesg=1 (the guest's printk log) and L1's /proc/vmstat deltas, and for
-# each kestrel one run under strace (-f -ttt -T: kestrel's own syscalls with timestamps).
+# per VMM with /l2/boot-probe.cpio.gz and bench.dmesg=1 (the guest's time-stamp counter at
+# /init, which KVM starts at the VMM's KVM_CREATE_VCPU, and its printk log) and L1's
+# /proc/vmstat deltas, and for each kestrel one run under strace (-f -ttt -T: kestrel's own
+# syscalls with timestamps, the teardown included).
 #@ timeout 7200
 #@ l1-binaries /usr/bin/qemu-system-x86_64 /usr/bin/strace?
 #@ allow-line .
@@ -22,7 +24,7 @@ cmdline="console=ttyS0 reboot=k panic=-1 quiet"
 boot_cmd() { # VMM MEMORY_MIB EXTRA_CMDLINE: the command line, one word per line for `set --`
   case $1 in
     kestrel*)
-      echo "/nested/bin/$1 run --kernel /l2/vmlinux --initrd $initrd --cpus 2 --memory $2M" ;;
+      echo "/nested/bin/$1 run --kernel /l2/vmlinux --initrd $initrd --cpus 2 --memory ${2}M" ;;
     qemu)
       echo "$QEMU -M microvm -enable-kvm -cpu host -smp 2 -m $2 -nodefaults -no-user-config -display none -serial stdio -no-reboot -kernel /l2/vmlinux -initrd $initrd" ;;
     qemu-lean)
@@ -64,6 +66,7 @@ while [ "$round" -le "$BENCH_ROUNDS" ]; do
   round=$((round + 1))
 done
 
+initrd=/l2/boot-probe.cpio.gz
 for mem in $BENCH_BREAKDOWN_MEMS; do
   for vmm in $BENCH_VMMS; do
     before=$(bench_l1_stats)
@@ -77,13 +80,13 @@ for mem in $BENCH_BREAKDOWN_MEMS; do
         strace -f -ttt -T -o /tmp/bench-strace.out \
         -e trace=execve,mmap,munmap,madvise,ioctl,openat,clone,clone3,exit_group
       # Everything but the vCPUs' KVM_RUN traffic, plus the first KVM_RUN (the guest's first
-      # instruction) and the last lines (teardown).
+      # instruction); then the last lines unfiltered (the guest's power-off exit, the teardown).
       awk -v tag="vmm=$vmm mem=$mem" '
         /KVM_RUN/ && seen++ { if (/unfinished/) pending[$1] = 1; next }
         /resumed>/ && pending[$1] { delete pending[$1]; next }
         { print "BENCH-STRACE " tag " " $0 }' /tmp/bench-strace.out | head -n 400
       echo "BENCH-STRACE vmm=$vmm mem=$mem kvm_run_lines=$(grep -c KVM_RUN /tmp/bench-strace.out)"
-      tail -n 8 /tmp/bench-strace.out | sed "s/^/BENCH-STRACE vmm=$vmm mem=$mem tail /"
+      tail -n 30 /tmp/bench-strace.out | sed "s/^/BENCH-STRACE-TAIL vmm=$vmm mem=$mem /"
       rm -f /tmp/bench-strace.out ;;
     esac
   done
