@@ -88,6 +88,7 @@ runs = {}     # vmm -> [{'exit':, 'init':, 'uptime':}]
 bd = {}       # (vmm, mem) -> dict
 stamps = {}   # (vmm, mem) -> [(t, text)]
 stats = {}    # (vmm, mem) -> {before/after: dict}
+kvmstat = {}  # (vmm, mem) -> L1 KVM debugfs counters at /init
 for l in lines:
     m = re.match(r'BENCH-RESULT (.*?) (time|init|tsc|meminfo|dmesg) (.*)', l)
     if m:
@@ -113,11 +114,15 @@ for l in lines:
             if d:
                 r.setdefault('dmesg', []).append((float(d.group(1)) * 1000, d.group(2)))
         continue
+    m = re.match(r'BENCH-KVMSTAT vmm=(\S+) mem=(\d+) (.*)', l)
+    if m:
+        kvmstat[(m.group(1), int(m.group(2)))] = {k: int(v) for k, v in kv(m.group(3)).items()}
+        continue
     m = re.match(r'BENCH-L1STATS vmm=(\S+) mem=(\d+) (before|after) (.*)', l)
     if m:
         stats.setdefault((m.group(1), int(m.group(2))), {})[m.group(3)] = {k: int(v) for k, v in kv(m.group(4)).items()}
         continue
-    m = re.match(r'BENCH-STRACE vmm=(\S+) mem=(\d+) (\d+) ([0-9.]+) (.*)', l)
+    m = re.match(r'BENCH-STRACE vmm=(\S+) mem=(\d+) (\d+)\s+([0-9.]+) (.*)', l)
     if m:
         stamps.setdefault((m.group(1), int(m.group(2))), []).append((float(m.group(4)), m.group(5)))
 
@@ -160,15 +165,17 @@ if bd:
     # kernel's clock started) splits the latter at the guest clock's start.
     print('\nstart-up breakdown per guest RAM (one run each, ms on L1\'s clock):')
     print('  VMM set-up = exec -> vCPU creation (exec->/init minus guest TSC at /init); guest pre-clock = vCPU creation ->')
-    print('  guest clock start (kvm-clock sched offset); guest boot = clock start -> /init; L1 counters over the whole run')
+    print('  guest clock start (kvm-clock sched offset); guest boot = clock start -> /init; L1 pgfault/THP faults over the')
+    print('  whole run; L1 KVM at /init: exits, nested page faults fixed, nested page-table mappings 4K/2M')
     print(f'{"VMM":16} {"MiB":>5} {"exec->/init":>12} {"VMM set-up":>11} {"pre-clock":>10} {"guest boot":>11} '
-          f'{"(uptime)":>9} {"L1 pgfault":>11} {"L1 THP":>7}')
+          f'{"(uptime)":>9} {"L1 pgfault":>11} {"L1 THP":>7} {"exits":>8} {"npf fixed":>9} {"4K/2M maps":>11}')
     order = lambda x: (x[1], vmms.index(x[0]) if x[0] in vmms else 99)
     for (vmm, mem) in sorted(bd, key=order):
         r = bd[(vmm, mem)]
         st = stats.get((vmm, mem), {})
         d = lambda k: (st['after'].get(k, 0) - st['before'].get(k, 0)) if 'after' in st and 'before' in st else None
         dm = r.get('dmesg', [])
+        ks = kvmstat.get((vmm, mem), {})
         mhz = next((float(m.group(1)) for _, t in dm for m in [re.search(r'tsc: Detected ([0-9.]+) MHz', t)] if m), None)
         off = next((int(m.group(1)) for _, t in dm for m in [re.search(r'sched offset of (\d+) cycles', t)] if m), None)
         if 'init' not in r or 'tsc' not in r or not mhz:
@@ -178,7 +185,8 @@ if bd:
         pre = off / mhz / 1e3 if off is not None else None
         print(f'{vmm:16} {mem:>5} {f(r["init"]):>12} {f(r["init"] - tsc_ms):>11} {f(pre):>10} '
               f'{f(tsc_ms - pre if pre is not None else None):>11} {f(r.get("uptime")):>9} '
-              f'{f(d("pgfault")):>11} {f(d("thp_fault_alloc")):>7}')
+              f'{f(d("pgfault")):>11} {f(d("thp_fault_alloc")):>7} {f(ks.get("exits")):>8} {f(ks.get("pf_fixed")):>9} '
+              f'{f(ks.get("pages_4k")) + "/" + f(ks.get("pages_2m")):>11}')
     # The guest's printk clock: where the kernel's own time went, up to /init.
     marks = [('mem init', r'^Memory: '), ('smp up', r'^smp: Brought up'), ('acpi', r'^ACPI: Interpreter enabled'),
              ('kvm-clock cs', r'Switched to clocksource kvm-clock'), ('initramfs', r'^Trying to unpack rootfs'),
@@ -195,16 +203,18 @@ if bd:
         events = [('guest RAM mmap', lambda s, mem: s.startswith('mmap(NULL, ') and int(s.split(',')[1]) >= mem << 20),
                   ('KVM_CREATE_VM', lambda s, mem: 'KVM_CREATE_VM' in s),
                   ('SET_USER_MEM', lambda s, mem: 'KVM_SET_USER_MEMORY_REGION' in s),
-                  ('kernel unmapped', lambda s, mem: s.startswith('munmap(') and 'KVM' not in s and int(s.split(',')[1].split(')')[0]) > 1 << 20),
+                  ('kernel copied', lambda s, mem: s.startswith('munmap(') and int(s.split(',')[1].split(')')[0]) > 1 << 20),
                   ('CREATE_VCPU 0', lambda s, mem: 'KVM_CREATE_VCPU, 0' in s),
                   ('first KVM_RUN', lambda s, mem: 'KVM_RUN' in s)]
         print(f'{"VMM":16} {"MiB":>5} ' + ' '.join(f'{n:>15}' for n, _ in events) + '  slow syscalls (>= 5 ms)')
         for (vmm, mem), ss in sorted(stamps.items(), key=lambda x: x[0][1]):
             t0 = ss[0][0]
             cells, slow = [], []
+            at = 0   # the events happen in this order: each is searched for after the previous one
             for name, pred in events:
-                t = next((t for t, s in ss if pred(s, mem)), None)
-                cells.append(f((t - t0) * 1000 if t is not None else None, '.0f'))
+                i = next((i for i in range(at, len(ss)) if pred(ss[i][1], mem)), None)
+                cells.append(f((ss[i][0] - t0) * 1000 if i is not None else None, '.0f'))
+                at = i if i is not None else at
             for t, s in ss:
                 m = re.search(r'<([0-9.]+)>$', s)
                 if m and float(m.group(1)) >= 0.005 and 'KVM_RUN' not in s:

@@ -45,3 +45,30 @@ bench_l1_stats() {
   awk '/^(pgfault|thp_fault_alloc|thp_fault_fallback|pgalloc_normal) / { printf "%s=%s ", $1, $2 }' /proc/vmstat
   awk '/^MemFree:/ { printf "memfree_kb=%s", $2 }' /proc/meminfo
 }
+
+# bench_kvm_sampler_start / bench_kvm_sampler_stop TAG: L1 KVM's debugfs counters (sums over the
+# live VMs: exits, nested page faults, 4K/2M mappings in the nested page tables) sampled every
+# 0.5 s while one VMM runs, up to the first sample after the guest's /init line went by; that
+# sample is printed as `BENCH-KVMSTAT TAG name=value ...` (at most 0.5 s past /init).
+bench_kvm_sampler_start() {
+  [ -d /sys/kernel/debug/kvm ] || mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
+  rm -f /tmp/bench-kvmstat /tmp/bench-run.out
+  ( cd /sys/kernel/debug/kvm 2>/dev/null || exit 0
+    while :; do
+      line=""
+      for f in exits pf_taken pf_fixed pf_guest io_exits mmio_exits halt_exits irq_exits insn_emulation pages_4k pages_2m; do
+        [ -r "$f" ] && line="$line $f=$(cat "$f")"
+      done
+      case $line in *" exits=0 "*) ;; *) echo "$line" > /tmp/bench-kvmstat ;; esac
+      # The guest's /init line has passed (bench_tag's copy): this sample is the boot's.
+      grep -q BENCH-BOOT-INIT /tmp/bench-run.out 2>/dev/null && exit 0
+      sleep 0.5
+    done ) &
+  bench_sampler=$!
+}
+bench_kvm_sampler_stop() {
+  kill "$bench_sampler" 2>/dev/null
+  wait "$bench_sampler" 2>/dev/null
+  [ -s /tmp/bench-kvmstat ] && echo "BENCH-KVMSTAT $1$(cat /tmp/bench-kvmstat)"
+  rm -f /tmp/bench-kvmstat
+}
