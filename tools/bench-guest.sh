@@ -14,7 +14,7 @@
 #   tools/bench-guest.sh [-r ROUNDS] [-s SECONDS] [-m NET_MIB] [-d DISK_MIB] [-p blk,net]
 #                        [-b BUILD_DIR | -k KESTREL]
 #
-# Defaults: 3 rounds, 5 s per block pattern, 64 MiB per stream, a 256 MiB disk, build dir
+# Defaults: 3 rounds, 5 s per block pattern, 32 MiB per stream, a 256 MiB disk, build dir
 # `build` (ninja builds vmm/kestrel and tools/guest_load there). Env: KESTREL_NESTED_OUT
 # (default /tmp/nested-bench: run-tests' lock, L1 image and serial log).
 # Never a timed assertion: exit 0 when both VMMs completed every round, 1 otherwise, 2 on
@@ -23,7 +23,7 @@
 set -euo pipefail
 bench_root=$(cd "$(dirname "$0")/.." && pwd)
 bench_name=bench-guest
-rounds=3 seconds=5 net_mib=64 disk_mib=256 patterns=blk,net build=$bench_root/build kestrel=""
+rounds=3 seconds=5 net_mib=32 disk_mib=256 patterns=blk,net build=$bench_root/build kestrel=""
 usage() { sed -n '14,15p' "$0" | sed 's/^# *//' >&2; exit 2; }
 while getopts "r:s:m:d:p:b:k:h" opt; do
   case $opt in

@@ -2,17 +2,18 @@
 # Boot-time benchmark, kestrel and QEMU microvm side by side in this one L1 (tools/bench-boot.sh
 # builds the run; settings in /nested/bench/params). Every VMM boots the same Debian vmlinux
 # (PVH entry) with /l2/boot.cpio.gz, whose /init (guest/boot-init.sh) prints its uptime and
-# powers off at once; 2 vCPUs, BENCH_MEMORY MiB, console on ttyS0, `quiet`, no devices.
+# TSC and powers off at once; 2 vCPUs, BENCH_MEMORY MiB, console on ttyS0, `quiet`, no devices.
 # guest_load's exec timer gives exec -> exit and exec -> the guest's BENCH-BOOT-INIT line on
 # L1's clock. VMM names: kestrel or kestrel-* (binary /nested/bin/NAME: a variant under test),
 # qemu (-M microvm, its defaults: PIC, PIT, RTC, ACPI, option ROMs) and qemu-lean (-M microvm
 # with pit, pic, rtc and option ROMs off, as QEMU's docs suggest for a fast microvm boot).
 # Rounds rotate which VMM goes first; a run that does not end with the init line and exit
 # status 0 is retried, twice at most.
+# Every run's guest also prints its time-stamp counter at /init (KVM starts it at the VMM's
+# KVM_CREATE_VCPU), which splits exec -> /init into the VMM's set-up and the guest's part.
 # Then, with BENCH_BREAKDOWN_MEMS set, the start-up breakdown for each guest RAM size: one run
-# per VMM with /l2/boot-probe.cpio.gz and bench.dmesg=1 (the guest's time-stamp counter at
-# /init, which KVM starts at the VMM's KVM_CREATE_VCPU, and its printk log) and L1's
-# /proc/vmstat deltas, and for each kestrel one run under strace (-f -ttt -T: kestrel's own
+# per VMM with bench.dmesg=1 (the guest's printk log), L1's /proc/vmstat deltas and L1 KVM's
+# counters at /init, and for each kestrel one run under strace (-f -ttt -T: kestrel's own
 # syscalls with timestamps, the teardown included).
 #@ timeout 7200
 #@ l1-binaries /usr/bin/qemu-system-x86_64 /usr/bin/strace?
@@ -66,7 +67,6 @@ while [ "$round" -le "$BENCH_ROUNDS" ]; do
   round=$((round + 1))
 done
 
-initrd=/l2/boot-probe.cpio.gz
 for mem in $BENCH_BREAKDOWN_MEMS; do
   for vmm in $BENCH_VMMS; do
     before=$(bench_l1_stats)
