@@ -9,6 +9,8 @@ packages=(
   # build
   g++ meson ninja-build pkg-config linux-libc-dev
   liburing-dev libspdlog-dev libfmt-dev libcli11-dev doctest-dev
+  # control plane: HTTP on a unix socket, JSON, SHA-256, seccomp; disk import
+  libcpp-httplib-dev nlohmann-json3-dev libssl-dev libseccomp-dev qemu-utils curl
   # tests: ACPI disassembler, test guests' toolchain, nested test host and its guests
   acpica-tools binutils python3 qemu-system-x86 busybox-static cpio lz4 xz-utils zstd kmod
   e2fsprogs iproute2 socat

@@ -4,10 +4,13 @@
 
 #include <sys/epoll.h>
 
+#include <chrono>
+#include <condition_variable>
 #include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 
 #include "devices/event_registry.hpp"
 
@@ -26,11 +29,29 @@ public:
     // Dispatches events until ctl's wake fd fires.
     void run(VmControl& ctl);
 
+    // Parks the loop thread between two callbacks until resume(), so no device callback runs
+    // (no completion, frame or byte reaches guest memory) while the VM is paused. `quiesce`
+    // runs on the loop thread first: devices finish the host I/O that writes into guest
+    // memory and keep its completions for after the pause. Fails if quiesce fails or the
+    // loop has not parked within `limit` (the pause is then withdrawn).
+    Result<void> pause(std::function<Result<void>()> quiesce, std::chrono::milliseconds limit);
+    void resume();
+
 private:
-    explicit EventLoop(UniqueFd ep) : epoll_(std::move(ep)) {}
+    EventLoop(UniqueFd ep, UniqueFd control) : epoll_(std::move(ep)), control_(std::move(control)) {}
+    void on_control(VmControl& ctl);
+
     UniqueFd epoll_;
+    UniqueFd control_;  // eventfd: a pause request waits
     std::mutex mu_;
     std::map<int, std::shared_ptr<Callback>> callbacks_;
+
+    std::mutex pause_mu_;
+    std::condition_variable pause_cv_;
+    bool pause_requested_ = false;  // all under pause_mu_
+    bool parked_ = false;
+    std::optional<Error> pause_error_;
+    std::function<Result<void>()> quiesce_;
 };
 
 }  // namespace kestrel

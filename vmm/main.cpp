@@ -5,9 +5,12 @@
 #include <malloc.h>
 
 #include <cstdio>
+#include <fstream>
+#include <sstream>
 
 #include "vmm/base/log.hpp"
-#include "vmm/vm.hpp"
+#include "vmm/api/fc_json.hpp"
+#include "vmm/controller.hpp"
 
 using namespace kestrel;
 
@@ -42,8 +45,8 @@ int main(int argc, char** argv) {
     std::string memory = "256M", serial = "stdio";
     auto* run = app.add_subcommand("run", "Boot a guest kernel directly and run it until it ends");
     auto* kernel_opt = run->add_option("--kernel", cfg.kernel,
-                    "Guest kernel: an x86-64 ELF vmlinux (PVH note honoured) or a bzImage")
-        ->required();
+                    "Guest kernel: an x86-64 ELF vmlinux (PVH note honoured) or a bzImage "
+                    "(required unless --api-sock or --config-file supplies it)");
     auto* initrd_opt = run->add_option("--initrd", cfg.initrd, "Initial ramdisk (cpio archive, may be compressed)");
     run->add_option("--cmdline", cfg.cmdline, "Kernel command line")
         ->default_str(std::string(kDefaultCmdline));
@@ -74,6 +77,14 @@ int main(int argc, char** argv) {
                   "Map the debug-exit port 0xf4 (QEMU's isa-debug-exit): a guest write of V ends "
                   "kestrel with exit code V & 0xff. For test guests; without it the port is "
                   "unclaimed and a guest cannot choose kestrel's exit status");
+    std::string api_sock, config_file, instance_id = "kestrel";
+    run->add_option("--api-sock", api_sock,
+                    "Serve the Firecracker-compatible API on this unix socket; without --kernel "
+                    "(or --config-file) the VM waits to be configured and started through it");
+    run->add_option("--config-file", config_file,
+                    "Firecracker-format JSON configuration (boot-source, machine-config, drives, "
+                    "network-interfaces, vsock, entropy, logger, metrics); the VM boots at once");
+    run->add_option("--id", instance_id, "Instance id reported by GET / (default kestrel)");
     run->footer(kExitCodesHelp);
 
     try {
@@ -135,16 +146,42 @@ int main(int argc, char** argv) {
         else if (o == vsock_opt) cfg.order.push_back({K::Vsock});
     }
 
-    auto result = run_vm(cfg);
-    if (!result) {
-        log::error("{}", result.error().what());
-        return kExitError;
+    if (!config_file.empty()) {
+        std::ifstream f(config_file);
+        if (!f) {
+            log::error("--config-file '{}': {}", config_file, std::strerror(errno));
+            return kExitUsage;
+        }
+        std::stringstream text;
+        text << f.rdbuf();
+        auto j = api::json::parse(text.str(), nullptr, /*allow_exceptions=*/false);
+        if (j.is_discarded()) {
+            log::error("--config-file '{}': not valid JSON", config_file);
+            return kExitUsage;
+        }
+        auto applied = api::apply_full_config(cfg, j);
+        if (!applied) {
+            log::error("--config-file '{}': {}", config_file, applied.error().what());
+            return kExitUsage;
+        }
+        cfg = std::move(*applied);
+        spdlog::set_level(spdlog::level::from_str(cfg.log_level));
     }
-    int code = exit_code_for(*result);
-    if (result->kind == ExitKind::PowerOff || result->kind == ExitKind::DebugExit ||
-        result->kind == ExitKind::Reset)
-        log::info("{} (exit code {})", result->message, code);
-    else
-        log::error("{} (exit code {})", result->message, code);
-    return code;
+    // Drives and interfaces from the command line are named as the API would let one name them.
+    for (size_t i = 0; i < cfg.disks.size(); ++i)
+        if (cfg.disks[i].id.empty()) cfg.disks[i].id = fmt::format("disk{}", i);
+    for (size_t i = 0; i < cfg.nets.size(); ++i)
+        if (cfg.nets[i].id.empty()) cfg.nets[i].id = fmt::format("net{}", i);
+
+    if (cfg.kernel.empty() && api_sock.empty()) {
+        log::error("--kernel is required (or --config-file with a boot-source, or --api-sock to "
+                   "configure the VM through the API)");
+        return kExitUsage;
+    }
+    ControllerOptions o;
+    o.config = std::move(cfg);
+    o.start_now = !o.config.kernel.empty();
+    o.api_socket = api_sock;
+    o.instance_id = instance_id;
+    return Controller(std::move(o)).run();
 }

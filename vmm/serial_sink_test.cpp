@@ -69,7 +69,7 @@ struct Pipe {
     }
 };
 
-// The event loop on its own thread, as in run_vm.
+// The event loop on its own thread, as in the Vmm.
 struct RunningLoop {
     std::unique_ptr<EventLoop> loop = EventLoop::create().value();
     VmControl ctl;

@@ -69,14 +69,51 @@ void VcpuThread::join() {
 void VcpuThread::loop() {
     kvm_run* run = vcpu_.run_area();
     while (!ctl_.stopping()) {
+        if (pause_requested_.load()) {
+            park(run);
+            continue;
+        }
         auto entered = vcpu_.run();
         if (!entered) {
             ctl_.request({ExitKind::Error, 0, entered.error().what()});
-            return;
+            break;
         }
-        if (!*entered) continue;  // signal: re-check whether to stop
-        if (!handle_exit(run)) return;  // this vCPU cannot continue; VmControl decides the VM
+        if (!*entered) continue;  // signal: re-check whether to stop or pause
+        if (!handle_exit(run)) break;  // this vCPU cannot continue; VmControl decides the VM
     }
+    std::lock_guard lk(park_mu_);
+    ended_ = true;
+    park_cv_.notify_all();
+}
+
+void VcpuThread::park(kvm_run* run) {
+    // Finish the exit handled last, without entering the guest: the vCPU's state is then
+    // complete (nothing half-done for a save) and the guest sees its I/O done on resume.
+    run->immediate_exit = 1;
+    if (auto r = vcpu_.run(); !r) log::warn("vCPU {}: completing pending I/O before pausing: {}", vcpu_.index(), r.error().what());
+    std::unique_lock lk(park_mu_);
+    parked_ = true;
+    park_cv_.notify_all();
+    park_cv_.wait(lk, [&] { return !pause_requested_.load() || ctl_.stopping(); });
+    parked_ = false;
+    // A pause or stop requested from here on is seen by the loop's check before the next
+    // KVM_RUN, or its kick makes that KVM_RUN return at once.
+    run->immediate_exit = 0;
+}
+
+bool VcpuThread::pause(std::chrono::milliseconds limit) {
+    pause_requested_.store(true);
+    kick();
+    std::unique_lock lk(park_mu_);
+    return park_cv_.wait_for(lk, limit, [&] { return parked_ || ended_ || !started_; });
+}
+
+void VcpuThread::resume() {
+    {
+        std::lock_guard lk(park_mu_);
+        pause_requested_.store(false);
+    }
+    park_cv_.notify_all();
 }
 
 std::string VcpuThread::describe_stop(const char* what) {

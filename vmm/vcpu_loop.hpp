@@ -1,10 +1,18 @@
 // The per-vCPU thread: KVM_RUN, then dispatch the exit synchronously (port I/O and MMIO to
 // the buses; shutdown and host failures to VmControl). Stopped by signal + immediate_exit.
+//
+// Pause (Firecracker's vstate/vcpu state machine: running -> paused -> running): a kick takes
+// the vCPU out of KVM_RUN; one more KVM_RUN with immediate_exit set completes the exit just
+// handled (api.rst §5 "immediate_exit": pending PIO/MMIO is finished without entering the
+// guest), then the thread parks until resume() or the VM stops.
 #pragma once
 
 #include <array>
+#include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <functional>
+#include <mutex>
 #include <pthread.h>
 #include <thread>
 
@@ -33,10 +41,14 @@ public:
     // Makes a running KVM_RUN return and keeps the next one from entering the guest.
     void kick();
     void join();
+    // Asks the vCPU to park; true once it is parked (or has ended) within `limit`.
+    bool pause(std::chrono::milliseconds limit);
+    void resume();
     const VcpuExitCounters& counters() const { return counters_; }
 
 private:
     void loop();
+    void park(kvm_run* run);
     // False when this vCPU must not enter the guest again.
     bool handle_exit(kvm_run* run);
     std::string describe_stop(const char* what);
@@ -49,6 +61,11 @@ private:
     std::thread thread_;
     pthread_t handle_{};
     std::atomic<bool> started_{false};
+    std::atomic<bool> pause_requested_{false};
+    std::mutex park_mu_;
+    std::condition_variable park_cv_;
+    bool parked_ = false;  // under park_mu_
+    bool ended_ = false;   // under park_mu_: the loop has returned
     VcpuExitCounters counters_;
 };
 

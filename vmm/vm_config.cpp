@@ -1,6 +1,7 @@
 #include "vmm/vm_config.hpp"
 
 #include <algorithm>
+#include <cctype>
 #include <charconv>
 #include <fstream>
 #include <sstream>
@@ -79,6 +80,13 @@ Result<std::array<uint8_t, 6>> parse_mac(std::string_view v) {
 
 }  // namespace
 
+bool valid_id(std::string_view id) {
+    if (id.empty() || id.size() > 64) return false;
+    for (char c : id)
+        if (!std::isalnum(static_cast<unsigned char>(c)) && c != '_' && c != '-') return false;
+    return true;
+}
+
 Result<DiskConfig> parse_disk(std::string_view s) {
     auto items = split(s, ',');
     DiskConfig d;
@@ -92,7 +100,9 @@ Result<DiskConfig> parse_disk(std::string_view s) {
             if (v->size() > 20) return fail("--disk serial '{}' is longer than 20 bytes", *v);
             d.serial = std::string(*v);
         } else if (k == "queues" && v) d.queues = TRY(parse_uint<uint16_t>("--disk queues", *v, 1, 64));
-        else return fail("--disk: unknown option '{}' (known: ro, direct, serial=S, queues=N)", items[i]);
+        else if (k == "id" && v && valid_id(*v)) d.id = std::string(*v);
+        else if (k == "id") return fail("--disk id '{}' is not 1-64 letters, digits, '_' or '-'", v.value_or(""));
+        else return fail("--disk: unknown option '{}' (known: ro, direct, serial=S, queues=N, id=ID)", items[i]);
     }
     return d;
 }
@@ -106,7 +116,9 @@ Result<NetConfig> parse_net(std::string_view s) {
             n.tap = std::string(*v);
         } else if (k == "fd" && v) n.fd = TRY(parse_uint<int>("--net fd", *v, 0, 1 << 20));
         else if (k == "mac" && v) n.mac = TRY(parse_mac(*v));
-        else return fail("--net: unknown option '{}' (known: tap=NAME, fd=N, mac=MAC)", item);
+        else if (k == "id" && v && valid_id(*v)) n.id = std::string(*v);
+        else if (k == "id") return fail("--net id '{}' is not 1-64 letters, digits, '_' or '-'", v.value_or(""));
+        else return fail("--net: unknown option '{}' (known: tap=NAME, fd=N, mac=MAC, id=ID)", item);
     }
     if (n.tap.empty() == (n.fd < 0))
         return fail("--net '{}': give exactly one of tap=NAME and fd=N", s);

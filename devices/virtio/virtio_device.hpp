@@ -4,6 +4,7 @@
 // back-end completions run on the event-loop thread. Implementations guard their state.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <span>
 #include <vector>
@@ -62,6 +63,11 @@ public:
     virtual bool needs_reset() const { return false; }
     // The device's counters (any thread; devices/metrics.hpp).
     virtual void visit_metrics(MetricVisitor&) const {}
+    // Pause (called on the event-loop thread, which parks right after): wait at most `limit`
+    // until no host I/O the device started can still write guest memory. Completions stay
+    // unprocessed (not on the used ring, no interrupt) until the loop runs again on resume.
+    // Devices whose host I/O lands in host buffers first (net, vsock, rng) have nothing to do.
+    virtual Result<void> finish_host_io(std::chrono::milliseconds /*limit*/) { return {}; }
 };
 
 }  // namespace kestrel

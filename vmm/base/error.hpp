@@ -11,10 +11,16 @@
 
 namespace kestrel {
 
+// What kind of failure, so a control plane can answer it (an HTTP status, a CLI exit code):
+// the request itself was wrong, it is not allowed in the VM's current state, or the host
+// failed to do something valid.
+enum class ErrorKind { Host, BadRequest, NotAllowed };
+
 // One error: a sentence for the user plus the errno it came from (0 when none).
 struct Error {
     std::string message;
     int sys_errno = 0;
+    ErrorKind kind = ErrorKind::Host;
 
     std::string what() const {
         if (sys_errno == 0) return message;
@@ -35,6 +41,16 @@ template <class... Args>
 std::unexpected<Error> fail_errno(fmt::format_string<Args...> f, Args&&... args) {
     int e = errno;
     return std::unexpected(Error{fmt::format(f, std::forward<Args>(args)...), e});
+}
+
+template <class... Args>
+std::unexpected<Error> bad_request(fmt::format_string<Args...> f, Args&&... args) {
+    return std::unexpected(Error{fmt::format(f, std::forward<Args>(args)...), 0, ErrorKind::BadRequest});
+}
+
+template <class... Args>
+std::unexpected<Error> not_allowed(fmt::format_string<Args...> f, Args&&... args) {
+    return std::unexpected(Error{fmt::format(f, std::forward<Args>(args)...), 0, ErrorKind::NotAllowed});
 }
 
 // Prefixes context onto an error coming up from below.

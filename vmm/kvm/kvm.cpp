@@ -214,6 +214,12 @@ Result<bool> Vcpu::run() {
     return fail_errno("KVM_RUN on vCPU {}", index_);
 }
 
+Result<bool> Vcpu::kvmclock_ctrl() {
+    if (::ioctl(fd_.get(), KVM_KVMCLOCK_CTRL, 0) == 0) return true;
+    if (errno == EINVAL) return false;  // no kvm-clock page registered by the guest
+    return fail_errno("KVM_KVMCLOCK_CTRL on vCPU {}", index_);
+}
+
 Result<kvm_regs> Vcpu::get_regs() const { return get<kvm_regs>(fd_.get(), KVM_GET_REGS, "KVM_GET_REGS"); }
 Result<void> Vcpu::set_regs(const kvm_regs& r) { return set(fd_.get(), KVM_SET_REGS, r, "KVM_SET_REGS"); }
 Result<kvm_sregs> Vcpu::get_sregs() const { return get<kvm_sregs>(fd_.get(), KVM_GET_SREGS, "KVM_GET_SREGS"); }

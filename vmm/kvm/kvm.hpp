@@ -83,6 +83,10 @@ public:
     Result<kvm_lapic_state> get_lapic() const;
     Result<void> set_lapic(const kvm_lapic_state& l);
     Result<kvm_translation> translate(uint64_t linear) const;
+    // Tells a kvm-clock guest it was paused by the host, so it does not take the time it was
+    // stopped for a soft lockup (api.rst §4.93 KVM_KVMCLOCK_CTRL). Ok(false) when the guest
+    // has not enabled kvm-clock (nothing to tell).
+    Result<bool> kvmclock_ctrl();
 
 private:
     Vcpu(UniqueFd fd, Mapping run, uint32_t index)

@@ -1,0 +1,314 @@
+#include "vmm/controller.hpp"
+
+#include <signal.h>
+#include <sys/epoll.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include <fstream>
+
+#include <spdlog/sinks/basic_file_sink.h>
+
+#include "vmm/api/api_server.hpp"
+#include "vmm/base/log.hpp"
+
+namespace kestrel {
+
+using api::ApiRequest;
+using api::ApiResponse;
+using api::json;
+using api::Op;
+
+namespace {
+
+constexpr const char* kVersion = "0.1.0";
+
+void log_exit(const GuestExit& e, int code) {
+    if (e.kind == ExitKind::PowerOff || e.kind == ExitKind::DebugExit || e.kind == ExitKind::Reset)
+        log::info("{} (exit code {})", e.message, code);
+    else
+        log::error("{} (exit code {})", e.message, code);
+}
+
+// "VmRSS:" and "Threads:" of /proc/self/status.
+std::pair<uint64_t, uint64_t> rss_and_threads() {
+    std::ifstream f("/proc/self/status");
+    std::string key;
+    uint64_t rss_kb = 0, threads = 0;
+    while (f >> key) {
+        if (key == "VmRSS:") f >> rss_kb;
+        else if (key == "Threads:") f >> threads;
+        f.ignore(1 << 12, '\n');
+    }
+    return {rss_kb << 10, threads};
+}
+
+// PUT /logger's log_path: the log goes there (appended; a FIFO works too) instead of stderr.
+Result<void> log_to_file(const std::string& path) {
+    try {
+        auto logger = spdlog::basic_logger_mt("kestrel-file", path, /*truncate=*/false);
+        logger->set_pattern("%Y-%m-%dT%H:%M:%S.%e kestrel: %l: %v");
+        logger->set_level(spdlog::get_level());
+        logger->flush_on(spdlog::level::info);
+        spdlog::drop("kestrel-file");
+        spdlog::set_default_logger(logger);
+    } catch (const spdlog::spdlog_ex& e) {
+        return fail("logger: cannot write the log to '{}': {}", path, e.what());
+    }
+    return {};
+}
+
+template <class T, class Id>
+T* find_by_id(std::vector<T>& v, const Id& id) {
+    for (auto& x : v)
+        if (x.id == id) return &x;
+    return nullptr;
+}
+
+}  // namespace
+
+VmConfig with_root_device(VmConfig cfg) {
+    auto root = std::find_if(cfg.disks.begin(), cfg.disks.end(), [](const DiskConfig& d) { return d.is_root; });
+    if (root == cfg.disks.end()) return cfg;
+    std::rotate(cfg.disks.begin(), root, root + 1);
+    const DiskConfig& d = cfg.disks.front();
+    if (cfg.cmdline.find("root=") == std::string::npos) {
+        cfg.cmdline += d.partuuid.empty() ? " root=/dev/vda" : " root=PARTUUID=" + d.partuuid;
+        cfg.cmdline += d.read_only ? " ro" : " rw";
+    }
+    return cfg;
+}
+
+Controller::Controller(ControllerOptions o) : o_(std::move(o)), pending_(o_.config) {}
+
+Controller::~Controller() = default;
+
+Result<void> Controller::preboot_only(const char* what) const {
+    if (vmm_) return not_allowed("{} is only possible before the guest starts (InstanceStart)", what);
+    return {};
+}
+
+Result<void> Controller::start_vm() {
+    if (vmm_) return not_allowed("the VM has already been started");
+    if (pending_.kernel.empty()) return bad_request("InstanceStart: no kernel yet (PUT /boot-source first)");
+    auto vmm = TRY(Vmm::build(with_root_device(pending_)));
+    TRY(vmm->start());
+    vmm_ = std::move(vmm);
+    started_at_ = std::chrono::steady_clock::now();
+    return {};
+}
+
+Result<json> Controller::instance_info() const {
+    const char* state = !vmm_ ? "Not started" : vmm_->state() == Vmm::State::Paused ? "Paused" : "Running";
+    return json{{"id", o_.instance_id}, {"state", state}, {"vmm_version", kVersion}, {"app_name", "kestrel"}};
+}
+
+Result<json> Controller::vm_info() const {
+    auto [rss, threads] = rss_and_threads();
+    json j = TRY(instance_info());
+    j["rss_bytes"] = rss;
+    j["threads"] = threads;
+    if (vmm_) {
+        j["uptime_seconds"] =
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - started_at_).count();
+        json vcpus = json::array();
+        const char* s = vmm_->state() == Vmm::State::Paused ? "Paused" : "Running";
+        for (uint32_t i = 0; i < vmm_->vcpu_count(); ++i) vcpus.push_back({{"index", i}, {"state", s}});
+        j["vcpus"] = vcpus;
+    }
+    return j;
+}
+
+Result<json> Controller::dispatch(const ApiRequest& r) {
+    switch (r.op) {
+    case Op::GetInstanceInfo: return instance_info();
+    case Op::GetVersion: return json{{"firecracker_version", kVersion}, {"kestrel_version", kVersion}};
+    case Op::GetMachineConfig: return api::machine_config_json(vmm_ ? vmm_->config() : pending_);
+    case Op::GetVmConfig: return api::full_config_json(vmm_ ? vmm_->config() : pending_);
+    case Op::GetVmInfo: return vm_info();
+    case Op::GetRamDigest:
+        if (!vmm_) return not_allowed("the guest has not started");
+        return json{{"sha256", TRY(vmm_->ram_digest())}};
+    case Op::GetMetrics: return fail("GET /metrics is not supported yet");
+
+    case Op::PutBootSource:
+        TRY(preboot_only("PUT /boot-source"));
+        TRY(api::apply_boot_source(pending_, std::get<json>(r.payload)));
+        return json();
+    case Op::PutMachineConfig:
+    case Op::PatchMachineConfig:
+        TRY(preboot_only("changing the machine configuration"));
+        TRY(api::apply_machine_config(pending_, std::get<json>(r.payload), r.op == Op::PatchMachineConfig));
+        return json();
+    case Op::PutDrive: {
+        TRY(preboot_only("PUT /drives"));
+        const auto& d = std::get<DiskConfig>(r.payload);
+        if (d.is_root)
+            for (const auto& other : pending_.disks)
+                if (other.is_root && other.id != d.id)
+                    return bad_request("drive {}: drive '{}' is already the root device", d.id, other.id);
+        if (auto* existing = find_by_id(pending_.disks, d.id)) *existing = d;
+        else pending_.disks.push_back(d);
+        return json();
+    }
+    case Op::PatchDrive: {
+        const auto& p = std::get<api::DrivePatch>(r.payload);
+        if (vmm_) return fail("PATCH /drives after the guest started is not supported yet");
+        auto* d = find_by_id(pending_.disks, p.id);
+        if (!d) return bad_request("drive '{}' does not exist (PUT /drives/{} first)", p.id, p.id);
+        if (p.path) d->path = *p.path;
+        if (p.rate_limiter) d->rate_limiter = p.rate_limiter;
+        return json();
+    }
+    case Op::PutNetwork: {
+        TRY(preboot_only("PUT /network-interfaces"));
+        const auto& n = std::get<NetConfig>(r.payload);
+        for (const auto& other : pending_.nets) {
+            if (other.id == n.id) continue;
+            if (other.tap == n.tap) return bad_request("network-interface {}: tap '{}' is already used by '{}'", n.id, n.tap, other.id);
+            if (n.mac && other.mac == n.mac) return bad_request("network-interface {}: guest_mac is already used by '{}'", n.id, other.id);
+        }
+        if (auto* existing = find_by_id(pending_.nets, n.id)) *existing = n;
+        else pending_.nets.push_back(n);
+        return json();
+    }
+    case Op::PatchNetwork: {
+        const auto& p = std::get<api::NetPatch>(r.payload);
+        if (vmm_) return fail("PATCH /network-interfaces after the guest started is not supported yet");
+        auto* n = find_by_id(pending_.nets, p.id);
+        if (!n) return bad_request("network-interface '{}' does not exist (PUT it first)", p.id);
+        if (p.rx) n->rx_rate_limiter = p.rx;
+        if (p.tx) n->tx_rate_limiter = p.tx;
+        return json();
+    }
+    case Op::PutVsock:
+        TRY(preboot_only("PUT /vsock"));
+        pending_.vsock = std::get<VsockConfig>(r.payload);
+        return json();
+    case Op::PutEntropy:
+        TRY(preboot_only("PUT /entropy"));
+        pending_.rng = true;
+        pending_.rng_rate_limiter = std::get<std::optional<RateLimiterConfig>>(r.payload);
+        return json();
+    case Op::PutLogger: {
+        TRY(preboot_only("PUT /logger"));
+        const auto& l = std::get<api::LoggerConfig>(r.payload);
+        if (l.path) TRY(log_to_file(*l.path));
+        if (l.level) spdlog::set_level(spdlog::level::from_str(*l.level));
+        if (l.path) pending_.log_path = *l.path;
+        if (l.level) pending_.log_level = *l.level;
+        return json();
+    }
+    case Op::PutMetrics:
+        TRY(preboot_only("PUT /metrics"));
+        pending_.metrics_path = std::get<std::string>(r.payload);
+        return json();
+
+    case Op::InstanceStart:
+        TRY(start_vm());
+        return json();
+    case Op::SendCtrlAltDel:
+        if (!vmm_) return not_allowed("SendCtrlAltDel needs a running guest");
+        return fail("SendCtrlAltDel is not supported yet");
+    case Op::FlushMetrics:
+        return fail("FlushMetrics is not supported yet");
+    case Op::PauseVm:
+        if (!vmm_) return not_allowed("the guest has not started: nothing to pause");
+        TRY(vmm_->pause());
+        return json();
+    case Op::ResumeVm:
+        if (!vmm_) return not_allowed("the guest has not started: nothing to resume");
+        TRY(vmm_->resume());
+        return json();
+    case Op::SnapshotCreate:
+    case Op::SnapshotLoad:
+        return bad_request("snapshots are not supported yet");
+    }
+    return bad_request("unknown request");
+}
+
+ApiResponse Controller::handle(const ApiRequest& r) {
+    auto j = dispatch(r);
+    if (!j) {
+        log::info("API request refused: {}", j.error().what());
+        return api::fault(j.error());
+    }
+    if (j->is_null()) return ApiResponse{204, "", ""};
+    return api::ok_json(*j);
+}
+
+int Controller::run() {
+    sigset_t stop_signals;
+    sigemptyset(&stop_signals);
+    sigaddset(&stop_signals, SIGINT);
+    sigaddset(&stop_signals, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+    UniqueFd sigfd(::signalfd(-1, &stop_signals, SFD_CLOEXEC | SFD_NONBLOCK));
+    UniqueFd ep(::epoll_create1(EPOLL_CLOEXEC));
+    auto q = api::RequestQueue::create();
+    if (!sigfd || !ep || !q) {
+        log::error("controller set-up failed: {}", std::strerror(errno));
+        return kExitError;
+    }
+    queue_ = std::move(*q);
+    auto watch = [&](int fd) {
+        epoll_event ev{};
+        ev.events = EPOLLIN;
+        ev.data.fd = fd;
+        ::epoll_ctl(ep.get(), EPOLL_CTL_ADD, fd, &ev);
+    };
+    watch(sigfd.get());
+    watch(queue_->fd());
+
+    std::unique_ptr<api::ApiServer> server;
+    if (!o_.api_socket.empty()) {
+        auto s = api::ApiServer::start(o_.api_socket, *queue_);
+        if (!s) {
+            log::error("{}", s.error().what());
+            return kExitError;
+        }
+        server = std::move(*s);
+    }
+    if (o_.start_now) {
+        if (auto r = start_vm(); !r) {
+            log::error("{}", r.error().what());
+            return kExitError;
+        }
+    }
+
+    bool vm_watched = false;
+    std::optional<GuestExit> ended;
+    while (!ended) {
+        if (vmm_ && !vm_watched) {
+            watch(vmm_->exits().wake_fd());
+            vm_watched = true;
+        }
+        std::array<epoll_event, 8> evs;
+        int n = ::epoll_wait(ep.get(), evs.data(), static_cast<int>(evs.size()), -1);
+        if (n < 0 && errno != EINTR) {
+            ended = GuestExit{ExitKind::Error, 0, fmt::format("epoll_wait: {}", std::strerror(errno))};
+            break;
+        }
+        for (int i = 0; i < n && !ended; ++i) {
+            int fd = evs[static_cast<size_t>(i)].data.fd;
+            if (fd == sigfd.get()) {
+                signalfd_siginfo si{};
+                if (::read(sigfd.get(), &si, sizeof si) != sizeof si) continue;
+                ended = GuestExit{ExitKind::Signal, static_cast<int>(si.ssi_signo),
+                                  fmt::format("stopped by signal {}", si.ssi_signo)};
+            } else if (fd == queue_->fd()) {
+                for (auto& item : queue_->take()) item.answer.set_value(handle(item.request));
+            } else if (vmm_ && fd == vmm_->exits().wake_fd()) {
+                ended = GuestExit{ExitKind::Error, 0, "the VM ended"};  // stop() returns the real reason
+            }
+        }
+    }
+    queue_->close();
+    server.reset();
+    GuestExit how = vmm_ ? vmm_->stop(*ended) : *ended;
+    int code = exit_code_for(how);
+    log_exit(how, code);
+    return code;
+}
+
+}  // namespace kestrel

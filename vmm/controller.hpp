@@ -1,0 +1,54 @@
+// Controller: the VMM thread (the process's main thread). Until the guest starts it holds
+// the configuration (built from flags, --config-file and PUT requests); from InstanceStart on
+// it holds the Vmm. It acts, one at a time and in order, on API requests (RequestQueue), on
+// SIGINT/SIGTERM and on the guest's end, and decides what each state allows (Firecracker's
+// pre-boot and runtime controllers in rpc_interface.rs).
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "vmm/api/request_queue.hpp"
+#include "vmm/vm_config.hpp"
+#include "vmm/vmm.hpp"
+
+namespace kestrel {
+
+struct ControllerOptions {
+    VmConfig config;
+    bool start_now = false;    // boot at once (a kernel was given), else wait for InstanceStart
+    std::string api_socket;    // empty: no API
+    std::string instance_id = "kestrel";
+};
+
+class Controller {
+public:
+    explicit Controller(ControllerOptions o);
+    ~Controller();
+    // Runs until the VM ends (or, without a VM, until a signal) and returns the process's
+    // exit code (README: 0 powered off, 1 could not build/run, 3 reset, ...).
+    int run();
+
+    // One request, on the controller's thread (public for tests that drive it directly).
+    api::ApiResponse handle(const api::ApiRequest& r);
+
+private:
+    Result<api::json> dispatch(const api::ApiRequest& r);
+    Result<void> start_vm();
+    Result<void> preboot_only(const char* what) const;
+    Result<api::json> instance_info() const;
+    Result<api::json> vm_info() const;
+
+    ControllerOptions o_;
+    VmConfig pending_;  // the configuration InstanceStart builds from
+    std::unique_ptr<Vmm> vmm_;
+    std::unique_ptr<api::RequestQueue> queue_;
+    std::chrono::steady_clock::time_point started_at_{};
+};
+
+// Firecracker puts the root drive first (/dev/vda) and adds root= to the kernel command line:
+// root=/dev/vda, or root=PARTUUID=... when a partuuid was given; ro or rw as the drive is.
+VmConfig with_root_device(VmConfig cfg);
+
+}  // namespace kestrel

@@ -1,0 +1,389 @@
+#include "vmm/vmm.hpp"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/mman.h>
+
+#include <openssl/evp.h>
+
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "boot/acpi/acpi_tables.hpp"
+#include "boot/loader/boot_loader.hpp"
+#include "boot/x86_layout.hpp"
+#include "devices/bus.hpp"
+#include "devices/legacy/acpi_pm.hpp"
+#include "devices/legacy/cmos_rtc.hpp"
+#include "devices/legacy/debug_exit.hpp"
+#include "devices/legacy/i8042.hpp"
+#include "devices/legacy/ioapic.hpp"
+#include "devices/legacy/uart16550.hpp"
+#include "devices/pci/pci_root.hpp"
+#include "devices/virtio/blk/virtio_blk.hpp"
+#include "devices/virtio/net/virtio_net.hpp"
+#include "devices/virtio/rng/virtio_rng.hpp"
+#include "devices/virtio/vsock/virtio_vsock.hpp"
+#include "vmm/arch/x86/cpuid.hpp"
+#include "vmm/arch/x86/vcpu_setup.hpp"
+#include "vmm/console_input.hpp"
+#include "vmm/base/log.hpp"
+#include "vmm/event_loop.hpp"
+#include "vmm/file_image.hpp"
+#include "vmm/host_resources.hpp"
+#include "vmm/kvm/kvm.hpp"
+#include "vmm/serial_sink.hpp"
+#include "vmm/terminal.hpp"
+#include "vmm/vcpu_loop.hpp"
+#include "vmm/virtio_wiring.hpp"
+
+namespace kestrel {
+
+namespace {
+
+// Intel requires a TSS and identity-map page for real-mode emulation; put them just
+// below the BIOS area at the top of the 32-bit hole, where no RAM or device lives.
+constexpr uint64_t kKvmTssAddr = 0xfffb'd000;
+constexpr uint64_t kKvmIdentityMapAddr = 0xfffb'c000;
+
+// RAM below the MMIO hole, the rest from 4 GiB up.
+std::vector<GuestRegionSpec> ram_layout(uint64_t bytes) {
+    if (bytes <= x86::kMmioHoleStart) return {{GuestAddress(0), bytes}};
+    return {{GuestAddress(0), x86::kMmioHoleStart},
+            {GuestAddress(x86::kMmioHoleEnd), bytes - x86::kMmioHoleStart}};
+}
+
+class KvmIrqLine final : public InterruptLine {
+public:
+    KvmIrqLine(kvm::Vm& vm, uint32_t irq) : vm_(vm), irq_(irq) {}
+    void set_level(bool asserted) override {
+        if (auto r = vm_.irq_line(irq_, asserted); !r)
+            log::error("IRQ {}: {}", irq_, r.error().what());
+    }
+
+private:
+    kvm::Vm& vm_;
+    uint32_t irq_;
+};
+
+// Opened with the other host resources; written out by a SerialSink once the loop exists.
+Result<SerialOutput> open_serial_output(const SerialTarget& t) {
+    switch (t.kind) {
+    case SerialTarget::Kind::Stdio: return open_serial_stdout(STDOUT_FILENO);
+    case SerialTarget::Kind::File: return open_serial_file(t.path);
+    case SerialTarget::Kind::None: break;
+    }
+    return SerialOutput{};  // no fd: the UART discards what it transmits
+}
+
+// Unmaps the images once loaded, so their pages do not stay in kestrel's RSS.
+Result<boot::BootEntry> load_guest(GuestMemory& mem, const VmConfig& cfg, HostResources& host,
+                                   GuestAddress rsdp) {
+    auto entry = boot::prepare_boot(
+        mem, {host.kernel->bytes(), host.initrd ? host.initrd->bytes() : std::span<const uint8_t>{},
+              cfg.cmdline, rsdp});
+    host.kernel.reset();
+    host.initrd.reset();
+    return entry;
+}
+
+// The virtio devices the command line asked for, opened by open_host_resources, in a fixed
+// order (PCI slot = order).
+Result<void> add_virtio_devices(const VmConfig& cfg, HostResources& host, VirtioWiring& virtio) {
+    for (size_t i = 0; i < cfg.disks.size(); ++i)
+        TRY(virtio.add(std::move(host.disks[i]), fmt::format("virtio-blk '{}'", cfg.disks[i].path)));
+    for (size_t i = 0; i < cfg.nets.size(); ++i) {
+        const auto& n = cfg.nets[i];
+        TRY(virtio.add(std::move(host.nets[i]), n.fd >= 0 ? fmt::format("virtio-net fd={}", n.fd)
+                                                          : fmt::format("virtio-net tap={}", n.tap)));
+    }
+    if (host.vsock)
+        TRY(virtio.add(std::move(host.vsock), fmt::format("virtio-vsock cid {}", cfg.vsock->cid)));
+    if (cfg.rng) TRY(virtio.add(std::make_shared<VirtioRng>(), "virtio-rng"));
+    return virtio.connect();
+}
+
+void log_exit_counters(const std::vector<std::unique_ptr<VcpuThread>>& threads) {
+    for (size_t i = 0; i < threads.size(); ++i) {
+        std::string line;
+        const auto& c = threads[i]->counters().by_reason;
+        for (size_t r = 0; r < c.size(); ++r)
+            if (c[r]) line += fmt::format(" exit{}={}", r, c[r]);
+        log::debug("vCPU {} exits:{}", i, line.empty() ? " none" : line);
+    }
+}
+
+}  // namespace
+
+
+struct Vmm::Impl {
+    VmConfig cfg;
+    HostResources host;
+    SerialOutput serial_out;
+    std::optional<kvm::System> sys;
+    std::optional<GuestMemory> mem;
+    std::optional<kvm::Vm> vm;
+    bool kernel_irqchip = false;
+    VmControl ctl;
+    std::unique_ptr<EventLoop> loop;
+    Bus pio{"port I/O"};
+    Bus mmio{"MMIO"};
+    std::unique_ptr<ConsoleInput> console;
+    std::unique_ptr<kvm::GsiRouting> routing;
+    std::shared_ptr<IoApic> ioapic;
+    std::unique_ptr<SerialSink> serial;
+    std::shared_ptr<Uart16550> uart;
+    std::shared_ptr<PciRoot> pci;
+    std::unique_ptr<VirtioWiring> virtio;
+    std::vector<std::unique_ptr<kvm::Vcpu>> vcpus;
+    std::vector<std::unique_ptr<VcpuThread>> threads;
+    std::thread loop_thread;
+    std::optional<RawTerminal> raw_tty;
+    State state = State::Built;
+    std::optional<GuestExit> ended;
+
+    Result<void> build();
+    Result<void> build_devices();
+    Result<void> pause_devices();
+};
+
+Result<void> Vmm::Impl::build() {
+    auto& kvm_sys = sys.emplace(TRY(kvm::System::open()));
+    int max_vcpus = kvm_sys.check_extension(KVM_CAP_MAX_VCPUS);
+    if (max_vcpus > 0 && cfg.cpus > static_cast<uint32_t>(max_vcpus))
+        return fail("--cpus {}: host KVM allows at most {} vCPUs", cfg.cpus, max_vcpus);
+    if (kvm::System::host_is_pvm())
+        log::warn("host /dev/kvm is kvm-pvm: the guest runs in KVM's instruction emulator "
+                  "(slow; a stock Linux kernel cannot boot here)");
+
+    auto& ram = mem.emplace(TRY(GuestMemory::create(ram_layout(cfg.memory_bytes))));
+    // Guest RAM above 2 MiB may use transparent huge pages: KVM then maps it 2 MiB at a time
+    // (fewer nested page faults and TLB misses; QEMU does the same). The low 2 MiB, where
+    // kestrel writes the boot structures and ACPI tables, keeps small pages so a tiny guest
+    // stays small. Refusal (THP disabled) is not an error.
+    for (const auto& r : ram.regions()) {
+        constexpr uint64_t kHuge = 2ull << 20;
+        const uint64_t skip = r.start().raw < kHuge ? kHuge - r.start().raw : 0;
+        if (r.size() > skip) (void)::madvise(r.host_base() + skip, r.size() - skip, MADV_HUGEPAGE);
+    }
+    auto& kvm_vm = vm.emplace(TRY(kvm::Vm::create(kvm_sys)));
+    TRY(kvm_vm.set_tss_and_identity_map(kKvmTssAddr, kKvmIdentityMapAddr));
+    // Interrupt controllers. By default the split irqchip: local APICs in KVM, the IOAPIC in
+    // kestrel (devices/legacy/ioapic.hpp), no 8259. KVM_CREATE_IRQCHIP's PIC+IOAPIC made the
+    // first memory slot wait 4-10 ms on the measured host (SRCU work it leaves behind), and
+    // Linux under the hardware-reduced ACPI kestrel presents never uses an 8259 or the PIT
+    // (acpi_reduced_hw_init: null legacy PIC, no timer_init; kvm-clock and the LAPIC timer).
+    // --pit (guests booted with acpi=off, or that poll the PIT) takes the in-kernel PIC,
+    // IOAPIC and i8254 PIT, which KVM only offers together.
+    kernel_irqchip = cfg.pit;
+    if (kernel_irqchip) {
+        TRY(kvm_vm.create_irqchip());
+        TRY(kvm_vm.create_pit2());
+    } else {
+        TRY(kvm_vm.create_split_irqchip(kvm::GsiRouting::kIoapicPins));
+    }
+    for (uint32_t slot = 0; slot < ram.regions().size(); ++slot) {
+        const auto& r = ram.regions()[slot];
+        TRY(kvm_vm.set_user_memory_region(slot, r.start().raw, r.size(), r.host_base()));
+    }
+
+    const acpi::PciHostConfig pci_host{.ecam_base = x86::kPciEcamStart,
+                                       .bus_start = 0,
+                                       .bus_end = static_cast<uint8_t>((x86::kPciEcamSize >> 20) - 1),
+                                       .mmio32_base = x86::kPciMmio32Start,
+                                       .mmio32_size = x86::kPciMmio32Size};
+    auto rsdp = TRY(acpi::write_acpi_tables(ram, acpi::AcpiConfig{cfg.cpus, pci_host, kernel_irqchip}));
+    auto entry = load_guest(ram, cfg, host, rsdp);
+    if (!entry) return std::unexpected(context(entry.error(), fmt::format("--kernel '{}'", cfg.kernel)));
+    log::info("kernel entry {:#x} ({}), {} MiB RAM, {} vCPU(s)", entry->entry.raw,
+              entry->mode == boot::EntryMode::Pvh32 ? "PVH 32-bit" : "Linux 64-bit",
+              cfg.memory_bytes >> 20, cfg.cpus);
+
+    loop = TRY(EventLoop::create());
+    TRY(build_devices());
+
+    auto supported = TRY(kvm_sys.supported_cpuid());
+    for (uint32_t i = 0; i < cfg.cpus; ++i) {
+        auto v = std::make_unique<kvm::Vcpu>(TRY(kvm::Vcpu::create(kvm_sys, kvm_vm, i)));
+        TRY(v->set_cpuid(x86::build_cpuid(supported, i, cfg.cpus)));
+        TRY(x86::setup_common(*v));
+        if (i == 0) TRY(x86::setup_boot_vcpu(*v, ram, *entry));
+        vcpus.push_back(std::move(v));
+    }
+    std::function<void(uint8_t)> on_eoi;
+    if (ioapic) on_eoi = [io = ioapic](uint8_t vector) { io->end_of_interrupt(vector); };
+    for (auto& v : vcpus) threads.push_back(std::make_unique<VcpuThread>(*v, pio, mmio, ctl, on_eoi));
+    return {};
+}
+
+Result<void> Vmm::Impl::build_devices() {
+    console = std::make_unique<ConsoleInput>(*loop, STDIN_FILENO);
+    routing = std::make_unique<kvm::GsiRouting>(*vm, kernel_irqchip);
+    std::shared_ptr<InterruptLine> com1_irq;
+    if (kernel_irqchip) {
+        com1_irq = std::make_shared<KvmIrqLine>(*vm, x86::kCom1Irq);
+    } else {
+        ioapic = std::make_shared<IoApic>(std::make_shared<kvm::KvmIoapicSink>(*routing, *vm));
+        TRY(mmio.insert(x86::kIoapicAddr, IoApic::kMmioSize, ioapic));
+        com1_irq = ioapic_line(ioapic, x86::kCom1Irq);  // ISA IRQ n is pin n (no MADT override)
+    }
+    // Before the UART: it transmits into the sink's buffer and never writes to the host itself.
+    serial = TRY(SerialSink::start(*loop, std::move(serial_out)));
+    uart = std::make_shared<Uart16550>(com1_irq, serial->buffer(), [c = console.get()] { c->on_drained(); });
+    console->attach(uart);
+    auto reset = [this] { ctl.request({ExitKind::Reset, 0, "guest requested a reset"}); };
+    auto poweroff = [this] { ctl.request({ExitKind::PowerOff, 0, "guest powered off"}); };
+    uint64_t low_ram = mem->regions()[0].size();
+    uint64_t high_ram = mem->regions().size() > 1 ? mem->regions()[1].size() : 0;
+    TRY(pio.insert(x86::kCom1Port, 8, uart));
+    TRY(pio.insert(x86::kI8042DataPort, 5, std::make_shared<I8042>(reset)));
+    TRY(pio.insert(x86::kCmosPort, 2, std::make_shared<CmosRtc>(CmosMemorySizes{low_ram, high_ram})));
+    // Only on request: otherwise any guest could choose kestrel's exit status and make a
+    // supervisor believe it powered off or reset. Unmapped, 0xf4 is an unclaimed port.
+    if (cfg.debug_exit)
+        TRY(pio.insert(x86::kDebugExitPort, 4, std::make_shared<DebugExit>([this](uint32_t code) {
+                           ctl.request({ExitKind::DebugExit, static_cast<int>(code),
+                                        fmt::format("guest wrote {} to the debug-exit port", code)});
+                       })));
+    TRY(pio.insert(x86::kAcpiSleepControlPort, 3, std::make_shared<AcpiPmDevice>(poweroff, reset)));
+
+    // PCI: config cycles through 0xCF8 and ECAM, BARs in the 32-bit window; virtio devices.
+    pci = PciRoot::create();
+    TRY(pio.insert(x86::kPciConfigPort, PciRoot::kConfigIoLength, pci->config_io()));
+    TRY(mmio.insert(x86::kPciEcamStart, x86::kPciEcamSize, pci->ecam()));
+    TRY(mmio.insert(pci->window().base, pci->window().size, pci->mmio()));
+    virtio = std::make_unique<VirtioWiring>(*vm, *routing, *mem, *loop, pci);
+    return add_virtio_devices(cfg, host, *virtio);
+}
+
+Result<std::unique_ptr<Vmm>> Vmm::build(const VmConfig& cfg) {
+    auto d = std::make_unique<Impl>();
+    d->cfg = cfg;
+    // Every file, device and socket first, in the order written (host_resources.hpp): a bad
+    // path is the most common mistake, and it is reported before anything is built.
+    d->host = TRY(open_host_resources(cfg, [&]() -> Result<void> {
+        d->serial_out = TRY(open_serial_output(cfg.serial));
+        return {};
+    }));
+    TRY(d->build());
+    return std::unique_ptr<Vmm>(new Vmm(std::move(d)));
+}
+
+Vmm::Vmm(std::unique_ptr<Impl> d) : d_(std::move(d)) {}
+
+Vmm::~Vmm() {
+    if (d_->state != State::Stopped) stop({ExitKind::Error, 0, "kestrel is shutting down"});
+}
+
+Result<void> Vmm::start() {
+    if (d_->state != State::Built) return not_allowed("the VM has already been started");
+    if (d_->cfg.serial.kind == SerialTarget::Kind::Stdio && ::isatty(STDIN_FILENO)) {
+        d_->raw_tty.emplace(STDIN_FILENO);
+        TRY(d_->console->start());
+    }
+    VcpuThread::install_kick_handler();
+    for (auto& t : d_->threads) t->start();
+    d_->loop_thread = std::thread([d = d_.get()] { d->loop->run(d->ctl); });
+    d_->state = State::Running;
+    return {};
+}
+
+// Every virtio device finishes the host I/O that would write guest memory (its completions
+// wait for resume), on the event loop's own thread, which then parks.
+Result<void> Vmm::Impl::pause_devices() {
+    const auto deadline = std::chrono::steady_clock::now() + kPauseLimit;
+    return loop->pause(
+        [this, deadline]() -> Result<void> {
+            for (const auto& dev : virtio->devices()) {
+                auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+                    deadline - std::chrono::steady_clock::now());
+                TRY(dev->device().finish_host_io(std::max(left, std::chrono::milliseconds(0))));
+            }
+            return {};
+        },
+        kPauseLimit);
+}
+
+Result<void> Vmm::pause() {
+    if (d_->state == State::Paused) return {};
+    if (d_->state != State::Running) return not_allowed("the VM is {}: only a running VM can be paused", state_name(d_->state));
+    for (size_t i = 0; i < d_->threads.size(); ++i) {
+        if (d_->threads[i]->pause(kPauseLimit)) continue;
+        for (auto& t : d_->threads) t->resume();
+        return fail("vCPU {} did not leave KVM_RUN within {} ms; the VM keeps running", i, kPauseLimit.count());
+    }
+    for (auto& v : d_->vcpus)
+        if (auto r = v->kvmclock_ctrl(); !r) log::warn("{}", r.error().what());
+    if (auto r = d_->pause_devices(); !r) {
+        for (auto& t : d_->threads) t->resume();
+        return std::unexpected(context(r.error(), "pausing the devices (the VM keeps running)"));
+    }
+    d_->state = State::Paused;
+    log::info("VM paused");
+    return {};
+}
+
+Result<void> Vmm::resume() {
+    if (d_->state == State::Running) return {};
+    if (d_->state != State::Paused) return not_allowed("the VM is {}: only a paused VM can be resumed", state_name(d_->state));
+    d_->loop->resume();  // devices first: completions held during the pause go out now
+    for (auto& t : d_->threads) t->resume();
+    d_->state = State::Running;
+    log::info("VM resumed");
+    return {};
+}
+
+GuestExit Vmm::stop(GuestExit why) {
+    if (d_->ended) return *d_->ended;
+    d_->ctl.request(std::move(why));  // ignored if the guest already ended it
+    if (d_->state == State::Running || d_->state == State::Paused) {
+        d_->loop->resume();
+        for (auto& t : d_->threads) {
+            t->resume();
+            t->kick();
+        }
+        for (auto& t : d_->threads) t->join();
+        if (d_->loop_thread.joinable()) d_->loop_thread.join();
+    }
+    d_->raw_tty.reset();
+    // Bounded (SerialSink::kExitGrace) even when the output is stuck: what cannot be written
+    // by then is dropped and counted, so a stalled reader never delays the exit further.
+    if (d_->serial) d_->serial->finish();
+    log_exit_counters(d_->threads);
+    if (d_->virtio) d_->virtio->log_metrics();
+    d_->state = State::Stopped;
+    d_->ended = d_->ctl.wait();
+    return *d_->ended;
+}
+
+VmControl& Vmm::exits() { return d_->ctl; }
+Vmm::State Vmm::state() const { return d_->state; }
+const VmConfig& Vmm::config() const { return d_->cfg; }
+uint32_t Vmm::vcpu_count() const { return d_->cfg.cpus; }
+
+Result<std::string> Vmm::ram_digest() const {
+    if (d_->state != State::Paused) return not_allowed("the guest RAM digest is only taken while the VM is paused");
+    std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
+    if (!ctx || EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr) != 1) return fail("SHA-256 unavailable");
+    for (const auto& r : d_->mem->regions())
+        if (EVP_DigestUpdate(ctx.get(), r.host_base(), r.size()) != 1) return fail("SHA-256 update failed");
+    std::array<unsigned char, EVP_MAX_MD_SIZE> md{};
+    unsigned n = 0;
+    if (EVP_DigestFinal_ex(ctx.get(), md.data(), &n) != 1) return fail("SHA-256 final failed");
+    std::string hex;
+    for (unsigned i = 0; i < n; ++i) hex += fmt::format("{:02x}", md[i]);
+    return hex;
+}
+
+const char* state_name(Vmm::State s) {
+    switch (s) {
+    case Vmm::State::Built: return "not started";
+    case Vmm::State::Running: return "running";
+    case Vmm::State::Paused: return "paused";
+    case Vmm::State::Stopped: return "stopped";
+    }
+    return "?";
+}
+
+}  // namespace kestrel

@@ -1,0 +1,64 @@
+// Vmm: one virtual machine and everything it owns — KVM handles, guest RAM, buses, devices,
+// the event-loop thread and one thread per vCPU — built from a VmConfig whose host resources
+// are already open (host_resources.hpp). Its lifecycle:
+//
+//   build() -> Built --start()--> Running <--pause()/resume()--> Paused --stop()--> Stopped
+//
+// Pause means every vCPU is parked out of KVM_RUN (pending PIO/MMIO completed), told about it
+// through KVM_KVMCLOCK_CTRL, and every device quiet: host I/O that writes guest memory has
+// finished and the event loop is parked, so nothing reaches guest memory until resume()
+// (Firecracker's vstate/vcpu pause; Cloud Hypervisor's Pausable for devices).
+//
+// Only the controller thread calls these. The vCPUs and devices report how the guest ended
+// through exits() (VmControl), whose wake fd the controller watches.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "vmm/vm_config.hpp"
+#include "vmm/vm_exit.hpp"
+
+namespace kestrel {
+
+class Vmm {
+public:
+    enum class State { Built, Running, Paused, Stopped };
+
+    // How long pause() waits for a vCPU to leave KVM_RUN and for devices to finish their
+    // host I/O before it gives up and leaves the VM running.
+    static constexpr std::chrono::milliseconds kPauseLimit{5000};
+
+    // Opens every host resource the configuration names (in the order written), then builds
+    // KVM state, guest RAM, devices and vCPUs. Nothing runs until start().
+    static Result<std::unique_ptr<Vmm>> build(const VmConfig& cfg);
+    ~Vmm();  // stops the VM if it still runs
+
+    Result<void> start();
+    Result<void> pause();
+    Result<void> resume();
+    // Ends the VM (vCPUs leave, the event loop ends, console output is flushed within its
+    // bound, device counters are logged) and returns how it ended: the first ending reported
+    // through exits(), else `why`. Idempotent.
+    GuestExit stop(GuestExit why);
+
+    VmControl& exits();
+    State state() const;
+    const VmConfig& config() const;
+    uint32_t vcpu_count() const;
+    // SHA-256 of guest RAM, region by region, for tests that check nothing changed it while
+    // paused. Refused unless paused.
+    Result<std::string> ram_digest() const;
+
+    struct Impl;
+
+private:
+    explicit Vmm(std::unique_ptr<Impl> d);
+    std::unique_ptr<Impl> d_;
+};
+
+const char* state_name(Vmm::State s);
+
+}  // namespace kestrel
