@@ -125,6 +125,9 @@ public:
     void queue_notify(uint16_t index) override;
     void reset() override;
     bool needs_reset() const override;
+    // Pause: every queue's requests in host I/O complete in the kernel (data is in guest RAM);
+    // their completions wait in the rings for the event loop to run again.
+    Result<void> finish_host_io(std::chrono::milliseconds limit) override;
 
     const BlkMetrics& metrics() const;
     void visit_metrics(MetricVisitor& v) const override { metrics().visit(v); }
