@@ -108,6 +108,28 @@ struct UringBackend::State {
         return true;
     }
 
+    // Pause: every request given to the kernel has posted its CQE, so nothing is still
+    // reading or writing its buffers; the CQEs stay in the ring for the next reap(). (A
+    // leftover cancel CQE from a reset could be counted too; pauses do not overlap resets.)
+    bool wait_idle(std::chrono::milliseconds limit) {
+        auto deadline = std::chrono::steady_clock::now() + limit;
+        submit();
+        for (;;) {
+            if (io_uring_cq_ready(&ring) >= in_flight) return true;
+            auto now = std::chrono::steady_clock::now();
+            if (now >= deadline) return false;
+            auto left = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                std::min<std::chrono::nanoseconds>(deadline - now, std::chrono::milliseconds(100)));
+            __kernel_timespec ts{left.count() / 1000000000, left.count() % 1000000000};
+            io_uring_cqe* cqe = nullptr;
+            int r = io_uring_wait_cqes(&ring, &cqe, in_flight, &ts, nullptr);
+            if (r < 0 && r != -ETIME && r != -EINTR) {
+                log::warn("io_uring back-end: waiting for requests to finish: {}", std::strerror(-r));
+                return false;
+            }
+        }
+    }
+
     int submit() {
         if (io_uring_sq_ready(&ring) == 0) return 0;
         int n = io_uring_submit(&ring);
@@ -385,6 +407,7 @@ Result<unsigned> UringBackend::wait_and_reap() {
 
 void UringBackend::start_quiesce() { s_->start_quiesce(); }
 bool UringBackend::quiesce(std::chrono::milliseconds limit) { return s_->quiesce(limit); }
+bool UringBackend::wait_idle(std::chrono::milliseconds limit) { return s_->wait_idle(limit); }
 unsigned UringBackend::in_flight() const { return s_->in_flight; }
 unsigned UringBackend::pending() const { return io_uring_sq_ready(&s_->ring); }
 const UringBackend::Stats& UringBackend::stats() const { return s_->stats; }

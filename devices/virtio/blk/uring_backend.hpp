@@ -95,6 +95,10 @@ public:
     // until a later quiesce() returns true. Completions stay dropped until then.
     bool quiesce(std::chrono::milliseconds limit);
 
+    // Waits up to `limit` until every submitted request has completed in the kernel, without
+    // reaping: their completions are handled by the next reap() (VM pause: the guest's
+    // buffers are no longer written, the used ring is not yet touched).
+    bool wait_idle(std::chrono::milliseconds limit);
     unsigned in_flight() const;
     // SQEs prepared but not yet submitted.
     unsigned pending() const;

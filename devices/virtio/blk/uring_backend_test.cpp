@@ -388,3 +388,29 @@ TEST_CASE("UringBackend: destroying it with a hung request returns after kDestro
     CHECK(took < UringBackend::kDestroyLimit + std::chrono::seconds(1));
     CHECK(c.res.empty());
 }
+
+TEST_CASE("UringBackend: wait_idle waits for reads to land without reaping them (VM pause)") {
+    // A pipe read waits until bytes come: wait_idle must report it still busy, then, once the
+    // data is there, report idle with the bytes already in the buffer and no callback yet.
+    int p[2];
+    REQUIRE(::pipe(p) == 0);
+    Completions c;
+    auto b = UringBackend::create(p[0], 2, c.fn());
+    REQUIRE(b.has_value());
+    std::vector<uint8_t> buf(64, 0);
+    iovec v{buf.data(), buf.size()};
+    REQUIRE(b->submit_read(0, std::span(&v, 1), 7).has_value());
+    CHECK_FALSE(b->wait_idle(milliseconds(200)));  // submits, and the read is still waiting
+    auto d = pattern(64, 9);
+    REQUIRE(::write(p[1], d.data(), d.size()) == 64);
+    CHECK(b->wait_idle(std::chrono::seconds(5)));
+    CHECK(buf == d);          // the kernel is done with the buffer
+    CHECK(c.res.empty());     // but the completion waits for the event loop
+    CHECK(b->in_flight() == 1);
+    CHECK(b->reap() == 1);
+    CHECK(c.res[7] == 64);
+    CHECK(b->wait_idle(milliseconds(0)));  // nothing in flight: idle at once
+    b = std::unexpected(Error{"done", 0});
+    ::close(p[0]);
+    ::close(p[1]);
+}

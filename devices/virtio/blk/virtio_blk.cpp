@@ -581,6 +581,27 @@ bool VirtioBlk::drain_parked_locked() {
 }
 
 bool VirtioBlk::needs_reset() const { return shared_->needs_reset.load(); }
+
+Result<void> VirtioBlk::finish_host_io(std::chrono::milliseconds limit) {
+    std::vector<std::shared_ptr<QueueWorker>> workers;
+    {
+        std::lock_guard lk(mu_);
+        workers = workers_;
+        // Rings a reset gave up on may still hold guest buffers: they must be done too.
+        workers.insert(workers.end(), parked_.begin(), parked_.end());
+    }
+    const auto deadline = std::chrono::steady_clock::now() + limit;
+    for (const auto& w : workers) {
+        if (!w) continue;
+        std::lock_guard lk(w->mu);
+        if (!w->backend) continue;
+        auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+        if (!w->backend->wait_idle(std::max(left, std::chrono::milliseconds(0))))
+            return fail("virtio-blk queue {}: {} request(s) still in host I/O after {} ms (a slow or hung "
+                        "backing store?)", w->index, w->backend->in_flight(), limit.count());
+    }
+    return {};
+}
 const BlkMetrics& VirtioBlk::metrics() const { return shared_->metrics; }
 
 }  // namespace kestrel
