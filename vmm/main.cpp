@@ -1,8 +1,10 @@
-// kestrel: a small, fast VMM on /dev/kvm. `kestrel run --kernel … ` boots a guest.
+// kestrel: a small, fast VMM on /dev/kvm. `kestrel run --kernel … ` boots a guest;
+// `kestrel import SRC DST` converts a disk image to raw (vmm/import.hpp).
 #include <CLI/CLI.hpp>
 #include <spdlog/sinks/stdout_color_sinks.h>
 
 #include <malloc.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <fstream>
@@ -11,6 +13,7 @@
 #include "vmm/base/log.hpp"
 #include "vmm/api/fc_json.hpp"
 #include "vmm/controller.hpp"
+#include "vmm/import.hpp"
 
 using namespace kestrel;
 
@@ -87,11 +90,27 @@ int main(int argc, char** argv) {
     run->add_option("--id", instance_id, "Instance id reported by GET / (default kestrel)");
     run->footer(kExitCodesHelp);
 
+    ImportOptions import_opts;
+    auto* import_cmd = app.add_subcommand(
+        "import", "Convert a VMDK, VHD, VHDX, qcow2 or VDI disk (anything qemu-img reads) to a raw "
+                  "image for --disk, through qemu-img (Debian: qemu-utils)");
+    import_cmd->add_option("SRC", import_opts.source, "Source disk image")->required();
+    import_cmd->add_option("DST", import_opts.destination, "Raw image to write (not replaced unless --force)")
+        ->required();
+    import_cmd->add_flag("--force", import_opts.force, "Replace DST if it exists (a regular file only)");
+    import_cmd->footer("Exit codes: 0 converted, 1 failed (DST untouched), 2 bad command line, "
+                       "128+N stopped by signal N (DST untouched)");
+
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
         int rc = app.exit(e);
         return rc == 0 ? 0 : kExitUsage;
+    }
+
+    if (*import_cmd) {
+        import_opts.progress = ::isatty(STDERR_FILENO) == 1;
+        return run_import(import_opts);
     }
 
     spdlog::set_level(spdlog::level::from_str(cfg.log_level));
