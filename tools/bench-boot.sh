@@ -87,11 +87,17 @@ bd = {}       # (vmm, mem) -> dict
 stamps = {}   # (vmm, mem) -> [(t, text)]
 stats = {}    # (vmm, mem) -> {before/after: dict}
 kvmstat = {}  # (vmm, mem) -> L1 KVM debugfs counters at /init
+execs = {}    # vmm -> [exec -> exit of BINARY --version, ms]
+ldstats = [l[len('BENCH-LDSTATS '):] for l in lines if l.startswith('BENCH-LDSTATS ')]
 for l in lines:
     m = re.match(r'BENCH-RESULT (.*?) (time|init|tsc|meminfo|dmesg) (.*)', l)
     if m:
         tag, kind, rest = kv(m.group(1)), m.group(2), m.group(3)
         vmm = tag['vmm']
+        if 'exec' in tag:
+            if kind == 'time':
+                execs.setdefault(vmm, []).append(float(kv(rest)['exec_to_exit_ms']))
+            continue
         if 'round' in tag:
             r = runs.setdefault(vmm, {}).setdefault(tag['round'], {})
         elif tag.get('breakdown') == 'dmesg':
@@ -159,6 +165,11 @@ for k in [v for v in vmms if v.startswith('kestrel')]:
             a, b = rows[k], rows[q]
             ratio = lambda i: f'{a[i] / b[i]:.2f}x' if a[i] is not None and b[i] else '-'
             print(f'{k}/{q}: exec->exit {ratio(0)}, exec->/init {ratio(1)}, VMM set-up {ratio(2)}, guest {ratio(3)}')
+if execs:
+    print('exec alone (BINARY --version: dynamic loading, constructors, option parsing), median ms: ' +
+          ', '.join(f'{v} {med(x):.0f}' for v, x in execs.items()))
+for l in ldstats:
+    print(f'  ld.so: {l}')
 print('goal (reference only, never a failure): kestrel <= 0.3x QEMU microvm exec -> exit')
 
 if bd:

@@ -12,8 +12,11 @@
 # are QEMU/kestrel so that > 1 is kestrel ahead everywhere).
 #
 #   tools/bench-guest.sh [-r ROUNDS] [-s SECONDS] [-m NET_MIB] [-d DISK_MIB] [-p blk,net]
-#                        [-b BUILD_DIR | -k KESTREL]
+#                        [-o BLOCK_PATTERN,...] [-P] [-b BUILD_DIR | -k KESTREL]
 #
+# -o runs only the named block patterns; -P profiles all of L1 with perf (cpu-clock samples)
+# while each guest runs its block patterns and prints the top processes, objects and symbols
+# per VMM (round 1): with -o 4k-randread-qd1, the profile of one pattern.
 # Defaults: 3 rounds, 5 s per block pattern, 32 MiB per stream, a 256 MiB disk, build dir
 # `build` (ninja builds vmm/kestrel and tools/guest_load there). Env: KESTREL_NESTED_OUT
 # (default /tmp/nested-bench: run-tests' lock, L1 image and serial log).
@@ -23,15 +26,17 @@
 set -euo pipefail
 bench_root=$(cd "$(dirname "$0")/.." && pwd)
 bench_name=bench-guest
-rounds=3 seconds=5 net_mib=32 disk_mib=256 patterns=blk,net build=$bench_root/build kestrel=""
+rounds=3 seconds=5 net_mib=32 disk_mib=256 patterns=blk,net only=all profile=0 build=$bench_root/build kestrel=""
 usage() { sed -n '14,15p' "$0" | sed 's/^# *//' >&2; exit 2; }
-while getopts "r:s:m:d:p:b:k:h" opt; do
+while getopts "r:s:m:d:p:o:Pb:k:h" opt; do
   case $opt in
     r) rounds=$OPTARG ;;
     s) seconds=$OPTARG ;;
     m) net_mib=$OPTARG ;;
     d) disk_mib=$OPTARG ;;
     p) patterns=$OPTARG ;;
+    o) only=$OPTARG ;;
+    P) profile=1 ;;
     b) build=$OPTARG ;;
     k) kestrel=$OPTARG ;;
     *) usage ;;
@@ -43,6 +48,8 @@ for n in "$rounds" "$seconds" "$net_mib" "$disk_mib"; do
   [[ $n =~ ^[1-9][0-9]*$ ]] || { echo "bench-guest: -r, -s, -m and -d want positive integers" >&2; exit 2; }
 done
 [[ $patterns =~ ^(blk|net)(,(blk|net))?$ ]] || { echo "bench-guest: -p is blk, net or blk,net" >&2; exit 2; }
+[[ $only =~ ^(all|((4k-randread-qd1|4k-randread-qd32|128k-seqread-qd4|128k-seqwrite-qd4),?)+)$ ]] ||
+  { echo "bench-guest: -o takes 4k-randread-qd1, 4k-randread-qd32, 128k-seqread-qd4, 128k-seqwrite-qd4 (comma-separated)" >&2; exit 2; }
 # shellcheck source=tools/nested/bench-cases/bench-host.sh
 source "$bench_root/tools/nested/bench-cases/bench-host.sh"
 
@@ -50,6 +57,7 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 bench_build "$build" "$kestrel" "$tmp"
 bench_extra "$tmp/l1"
+[[ $profile == 0 ]] || bench_add_perf "$tmp/l1"
 
 # The benchmark's own L2 initramfs: the suite's guest init running guest/bench-io.sh, with
 # guest_load and the three virtio modules.
@@ -67,6 +75,8 @@ BENCH_SECONDS=$seconds
 BENCH_NET_MIB=$net_mib
 BENCH_DISK_MIB=$disk_mib
 BENCH_PATTERNS=$patterns
+BENCH_BLK=$only
+BENCH_PROFILE=$profile
 BENCH_RUN_TIMEOUT=$run_timeout
 EOF
 bench_run_l1 "$bench_root/tools/nested/bench-cases/bench-io.sh" "$tmp/l1" $(( 300 + rounds * 2 * 3 * run_timeout ))
@@ -76,14 +86,20 @@ import re, statistics, sys
 serial, rounds, seconds, net_mib, ncpu, load_after = sys.argv[1:]
 lines = open(serial, 'rb').read().decode('utf-8', 'replace').splitlines()
 res = {}      # (vmm, label) -> [dict per round]
+ok_runs = {tuple(re.findall(r'(?:vmm|round|try)=(\S+)', l)) for l in lines if l.startswith('BENCH-RUN-OK ')}
+profiles = {}  # vmm -> [lines] (round 1)
 setup = next((l for l in lines if l.startswith('BENCH-SETUP ')), '')
 retries = [l for l in lines if l.startswith('BENCH-RETRY ')]
 done = next((l for l in lines if l.startswith('BENCH-DONE ')), None)
 for l in lines:
-    m = re.match(r'BENCH-RESULT vmm=(\S+) round=(\d+) (\S+) (.*)', l.strip())
-    if not m or m.group(3) not in ('blk', 'tcp-send', 'tcp-recv'):
+    p = re.match(r'BENCH-PROF vmm=(\S+) round=1 (.*)', l.strip())
+    if p:
+        profiles.setdefault(p.group(1), []).append(p.group(2))
         continue
-    kv = dict(t.split('=', 1) for t in m.group(4).split() if '=' in t)
+    m = re.match(r'BENCH-RESULT vmm=(\S+) round=(\d+) try=(\d+) (\S+) (.*)', l.strip())
+    if not m or m.group(4) not in ('blk', 'tcp-send', 'tcp-recv') or m.group(1, 2, 3) not in ok_runs:
+        continue
+    kv = dict(t.split('=', 1) for t in m.group(5).split() if '=' in t)
     if kv.get('label') == 'warmup':
         continue
     res.setdefault((m.group(1), kv['label']), []).append(kv)
@@ -98,7 +114,7 @@ print(f'\nbench-guest: kestrel vs QEMU (microvm,pcie=on) in one nested L1, media
       f'({seconds} s per block pattern, {net_mib} MiB per stream)')
 print(f'  L1 set-up: {setup[len("BENCH-SETUP "):]}')
 print(f'  host: {ncpu} CPUs, load average at the end {load_after} (other work on the machine disturbs TCG)')
-print(f'{"pattern":18} {"VMM":8} {"IOPS":>8} {"MB/s":>8} {"p50 us":>9} {"p90 us":>9} {"p99 us":>9} {"n":>2} | kestrel/QEMU')
+print(f'{"pattern":18} {"VMM":8} {"IOPS":>8} {"MB/s":>8} {"(MB/s range)":>14} {"p50 us":>9} {"p90 us":>9} {"p99 us":>9} {"n":>2} | kestrel/QEMU')
 ok = True
 for label in blk + net:
     rows = {}
@@ -108,7 +124,9 @@ for label in blk + net:
             continue
         rows[vmm] = [med(vmm, label, k) for k in ('iops', 'mbps', 'lat_p50_us', 'lat_p90_us', 'lat_p99_us')]
         i, mb, p50, p90, p99 = rows[vmm]
-        print(f'{label:18} {vmm:8} {f(i, ".0f"):>8} {f(mb, ".1f"):>8} {f(p50, ".0f"):>9} {f(p90, ".0f"):>9} {f(p99, ".0f"):>9} {n:>2} |', end='')
+        mbs = [float(r['mbps']) for r in res[(vmm, label)]]
+        rng = f'{min(mbs):.1f}-{max(mbs):.1f}'
+        print(f'{label:18} {vmm:8} {f(i, ".0f"):>8} {f(mb, ".1f"):>8} {rng:>14} {f(p50, ".0f"):>9} {f(p90, ".0f"):>9} {f(p99, ".0f"):>9} {n:>2} |', end='')
         if vmm == 'qemu' and 'kestrel' in rows:
             k, q = rows['kestrel'], rows['qemu']
             thr = k[1] / q[1] if q[1] else float('nan')
@@ -120,6 +138,10 @@ for label in blk + net:
         ok = False
 for r in retries:
     print('  ' + r)
+for vmm, pl in profiles.items():
+    print(f'\nL1 profile while the {vmm} guest ran its block patterns (round 1; perf cpu-clock, all CPUs):')
+    for l in pl:
+        print('  ' + l)
 if not res:
     print('bench-guest: no results in the serial log; see it for what went wrong')
     ok = False

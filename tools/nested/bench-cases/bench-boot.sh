@@ -53,6 +53,17 @@ boot_once() {
 }
 
 echo "BENCH-SETUP vmms=$BENCH_VMMS rounds=$BENCH_ROUNDS memory=$BENCH_MEMORY thp=$(tr ' ' , < /sys/kernel/mm/transparent_hugepage/enabled) thp_defrag=$(tr ' ' , < /sys/kernel/mm/transparent_hugepage/defrag) l1_memtotal_kb=$(awk '/^MemTotal:/ { print $2 }' /proc/meminfo)"
+# Exec cost alone (dynamic loading, static constructors, option parsing): each binary's
+# --version, three times, and once the dynamic loader's own statistics.
+for vmm in $BENCH_VMMS; do
+  case $vmm in qemu*) bin=$QEMU ;; *) bin=/nested/bin/$vmm ;; esac
+  for i in 1 2 3; do
+    "$LOAD" time --label version -- "$bin" --version < /dev/null 2>&1 | grep GUEST-LOAD | bench_tag "vmm=$vmm exec=$i"
+  done
+  LD_DEBUG=statistics "$bin" --version 2>&1 < /dev/null | grep -E 'total startup time|relocations' |
+    sed "s/^ *[0-9]*: */BENCH-LDSTATS vmm=$vmm /"
+done
+
 failed=0
 round=1
 while [ "$round" -le "$BENCH_ROUNDS" ]; do

@@ -38,6 +38,14 @@ bench_extra() {
   return 0
 }
 
+# bench_add_perf DIR: perf with its libraries into the L1 extras (for -P).
+bench_add_perf() {
+  command -v perf > /dev/null || bench_die "-P needs perf (apt-get install linux-perf)"
+  # shellcheck source=tools/nested/lib.sh
+  source "$bench_root/tools/nested/lib.sh"
+  nested_add_binaries "$1" "$(command -v perf)"
+}
+
 # bench_run_l1 CASE_PATH EXTRA_DIR TIMEOUT_S: one L1 boot running the case; the serial log is
 # left at $bench_serial. run-tests' verdict is not the benchmark's: the caller reads the log.
 bench_run_l1() {

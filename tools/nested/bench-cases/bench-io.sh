@@ -21,7 +21,10 @@ img=/tmp/bench-vda.img
 loopdev=/dev/loop0
 tap=kt0
 mac=52:54:00:12:34:56
-cmdline="console=ttyS0 reboot=k panic=-1 quiet kestrel.case=bench-io bench.seconds=$BENCH_SECONDS bench.mib=$BENCH_NET_MIB bench.patterns=$BENCH_PATTERNS"
+# initcall_blacklist=cmos_init, for both VMMs: QEMU microvm's guest otherwise spends 20-60 s of
+# nested time in rtc-cmos's update-in-progress polling (with rtc=off it probes unclaimed ports),
+# which would make every QEMU boot several times longer than the I/O it is there for.
+cmdline="console=ttyS0 reboot=k panic=-1 quiet initcall_blacklist=cmos_init kestrel.case=bench-io bench.seconds=$BENCH_SECONDS bench.mib=$BENCH_NET_MIB bench.patterns=$BENCH_PATTERNS bench.blk=$BENCH_BLK"
 
 dd if=/dev/zero of="$img" bs=1M count="$BENCH_DISK_MIB" 2>/dev/null || exit 1
 [ -b "$loopdev" ] || { echo "bench-io: no $loopdev (loop.ko not loaded in L1)"; exit 1; }
@@ -47,6 +50,24 @@ run_vmm() { # VMM
   esac
 }
 
+# -P (BENCH_PROFILE=1): perf samples all of L1 (cpu-clock; TCG has no PMU) while the guest runs
+# its block patterns; the report per run is printed as BENCH-PROF lines.
+if [ "${BENCH_PROFILE:-0}" = 1 ] && command -v perf > /dev/null; then
+  BENCH_HOOK_START="perf record -a -e cpu-clock -F 499 -o /tmp/bench-perf.data > /tmp/bench-perf.log 2>&1 & echo \$! > /tmp/bench-perf.pid"
+  BENCH_HOOK_STOP="kill -INT \$(cat /tmp/bench-perf.pid); rm -f /tmp/bench-perf.pid; sleep 3"
+fi
+profile_report() { # TAG
+  # A guest that died before its block patterns ended leaves perf running.
+  [ -f /tmp/bench-perf.pid ] && kill -INT "$(cat /tmp/bench-perf.pid)" 2>/dev/null && sleep 3
+  rm -f /tmp/bench-perf.pid
+  [ -s /tmp/bench-perf.data ] || return 0
+  perf report -i /tmp/bench-perf.data --stdio --no-children --sort comm,dso --percent-limit 1 2>/dev/null |
+    grep -v '^#' | grep . | head -n 25 | sed "s/^/BENCH-PROF $1 comm,dso /"
+  perf report -i /tmp/bench-perf.data --stdio --no-children --sort comm,sym --percent-limit 0.7 2>/dev/null |
+    grep -v '^#' | grep . | head -n 40 | sed "s/^/BENCH-PROF $1 comm,sym /"
+  rm -f /tmp/bench-perf.data /tmp/bench-perf.pid
+}
+
 failed=0
 round=1
 while [ "$round" -le "$BENCH_ROUNDS" ]; do
@@ -59,10 +80,14 @@ while [ "$round" -le "$BENCH_ROUNDS" ]; do
       source=$!
       echo "BENCH-RUN vmm=$vmm round=$round try=$try"
       rm -f /tmp/bench-run.out
-      run_vmm "$vmm" < /dev/null 2>&1 | bench_tag "vmm=$vmm round=$round"
+      run_vmm "$vmm" < /dev/null 2>&1 | bench_tag "vmm=$vmm round=$round try=$try"
       kill "$sink" "$source" 2>/dev/null
       wait "$sink" "$source" 2>/dev/null
-      grep -q 'KESTREL-GUEST-CASE-END bench-io rc=0' /tmp/bench-run.out && break
+      profile_report "vmm=$vmm round=$round"
+      if grep -q 'KESTREL-GUEST-CASE-END bench-io rc=0' /tmp/bench-run.out; then
+        echo "BENCH-RUN-OK vmm=$vmm round=$round try=$try"
+        break
+      fi
       echo "BENCH-RETRY vmm=$vmm round=$round try=$try (the guest's bench-io did not end with rc=0)"
       try=$((try + 1))
       [ "$try" -le 3 ] || { failed=1; break; }

@@ -29,9 +29,14 @@ bench_order() {
 # and keeping a copy in /tmp/bench-run.out for the success check.
 # Also tagged: the boot guest's BENCH-BOOT-INIT / BENCH-MEMINFO / BENCH-DMESG lines (as
 # `init`, `meminfo`, `dmesg`). TAG is "vmm=V round=R" plus any further key=value words.
+# With BENCH_HOOK_START / BENCH_HOOK_STOP set, the first runs (via system()) when the guest's
+# BENCH-GUEST line goes by and the second at the first tcp result or the case's end (the
+# block patterns' span: bench-io's profiler).
 bench_tag() {
-  awk -v tag="$1" '
+  awk -v tag="$1" -v hook_start="${BENCH_HOOK_START:-}" -v hook_stop="${BENCH_HOOK_STOP:-}" '
     { sub(/\r$/, "") }
+    hook_start != "" && /BENCH-GUEST / && !started { started = 1; system(hook_start) }
+    hook_stop != "" && started && !stopped && (/GUEST-LOAD tcp-/ || /KESTREL-GUEST-CASE-END/) { stopped = 1; system(hook_stop) }
     /GUEST-LOAD / { sub(/.*GUEST-LOAD /, "BENCH-RESULT " tag " ") }
     /BENCH-BOOT-INIT / { sub(/.*BENCH-BOOT-INIT /, "BENCH-RESULT " tag " init ") }
     /BENCH-MEMINFO / { sub(/.*BENCH-MEMINFO /, "BENCH-RESULT " tag " meminfo ") }

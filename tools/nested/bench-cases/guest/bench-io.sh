@@ -2,15 +2,17 @@
 # Guest half of tools/bench-guest.sh (/cases/bench-io.sh in /l2/bench-io.cpio.gz): block
 # patterns on /dev/vda with O_DIRECT, then TCP streams to and from L1 (10.0.2.1) over the tap.
 # Settings from the kernel command line: bench.seconds=S per block pattern, bench.mib=N per
-# stream, bench.patterns=blk,net (either or both). guest_load prints one GUEST-LOAD line per
+# stream, bench.patterns=blk,net (either or both), bench.blk=LABEL,... (a subset of the block
+# patterns, default all). guest_load prints one GUEST-LOAD line per
 # pattern, timed with this guest's clock.
 . /etc/kestrel/guest-lib.sh
-secs=5 mib=64 patterns=blk,net
+secs=5 mib=64 patterns=blk,net only=all
 for w in $(cat /proc/cmdline); do
   case $w in
     bench.seconds=*) secs=${w#*=} ;;
     bench.mib=*) mib=${w#*=} ;;
     bench.patterns=*) patterns=${w#*=} ;;
+    bench.blk=*) only=${w#*=} ;;
   esac
 done
 load=/usr/bin/guest_load
@@ -22,6 +24,7 @@ case ,$patterns, in *,blk,*)
   # faults in L1) are not part of any figure.
   $load blk /dev/vda --rw randread --bs 4096 --qd 32 --seconds 1 --label warmup > /dev/null || fail "warm-up I/O failed"
   while read -r label rw bs qd; do
+    case ,$only, in ,all,|*,$label,*) ;; *) continue ;; esac
     $load blk /dev/vda --rw "$rw" --bs "$bs" --qd "$qd" --seconds "$secs" --label "$label" || fail "$label failed"
   done <<PATTERNS
 4k-randread-qd1 randread 4096 1
