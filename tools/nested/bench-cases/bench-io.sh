@@ -55,6 +55,9 @@ run_vmm() { # VMM
 if [ "${BENCH_PROFILE:-0}" = 1 ] && command -v perf > /dev/null; then
   BENCH_HOOK_START="perf record -a -e cpu-clock -F 499 -o /tmp/bench-perf.data > /tmp/bench-perf.log 2>&1 & echo \$! > /tmp/bench-perf.pid"
   BENCH_HOOK_STOP="kill -INT \$(cat /tmp/bench-perf.pid); rm -f /tmp/bench-perf.pid; sleep 3"
+  # perf's first start (libraries, kallsyms) takes seconds under TCG: not inside a measured run.
+  perf record -a -e cpu-clock -o /tmp/bench-perf.warm -- sleep 1 > /dev/null 2>&1
+  rm -f /tmp/bench-perf.warm
 fi
 profile_report() { # TAG
   # A guest that died before its block patterns ended leaves perf running.
