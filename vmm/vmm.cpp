@@ -7,6 +7,8 @@
 #include <openssl/evp.h>
 
 #include <memory>
+#include <pthread.h>
+
 #include <thread>
 #include <vector>
 
@@ -138,7 +140,8 @@ struct Vmm::Impl {
     std::unique_ptr<VirtioWiring> virtio;
     std::vector<std::unique_ptr<kvm::Vcpu>> vcpus;
     std::vector<std::unique_ptr<VcpuThread>> threads;
-    std::thread loop_thread;
+    pthread_t loop_thread{};
+    bool loop_started = false;
     std::optional<RawTerminal> raw_tty;
     State state = State::Built;
     std::optional<GuestExit> ended;
@@ -284,8 +287,18 @@ Result<void> Vmm::start() {
     }
     VcpuThread::install_kick_handler();
     for (auto& t : d_->threads) t->start();
-    d_->loop_thread = std::thread([d = d_.get()] { d->loop->run(d->ctl); });
     d_->state = State::Running;
+    auto body = [](void* p) -> void* {
+        auto* d = static_cast<Impl*>(p);
+        d->loop->run(d->ctl);
+        return nullptr;
+    };
+    if (int e = ::pthread_create(&d_->loop_thread, nullptr, body, d_.get()); e != 0) {
+        stop({ExitKind::Error, 0, "cannot start the event-loop thread"});
+        errno = e;
+        return fail_errno("pthread_create for the event loop");
+    }
+    d_->loop_started = true;
     return {};
 }
 
@@ -344,7 +357,22 @@ GuestExit Vmm::stop(GuestExit why) {
             t->kick();
         }
         for (auto& t : d_->threads) t->join();
-        if (d_->loop_thread.joinable()) d_->loop_thread.join();
+        if (d_->loop_started) {
+            // A thread that submitted io_uring requests now stuck in the kernel (a hung NFS or
+            // FUSE backing store) cannot finish exiting until they end (devices/virtio/blk/
+            // virtio_blk.hpp). Do not wait for it forever: kestrel's own exit kills those
+            // requests' workers and ends the process. (A pthread, not std::thread, for the
+            // timed join.)
+            timespec deadline{};
+            ::clock_gettime(CLOCK_REALTIME, &deadline);
+            deadline.tv_sec += kLoopJoinLimit.count();
+            if (::pthread_timedjoin_np(d_->loop_thread, nullptr, &deadline) != 0) {
+                log::warn("the event-loop thread did not end within {} s (host I/O stuck in the kernel); "
+                          "leaving it to the process's exit", kLoopJoinLimit.count());
+                ::pthread_detach(d_->loop_thread);
+            }
+            d_->loop_started = false;
+        }
     }
     d_->raw_tty.reset();
     // Bounded (SerialSink::kExitGrace) even when the output is stuck: what cannot be written

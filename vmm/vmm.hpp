@@ -30,6 +30,8 @@ public:
     // How long pause() waits for a vCPU to leave KVM_RUN and for devices to finish their
     // host I/O before it gives up and leaves the VM running.
     static constexpr std::chrono::milliseconds kPauseLimit{5000};
+    // How long stop() waits for the event-loop thread to end (see there).
+    static constexpr std::chrono::seconds kLoopJoinLimit{2};
 
     // Opens every host resource the configuration names (in the order written), then builds
     // KVM state, guest RAM, devices and vCPUs. Nothing runs until start().
