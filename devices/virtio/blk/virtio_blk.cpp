@@ -68,6 +68,7 @@ struct VirtioBlk::Shared {
     int fd = -1;
     bool direct = false;
     std::array<uint8_t, blk::kIdBytes> id{};
+    std::shared_ptr<RateLimiter> limiter;
 };
 
 struct VirtioBlk::QueueWorker {
@@ -77,9 +78,11 @@ struct VirtioBlk::QueueWorker {
         BouncePool::Lease bounce;  // O_DIRECT with unaligned guest buffers; count 0: none
     };
     // Popped, valid, but waiting for room in the host memory budget (virtio_blk.hpp).
+    // Or refused by the rate limiter (`throttled`): its timer resumes the queue.
     struct Waiting {
         DescriptorChain chain;
         BlkRequest req;
+        bool throttled = false;
     };
 
     std::mutex mu;
@@ -143,6 +146,10 @@ struct VirtioBlk::QueueWorker {
             return complete(chain, req, blk::kStatusOk, static_cast<uint32_t>(req.len));
         }
         default:
+            if (!admit(req)) {
+                waiting.emplace(Waiting{std::move(chain), req, true});
+                return;
+            }
             if (!submit(chain, req)) {
                 BlkMetrics::inc(m().budget_waits);
                 waiting.emplace(Waiting{std::move(chain), req});
@@ -152,6 +159,12 @@ struct VirtioBlk::QueueWorker {
     }
 
     bool busy() const { return free_slots.size() != slots.size(); }
+
+    // One op, plus the data bytes of a read or write (as Firecracker's block device counts).
+    bool admit(const BlkRequest& req) {
+        const bool data = req.kind == Kind::Read || req.kind == Kind::Write;
+        return shared->limiter->consume(1, data ? req.len : 0);
+    }
 
     // Starts the I/O of `req` (or completes it with an error), taking `chain` into a slot:
     // true. False when it does not fit the host memory budget now (only while other requests
@@ -292,6 +305,10 @@ struct VirtioBlk::QueueWorker {
                 break;
             }
             if (waiting) {
+                if (waiting->throttled) {
+                    if (!admit(waiting->req)) break;  // still refused: the timer comes back
+                    waiting->throttled = false;
+                }
                 if (!submit(waiting->chain, waiting->req)) break;  // still no room
                 waiting.reset();
                 any = true;
@@ -363,6 +380,18 @@ struct VirtioBlk::QueueWorker {
         raise(n);
     }
 
+    // The rate limiter's timer fired: a request it held up may go now.
+    void on_limiter_timer() {
+        bool n;
+        {
+            std::lock_guard lk(mu);
+            if (!active || !waiting || !waiting->throttled) return;
+            process_available();
+            n = take_notify();
+        }
+        raise(n);
+    }
+
     // After a successful quiesce: nothing of the activation is left in the kernel.
     void forget() {
         slots.clear();
@@ -392,12 +421,15 @@ Result<std::unique_ptr<VirtioBlk>> VirtioBlk::create(const VirtioBlkOptions& opt
                     virtq::kMaxQueueSize);
     auto file = BlockFile::open(opts.path, opts.read_only, opts.direct);
     if (!file) return std::unexpected(file.error());
-    return std::unique_ptr<VirtioBlk>(new VirtioBlk(std::move(*file), opts));
+    // Always there (unlimited until told otherwise), so PATCH can limit a drive at run time.
+    auto limiter = RateLimiter::create();
+    if (!limiter) return std::unexpected(context(limiter.error(), "virtio-blk"));
+    return std::unique_ptr<VirtioBlk>(new VirtioBlk(std::move(*file), std::move(*limiter), opts));
 }
 
-VirtioBlk::VirtioBlk(BlockFile file, const VirtioBlkOptions& opts)
+VirtioBlk::VirtioBlk(BlockFile file, std::shared_ptr<RateLimiter> limiter, const VirtioBlkOptions& opts)
     : file_(std::move(file)), num_queues_(opts.num_queues), queue_size_(opts.queue_size),
-      shared_(std::make_shared<Shared>()) {
+      shared_(std::make_shared<Shared>()), limiter_(std::move(limiter)) {
     features_ = virtq::kFeatureVersion1 | virtq::kFeatureEventIdx | virtq::kFeatureIndirectDesc |
                 blk::kFeatureSizeMax | blk::kFeatureSegMax | blk::kFeatureBlkSize | blk::kFeatureFlush |
                 blk::kFeatureMq;
@@ -422,6 +454,7 @@ VirtioBlk::VirtioBlk(BlockFile file, const VirtioBlkOptions& opts)
 
     shared_->fd = file_.fd();
     shared_->direct = file_.direct();
+    shared_->limiter = limiter_;
     std::memcpy(shared_->id.data(), opts.serial.data(), opts.serial.size());
 }
 
@@ -504,6 +537,10 @@ Result<void> VirtioBlk::activate(ActivateContext ctx) {
         }
         workers[i] = std::move(w);
     }
+    if (auto r = ctx.events.add(limiter_->timer_fd(), EPOLLIN, [this](uint32_t) { on_limiter_timer(); }); !r) {
+        undo();
+        return std::unexpected(context(r.error(), "virtio-blk rate limiter"));
+    }
     std::lock_guard lk(mu_);
     workers_ = std::move(workers);
     events_ = &ctx.events;
@@ -540,8 +577,10 @@ void VirtioBlk::reset() {
         w->backend->start_quiesce();
     }
     // Outside the queue locks: a registry may wait for a running callback, which takes one.
-    if (events)
+    if (events) {
         for (auto& w : workers) (void)events->remove(w->backend->event_fd());
+        (void)events->remove(limiter_->timer_fd());
+    }
     auto deadline = std::chrono::steady_clock::now() + kResetLimit;
     std::vector<std::shared_ptr<QueueWorker>> stuck;
     unsigned stuck_requests = 0;
@@ -568,6 +607,17 @@ void VirtioBlk::reset() {
         parked_.insert(parked_.end(), stuck.begin(), stuck.end());
     }
     shared_->needs_reset.store(false);
+}
+
+void VirtioBlk::on_limiter_timer() {
+    limiter_->on_timer();
+    std::vector<std::shared_ptr<QueueWorker>> workers;
+    {
+        std::lock_guard lk(mu_);
+        workers = workers_;
+    }
+    for (auto& w : workers)
+        if (w) w->on_limiter_timer();
 }
 
 bool VirtioBlk::drain_parked_locked() {

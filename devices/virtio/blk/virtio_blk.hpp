@@ -53,6 +53,13 @@
 //    (device status reads 0, which a driver polls for; Linux's vp_reset waits forever).
 //  - at destruction (kestrel's exit) the parked queues are leaked, not freed.
 //
+// Rate limiting (devices/rate_limiter.hpp, Firecracker's model): one limiter per device,
+// shared by its queues; every I/O request takes one op and, for reads and writes, its data
+// bytes before it is submitted. A request the limiter refuses is held (popped, not started)
+// and its queue stops popping; the limiter's timerfd, on the EventRegistry while the device
+// is active, resumes every queue holding one. GET_ID and requests answered with an error
+// at once do no host I/O and are not limited.
+//
 // Lifetimes: the GuestMemory, VirtioInterrupt and EventRegistry given to activate() must
 // outlive the activation, i.e. until reset() (the destructor resets).
 //
@@ -71,6 +78,7 @@
 #include <vector>
 
 #include "devices/event_registry.hpp"
+#include "devices/rate_limiter.hpp"
 #include "devices/virtio/blk/blk_metrics.hpp"
 #include "devices/virtio/blk/blk_request.hpp"
 #include "devices/virtio/blk/blk_spec.hpp"
@@ -130,7 +138,12 @@ public:
     Result<void> finish_host_io(std::chrono::milliseconds limit) override;
 
     const BlkMetrics& metrics() const;
-    void visit_metrics(MetricVisitor& v) const override { metrics().visit(v); }
+    void visit_metrics(MetricVisitor& v) const override {
+        metrics().visit(v);
+        limiter_->visit_metrics(v, "rate_limiter");
+    }
+    // Limits set at configuration and by PATCH /drives at run time (any thread).
+    RateLimiter& rate_limiter() const { return *limiter_; }
     const blk::Config& config() const { return config_; }
     uint64_t capacity_sectors() const { return config_.capacity; }
 
@@ -138,7 +151,9 @@ public:
     struct Shared;       // state shared with in-flight callbacks
 
 private:
-    VirtioBlk(BlockFile file, const VirtioBlkOptions& opts);
+    VirtioBlk(BlockFile file, std::shared_ptr<RateLimiter> limiter, const VirtioBlkOptions& opts);
+    // The limiter's timer: the queues it held up try again.
+    void on_limiter_timer();
 
     BlockFile file_;
     uint16_t num_queues_;
@@ -146,6 +161,7 @@ private:
     uint64_t features_;
     blk::Config config_{};
     std::shared_ptr<Shared> shared_;
+    std::shared_ptr<RateLimiter> limiter_;  // also in shared_, for the queues
 
     // Drops parked queues whose requests have finished; true when none is left. mu_ held.
     bool drain_parked_locked();

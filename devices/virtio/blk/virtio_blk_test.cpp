@@ -460,7 +460,7 @@ TEST_CASE("VirtioBlk: multi-queue, each queue its own ring and interrupt") {
     VirtioBlkOptions o;
     o.num_queues = 4;
     Rig rig(1 << 20, o);
-    CHECK(rig.events.size() == 4);
+    CHECK(rig.events.size() == 5);  // 4 rings and the rate limiter's timer
     for (uint16_t q = 0; q < 4; ++q)
         CHECK(rig.status_of(q, {header(blk::kTypeOut, q * 16), pattern(2048, static_cast<uint8_t>(q))}, {1}) ==
               blk::kStatusOk);
@@ -494,7 +494,7 @@ TEST_CASE("VirtioBlk: O_DIRECT bounces unaligned guest buffers" * doctest::skip(
 
 TEST_CASE("VirtioBlk: reset quiesces, unregisters, and the device can be activated again") {
     Rig rig(1 << 20);
-    CHECK(rig.events.size() == 1);
+    CHECK(rig.events.size() == 2);  // the ring and the rate limiter's timer
     rig.send(0, {header(blk::kTypeFlush, 0)}, {1}, true);
     rig.dev->reset();
     CHECK(rig.events.size() == 0);
@@ -510,7 +510,7 @@ TEST_CASE("VirtioBlk: reset quiesces, unregisters, and the device can be activat
     std::vector<QueueConfig> qs{fresh.config()};
     REQUIRE(rig.dev->activate(ActivateContext{rig.mem, rig.dev->device_features(), qs, rig.irq, rig.events})
                 .has_value());
-    CHECK(rig.events.size() == 1);
+    CHECK(rig.events.size() == 2);
     std::vector<uint8_t> h = header(blk::kTypeFlush, 0);
     uint16_t head = fresh.add_chain({std::span<const uint8_t>(h)}, {1});
     fresh.kick();
@@ -728,7 +728,7 @@ TEST_CASE("VirtioBlk: reset gives up on a hung backing store after kResetLimit; 
         again = dev.activate(ActivateContext{mem, dev.device_features(), {fresh.config()}, irq, events});
     }
     REQUIRE_MESSAGE(again.has_value(), again.error().what());
-    CHECK(events.size() == 1);
+    CHECK(events.size() == 2);
     // The late completion was dropped: no used element, no status byte in the old ring...
     CHECK(old.used_idx() == 0);
     CHECK(mem.read_obj<uint8_t>(st).value() == 0xee);
@@ -752,4 +752,111 @@ TEST_CASE("VirtioBlk: reset gives up on a hung backing store after kResetLimit; 
     CHECK(back.back() == blk::kStatusOk);
     back.pop_back();
     CHECK(back == std::vector<uint8_t>(4096, 0x5a));
+}
+
+// Rate limiting (devices/rate_limiter.hpp) on the real clock: the counts are exact (one timer
+// wake-up per held request), the durations only lower bounds the limiter guarantees.
+namespace {
+BucketParams limit(uint64_t size, uint64_t refill_ms) { return BucketParams{size, 0, refill_ms}; }
+// Runs the rig's loop until `n` chains came back on queue q (or ~10 s); returns them.
+std::vector<std::pair<uint16_t, uint32_t>> drain_used(Rig& rig, uint16_t q, size_t n, int* rounds = nullptr) {
+    std::vector<std::pair<uint16_t, uint32_t>> got;
+    for (int i = 0; i < 200 && got.size() < n; ++i) {
+        while (auto u = rig.drivers[q]->next_used()) got.push_back(*u);
+        if (got.size() < n) {
+            rig.events.dispatch(50);
+            if (rounds) ++*rounds;
+        }
+    }
+    return got;
+}
+}  // namespace
+
+TEST_CASE("VirtioBlk rate limit: requests beyond the ops bucket wait, the limiter's timer resumes the queue") {
+    Rig rig(1 << 20);
+    rig.dev->rate_limiter().update({std::nullopt, limit(1, 30)});  // one request per 30 ms
+    std::vector<uint16_t> heads;
+    for (uint64_t i = 0; i < 6; ++i)
+        heads.push_back(rig.send(0, {header(blk::kTypeOut, i * 8), pattern(4096, static_cast<uint8_t>(i))}, {1},
+                                 false));
+    auto t0 = std::chrono::steady_clock::now();
+    rig.drivers[0]->kick();
+    rig.dev->queue_notify(0);
+    int rounds = 0;
+    auto used = drain_used(rig, 0, 6, &rounds);
+    auto took = std::chrono::steady_clock::now() - t0;
+    REQUIRE(used.size() == 6);
+    for (size_t i = 0; i < 6; ++i) CHECK(used[i].first == heads[i]);  // in order
+    for (uint64_t i = 0; i < 6; ++i) CHECK(rig.img.read(i * 4096, 4096) == pattern(4096, static_cast<uint8_t>(i)));
+    // The first went at once (a full bucket), each of the other five after its own timer.
+    CHECK(rig.dev->rate_limiter().throttled() == 5);
+    CHECK(rig.dev->rate_limiter().wakeups() == 5);
+    CHECK(took >= std::chrono::milliseconds(150));
+    MESSAGE("6 requests at 1 per 30 ms took " << std::chrono::duration_cast<std::chrono::milliseconds>(took).count()
+                                              << " ms in " << rounds << " loop rounds");
+    CHECK(rounds < 40);  // a loop round waits for an fd: nothing spun
+    CHECK(m(rig.dev->metrics().writes) == 6);
+}
+
+TEST_CASE("VirtioBlk rate limit: bandwidth counts data bytes; a read larger than the bucket goes when it is full") {
+    Rig rig(1 << 20);
+    CHECK(rig.status_of(0, {header(blk::kTypeOut, 0), pattern(65536, 9)}, {1}) == blk::kStatusOk);
+    rig.dev->rate_limiter().update({limit(16384, 20), std::nullopt});  // 16 KiB per 20 ms
+    // A flush carries no data: no bandwidth needed, however empty the bucket.
+    uint16_t r1 = rig.send(0, {header(blk::kTypeIn, 0)}, {16384, 1});  // takes the whole bucket
+    uint16_t fl = rig.send(0, {header(blk::kTypeFlush, 0)}, {1});
+    uint16_t r2 = rig.send(0, {header(blk::kTypeIn, 0)}, {65536, 1});  // 4 buckets: waits for full, then debt
+    uint16_t r3 = rig.send(0, {header(blk::kTypeIn, 32)}, {4096, 1});  // waits out the debt
+    auto used = drain_used(rig, 0, 4);
+    REQUIRE(used.size() == 4);
+    // In the order the limiter let them go, but the flush's fsync may complete last.
+    std::vector<uint16_t> order;
+    for (auto [head, len] : used)
+        if (head != fl) order.push_back(head);
+    CHECK(order == std::vector<uint16_t>{r1, r2, r3});
+    auto back = rig.drivers[0]->read_writable(r2);
+    CHECK(back.back() == blk::kStatusOk);
+    back.pop_back();
+    CHECK(back == pattern(65536, 9));
+    // r2 waited for a refill (20 ms), r3 for the 48 KiB debt plus its own 4 KiB (65 ms).
+    CHECK(rig.dev->rate_limiter().throttled() == 2);
+    CHECK(rig.dev->rate_limiter().wakeups() == 2);
+}
+
+TEST_CASE("VirtioBlk rate limit: two queues share the device's limiter") {
+    VirtioBlkOptions o;
+    o.num_queues = 2;
+    Rig rig(1 << 20, o);
+    rig.dev->rate_limiter().update({std::nullopt, limit(1, 20)});
+    for (uint16_t q = 0; q < 2; ++q)
+        for (uint64_t i = 0; i < 3; ++i) rig.send(q, {header(blk::kTypeFlush, 0)}, {1});
+    auto a = drain_used(rig, 0, 3);
+    auto b = drain_used(rig, 1, 3);
+    CHECK(a.size() == 3);
+    CHECK(b.size() == 3);
+    CHECK(rig.dev->rate_limiter().wakeups() == 5);  // one request per wake-up, whichever queue
+    CHECK(m(rig.dev->metrics().flushes) == 6);
+}
+
+TEST_CASE("VirtioBlk rate limit: a PATCH while throttled lets the held request go at once") {
+    Rig rig(1 << 20);
+    rig.dev->rate_limiter().update({std::nullopt, limit(1, 600'000)});  // one request per 10 minutes
+    CHECK(rig.status_of(0, {header(blk::kTypeFlush, 0)}, {1}) == blk::kStatusOk);
+    uint16_t held = rig.send(0, {header(blk::kTypeFlush, 0)}, {1});
+    for (int i = 0; i < 3; ++i) rig.events.dispatch(20);
+    CHECK_FALSE(rig.drivers[0]->next_used().has_value());
+    CHECK(rig.dev->rate_limiter().blocked());
+    rig.dev->rate_limiter().update({std::nullopt, limit(0, 0)});  // from another thread in the VMM
+    auto used = drain_used(rig, 0, 1);
+    REQUIRE(used.size() == 1);
+    CHECK(used[0].first == held);
+    CHECK(rig.dev->rate_limiter().wakeups() == 1);
+    // And a reset while throttled drops the held request with the queue; the device works after.
+    rig.dev->rate_limiter().update({std::nullopt, limit(1, 600'000)});  // a new bucket: full
+    rig.send(0, {header(blk::kTypeFlush, 0)}, {1});
+    rig.send(0, {header(blk::kTypeFlush, 0)}, {1});
+    CHECK(drain_used(rig, 0, 1).size() == 1);
+    CHECK(rig.dev->rate_limiter().blocked());
+    rig.dev->reset();
+    CHECK(rig.events.size() == 0);
 }

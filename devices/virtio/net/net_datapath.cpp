@@ -25,7 +25,8 @@ Result<std::shared_ptr<NetDataPath>> NetDataPath::create(int tap_fd, Setup s) {
 
 NetDataPath::NetDataPath(TapRing ring, Setup s)
     : mem_(s.mem), irq_(s.irq), metrics_(std::move(s.metrics)), needs_reset_(std::move(s.needs_reset)),
-      acked_(s.acked), mrg_((s.acked & net::kFeatureMrgRxbuf) != 0), ring_(std::move(ring)) {
+      acked_(s.acked), mrg_((s.acked & net::kFeatureMrgRxbuf) != 0), ring_(std::move(ring)),
+      rx_limiter_(std::move(s.rx_limiter)), tx_limiter_(std::move(s.tx_limiter)) {
     rx_.q = std::move(s.rx);
     tx_.q = std::move(s.tx);
     if (tx_.q) {
@@ -66,6 +67,19 @@ void NetDataPath::on_event() {
             return;
         }
         pump(false);
+        rx_irq = take_notify(rx_);
+        tx_irq = take_notify(tx_);
+    }
+    raise(rx_irq, tx_irq);
+}
+
+void NetDataPath::on_limiter_timer(uint16_t queue) {
+    bool rx_irq, tx_irq;
+    {
+        std::lock_guard lk(mu_);
+        (queue == net::kTxQueue ? tx_limiter_ : rx_limiter_)->on_timer();
+        if (!active_) return;
+        pump(queue == net::kTxQueue);  // RX: pump() delivers the frames that wait
         rx_irq = take_notify(rx_);
         tx_irq = take_notify(tx_);
     }
@@ -151,6 +165,7 @@ bool NetDataPath::quiesce() {
     bool ok = ring_.quiesce(kQuiesceLimit);
     rx_ready_.clear();
     rx_held_.clear();
+    tx_throttled_.reset();
     tx_free_.clear();
     rx_.q.reset();
     tx_.q.reset();

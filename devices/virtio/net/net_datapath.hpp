@@ -14,6 +14,7 @@
 #include <optional>
 #include <vector>
 
+#include "devices/rate_limiter.hpp"
 #include "devices/virtio/net/net_metrics.hpp"
 #include "devices/virtio/net/net_spec.hpp"
 #include "devices/virtio/net/tap_ring.hpp"
@@ -32,6 +33,7 @@ public:
         uint64_t acked;
         std::optional<SplitQueue> rx, tx;  // nullopt: the driver did not enable that queue
         uint16_t rx_slots;
+        std::shared_ptr<RateLimiter> rx_limiter, tx_limiter;  // the device's, never null
     };
     static Result<std::shared_ptr<NetDataPath>> create(int tap_fd, Setup s);
 
@@ -41,6 +43,8 @@ public:
 
     void on_notify(uint16_t queue);
     void on_event();
+    // A rate limiter's timer fired: the side it held up (RX or TX queue) tries again.
+    void on_limiter_timer(uint16_t queue);
     // Stops all work: later callbacks do nothing. Then quiesce() (after the eventfd left the
     // registry) cancels and waits for the ring; false if the kernel did not let go in time.
     void deactivate();
@@ -116,6 +120,8 @@ private:
     std::vector<TxSlot> tx_slots_;
     std::vector<uint16_t> tx_free_;
     bool tx_starved_ = false;   // stopped popping with every slot busy
+    std::optional<DescriptorChain> tx_throttled_;  // refused by the TX limiter: sent first
+    std::shared_ptr<RateLimiter> rx_limiter_, tx_limiter_;
     uint32_t tx_prepared_ = 0;  // TX SQEs since the last submit
 
     std::vector<RxSlot> rx_slots_;

@@ -193,7 +193,13 @@ void NetDataPath::count_delivered(const RxSlot& f, size_t buffers) {
 void NetDataPath::deliver_rx() {
     while (!rx_ready_.empty() && rx_.q && !rx_.broken) {
         RxSlot& f = rx_slots_[rx_ready_.front()];
+        // One op and the frame's bytes per frame, before it reaches the guest. Refused: the
+        // frames wait in their slots and, once those are full, in the tap (as Firecracker
+        // leaves them in the tap); the limiter's timer resumes delivery.
+        const uint64_t bytes = f.len - net::kHdrBytes;
+        if (!rx_limiter_->consume(1, bytes)) return;
         if (!(mrg_ ? deliver_merged(f) : deliver_single(f))) {
+            rx_limiter_->give_back(1, bytes);  // nothing was delivered
             if (!rx_stalled_) {
                 rx_stalled_ = true;
                 NetMetrics::inc(m().rx_stalls);

@@ -29,16 +29,29 @@ void NetDataPath::pop_tx() {
             tx_starved_ = true;  // every slot in flight: resume when completions free one
             return;
         }
-        auto popped = tx_.q->pop(*mem_);
-        if (!popped) return mark_broken(tx_, net::kTxQueue, popped.error());
-        if (!*popped) return;
-        if (auto* bad = std::get_if<MalformedChain>(&**popped)) {
-            NetMetrics::inc(m().tx_malformed_chains);
-            log::debug("virtio-net tx: malformed chain at head {}: {}", bad->head, bad->error.what());
-            put_used(tx_, net::kTxQueue, bad->head, 0);
-            continue;
+        std::optional<DescriptorChain> chain;
+        if (tx_throttled_) {
+            chain.swap(tx_throttled_);
+        } else {
+            auto popped = tx_.q->pop(*mem_);
+            if (!popped) return mark_broken(tx_, net::kTxQueue, popped.error());
+            if (!*popped) return;
+            if (auto* bad = std::get_if<MalformedChain>(&**popped)) {
+                NetMetrics::inc(m().tx_malformed_chains);
+                log::debug("virtio-net tx: malformed chain at head {}: {}", bad->head, bad->error.what());
+                put_used(tx_, net::kTxQueue, bad->head, 0);
+                continue;
+            }
+            chain.emplace(std::move(std::get<DescriptorChain>(**popped)));
         }
-        start_tx(std::move(std::get<DescriptorChain>(**popped)));
+        // One op and the frame's bytes (without the virtio-net header) per frame, before it
+        // is sent. Refused: the chain waits, the queue stops, the limiter's timer resumes it.
+        const uint64_t len = chain->readable_bytes();
+        if (!tx_limiter_->consume(1, len > net::kHdrBytes ? len - net::kHdrBytes : 0)) {
+            tx_throttled_.swap(chain);
+            return;
+        }
+        start_tx(std::move(*chain));
     }
 }
 

@@ -29,12 +29,19 @@ Result<std::unique_ptr<VirtioNet>> VirtioNet::create(VirtioNetOptions opts) {
                                          : Tap::open_by_name(opts.tap);
     if (!tap) return std::unexpected(tap.error());
     MacAddress mac = opts.mac ? *opts.mac : default_mac(tap->name());
-    return std::unique_ptr<VirtioNet>(new VirtioNet(std::move(*tap), mac, opts.queue_size));
+    auto rx = RateLimiter::create();
+    if (!rx) return std::unexpected(context(rx.error(), "virtio-net"));
+    auto tx = RateLimiter::create();
+    if (!tx) return std::unexpected(context(tx.error(), "virtio-net"));
+    return std::unique_ptr<VirtioNet>(
+        new VirtioNet(std::move(*tap), mac, opts.queue_size, std::move(*rx), std::move(*tx)));
 }
 
-VirtioNet::VirtioNet(Tap tap, MacAddress mac, uint16_t queue_size)
+VirtioNet::VirtioNet(Tap tap, MacAddress mac, uint16_t queue_size, std::shared_ptr<RateLimiter> rx,
+                     std::shared_ptr<RateLimiter> tx)
     : tap_(std::move(tap)), queue_size_(queue_size), metrics_(std::make_shared<NetMetrics>()),
-      needs_reset_(std::make_shared<std::atomic<bool>>(false)) {
+      needs_reset_(std::make_shared<std::atomic<bool>>(false)), rx_limiter_(std::move(rx)),
+      tx_limiter_(std::move(tx)) {
     features_ = virtq::kFeatureVersion1 | virtq::kFeatureEventIdx | virtq::kFeatureIndirectDesc |
                 net::kFeatureMac | net::kFeatureStatus | net::kFeatureCsum | net::kFeatureGuestCsum |
                 net::kFeatureHostTso4 | net::kFeatureHostTso6 | net::kFeatureGuestTso4 | net::kFeatureGuestTso6 |
@@ -71,7 +78,7 @@ Result<void> VirtioNet::activate(ActivateContext ctx) {
         return fail("virtio-net: driver did not accept VIRTIO_F_VERSION_1 (legacy headers are not supported)");
     if (ctx.queues.size() > 2) return fail("virtio-net: {} queues configured, device has 2", ctx.queues.size());
     NetDataPath::Setup s{&ctx.mem, &ctx.interrupt, metrics_, needs_reset_, ctx.acked_features, {}, {},
-                         kRxSlots};
+                         kRxSlots, rx_limiter_, tx_limiter_};
     for (uint16_t i = 0; i < ctx.queues.size(); ++i) {
         if (!ctx.queues[i].ready) continue;
         auto q = SplitQueue::create(ctx.mem, ctx.queues[i], queue_size_, ctx.acked_features);
@@ -84,6 +91,18 @@ Result<void> VirtioNet::activate(ActivateContext ctx) {
     std::shared_ptr<NetDataPath> p = *path;
     if (auto r = ctx.events.add(p->event_fd(), EPOLLIN, [p](uint32_t) { p->on_event(); }); !r)
         return std::unexpected(context(r.error(), "virtio-net"));
+    auto rx_timer = ctx.events.add(rx_limiter_->timer_fd(), EPOLLIN,
+                                   [p](uint32_t) { p->on_limiter_timer(net::kRxQueue); });
+    auto tx_timer = rx_timer ? ctx.events.add(tx_limiter_->timer_fd(), EPOLLIN,
+                                              [p](uint32_t) { p->on_limiter_timer(net::kTxQueue); })
+                             : Result<void>{};
+    if (!rx_timer || !tx_timer) {
+        if (rx_timer) (void)ctx.events.remove(rx_limiter_->timer_fd());
+        (void)ctx.events.remove(p->event_fd());
+        p->deactivate();
+        (void)p->quiesce();
+        return std::unexpected(context(!rx_timer ? rx_timer.error() : tx_timer.error(), "virtio-net rate limiter"));
+    }
     {
         std::lock_guard lk(mu_);
         path_ = p;
@@ -118,7 +137,11 @@ void VirtioNet::reset() {
     if (p) {
         p->deactivate();
         // Outside every lock: a registry may wait for a running callback, which takes the path's.
-        if (events) (void)events->remove(p->event_fd());
+        if (events) {
+            (void)events->remove(p->event_fd());
+            (void)events->remove(rx_limiter_->timer_fd());
+            (void)events->remove(tx_limiter_->timer_fd());
+        }
         if (!p->quiesce()) {
             // The kernel still holds requests into this path's buffers: keep them alive.
             log::error("virtio-net: tap I/O did not stop on reset; leaking its buffers");

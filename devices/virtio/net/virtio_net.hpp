@@ -13,6 +13,11 @@
 //      posted: the tap's own queue holds the rest until the driver adds buffers and notifies.
 //      A frame is dropped (and counted) only when it cannot fit a chain without MRG_RXBUF.
 //
+// Rate limiting (devices/rate_limiter.hpp): an RX and a TX limiter, one op and the frame's
+// bytes per frame; TX before the frame is sent, RX before it is delivered. A refused TX
+// chain is held and the queue stops; a refused RX frame waits in its slot, the rest in the
+// tap. Each limiter's timerfd is on the EventRegistry while the device is active.
+//
 // Guest errors (malformed chains, bad lengths, offloads not negotiated) are counted and the
 // chain returned with length 0; a broken ring puts the device in NEEDS_RESET.
 //
@@ -35,6 +40,7 @@
 #include <string_view>
 
 #include "devices/event_registry.hpp"
+#include "devices/rate_limiter.hpp"
 #include "devices/virtio/net/net_metrics.hpp"
 #include "devices/virtio/net/net_spec.hpp"
 #include "devices/virtio/net/tap.hpp"
@@ -77,12 +83,20 @@ public:
     bool needs_reset() const override;
 
     const NetMetrics& metrics() const { return *metrics_; }
-    void visit_metrics(MetricVisitor& v) const override { metrics().visit(v); }
+    void visit_metrics(MetricVisitor& v) const override {
+        metrics().visit(v);
+        rx_limiter_->visit_metrics(v, "rx_rate_limiter");
+        tx_limiter_->visit_metrics(v, "tx_rate_limiter");
+    }
+    // Set at configuration and by PATCH /network-interfaces at run time (any thread).
+    RateLimiter& rx_rate_limiter() const { return *rx_limiter_; }
+    RateLimiter& tx_rate_limiter() const { return *tx_limiter_; }
     MacAddress mac() const;
     const Tap& tap() const { return tap_; }
 
 private:
-    VirtioNet(Tap tap, MacAddress mac, uint16_t queue_size);
+    VirtioNet(Tap tap, MacAddress mac, uint16_t queue_size, std::shared_ptr<RateLimiter> rx,
+              std::shared_ptr<RateLimiter> tx);
 
     Tap tap_;
     uint16_t queue_size_;
@@ -90,6 +104,7 @@ private:
     net::Config config_{};
     std::shared_ptr<NetMetrics> metrics_;
     std::shared_ptr<std::atomic<bool>> needs_reset_;
+    std::shared_ptr<RateLimiter> rx_limiter_, tx_limiter_;  // unlimited until told otherwise
 
     std::mutex mu_;  // guards path_ and events_
     std::shared_ptr<NetDataPath> path_;

@@ -1,10 +1,12 @@
 #include "devices/virtio/rng/virtio_rng.hpp"
 
+#include <sys/epoll.h>
 #include <sys/random.h>
 
 #include <algorithm>
 #include <cerrno>
 
+#include "devices/event_registry.hpp"
 #include "devices/virtio/queue/virtq_spec.hpp"
 #include "vmm/base/log.hpp"
 
@@ -22,7 +24,8 @@ Result<void> VirtioRng::getrandom_fill(std::span<uint8_t> out) {
     return {};
 }
 
-VirtioRng::VirtioRng(EntropySource source) : source_(std::move(source)) {}
+VirtioRng::VirtioRng(EntropySource source, std::unique_ptr<RateLimiter> limiter)
+    : source_(std::move(source)), limiter_(std::move(limiter)) {}
 
 uint64_t VirtioRng::device_features() const {
     return virtq::kFeatureVersion1 | virtq::kFeatureEventIdx | virtq::kFeatureIndirectDesc;
@@ -40,11 +43,22 @@ Result<void> VirtioRng::activate(ActivateContext ctx) {
         return fail("virtio-rng: {} queues configured, expected 1", ctx.queues.size());
     auto q = SplitQueue::create(ctx.mem, ctx.queues[0], kQueueSize, ctx.acked_features);
     if (!q) return std::unexpected(context(std::move(q).error(), "virtio-rng requestq"));
+    if (limiter_) {
+        if (auto r = ctx.events.add(limiter_->timer_fd(), EPOLLIN, [this](uint32_t) { on_limiter_timer(); }); !r)
+            return std::unexpected(context(r.error(), "virtio-rng rate limiter"));
+        events_ = &ctx.events;
+    }
     queue_ = std::move(*q);
     mem_ = &ctx.mem;
     interrupt_ = &ctx.interrupt;
     needs_reset_ = false;
     return {};
+}
+
+void VirtioRng::on_limiter_timer() {
+    limiter_->on_timer();
+    std::lock_guard lock(mu_);
+    if (queue_ && !needs_reset_ && throttled_) process_locked();
 }
 
 uint32_t VirtioRng::fill(const DescriptorChain& chain) {
@@ -75,7 +89,10 @@ void VirtioRng::queue_notify(uint16_t index) {
         return;
     }
     if (!queue_ || needs_reset_) return;
+    process_locked();
+}
 
+void VirtioRng::process_locked() {
     bool used_any = false;
     auto complete = [&](uint16_t head, uint32_t len) {
         if (auto r = queue_->add_used(*mem_, head, len); !r) {
@@ -87,26 +104,35 @@ void VirtioRng::queue_notify(uint16_t index) {
         used_any = true;
     };
     while (!needs_reset_) {
-        auto popped = queue_->pop(*mem_);
-        if (!popped) {
-            metrics_.queue_errors.fetch_add(1, std::memory_order_relaxed);
-            log::warn("virtio-rng: requestq broken, device needs reset: {}",
-                      popped.error().what());
-            needs_reset_ = true;
+        std::optional<DescriptorChain> chain;
+        if (throttled_) {
+            chain.swap(throttled_);
+        } else {
+            auto popped = queue_->pop(*mem_);
+            if (!popped) {
+                metrics_.queue_errors.fetch_add(1, std::memory_order_relaxed);
+                log::warn("virtio-rng: requestq broken, device needs reset: {}",
+                          popped.error().what());
+                needs_reset_ = true;
+                break;
+            }
+            if (!popped->has_value()) break;
+            if (auto* bad = std::get_if<MalformedChain>(&**popped)) {
+                metrics_.malformed_chains.fetch_add(1, std::memory_order_relaxed);
+                log::debug("virtio-rng: malformed chain {}: {}", bad->head, bad->error.what());
+                complete(bad->head, 0);
+                continue;
+            }
+            chain.emplace(std::move(std::get<DescriptorChain>(**popped)));
+        }
+        if (limiter_ && !limiter_->consume(1, std::min<uint64_t>(chain->writable_bytes(), kMaxBytesPerRequest))) {
+            throttled_.swap(chain);  // the limiter's timer comes back for it
             break;
         }
-        if (!popped->has_value()) break;
-        if (auto* bad = std::get_if<MalformedChain>(&**popped)) {
-            metrics_.malformed_chains.fetch_add(1, std::memory_order_relaxed);
-            log::debug("virtio-rng: malformed chain {}: {}", bad->head, bad->error.what());
-            complete(bad->head, 0);
-            continue;
-        }
-        const auto& chain = std::get<DescriptorChain>(**popped);
-        uint32_t n = fill(chain);
+        uint32_t n = fill(*chain);
         metrics_.requests.fetch_add(1, std::memory_order_relaxed);
         metrics_.bytes.fetch_add(n, std::memory_order_relaxed);
-        complete(chain.head(), n);
+        complete(chain->head(), n);
     }
     // Completions already published still deserve their notification, even if the queue
     // broke afterwards.
@@ -119,11 +145,18 @@ void VirtioRng::queue_notify(uint16_t index) {
 }
 
 void VirtioRng::reset() {
-    std::lock_guard lock(mu_);
-    queue_.reset();
-    mem_ = nullptr;
-    interrupt_ = nullptr;
-    needs_reset_ = false;
+    EventRegistry* events;
+    {
+        std::lock_guard lock(mu_);
+        queue_.reset();
+        throttled_.reset();
+        mem_ = nullptr;
+        interrupt_ = nullptr;
+        needs_reset_ = false;
+        events = std::exchange(events_, nullptr);
+    }
+    // Outside the lock: a registry may wait for a running timer callback, which takes it.
+    if (events) (void)events->remove(limiter_->timer_fd());
 }
 
 bool VirtioRng::needs_reset() const {

@@ -1,6 +1,9 @@
 // VirtioRng: the virtio entropy device (virtio 1.2 §5.4). One request queue, no device
 // configuration, no device-specific feature bits. Every chain the driver offers gets its
 // device-writable part filled with bytes from the host's getrandom() (or a test source).
+// With a rate limiter (PUT /entropy's rate_limiter): one op and the bytes it will get per
+// request; a refused request is held, the queue stops, and the limiter's timerfd (on the
+// EventRegistry while active) resumes it.
 #pragma once
 
 #include <cstdint>
@@ -9,6 +12,7 @@
 #include <optional>
 #include <span>
 
+#include "devices/rate_limiter.hpp"
 #include "devices/virtio/queue/split_queue.hpp"
 #include "devices/virtio/rng/rng_metrics.hpp"
 #include "devices/virtio/virtio_device.hpp"
@@ -30,7 +34,8 @@ public:
     // getrandom(2) from the host's urandom pool (never blocks once the pool is initialised).
     static Result<void> getrandom_fill(std::span<uint8_t> out);
 
-    explicit VirtioRng(EntropySource source = getrandom_fill);
+    // `limiter`: null for none.
+    explicit VirtioRng(EntropySource source = getrandom_fill, std::unique_ptr<RateLimiter> limiter = nullptr);
 
     uint16_t device_type() const override { return kDeviceType; }
     uint64_t device_features() const override;
@@ -45,11 +50,17 @@ public:
     bool needs_reset() const override;
 
     const RngMetrics& metrics() const { return metrics_; }
-    void visit_metrics(MetricVisitor& v) const override { metrics().visit(v); }
+    void visit_metrics(MetricVisitor& v) const override {
+        metrics().visit(v);
+        if (limiter_) limiter_->visit_metrics(v, "rate_limiter");
+    }
+    RateLimiter* rate_limiter() const { return limiter_.get(); }
 
 private:
     // Fills the writable part of one chain (up to the cap); returns the bytes written.
     uint32_t fill(const DescriptorChain& chain);
+    void process_locked();
+    void on_limiter_timer();
 
     EntropySource source_;
     RngMetrics metrics_;
@@ -58,6 +69,9 @@ private:
     VirtioInterrupt* interrupt_ = nullptr;
     std::optional<SplitQueue> queue_;
     bool needs_reset_ = false;
+    std::unique_ptr<RateLimiter> limiter_;
+    EventRegistry* events_ = nullptr;          // while active with a limiter
+    std::optional<DescriptorChain> throttled_;  // refused by the limiter: served first
 };
 
 }  // namespace kestrel
