@@ -93,6 +93,7 @@ Result<void> Controller::start_vm() {
     if (pending_.kernel.empty()) return bad_request("InstanceStart: no kernel yet (PUT /boot-source first)");
     auto vmm = TRY(Vmm::build(with_root_device(pending_)));
     TRY(vmm->start());
+    seccomp::apply(seccomp::ThreadKind::Main);  // every other thread runs now
     vmm_ = std::move(vmm);
     started_at_ = std::chrono::steady_clock::now();
     return {};
@@ -238,6 +239,10 @@ ApiResponse Controller::handle(const ApiRequest& r) {
 }
 
 int Controller::run() {
+    if (auto r = seccomp::configure(o_.seccomp); !r) {
+        log::error("{}", r.error().what());
+        return kExitError;
+    }
     sigset_t stop_signals;
     sigemptyset(&stop_signals);
     sigaddset(&stop_signals, SIGINT);

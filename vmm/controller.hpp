@@ -10,6 +10,7 @@
 #include <string>
 
 #include "vmm/api/request_queue.hpp"
+#include "vmm/seccomp/seccomp.hpp"
 #include "vmm/vm_config.hpp"
 #include "vmm/vmm.hpp"
 
@@ -20,6 +21,7 @@ struct ControllerOptions {
     bool start_now = false;    // boot at once (a kernel was given), else wait for InstanceStart
     std::string api_socket;    // empty: no API
     std::string instance_id = "kestrel";
+    seccomp::Settings seccomp;  // --seccomp, --seccomp-test (vmm/seccomp/seccomp.hpp)
 };
 
 class Controller {

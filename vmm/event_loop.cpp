@@ -6,6 +6,7 @@
 #include <array>
 
 #include "vmm/base/log.hpp"
+#include "vmm/seccomp/seccomp.hpp"
 
 namespace kestrel {
 
@@ -37,6 +38,7 @@ Result<void> EventLoop::remove(int fd) {
 }
 
 void EventLoop::run(VmControl& ctl) {
+    seccomp::apply(seccomp::ThreadKind::EventLoop);
     epoll_event wake{};
     wake.events = EPOLLIN;
     wake.data.fd = ctl.wake_fd();

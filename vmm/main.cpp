@@ -13,6 +13,7 @@
 #include "vmm/base/log.hpp"
 #include "vmm/api/fc_json.hpp"
 #include "vmm/controller.hpp"
+#include "vmm/seccomp/seccomp.hpp"
 #include "vmm/import.hpp"
 
 using namespace kestrel;
@@ -88,6 +89,16 @@ int main(int argc, char** argv) {
                     "Firecracker-format JSON configuration (boot-source, machine-config, drives, "
                     "network-interfaces, vsock, entropy, logger, metrics); the VM boots at once");
     run->add_option("--id", instance_id, "Instance id reported by GET / (default kestrel)");
+    std::string seccomp_mode = "kill", seccomp_test;
+    run->add_option("--seccomp", seccomp_mode,
+                    "Per-thread seccomp filters: kill (a forbidden syscall ends kestrel, naming the "
+                    "thread and syscall), log (it runs and the kernel audit log records it: dmesg "
+                    "| grep type=1326), off")
+        ->check(CLI::IsMember({"off", "log", "kill"}))
+        ->default_str("kill");
+    // Tests only, so hidden from --help: that thread calls a forbidden syscall once its filter
+    // is on (vmm/seccomp/seccomp.hpp).
+    run->add_option("--seccomp-test", seccomp_test)->group("");
     run->footer(kExitCodesHelp);
 
     ImportOptions import_opts;
@@ -202,5 +213,14 @@ int main(int argc, char** argv) {
     o.start_now = !o.config.kernel.empty();
     o.api_socket = api_sock;
     o.instance_id = instance_id;
+    o.seccomp.mode = *seccomp::parse_mode(seccomp_mode);
+    if (!seccomp_test.empty()) {
+        // Checked here: CLI11 leaves a hidden option's name out of its own message.
+        o.seccomp.test_forbidden = seccomp::parse_thread_kind(seccomp_test);
+        if (!o.seccomp.test_forbidden) {
+            log::error("--seccomp-test: '{}' is not main, api, event-loop, vcpu or serial", seccomp_test);
+            return kExitUsage;
+        }
+    }
     return Controller(std::move(o)).run();
 }

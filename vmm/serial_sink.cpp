@@ -22,6 +22,7 @@
 #include <thread>
 
 #include "vmm/base/log.hpp"
+#include "vmm/seccomp/seccomp.hpp"
 
 namespace kestrel {
 
@@ -125,6 +126,7 @@ Drained drain_nonblocking(SerialSink::State& s) {
 // `s` (kept alive by its shared_ptr), so it may outlive the sink, and logs only through the
 // buffer, which stops logging once closed.
 void writer_main(std::shared_ptr<SerialSink::State> sp) {
+    seccomp::apply(seccomp::ThreadKind::Serial);
     SerialSink::State& s = *sp;
     for (;;) {
         const size_t n = s.buffer->peek(s.scratch);

@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 
 #include "vmm/base/log.hpp"
+#include "vmm/seccomp/seccomp.hpp"
 
 namespace kestrel {
 
@@ -51,6 +52,7 @@ void VcpuThread::start() {
         sigemptyset(&s);
         sigaddset(&s, kKickSignal);
         pthread_sigmask(SIG_UNBLOCK, &s, nullptr);
+        seccomp::apply(seccomp::ThreadKind::Vcpu);
         loop();
         t_run = nullptr;
     });

@@ -6,6 +6,7 @@
 #include <sys/un.h>
 
 #include "vmm/base/log.hpp"
+#include "vmm/seccomp/seccomp.hpp"
 
 namespace kestrel::api {
 
@@ -44,7 +45,14 @@ void answer(httplib::Response& res, const ApiResponse& a) {
 Result<std::unique_ptr<ApiServer>> ApiServer::start(const std::string& socket_path, RequestQueue& queue) {
     TRY(prepare_path(socket_path));
     auto svr = std::make_unique<httplib::Server>();
-    svr->new_task_queue = [] { return new httplib::ThreadPool(1); };
+    // Called once, on the listener thread, as it starts serving: the worker exists once the
+    // pool does, so both take their filter then and neither may start a thread afterwards.
+    svr->new_task_queue = [] {
+        auto* pool = new httplib::ThreadPool(1);
+        pool->enqueue([] { seccomp::apply(seccomp::ThreadKind::Api); });
+        seccomp::apply(seccomp::ThreadKind::Api);
+        return pool;
+    };
     svr->set_address_family(AF_UNIX);
     svr->set_payload_max_length(kMaxBodyBytes);
     svr->set_read_timeout(kIoTimeoutSeconds, 0);
