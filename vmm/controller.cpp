@@ -11,6 +11,7 @@
 
 #include "vmm/api/api_server.hpp"
 #include "vmm/base/log.hpp"
+#include "vmm/rate_limits.hpp"
 
 namespace kestrel {
 
@@ -154,11 +155,15 @@ Result<json> Controller::dispatch(const ApiRequest& r) {
     }
     case Op::PatchDrive: {
         const auto& p = std::get<api::DrivePatch>(r.payload);
-        if (vmm_) return fail("PATCH /drives after the guest started is not supported yet");
+        if (vmm_) {
+            if (p.path) return fail("PATCH /drives path_on_host after the guest started is not supported yet");
+            if (p.rate_limiter) TRY(vmm_->update_drive_rate_limiter(p.id, *p.rate_limiter));
+            return json();
+        }
         auto* d = find_by_id(pending_.disks, p.id);
         if (!d) return bad_request("drive '{}' does not exist (PUT /drives/{} first)", p.id, p.id);
         if (p.path) d->path = *p.path;
-        if (p.rate_limiter) d->rate_limiter = p.rate_limiter;
+        if (p.rate_limiter) d->rate_limiter = patched(d->rate_limiter, *p.rate_limiter);
         return json();
     }
     case Op::PutNetwork: {
@@ -175,11 +180,14 @@ Result<json> Controller::dispatch(const ApiRequest& r) {
     }
     case Op::PatchNetwork: {
         const auto& p = std::get<api::NetPatch>(r.payload);
-        if (vmm_) return fail("PATCH /network-interfaces after the guest started is not supported yet");
+        if (vmm_) {
+            TRY(vmm_->update_net_rate_limiters(p.id, p.rx, p.tx));
+            return json();
+        }
         auto* n = find_by_id(pending_.nets, p.id);
         if (!n) return bad_request("network-interface '{}' does not exist (PUT it first)", p.id);
-        if (p.rx) n->rx_rate_limiter = p.rx;
-        if (p.tx) n->tx_rate_limiter = p.tx;
+        if (p.rx) n->rx_rate_limiter = patched(n->rx_rate_limiter, *p.rx);
+        if (p.tx) n->tx_rate_limiter = patched(n->tx_rate_limiter, *p.tx);
         return json();
     }
     case Op::PutVsock:

@@ -35,6 +35,7 @@
 #include "vmm/file_image.hpp"
 #include "vmm/host_resources.hpp"
 #include "vmm/kvm/kvm.hpp"
+#include "vmm/rate_limits.hpp"
 #include "vmm/serial_sink.hpp"
 #include "vmm/terminal.hpp"
 #include "vmm/vcpu_loop.hpp"
@@ -91,18 +92,33 @@ Result<boot::BootEntry> load_guest(GuestMemory& mem, const VmConfig& cfg, HostRe
 }
 
 // The virtio devices the command line asked for, opened by open_host_resources, in a fixed
-// order (PCI slot = order).
-Result<void> add_virtio_devices(const VmConfig& cfg, HostResources& host, VirtioWiring& virtio) {
-    for (size_t i = 0; i < cfg.disks.size(); ++i)
-        TRY(virtio.add(std::move(host.disks[i]), fmt::format("virtio-blk '{}'", cfg.disks[i].path)));
+// order (PCI slot = order), with their rate limiters set. Disks and nets are kept in `blks`
+// and `nets` too, index = their configuration's.
+Result<void> add_virtio_devices(const VmConfig& cfg, HostResources& host, VirtioWiring& virtio,
+                                std::vector<std::shared_ptr<VirtioBlk>>& blks,
+                                std::vector<std::shared_ptr<VirtioNet>>& nets) {
+    for (size_t i = 0; i < cfg.disks.size(); ++i) {
+        std::shared_ptr<VirtioBlk> blk = std::move(host.disks[i]);
+        blk->rate_limiter().update(rate_limits(cfg.disks[i].rate_limiter));
+        blks.push_back(blk);
+        TRY(virtio.add(std::move(blk), fmt::format("virtio-blk '{}'", cfg.disks[i].path)));
+    }
     for (size_t i = 0; i < cfg.nets.size(); ++i) {
         const auto& n = cfg.nets[i];
-        TRY(virtio.add(std::move(host.nets[i]), n.fd >= 0 ? fmt::format("virtio-net fd={}", n.fd)
-                                                          : fmt::format("virtio-net tap={}", n.tap)));
+        std::shared_ptr<VirtioNet> net = std::move(host.nets[i]);
+        net->rx_rate_limiter().update(rate_limits(n.rx_rate_limiter));
+        net->tx_rate_limiter().update(rate_limits(n.tx_rate_limiter));
+        nets.push_back(net);
+        TRY(virtio.add(std::move(net), n.fd >= 0 ? fmt::format("virtio-net fd={}", n.fd)
+                                                 : fmt::format("virtio-net tap={}", n.tap)));
     }
     if (host.vsock)
         TRY(virtio.add(std::move(host.vsock), fmt::format("virtio-vsock cid {}", cfg.vsock->cid)));
-    if (cfg.rng) TRY(virtio.add(std::make_shared<VirtioRng>(), "virtio-rng"));
+    if (cfg.rng) {
+        std::unique_ptr<RateLimiter> limiter;  // Firecracker has no PATCH /entropy: none unless asked
+        if (cfg.rng_rate_limiter) limiter = TRY(RateLimiter::create(rate_limits(cfg.rng_rate_limiter)));
+        TRY(virtio.add(std::make_shared<VirtioRng>(VirtioRng::getrandom_fill, std::move(limiter)), "virtio-rng"));
+    }
     return virtio.connect();
 }
 
@@ -138,6 +154,8 @@ struct Vmm::Impl {
     std::shared_ptr<Uart16550> uart;
     std::shared_ptr<PciRoot> pci;
     std::unique_ptr<VirtioWiring> virtio;
+    std::vector<std::shared_ptr<VirtioBlk>> blks;  // index = cfg.disks index
+    std::vector<std::shared_ptr<VirtioNet>> nets;  // index = cfg.nets index
     std::vector<std::unique_ptr<kvm::Vcpu>> vcpus;
     std::vector<std::unique_ptr<VcpuThread>> threads;
     pthread_t loop_thread{};
@@ -257,7 +275,7 @@ Result<void> Vmm::Impl::build_devices() {
     TRY(mmio.insert(x86::kPciEcamStart, x86::kPciEcamSize, pci->ecam()));
     TRY(mmio.insert(pci->window().base, pci->window().size, pci->mmio()));
     virtio = std::make_unique<VirtioWiring>(*vm, *routing, *mem, *loop, pci);
-    return add_virtio_devices(cfg, host, *virtio);
+    return add_virtio_devices(cfg, host, *virtio, blks, nets);
 }
 
 Result<std::unique_ptr<Vmm>> Vmm::build(const VmConfig& cfg) {
@@ -402,6 +420,39 @@ Result<std::string> Vmm::ram_digest() const {
     std::string hex;
     for (unsigned i = 0; i < n; ++i) hex += fmt::format("{:02x}", md[i]);
     return hex;
+}
+
+Result<void> Vmm::update_drive_rate_limiter(std::string_view drive_id, const RateLimiterConfig& change) {
+    if (d_->state == State::Stopped) return not_allowed("the VM has stopped");
+    for (size_t i = 0; i < d_->cfg.disks.size(); ++i) {
+        DiskConfig& disk = d_->cfg.disks[i];
+        if (disk.id != drive_id) continue;
+        d_->blks[i]->rate_limiter().update(rate_limits(change));
+        disk.rate_limiter = patched(disk.rate_limiter, change);
+        log::info("drive {}: rate limiter updated", disk.id);
+        return {};
+    }
+    return bad_request("drive '{}' does not exist", drive_id);
+}
+
+Result<void> Vmm::update_net_rate_limiters(std::string_view iface_id, const std::optional<RateLimiterConfig>& rx,
+                                           const std::optional<RateLimiterConfig>& tx) {
+    if (d_->state == State::Stopped) return not_allowed("the VM has stopped");
+    for (size_t i = 0; i < d_->cfg.nets.size(); ++i) {
+        NetConfig& net = d_->cfg.nets[i];
+        if (net.id != iface_id) continue;
+        if (rx) {
+            d_->nets[i]->rx_rate_limiter().update(rate_limits(rx));
+            net.rx_rate_limiter = patched(net.rx_rate_limiter, *rx);
+        }
+        if (tx) {
+            d_->nets[i]->tx_rate_limiter().update(rate_limits(tx));
+            net.tx_rate_limiter = patched(net.tx_rate_limiter, *tx);
+        }
+        log::info("network interface {}: rate limiters updated", net.id);
+        return {};
+    }
+    return bad_request("network interface '{}' does not exist", iface_id);
 }
 
 const char* state_name(Vmm::State s) {

@@ -53,6 +53,12 @@ public:
     // SHA-256 of guest RAM, region by region, for tests that check nothing changed it while
     // paused. Refused unless paused.
     Result<std::string> ram_digest() const;
+    // PATCH /drives/{id} and /network-interfaces/{id} while the VM runs or is paused: the
+    // device's rate limiter and config() change (vmm/rate_limits.hpp says how). An unknown id
+    // is a bad request.
+    Result<void> update_drive_rate_limiter(std::string_view drive_id, const RateLimiterConfig& change);
+    Result<void> update_net_rate_limiters(std::string_view iface_id, const std::optional<RateLimiterConfig>& rx,
+                                          const std::optional<RateLimiterConfig>& tx);
 
     struct Impl;
 
