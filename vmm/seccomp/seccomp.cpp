@@ -102,6 +102,18 @@ Result<void> install_handler() {
     return {};
 }
 
+// At most 15 bytes (TASK_COMM_LEN).
+const char* comm_name(ThreadKind kind) {
+    switch (kind) {
+    case ThreadKind::Api: return "kestrel-api";
+    case ThreadKind::EventLoop: return "kestrel-evloop";
+    case ThreadKind::Vcpu: return "kestrel-vcpu";
+    case ThreadKind::Serial: return "kestrel-serial";
+    case ThreadKind::Main: break;
+    }
+    return "kestrel";
+}
+
 void call_forbidden(ThreadKind kind) {
     const char* path = "/nonexistent/kestrel-seccomp-test";
     char* const argv[] = {const_cast<char*>(path), nullptr};
@@ -138,10 +150,7 @@ const Settings& settings() { return g_settings; }
 
 void apply(ThreadKind kind) {
     if (g_settings.mode != Mode::Off) {
-        if (kind != ThreadKind::Main) {
-            const std::string name = fmt::format("kestrel-{}", thread_kind_name(kind));
-            ::prctl(PR_SET_NAME, name.c_str(), 0, 0, 0);  // 15 bytes at most: the longest fits
-        }
+        if (kind != ThreadKind::Main) ::prctl(PR_SET_NAME, comm_name(kind), 0, 0, 0);
         sigset_t sys;
         sigemptyset(&sys);
         sigaddset(&sys, SIGSYS);

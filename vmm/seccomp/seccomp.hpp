@@ -51,10 +51,10 @@ struct Settings {
 Result<void> configure(const Settings& s);
 const Settings& settings();
 
-// First thing on a thread of `kind`: names the thread (kestrel-<kind>, shown in ps -L and in
-// audit records; not the main thread, whose name is the process's), lets SIGSYS through,
-// installs the filter. A filter that cannot be installed when one was asked for ends kestrel
-// (exit 1) with the reason: it never runs unfiltered by mistake.
+// First thing on a thread of `kind`: names the thread (kestrel-vcpu, -evloop, -api, -serial:
+// shown by ps -L and in audit records; not the main thread, whose name is the process's),
+// lets SIGSYS through, installs the filter. A filter that cannot be installed when one was
+// asked for ends kestrel (exit 1) with the reason: it never runs unfiltered by mistake.
 void apply(ThreadKind kind);
 
 // The name of syscall `nr` from the table configure() filled, or nullptr.

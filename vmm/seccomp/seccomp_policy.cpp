@@ -114,9 +114,10 @@ Policy main_thread(pid_t self) {
     device_io(p);
     add(p, {"epoll_wait", "epoll_pwait",
             // files a request names (a drive's new image: open, size, QEMU-style OFD locks;
-            // the metrics file), /proc/self for GET /vm/info and metrics
+            // the metrics file), /proc/self/{status,fd} and getrusage for GET /vm/info and
+            // the metrics
             "openat", "newfstatat", "fstat", "statx", "lseek", "fcntl", "getdents64",
-            "readlink", "fsync", "fdatasync", "dup", "unlink", "unlinkat",
+            "readlink", "fsync", "fdatasync", "dup", "unlink", "unlinkat", "getrusage",
             // signals (signalfd) and the serial output's SIGPIPE-free writes at exit
             "rt_sigpending", "rt_sigtimedwait",
             // a thread started from here runs these before its own code
