@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <array>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
@@ -135,6 +136,7 @@ Result<void> configure(const Settings& s) {
     g_settings = s;
     for (auto& p : g_programs) p.reset();
     if (s.mode == Mode::Off) return {};
+    const auto t0 = std::chrono::steady_clock::now();
     ::tzset();
     fill_names();
     const pid_t self = ::getpid();
@@ -143,7 +145,10 @@ Result<void> configure(const Settings& s) {
         if (!prog) return std::unexpected(context(prog.error(), fmt::format("the {} thread's filter", thread_kind_name(k))));
         g_programs[index_of(k)] = std::move(*prog);
     }
-    return install_handler();
+    TRY(install_handler());
+    log::debug("seccomp: {} filters ({}) ready in {} us", kThreadKinds.size(), mode_name(s.mode),
+               std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0).count());
+    return {};
 }
 
 const Settings& settings() { return g_settings; }

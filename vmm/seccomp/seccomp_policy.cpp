@@ -1,5 +1,6 @@
 #include "vmm/seccomp/seccomp_policy.hpp"
 
+#include <fcntl.h>
 #include <linux/fs.h>
 #include <linux/if_tun.h>
 #include <linux/kvm.h>
@@ -43,6 +44,11 @@ void base(Policy& p, pid_t self) {
     p.push_back(allow_if("mmap", {ArgCheck{2, PROT_EXEC, 0}}));
     p.push_back(allow_if("mprotect", {ArgCheck{2, PROT_EXEC, 0}}));
     p.push_back(allow_if("tgkill", {eq32(0, static_cast<uint64_t>(self))}));
+    // stdio's first write to a buffered stream (PUT /logger's log file: spdlog writes it with
+    // fwrite, and its first line may come from any thread) stats the stream's fd to size the
+    // buffer: fstat, or newfstatat(fd, "", AT_EMPTY_PATH) as glibc 2.36 spells it.
+    p.push_back(allow("fstat"));
+    p.push_back(allow_if("newfstatat", {ArgCheck{3, AT_EMPTY_PATH, AT_EMPTY_PATH}}));
 }
 
 void ioctls(Policy& p, ThreadKind kind) {
@@ -116,13 +122,14 @@ Policy main_thread(pid_t self) {
             // files a request names (a drive's new image: open, size, QEMU-style OFD locks;
             // the metrics file), /proc/self/{status,fd} and getrusage for GET /vm/info and
             // the metrics
-            "openat", "newfstatat", "fstat", "statx", "lseek", "fcntl", "getdents64",
+            "openat", "stat", "statx", "lseek", "fcntl", "getdents64",
             "readlink", "fsync", "fdatasync", "dup", "unlink", "unlinkat", "getrusage",
             // signals (signalfd) and the serial output's SIGPIPE-free writes at exit
             "rt_sigpending", "rt_sigtimedwait",
             // a thread started from here runs these before its own code
             "set_robust_list", "rseq",
             "timerfd_create"});  // a rate limiter a PATCH adds at run time
+    p.push_back(allow("newfstatat"));  // by path: is a new image the same file as another drive's?
     p.push_back(allow_if("clone", {ArgCheck{0, CLONE_THREAD, CLONE_THREAD}}));
     p.push_back(Rule{"clone3", {}, ENOSYS});
     ioctls(p, ThreadKind::Main);

@@ -6,6 +6,7 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -189,6 +190,22 @@ TEST_CASE("seccomp: no thread may map executable memory") {
     });
     CHECK(r.exit_code == kExitViolation);
     CHECK(r.err.find("serial thread called forbidden syscall mprotect(10)") != std::string::npos);
+}
+
+TEST_CASE("seccomp: stdio may size a stream's buffer (fstat of an fd) on any thread, not stat a path") {
+    auto r = in_child([] {
+        filtered(ThreadKind::Vcpu);
+        std::printf("first buffered write\n");  // glibc stats stdout here
+        std::fflush(stdout);
+        struct stat st {};
+        if (::fstat(STDERR_FILENO, &st) != 0) ::_exit(91);
+        if (::fstatat(STDERR_FILENO, "", &st, AT_EMPTY_PATH) != 0) ::_exit(92);
+        ::fstatat(AT_FDCWD, "/etc/passwd", &st, 0);
+        ::_exit(93);
+    });
+    CHECK(r.exit_code == kExitViolation);
+    CHECK(r.err.find("first buffered write") != std::string::npos);
+    CHECK(r.err.find("vcpu thread called forbidden syscall newfstatat(262)") != std::string::npos);
 }
 
 TEST_CASE("seccomp: signals only to kestrel's own threads") {
