@@ -37,6 +37,7 @@ inline constexpr uint64_t kLapicAddr = 0xfee0'0000;
 inline constexpr uint16_t kCom1Port = 0x3f8;
 inline constexpr uint8_t kCom1Irq = 4;
 inline constexpr uint16_t kI8042DataPort = 0x60;     // 0x60..0x64, status/command at 0x64
+inline constexpr uint8_t kI8042KbdIrq = 1;           // ISA IRQ 1: the keyboard
 inline constexpr uint16_t kCmosPort = 0x70;          // 0x70 index, 0x71 data
 inline constexpr uint16_t kDebugExitPort = 0xf4;     // same as QEMU's isa-debug-exit default
 inline constexpr uint16_t kAcpiSleepControlPort = 0x600;  // FADT SLEEP_CONTROL_REG (1 byte)

@@ -169,6 +169,23 @@ const char kRtcResources[] =
     "                    )\n"
     "            })";
 
+const char kKbdResources[] =
+    "                IO (Decode16,\n"
+    "                    0x0060,             // Range Minimum\n"
+    "                    0x0060,             // Range Maximum\n"
+    "                    0x01,               // Alignment\n"
+    "                    0x01,               // Length\n"
+    "                    )\n"
+    "                IO (Decode16,\n"
+    "                    0x0064,             // Range Minimum\n"
+    "                    0x0064,             // Range Maximum\n"
+    "                    0x01,               // Alignment\n"
+    "                    0x01,               // Length\n"
+    "                    )\n"
+    "                IRQNoFlags ()\n"
+    "                    {1}\n"
+    "            })";
+
 const char kInstallHint[] = "iasl/acpiexec not found: install acpica-tools "
                             "(apt-get install -y acpica-tools)";
 
@@ -198,6 +215,9 @@ TEST_CASE("acpi/iasl: every table disassembles cleanly and recompiles to the sam
                 CHECK(has(dsl, "Device (RTC)"));
                 CHECK(has(dsl, "EisaId (\"PNP0B00\") /* AT Real-Time Clock */"));
                 CHECK(has(dsl, kRtcResources));
+                CHECK(has(dsl, "Device (KBD)"));
+                CHECK(has(dsl, "EisaId (\"PNP0303\") /* IBM Enhanced Keyboard (101/102-key, PS/2 Mouse) */"));
+                CHECK(has(dsl, kKbdResources));
                 CHECK(has(dsl, "EisaId (\"PNP0A08\")") == pci);
                 CHECK(has(dsl, "EisaId (\"PNP0A03\")") == pci);
                 CHECK(has(dsl, "EisaId (\"PNP0C02\")") == pci);
@@ -222,6 +242,7 @@ TEST_CASE("acpi/iasl: every table disassembles cleanly and recompiles to the sam
                 CHECK(dsl.find("Hardware Reduced (V5) : 1") != std::string::npos);
                 CHECK(dsl.find("Reset Register Supported (V2) : 1") != std::string::npos);
                 CHECK(has(dsl, "CMOS RTC Not Present (V5) : 0"));
+                CHECK(has(dsl, "8042 Present on ports 60/64 (V2) : 1"));
                 CHECK(has(dsl, "RTC Century Index : 32"));
             }
             if (name == "APIC") {
@@ -273,6 +294,7 @@ TEST_CASE("acpi/iasl: ACPICA's interpreter (acpiexec) loads the DSDT and evaluat
                        " && timeout 60 acpiexec -b 'evaluate \\_S5_;evaluate \\_SB.COM1._HID;"
                        "evaluate \\_SB.COM1._UID;evaluate \\_SB.COM1._CRS;"
                        "evaluate \\_SB.RTC._HID;evaluate \\_SB.RTC._CRS;"
+                       "evaluate \\_SB.KBD._HID;evaluate \\_SB.KBD._CRS;resources \\_SB.KBD;"
                        "evaluate \\_SB.PCI0._HID;evaluate \\_SB.PCI0._CID;"
                        "evaluate \\_SB.PCI0._SEG;evaluate \\_SB.PCI0._BBN;"
                        "evaluate \\_SB.PCI0._CRS;evaluate \\_SB.ECAM._HID;"
@@ -297,6 +319,13 @@ TEST_CASE("acpi/iasl: ACPICA's interpreter (acpiexec) loads the DSDT and evaluat
     CHECK(out.find("47 01 F8 03 F8 03 00 08 22 10 00 79 00") != std::string::npos);
 
     CHECK(has(out, "[Integer] = 00000000000BD041"));  // PNP0B00
+    CHECK(has(out, "[Integer] = 000000000303D041"));  // PNP0303
+    CHECK(has(out, "0000: 47 01 60 00 60 00 01 01 47 01 64 00 64 00 01 01"));
+    CHECK(has(out, "0010: 22 02 00 79 00"));
+    // The resource manager's view of the keyboard's IRQ: ISA IRQ 1, edge, active high.
+    CHECK(has(out, "Triggering : Edge\n                   Polarity : ActiveHigh\n"
+                   "                    Sharing : Exclusive\n            Interrupt Count : 01\n"
+                   "             Interrupt List : 1 "));
     CHECK(has(out, "47 01 70 00 70 00 01 02 79 00"));  // I/O only: no IRQ
     CHECK(has(out, "[Integer] = 00000000080AD041"));  // PNP0A08
     CHECK(has(out, "[Integer] = 00000000030AD041"));  // PNP0A03

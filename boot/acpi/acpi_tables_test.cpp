@@ -171,6 +171,7 @@ TEST_CASE("acpi: FADT is HW-reduced with sleep and reset registers on our ports"
     CHECK((f.flags & (1u << 20)) != 0);  // HW_REDUCED_ACPI
     CHECK((f.flags & (1u << 10)) != 0);  // RESET_REG_SUP
     CHECK((f.iapc_boot_arch & kBootArchVgaNotPresent) != 0);
+    CHECK((f.iapc_boot_arch & kBootArch8042) != 0);  // the i8042, also \_SB.KBD
     CHECK((f.iapc_boot_arch & kBootArchMsiNotSupported) == 0);
     CHECK((f.iapc_boot_arch & kBootArchCmosRtcNotPresent) == 0);  // the RTC is there
     CHECK(f.century == 0x32);
@@ -209,6 +210,13 @@ TEST_CASE("acpi: DSDT AML carries _S5_ with the sleep type and the COM1 device")
     CHECK(s.find(std::string("\x0c\x41\xd0\x0b\x00", 5)) != std::string::npos);
     CHECK(s.find(std::string("\x47\x01\x70\x00\x70\x00\x01\x02\x79\x00", 10)) !=
           std::string::npos);
+    // Device(KBD): EisaId("PNP0303"); IO 0x60 then IO 0x64 (data, command: Linux takes them in
+    // that order), IRQNoFlags(){1}, end tag.
+    CHECK(s.find("KBD_") != std::string::npos);
+    CHECK(s.find(std::string("\x0c\x41\xd0\x03\x03", 5)) != std::string::npos);
+    CHECK(s.find(std::string("\x47\x01\x60\x00\x60\x00\x01\x01"
+                             "\x47\x01\x64\x00\x64\x00\x01\x01"
+                             "\x22\x02\x00\x79\x00", 21)) != std::string::npos);
 }
 
 TEST_CASE("acpi: without pci only the RTC is new; pci changes XSDT and DSDT and adds MCFG") {

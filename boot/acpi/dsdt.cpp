@@ -39,6 +39,28 @@ Result<Bytes> com1_device() {
     return aml::device("COM1", aml::concat({hid, uid, crs}));
 }
 
+// Device(KBD){ Name(_HID, EisaId("PNP0303"))
+//   Name(_CRS, ResourceTemplate(){ IO(Decode16, 0x60, 0x60, 1, 1) IO(Decode16, 0x64, 0x64, 1, 1)
+//                                  IRQNoFlags(){1} }) }
+// PNP0303 is the IBM enhanced (101/102-key, PS/2) keyboard controller. Linux's i8042 driver
+// looks for it through PNPACPI (drivers/input/serio/i8042-acpipnpio.h, i8042_pnp_init): found,
+// it takes the data and command ports from the two IO descriptors in that order and the IRQ
+// from the IRQ descriptor, and probes the controller; not found, it gives up ("PNP: No PS/2
+// controller found") unless the guest was booted with i8042.nopnp. No PNP0F13 (PS/2 mouse):
+// the controller has no AUX port (devices/legacy/i8042.hpp).
+Result<Bytes> keyboard_device() {
+    const Bytes resources[] = {
+        aml::io_port_decode16(x86::kI8042DataPort, x86::kI8042DataPort, 1, 1),
+        aml::io_port_decode16(x86::kI8042DataPort + 4, x86::kI8042DataPort + 4, 1, 1),
+        aml::irq_no_flags(static_cast<uint16_t>(1u << x86::kI8042KbdIrq)),
+    };
+    Bytes kbd_id = TRY(aml::eisa_id("PNP0303"));
+    Bytes template_buffer = TRY(aml::resource_template(resources));
+    Bytes hid = TRY(aml::name("_HID", kbd_id));
+    Bytes crs = TRY(aml::name("_CRS", template_buffer));
+    return aml::device("KBD", aml::concat({hid, crs}));
+}
+
 // Device(RTC){ Name(_HID, EisaId("PNP0B00"))
 //   Name(_CRS, ResourceTemplate(){ IO(Decode16, 0x70, 0x70, 1, 2) }) }
 // Under HW-reduced ACPI Linux installs no legacy PIC (arch/x86/kernel/acpi/boot.c,
@@ -132,7 +154,8 @@ Result<std::vector<uint8_t>> build_dsdt_aml(const AcpiConfig& cfg) {
     Bytes s5 = TRY(s5_object());
     Bytes com1 = TRY(com1_device());
     Bytes rtc = TRY(rtc_device());
-    Bytes devices = aml::concat({com1, rtc});
+    Bytes kbd = TRY(keyboard_device());
+    Bytes devices = aml::concat({com1, rtc, kbd});
     if (cfg.pci) {
         Bytes pci0 = TRY(pci0_device(*cfg.pci));
         Bytes ecam = TRY(ecam_reservation_device(*cfg.pci));

@@ -1,6 +1,7 @@
 // Differentiated System Description Table (ACPI 6.5 §5.2.11.1): the AML namespace. Holds \_S5_
-// so OSPM can power off through the FADT sleep control register; \_SB.COM1 and \_SB.RTC so the
-// guest finds the UART and the CMOS RTC through ACPI (PNP) instead of legacy probing; and, when
+// so OSPM can power off through the FADT sleep control register; \_SB.COM1, \_SB.RTC and
+// \_SB.KBD so the guest finds the UART, the CMOS RTC and the i8042 keyboard controller through
+// ACPI (PNP) instead of legacy probing; and, when
 // the VM has PCI, the host bridge \_SB.PCI0 plus \_SB.ECAM reserving its ECAM window.
 #pragma once
 

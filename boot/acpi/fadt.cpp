@@ -13,10 +13,13 @@ Result<std::vector<uint8_t>> build_fadt(uint64_t dsdt_address) {
     // WBINVD works on every x86-64 vCPU. The button bits say "no fixed-feature buttons": a
     // HW-reduced platform has no fixed hardware (§4.1); a control-method button can come later.
     f.flags = kFadtWbinvd | kFadtPwrButton | kFadtSlpButton | kFadtResetRegSup | kFadtHwReducedAcpi;
-    // No VGA. MSI stays allowed (bit 3 clear) for the coming PCI devices. The 8042 bit stays
-    // clear: Linux then skips probing its driver, while reboot=k still pokes port 0x64.
-    // CMOS RTC Not Present stays clear as well: the RTC at 0x70 exists (also as \_SB.RTC).
-    f.iapc_boot_arch = kBootArchVgaNotPresent;
+    // No VGA. MSI stays allowed (bit 3 clear) for the PCI devices. The 8042 bit says the
+    // keyboard controller at 0x60/0x64 exists (§5.2.9.3). Linux does not need it: it finds the
+    // controller as \_SB.KBD (PNP0303) and reads the bit only when PNP finds none
+    // (acpi_parse_fadt: clear means X86_LEGACY_I8042_FIRMWARE_ABSENT, which stops the direct
+    // probe); it is set so the tables agree with each other. CMOS RTC Not Present stays clear
+    // as well: the RTC at 0x70 exists (also as \_SB.RTC).
+    f.iapc_boot_arch = kBootArchVgaNotPresent | kBootArch8042;
     // Not fixed hardware, so it still counts under HW-reduced ACPI; no day/month alarm bytes.
     f.century = kCmosCenturyIndex;
     // The 32-bit DSDT field stays 0 so OSPM has one unambiguous pointer (§5.2.9: X_DSDT wins).

@@ -89,6 +89,7 @@ inline constexpr uint32_t kFadtResetRegSup = 1u << 10;
 inline constexpr uint32_t kFadtHwReducedAcpi = 1u << 20;
 
 // §5.2.9.3 IA-PC Boot Architecture Flags.
+inline constexpr uint16_t kBootArch8042 = 1u << 1;  // a port 0x60/0x64 keyboard controller
 inline constexpr uint16_t kBootArchVgaNotPresent = 1u << 2;
 inline constexpr uint16_t kBootArchMsiNotSupported = 1u << 3;
 // Set, Linux drops its rtc_cmos platform device (x86_platform.legacy.rtc = 0) and the RTC is

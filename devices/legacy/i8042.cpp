@@ -1,5 +1,7 @@
 #include "devices/legacy/i8042.hpp"
 
+#include <array>
+
 #include "vmm/base/log.hpp"
 
 namespace kestrel {
@@ -14,9 +16,11 @@ constexpr uint8_t kStatusNotInhibited = 0x10;
 constexpr uint8_t kStatusAuxData = 0x20;
 
 // Command byte bits.
+constexpr uint8_t kCtrKbdInterrupt = 0x01;
 constexpr uint8_t kCtrSystemFlag = 0x04;
 constexpr uint8_t kCtrKbdDisabled = 0x10;
 constexpr uint8_t kCtrAuxDisabled = 0x20;
+constexpr uint8_t kCtrTranslate = 0x40;
 
 // Output port bit 0 drives the CPU reset line, active low.
 constexpr uint8_t kOutputPortResetDeasserted = 0x01;
@@ -43,10 +47,40 @@ enum class Cmd : uint8_t {
 
 constexpr uint8_t kSelfTestPassed = 0x55;
 constexpr uint8_t kInterfaceTestPassed = 0x00;
+constexpr uint8_t kInterfaceClockStuckHigh = 0x02;  // the AUX test's answer: no AUX port
+
+// Keyboard commands and answers (PS/2 keyboard command set).
+enum class KbdCmd : uint8_t {
+    kSetLeds = 0xed,
+    kEcho = 0xee,
+    kScanCodeSet = 0xf0,
+    kGetId = 0xf2,
+    kSetTypematic = 0xf3,
+    kEnable = 0xf4,
+    kDisable = 0xf5,   // also restores defaults
+    kDefaults = 0xf6,
+    kResend = 0xfe,
+    kReset = 0xff,
+};
+constexpr uint8_t kKbdAck = 0xfa;
+constexpr uint8_t kKbdSelfTestPassed = 0xaa;
+constexpr uint8_t kKbdEcho = 0xee;
+constexpr uint8_t kKbdIdFirst = 0xab;
+constexpr uint8_t kKbdIdSecond = 0x83;            // MF2 keyboard, set 2
+constexpr uint8_t kKbdIdSecondTranslated = 0x41;  // 0x83 through the controller's translation
+constexpr uint8_t kScanSet2 = 0x02, kScanSet2Translated = 0x41;
+
+// Ctrl down, Alt down, Delete down, then the releases in reverse order. Set 2: break codes
+// are F0 before the make code, extended keys E0 first. Set 1 (what translation makes of
+// them): make code | 0x80 for the break.
+constexpr std::array<uint8_t, 11> kCtrlAltDelSet2{0x14, 0x11, 0xe0, 0x71, 0xe0, 0xf0, 0x71, 0xf0, 0x11, 0xf0, 0x14};
+constexpr std::array<uint8_t, 8> kCtrlAltDelSet1{0x1d, 0x38, 0xe0, 0x53, 0xe0, 0xd3, 0xb8, 0x9d};
+static_assert(kCtrlAltDelSet2.size() <= I8042::kKeyboardBuffer);
 
 }  // namespace
 
-I8042::I8042(std::function<void()> on_reset) : on_reset_(std::move(on_reset)) {}
+I8042::I8042(std::function<void()> on_reset, std::shared_ptr<InterruptLine> kbd_irq)
+    : on_reset_(std::move(on_reset)), kbd_irq_(std::move(kbd_irq)) {}
 
 void I8042::read(uint64_t offset, std::span<uint8_t> data) {
     std::lock_guard lock(mutex_);
@@ -76,43 +110,79 @@ void I8042::write(uint64_t offset, std::span<const uint8_t> data) {
                 log::debug("i8042: write {:#x} to offset {} ignored", data[i], off);
             }
         }
+        update_irq();
     }
     if (reset && on_reset_) on_reset_();
 }
 
+bool I8042::translating() const { return (command_byte_ & kCtrTranslate) != 0; }
+
+// A keyboard byte sits in the output buffer only when no controller answer is ahead of it and
+// the keyboard interface is enabled (the controller otherwise holds the keyboard's clock low,
+// so its bytes stay in the keyboard).
 uint8_t I8042::read_status() const {
     uint8_t status = kStatusNotInhibited;
     if (command_byte_ & kCtrSystemFlag) status |= kStatusSystemFlag;
     if (last_write_was_command_) status |= kStatusLastWasCommand;
-    if (output_) {
+    if (answer_) {
         status |= kStatusOutputFull;
-        if (output_from_aux_) status |= kStatusAuxData;
+        if (answer_from_aux_) status |= kStatusAuxData;
+    } else if (!keyboard_.empty() && !(command_byte_ & kCtrKbdDisabled)) {
+        status |= kStatusOutputFull;
     }
     return status;
 }
 
 uint8_t I8042::read_data() {
-    if (output_) {
-        last_output_ = *output_;
-        output_.reset();
-        output_from_aux_ = false;
+    if (answer_) {
+        last_output_ = *answer_;
+        answer_.reset();
+        answer_from_aux_ = false;
+    } else if (!keyboard_.empty() && !(command_byte_ & kCtrKbdDisabled)) {
+        last_output_ = keyboard_.front();
+        keyboard_.pop_front();
+        // The output buffer empties, so IRQ 1 falls; the next byte (if any) raises it again:
+        // one edge per byte on the edge-triggered ISA line.
+        if (irq_level_ && kbd_irq_) kbd_irq_->set_level(false);
+        irq_level_ = false;
     }
+    update_irq();
     return last_output_;
+}
+
+void I8042::update_irq() {
+    const bool level = (command_byte_ & kCtrKbdInterrupt) && !(command_byte_ & kCtrKbdDisabled) && !answer_ &&
+                       !keyboard_.empty();
+    if (level == irq_level_) return;
+    irq_level_ = level;
+    if (kbd_irq_) kbd_irq_->set_level(level);
+}
+
+void I8042::answer(uint8_t v, bool aux) {
+    answer_ = v;
+    answer_from_aux_ = aux;
+}
+
+void I8042::kbd_send(std::span<const uint8_t> bytes) {
+    for (uint8_t b : bytes) {
+        if (keyboard_.size() >= kKeyboardBuffer) {
+            ++counters_.dropped;
+            log::debug("i8042: keyboard buffer full, byte {:#x} dropped", b);
+            continue;
+        }
+        keyboard_.push_back(b);
+    }
 }
 
 bool I8042::write_command(uint8_t cmd) {
     last_write_was_command_ = true;
     pending_cmd_.reset();
-    auto respond = [this](uint8_t v) {
-        output_ = v;
-        output_from_aux_ = false;
-    };
     // 0xF0..0xFF pulse output port bits 0..3 low for those bits that are 0 in the command;
     // bit 0 is the reset line (0xFE is the classic "reboot via keyboard controller").
     if (cmd >= 0xf0) return (cmd & kOutputPortResetDeasserted) == 0;
     switch (static_cast<Cmd>(cmd)) {
     case Cmd::kReadCommandByte:
-        respond(command_byte_);
+        answer(command_byte_);
         return false;
     case Cmd::kWriteCommandByte:
     case Cmd::kWriteOutputPort:
@@ -128,11 +198,13 @@ bool I8042::write_command(uint8_t cmd) {
         command_byte_ &= static_cast<uint8_t>(~kCtrAuxDisabled);
         return false;
     case Cmd::kTestAux:
+        answer(kInterfaceClockStuckHigh);  // no AUX port (header comment)
+        return false;
     case Cmd::kTestKbd:
-        respond(kInterfaceTestPassed);
+        answer(kInterfaceTestPassed);
         return false;
     case Cmd::kSelfTest:
-        respond(kSelfTestPassed);
+        answer(kSelfTestPassed);
         return false;
     case Cmd::kDisableKbd:
         command_byte_ |= kCtrKbdDisabled;
@@ -141,7 +213,7 @@ bool I8042::write_command(uint8_t cmd) {
         command_byte_ &= static_cast<uint8_t>(~kCtrKbdDisabled);
         return false;
     case Cmd::kReadOutputPort:
-        respond(output_port_);
+        answer(output_port_);
         return false;
     case Cmd::kDisableA20:
         output_port_ &= static_cast<uint8_t>(~kOutputPortA20);
@@ -151,7 +223,7 @@ bool I8042::write_command(uint8_t cmd) {
         return false;
     }
     if (cmd > static_cast<uint8_t>(Cmd::kReadCommandByte) && cmd < 0x40) {
-        respond(0);  // controller RAM bytes 1..31: nothing stored there
+        answer(0);  // controller RAM bytes 1..31: nothing stored there
         return false;
     }
     log::debug("i8042: unsupported command {:#x} ignored", cmd);
@@ -161,8 +233,7 @@ bool I8042::write_command(uint8_t cmd) {
 bool I8042::write_data(uint8_t value) {
     last_write_was_command_ = false;
     if (!pending_cmd_) {
-        // Bytes for the keyboard; none is attached, so nothing answers.
-        log::debug("i8042: keyboard data {:#x} ignored (no keyboard)", value);
+        keyboard_command(value);
         return false;
     }
     const auto cmd = static_cast<Cmd>(*pending_cmd_);
@@ -175,12 +246,10 @@ bool I8042::write_data(uint8_t value) {
         output_port_ = value;
         return (value & kOutputPortResetDeasserted) == 0;
     case Cmd::kWriteKbdOutput:
-        output_ = value;
-        output_from_aux_ = false;
+        answer(value);
         return false;
     case Cmd::kWriteAuxOutput:
-        output_ = value;
-        output_from_aux_ = true;
+        answer(value, /*aux=*/false);  // no AUX port: the loopback comes back as keyboard data
         return false;
     case Cmd::kWriteToAux:
         log::debug("i8042: mouse data {:#x} ignored (no mouse)", value);
@@ -188,6 +257,80 @@ bool I8042::write_data(uint8_t value) {
     default:
         return false;
     }
+}
+
+// A byte for the keyboard. Its answers replace whatever it still had for the host, as a PS/2
+// keyboard clears its output buffer when the host sends it a command.
+void I8042::keyboard_command(uint8_t value) {
+    ++counters_.kbd_commands;
+    if (pending_kbd_) {
+        const auto cmd = static_cast<KbdCmd>(*pending_kbd_);
+        pending_kbd_.reset();
+        keyboard_.clear();
+        if (cmd == KbdCmd::kScanCodeSet && value == 0) {
+            // Only set 2 exists here; other sets are acknowledged and ignored.
+            const std::array<uint8_t, 2> ack_set{kKbdAck, translating() ? kScanSet2Translated : kScanSet2};
+            return kbd_send(ack_set);
+        }
+        const uint8_t ack = kKbdAck;
+        return kbd_send(std::span(&ack, 1));  // LED state, typematic rate, scan set: noted, unused
+    }
+    keyboard_.clear();
+    switch (static_cast<KbdCmd>(value)) {
+    case KbdCmd::kSetLeds:
+    case KbdCmd::kScanCodeSet:
+    case KbdCmd::kSetTypematic: {
+        pending_kbd_ = value;
+        const uint8_t ack = kKbdAck;
+        return kbd_send(std::span(&ack, 1));
+    }
+    case KbdCmd::kEcho: {
+        const uint8_t echo = kKbdEcho;
+        return kbd_send(std::span(&echo, 1));
+    }
+    case KbdCmd::kGetId: {
+        const std::array<uint8_t, 3> id{kKbdAck, kKbdIdFirst, translating() ? kKbdIdSecondTranslated : kKbdIdSecond};
+        return kbd_send(id);
+    }
+    case KbdCmd::kReset: {
+        scanning_ = true;
+        const std::array<uint8_t, 2> bat{kKbdAck, kKbdSelfTestPassed};
+        return kbd_send(bat);
+    }
+    case KbdCmd::kEnable:
+    case KbdCmd::kDefaults:
+        scanning_ = true;
+        break;
+    case KbdCmd::kDisable:
+        scanning_ = false;
+        break;
+    case KbdCmd::kResend:
+        break;
+    }
+    // Everything else (the set-3 key type commands 0xF7..0xFD included) is acknowledged.
+    const uint8_t ack = kKbdAck;
+    kbd_send(std::span(&ack, 1));
+}
+
+Result<void> I8042::send_ctrl_alt_del() {
+    std::lock_guard lock(mutex_);
+    if (!scanning_) return not_allowed("the guest has disabled its keyboard (PS/2 command 0xF5): no keys reach it");
+    const std::span<const uint8_t> seq =
+        translating() ? std::span<const uint8_t>(kCtrlAltDelSet1) : std::span<const uint8_t>(kCtrlAltDelSet2);
+    if (kKeyboardBuffer - keyboard_.size() < seq.size())
+        return not_allowed("the guest has not read the keyboard's previous {} byte(s) yet", keyboard_.size());
+    kbd_send(seq);
+    ++counters_.ctrl_alt_del;
+    if (!(command_byte_ & kCtrKbdInterrupt) || (command_byte_ & kCtrKbdDisabled))
+        log::info("i8042: Ctrl-Alt-Del queued, but the guest has the keyboard interrupt or interface off "
+                  "(command byte {:#04x}); it sees the keys when it turns them on or polls", command_byte_);
+    update_irq();
+    return {};
+}
+
+I8042::Counters I8042::counters() const {
+    std::lock_guard lock(mutex_);
+    return counters_;
 }
 
 }  // namespace kestrel

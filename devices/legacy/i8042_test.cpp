@@ -2,6 +2,8 @@
 
 #include <doctest/doctest.h>
 
+#include <vector>
+
 using namespace kestrel;
 
 namespace {
@@ -77,13 +79,170 @@ TEST_CASE("i8042: command byte read/write, port enables, self tests") {
     CHECK(rd(kbc, kData) == 0x55);
     wr(kbc, kCmd, 0xab);
     CHECK(rd(kbc, kData) == 0x00);
+    wr(kbc, kCmd, 0xa9);
+    CHECK(rd(kbc, kData) == 0x02);  // AUX interface: clock stuck high, i.e. no AUX port
 
-    wr(kbc, kCmd, 0xd3);  // AUX output buffer: flagged as mouse data
+    wr(kbc, kCmd, 0xd3);  // AUX loopback: no AUX port, so it comes back as keyboard data
     wr(kbc, kData, 0x5a);
-    CHECK((rd(kbc, kCmd) & 0x21) == 0x21);
+    CHECK((rd(kbc, kCmd) & 0x21) == 0x01);
     CHECK(rd(kbc, kData) == 0x5a);
     CHECK((rd(kbc, kCmd) & 0x21) == 0);
 
     wr(kbc, kCmd, 0x12);  // unknown: ignored, nothing queued
     CHECK((rd(kbc, kCmd) & 0x01) == 0);
+}
+
+namespace {
+
+// IRQ 1 as the IOAPIC sees it: every level change, rising edges counted.
+class RecordingLine final : public InterruptLine {
+public:
+    void set_level(bool asserted) override {
+        if (asserted && !level) ++edges;
+        level = asserted;
+    }
+    bool level = false;
+    int edges = 0;
+};
+
+// What Linux's i8042_interrupt does: while OBF is set, read a byte.
+std::vector<uint8_t> drain(BusDevice& d) {
+    std::vector<uint8_t> out;
+    while (rd(d, kCmd) & 0x01) out.push_back(rd(d, kData));
+    return out;
+}
+
+using Bytes = std::vector<uint8_t>;
+
+}  // namespace
+
+TEST_CASE("i8042: Linux's controller probe finds no AUX port at once and keeps translation off") {
+    I8042 kbc(nullptr);
+    CHECK(drain(kbc).empty());  // i8042_controller_check: nothing to flush
+    wr(kbc, kCmd, 0xaa);
+    CHECK(rd(kbc, kData) == 0x55);
+    wr(kbc, kCmd, 0x20);
+    const uint8_t ctr = rd(kbc, kData);
+    CHECK((ctr & 0x40) == 0);  // XLATE off: Linux sets i8042_direct, atkbd reads set 2
+    CHECK((ctr & 0x01) == 0x01);
+    // i8042_check_aux: the loopback answers without the AUX bit ("auxerr") ...
+    wr(kbc, kCmd, 0xd3);
+    wr(kbc, kData, 0x5a);
+    const uint8_t st = rd(kbc, kCmd);
+    CHECK((st & 0x01) == 0x01);
+    CHECK((st & 0x20) == 0);
+    // ... and the interface test that follows, answered in place of the unread byte, fails.
+    wr(kbc, kCmd, 0xa9);
+    CHECK(drain(kbc) == Bytes{0x02});
+}
+
+TEST_CASE("i8042: atkbd's probe: every keyboard answer is one byte and one IRQ 1 edge") {
+    auto irq = std::make_shared<RecordingLine>();
+    I8042 kbc(nullptr, irq);
+    // GETID: ACK, then the MF2 id in set 2.
+    wr(kbc, kData, 0xf2);
+    CHECK(irq->level);
+    CHECK(drain(kbc) == Bytes{0xfa, 0xab, 0x83});
+    CHECK(irq->edges == 3);
+    CHECK_FALSE(irq->level);
+    // SETLEDS and SETREP take a parameter, each byte ACKed.
+    wr(kbc, kData, 0xed);
+    CHECK(drain(kbc) == Bytes{0xfa});
+    wr(kbc, kData, 0x00);
+    CHECK(drain(kbc) == Bytes{0xfa});
+    wr(kbc, kData, 0xf3);
+    wr(kbc, kData, 0x00);  // the keyboard's answers replace the unread ACK
+    CHECK(drain(kbc) == Bytes{0xfa});
+    // Reset: ACK and self test passed; echo; scan set query.
+    wr(kbc, kData, 0xff);
+    CHECK(drain(kbc) == Bytes{0xfa, 0xaa});
+    wr(kbc, kData, 0xee);
+    CHECK(drain(kbc) == Bytes{0xee});
+    wr(kbc, kData, 0xf0);
+    wr(kbc, kData, 0x00);
+    CHECK(drain(kbc) == Bytes{0xfa, 0x02});
+    wr(kbc, kData, 0xf4);
+    CHECK(drain(kbc) == Bytes{0xfa});
+    // 13 bytes were sent, but the ACKs of 0xF3 and 0xF0 were replaced unread by the answers
+    // to their parameters: 12 edges for 10 bytes to the keyboard.
+    CHECK(irq->edges == 12);
+    CHECK(kbc.counters().kbd_commands == 10);
+}
+
+TEST_CASE("i8042: Ctrl-Alt-Del arrives as set 2 make and break codes, one interrupt per byte") {
+    auto irq = std::make_shared<RecordingLine>();
+    I8042 kbc(nullptr, irq);
+    REQUIRE(kbc.send_ctrl_alt_del());
+    CHECK(irq->level);
+    const Bytes set2{0x14, 0x11, 0xe0, 0x71, 0xe0, 0xf0, 0x71, 0xf0, 0x11, 0xf0, 0x14};
+    CHECK(drain(kbc) == set2);
+    CHECK(irq->edges == static_cast<int>(set2.size()));
+    CHECK_FALSE(irq->level);
+    CHECK(kbc.counters().ctrl_alt_del == 1);
+}
+
+TEST_CASE("i8042: with translation on, the guest gets set 1 and the translated keyboard id") {
+    I8042 kbc(nullptr);
+    wr(kbc, kCmd, 0x60);
+    wr(kbc, kData, 0x45);  // XLATE | SYS | KBDINT
+    wr(kbc, kData, 0xf2);
+    CHECK(drain(kbc) == Bytes{0xfa, 0xab, 0x41});
+    REQUIRE(kbc.send_ctrl_alt_del());
+    CHECK(drain(kbc) == Bytes{0x1d, 0x38, 0xe0, 0x53, 0xe0, 0xd3, 0xb8, 0x9d});
+}
+
+TEST_CASE("i8042: Ctrl-Alt-Del refused while the keyboard is disabled or its buffer is full") {
+    I8042 kbc(nullptr);
+    wr(kbc, kData, 0xf5);  // atkbd_deactivate
+    CHECK(drain(kbc) == Bytes{0xfa});
+    auto off = kbc.send_ctrl_alt_del();
+    REQUIRE_FALSE(off);
+    CHECK(off.error().kind == ErrorKind::NotAllowed);
+    CHECK(drain(kbc).empty());
+    wr(kbc, kData, 0xf4);  // atkbd_activate
+    CHECK(drain(kbc) == Bytes{0xfa});
+
+    REQUIRE(kbc.send_ctrl_alt_del());
+    auto full = kbc.send_ctrl_alt_del();  // 11 + 11 bytes > kKeyboardBuffer: nothing queued
+    REQUIRE_FALSE(full);
+    CHECK(full.error().kind == ErrorKind::NotAllowed);
+    CHECK(drain(kbc).size() == 11);
+    CHECK(kbc.send_ctrl_alt_del());
+    CHECK(kbc.counters().ctrl_alt_del == 2);
+    CHECK(kbc.counters().dropped == 0);
+}
+
+TEST_CASE("i8042: keys wait while the interface is off, and a controller answer goes first") {
+    auto irq = std::make_shared<RecordingLine>();
+    I8042 kbc(nullptr, irq);
+    wr(kbc, kCmd, 0xad);  // keyboard interface off: its bytes stay in the keyboard
+    REQUIRE(kbc.send_ctrl_alt_del());
+    CHECK((rd(kbc, kCmd) & 0x01) == 0);
+    CHECK_FALSE(irq->level);
+    wr(kbc, kCmd, 0xae);
+    CHECK(irq->level);
+    CHECK(irq->edges == 1);
+    // A controller command's answer is read before the keyboard's bytes, and holds IRQ 1 low.
+    wr(kbc, kCmd, 0x20);
+    CHECK_FALSE(irq->level);
+    CHECK(rd(kbc, kData) == 0x25);
+    CHECK(irq->level);
+    CHECK(irq->edges == 2);
+    CHECK(drain(kbc).size() == 11);
+    // Interrupt disabled in the command byte: the keys are there to poll, IRQ 1 stays low.
+    wr(kbc, kCmd, 0x60);
+    wr(kbc, kData, 0x24);
+    REQUIRE(kbc.send_ctrl_alt_del());
+    CHECK_FALSE(irq->level);
+    CHECK(drain(kbc).size() == 11);
+}
+
+TEST_CASE("i8042: a guest that never reads keeps at most kKeyboardBuffer bytes") {
+    I8042 kbc(nullptr);
+    for (int i = 0; i < 100; ++i) {
+        wr(kbc, kData, 0xf0);  // every command clears what the keyboard had: never more than 2
+        wr(kbc, kData, 0x00);
+    }
+    CHECK(drain(kbc) == Bytes{0xfa, 0x02});
+    CHECK(kbc.counters().dropped == 0);
 }
