@@ -11,6 +11,8 @@
 
 #include <liburing.h>
 
+#include <cerrno>
+
 namespace kestrel {
 
 class RingFile {
@@ -27,6 +29,16 @@ public:
     int fd() const { return sqe_fd_; }
     void mark(io_uring_sqe* sqe) const {
         if (fixed_) sqe->flags |= IOSQE_FIXED_FILE;
+    }
+    // Requests from now on name `fd` instead (a disk's image swapped under a running ring;
+    // nothing may be in flight). 0, or -errno from IORING_REGISTER_FILES_UPDATE.
+    int replace(io_uring& ring, int fd) {
+        if (!fixed_) {
+            sqe_fd_ = fd;
+            return 0;
+        }
+        int r = io_uring_register_files_update(&ring, 0, &fd, 1);
+        return r == 1 ? 0 : r < 0 ? r : -EIO;
     }
     void unregister(io_uring& ring) {
         if (fixed_) io_uring_unregister_files(&ring);

@@ -34,18 +34,23 @@ Result<BlockFile> BlockFile::open(const std::string& path, bool read_only, bool 
         return fail_errno("cannot open disk image '{}'", path);
     }
     UniqueFd fd(raw);
+    const auto [size, blkdev] = TRY(usable_size(fd.get(), path));
 
+    // QEMU's lock bytes (image_lock.hpp) rather than flock(2): QEMU and libvirt see them,
+    // and they give kestrel-against-kestrel the same answer flock did.
+    TRY(image_lock::acquire(fd.get(), path, read_only));
+    return BlockFile(std::move(fd), path, read_only, direct, blkdev, size);
+}
+
+Result<std::pair<uint64_t, bool>> BlockFile::usable_size(int fd, const std::string& path) {
     struct stat st;
-    if (::fstat(fd.get(), &st) < 0) return fail_errno("cannot stat disk image '{}'", path);
+    if (::fstat(fd, &st) < 0) return fail_errno("cannot stat disk image '{}'", path);
     uint64_t size = 0;
-    bool blkdev = false;
     if (S_ISDIR(st.st_mode)) return fail("disk image '{}' is a directory", path);
     if (S_ISREG(st.st_mode)) {
         size = static_cast<uint64_t>(st.st_size);
     } else if (S_ISBLK(st.st_mode)) {
-        blkdev = true;
-        if (::ioctl(fd.get(), BLKGETSIZE64, &size) < 0)
-            return fail_errno("cannot size block device '{}'", path);
+        if (::ioctl(fd, BLKGETSIZE64, &size) < 0) return fail_errno("cannot size block device '{}'", path);
     } else {
         return fail("disk image '{}' is neither a regular file nor a block device", path);
     }
@@ -55,11 +60,12 @@ Result<BlockFile> BlockFile::open(const std::string& path, bool read_only, bool 
     if (size % kSectorSize != 0)
         return fail("disk image '{}' is {} bytes, not a multiple of {} (the virtio-blk sector); "
                     "pad it with truncate -s %{} '{}'", path, size, kSectorSize, kSectorSize, path);
+    return std::pair{size, S_ISBLK(st.st_mode)};
+}
 
-    // QEMU's lock bytes (image_lock.hpp) rather than flock(2): QEMU and libvirt see them,
-    // and they give kestrel-against-kestrel the same answer flock did.
-    TRY(image_lock::acquire(fd.get(), path, read_only));
-    return BlockFile(std::move(fd), path, read_only, direct, blkdev, size);
+Result<uint64_t> BlockFile::refresh_size() {
+    size_bytes_ = TRY(usable_size(fd_.get(), path_)).first;
+    return size_bytes_;
 }
 
 bool BlockFile::is_direct_aligned(uint64_t offset, std::span<const iovec> iov) {

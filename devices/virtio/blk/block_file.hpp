@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <span>
 #include <string>
+#include <utility>
 
 #include "vmm/base/error.hpp"
 #include "vmm/base/fd.hpp"
@@ -45,7 +46,15 @@ public:
     // True when an O_DIRECT transfer of these buffers at `offset` needs no bounce buffer.
     static bool is_direct_aligned(uint64_t offset, std::span<const iovec> iov);
 
+    // The image was resized in place (PATCH /drives naming the drive's own image): its size
+    // again, with open()'s checks; on failure the old size stays.
+    Result<uint64_t> refresh_size();
+
 private:
+    // The size of the open image and whether it is a block device; refused as open()
+    // refuses it (empty, not whole sectors, neither a file nor a block device).
+    static Result<std::pair<uint64_t, bool>> usable_size(int fd, const std::string& path);
+
     BlockFile(UniqueFd fd, std::string path, bool ro, bool direct, bool blkdev, uint64_t size)
         : fd_(std::move(fd)), path_(std::move(path)), read_only_(ro), direct_(direct),
           is_block_device_(blkdev), size_bytes_(size) {}

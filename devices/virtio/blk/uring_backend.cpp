@@ -408,6 +408,16 @@ Result<unsigned> UringBackend::wait_and_reap() {
 void UringBackend::start_quiesce() { s_->start_quiesce(); }
 bool UringBackend::quiesce(std::chrono::milliseconds limit) { return s_->quiesce(limit); }
 bool UringBackend::wait_idle(std::chrono::milliseconds limit) { return s_->wait_idle(limit); }
+Result<void> UringBackend::replace_file(int fd) {
+    if (s_->in_flight > 0 || pending() > 0)
+        return fail("io_uring back-end: cannot change files with {} request(s) in flight and {} prepared",
+                    s_->in_flight, pending());
+    if (int r = s_->file.replace(s_->ring, fd); r < 0) {
+        errno = -r;
+        return fail_errno("io_uring back-end: registering the new file");
+    }
+    return {};
+}
 unsigned UringBackend::in_flight() const { return s_->in_flight; }
 unsigned UringBackend::pending() const { return io_uring_sq_ready(&s_->ring); }
 const UringBackend::Stats& UringBackend::stats() const { return s_->stats; }

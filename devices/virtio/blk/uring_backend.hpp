@@ -99,6 +99,9 @@ public:
     // reaping: their completions are handled by the next reap() (VM pause: the guest's
     // buffers are no longer written, the used ring is not yet touched).
     bool wait_idle(std::chrono::milliseconds limit);
+    // Requests from now on go to `fd` (PATCH /drives swapping a disk's image). Only between
+    // requests: refused while any is prepared or in flight.
+    Result<void> replace_file(int fd);
     unsigned in_flight() const;
     // SQEs prepared but not yet submitted.
     unsigned pending() const;

@@ -472,6 +472,7 @@ void VirtioBlk::read_config(uint64_t offset, std::span<uint8_t> data) {
     std::fill(data.begin(), data.end(), uint8_t{0});
     if (offset >= sizeof config_) return;
     size_t n = std::min<uint64_t>(data.size(), sizeof config_ - offset);
+    std::lock_guard lk(config_mu_);  // a swap may change capacity (config_generation tells)
     std::memcpy(data.data(), reinterpret_cast<const uint8_t*>(&config_) + offset, n);
 }
 
@@ -483,6 +484,7 @@ void VirtioBlk::write_config(uint64_t offset, std::span<const uint8_t> data) {
 Result<void> VirtioBlk::activate(ActivateContext ctx) {
     if (ctx.queues.size() > num_queues_)
         return fail("virtio-blk: {} queues configured, device has {}", ctx.queues.size(), num_queues_);
+    std::lock_guard file_lock(file_mu_);
     {
         std::lock_guard lk(mu_);
         if (!drain_parked_locked())
@@ -491,7 +493,7 @@ Result<void> VirtioBlk::activate(ActivateContext ctx) {
                         parked_.size());
     }
     BlkLimits limits;
-    limits.capacity_sectors = config_.capacity;
+    limits.capacity_sectors = capacity_sectors();
     limits.read_only = file_.read_only();
     limits.discard = (ctx.acked_features & blk::kFeatureDiscard) != 0;
     limits.write_zeroes = (ctx.acked_features & blk::kFeatureWriteZeroes) != 0;
@@ -631,6 +633,80 @@ bool VirtioBlk::drain_parked_locked() {
 }
 
 bool VirtioBlk::needs_reset() const { return shared_->needs_reset.load(); }
+
+Result<void> VirtioBlk::replace_file(BlockFile file, std::chrono::milliseconds limit) {
+    if (file.read_only() != file_.read_only() || file.direct() != file_.direct())
+        return fail("virtio-blk: the new image must be opened as the old one is (read-only: {}, direct: {})",
+                    file_.read_only(), file_.direct());
+    std::lock_guard file_lock(file_mu_);
+    std::lock_guard dev_lock(mu_);  // no activation or reset meanwhile
+    std::vector<std::shared_ptr<QueueWorker>> workers;
+    for (const auto& w : workers_)
+        if (w) workers.push_back(w);
+    std::vector<std::unique_lock<std::mutex>> stopped;
+    for (const auto& w : workers) stopped.emplace_back(w->mu);
+
+    // Drain: what the kernel has of the old image's requests finishes and reaches the guest
+    // (reap() also resubmits short transfers, which must still hit the old image).
+    auto drain = [&]() -> Result<void> {
+        const auto deadline = std::chrono::steady_clock::now() + limit;
+        for (const auto& w : workers) {
+            while (w->backend->in_flight() > 0) {
+                auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+                if (left.count() <= 0 || !w->backend->wait_idle(left))
+                    return fail("virtio-blk queue {}: {} request(s) still in host I/O after {} ms (a slow or hung "
+                                "backing store?); the drive keeps its image", w->index, w->backend->in_flight(),
+                                limit.count());
+                w->backend->reap();
+            }
+        }
+        return {};
+    };
+    // Every ring on the new file, or (one refused) every ring back on the old one.
+    auto repoint = [&]() -> Result<void> {
+        for (size_t i = 0; i < workers.size(); ++i) {
+            auto r = workers[i]->backend->replace_file(file.fd());
+            if (r) continue;
+            for (size_t j = 0; j < i; ++j) (void)workers[j]->backend->replace_file(file_.fd());
+            return std::unexpected(context(r.error(), fmt::format("virtio-blk queue {}", workers[i]->index)));
+        }
+        return {};
+    };
+    Result<void> done = drain();
+    if (done) done = repoint();
+    if (done) {
+        const uint64_t sectors = file.sectors();
+        file_ = std::move(file);  // the old image's fd closes; its locks go once no ring holds it
+        shared_->fd = file_.fd();
+        for (const auto& w : workers) w->limits.capacity_sectors = sectors;
+        std::lock_guard cfg_lock(config_mu_);
+        config_.capacity = sectors;
+    }
+    // Completions drained above may owe the driver an interrupt; requests that waited for room
+    // in the budget lost the completion that would have restarted them.
+    std::vector<bool> notify;
+    for (const auto& w : workers) {
+        if (w->waiting || w->starved) w->process_available();
+        notify.push_back(w->take_notify());
+    }
+    stopped.clear();
+    for (size_t i = 0; i < workers.size(); ++i) workers[i]->raise(notify[i]);
+    return done;
+}
+
+Result<void> VirtioBlk::refresh_capacity() {
+    std::lock_guard file_lock(file_mu_);
+    const uint64_t sectors = TRY(file_.refresh_size()) / blk::kSectorSize;
+    std::lock_guard dev_lock(mu_);
+    for (const auto& w : workers_) {
+        if (!w) continue;
+        std::lock_guard lk(w->mu);
+        w->limits.capacity_sectors = sectors;
+    }
+    std::lock_guard cfg_lock(config_mu_);
+    config_.capacity = sectors;
+    return {};
+}
 
 Result<void> VirtioBlk::finish_host_io(std::chrono::milliseconds limit) {
     std::vector<std::shared_ptr<QueueWorker>> workers;

@@ -60,6 +60,17 @@
 // is active, resumes every queue holding one. GET_ID and requests answered with an error
 // at once do no host I/O and are not limited.
 //
+// Image swap (PATCH /drives path_on_host while the guest runs, replace_file): the new
+// BlockFile is opened and locked by the caller before anything changes. The device then stops
+// every queue (their locks: no request is popped or completed meanwhile), lets the requests
+// already in the host kernel finish against the old image and completes them to the guest
+// (bounded by `limit`; past it the swap is refused and nothing changed), points every ring at
+// the new file, and updates the capacity in the config space. Requests the device had not
+// started (still in the avail ring, or popped but waiting for room in the budget) go to the
+// new image. The caller then raises the config-change interrupt (virtio 1.2 §5.2.2: the
+// driver re-reads capacity). The read-only and direct modes stay what they were: the
+// features the driver accepted (VIRTIO_BLK_F_RO, DISCARD, WRITE_ZEROES) cannot change.
+//
 // Lifetimes: the GuestMemory, VirtioInterrupt and EventRegistry given to activate() must
 // outlive the activation, i.e. until reset() (the destructor resets).
 //
@@ -145,7 +156,20 @@ public:
     // Limits set at configuration and by PATCH /drives at run time (any thread).
     RateLimiter& rate_limiter() const { return *limiter_; }
     const blk::Config& config() const { return config_; }
-    uint64_t capacity_sectors() const { return config_.capacity; }
+    uint64_t capacity_sectors() const {
+        std::lock_guard lk(config_mu_);
+        return config_.capacity;
+    }
+    const std::string& path() const { return file_.path(); }
+
+    // How long replace_file() lets requests under way finish before it gives up.
+    static constexpr std::chrono::milliseconds kSwapLimit{2000};
+    // Serves the disk from `file` from now on (see the header comment). On failure the old
+    // image stays. `file` must be opened read-only/direct as the current one is.
+    Result<void> replace_file(BlockFile file, std::chrono::milliseconds limit = kSwapLimit);
+    // The image was resized in place: re-reads its size into the capacity (the caller raises
+    // the config-change interrupt). On failure the old capacity stays.
+    Result<void> refresh_capacity();
 
     struct QueueWorker;  // per-queue state, in virtio_blk.cpp
     struct Shared;       // state shared with in-flight callbacks
@@ -166,6 +190,9 @@ private:
     // Drops parked queues whose requests have finished; true when none is left. mu_ held.
     bool drain_parked_locked();
 
+    // Before mu_: an activation builds every ring on one file, never half on a swapped one.
+    std::mutex file_mu_;
+    mutable std::mutex config_mu_;  // config_.capacity changes under a running guest
     std::mutex mu_;  // guards workers_, parked_ and events_
     std::vector<std::shared_ptr<QueueWorker>> workers_;  // index = queue; null if not enabled
     // Queues a reset gave up on: requests still in the host kernel (see the header comment).
