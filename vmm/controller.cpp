@@ -156,7 +156,7 @@ Result<json> Controller::dispatch(const ApiRequest& r) {
     case Op::PatchDrive: {
         const auto& p = std::get<api::DrivePatch>(r.payload);
         if (vmm_) {
-            if (p.path) return fail("PATCH /drives path_on_host after the guest started is not supported yet");
+            if (p.path) TRY(vmm_->replace_drive_image(p.id, *p.path));  // first: the likelier to fail
             if (p.rate_limiter) TRY(vmm_->update_drive_rate_limiter(p.id, *p.rate_limiter));
             return json();
         }
@@ -218,7 +218,8 @@ Result<json> Controller::dispatch(const ApiRequest& r) {
         return json();
     case Op::SendCtrlAltDel:
         if (!vmm_) return not_allowed("SendCtrlAltDel needs a running guest");
-        return fail("SendCtrlAltDel is not supported yet");
+        TRY(vmm_->send_ctrl_alt_del());
+        return json();
     case Op::FlushMetrics:
         return fail("FlushMetrics is not supported yet");
     case Op::PauseVm:

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 
 #include <openssl/evp.h>
 
@@ -152,6 +153,7 @@ struct Vmm::Impl {
     std::shared_ptr<IoApic> ioapic;
     std::unique_ptr<SerialSink> serial;
     std::shared_ptr<Uart16550> uart;
+    std::shared_ptr<I8042> i8042;
     std::shared_ptr<PciRoot> pci;
     std::unique_ptr<VirtioWiring> virtio;
     std::vector<std::shared_ptr<VirtioBlk>> blks;  // index = cfg.disks index
@@ -167,7 +169,25 @@ struct Vmm::Impl {
     Result<void> build();
     Result<void> build_devices();
     Result<void> pause_devices();
+
+    // Drive `id` (its drive_id): its configuration, device (blks) and PCI transport. Disks
+    // are the first virtio functions, in cfg.disks order (add_virtio_devices).
+    struct Drive {
+        DiskConfig* cfg;
+        VirtioBlk* blk;
+        VirtioPciDevice* pci;
+    };
+    Result<Drive> drive(std::string_view id);
 };
+
+Result<Vmm::Impl::Drive> Vmm::Impl::drive(std::string_view id) {
+    for (size_t i = 0; i < cfg.disks.size(); ++i) {
+        if (cfg.disks[i].id != id) continue;
+        if (i >= blks.size() || !virtio || i >= virtio->devices().size()) break;
+        return Drive{&cfg.disks[i], blks[i].get(), virtio->devices()[i].get()};
+    }
+    return bad_request("drive '{}' does not exist", id);
+}
 
 Result<void> Vmm::Impl::build() {
     auto& kvm_sys = sys.emplace(TRY(kvm::System::open()));
@@ -241,13 +261,15 @@ Result<void> Vmm::Impl::build() {
 Result<void> Vmm::Impl::build_devices() {
     console = std::make_unique<ConsoleInput>(*loop, STDIN_FILENO);
     routing = std::make_unique<kvm::GsiRouting>(*vm, kernel_irqchip);
-    std::shared_ptr<InterruptLine> com1_irq;
+    std::shared_ptr<InterruptLine> com1_irq, kbd_irq;
     if (kernel_irqchip) {
         com1_irq = std::make_shared<KvmIrqLine>(*vm, x86::kCom1Irq);
+        kbd_irq = std::make_shared<KvmIrqLine>(*vm, x86::kI8042KbdIrq);
     } else {
         ioapic = std::make_shared<IoApic>(std::make_shared<kvm::KvmIoapicSink>(*routing, *vm));
         TRY(mmio.insert(x86::kIoapicAddr, IoApic::kMmioSize, ioapic));
         com1_irq = ioapic_line(ioapic, x86::kCom1Irq);  // ISA IRQ n is pin n (no MADT override)
+        kbd_irq = ioapic_line(ioapic, x86::kI8042KbdIrq);
     }
     // Before the UART: it transmits into the sink's buffer and never writes to the host itself.
     serial = TRY(SerialSink::start(*loop, std::move(serial_out)));
@@ -258,7 +280,8 @@ Result<void> Vmm::Impl::build_devices() {
     uint64_t low_ram = mem->regions()[0].size();
     uint64_t high_ram = mem->regions().size() > 1 ? mem->regions()[1].size() : 0;
     TRY(pio.insert(x86::kCom1Port, 8, uart));
-    TRY(pio.insert(x86::kI8042DataPort, 5, std::make_shared<I8042>(reset)));
+    i8042 = std::make_shared<I8042>(reset, kbd_irq);
+    TRY(pio.insert(x86::kI8042DataPort, I8042::kMappingLength, i8042));
     TRY(pio.insert(x86::kCmosPort, 2, std::make_shared<CmosRtc>(CmosMemorySizes{low_ram, high_ram})));
     // Only on request: otherwise any guest could choose kestrel's exit status and make a
     // supervisor believe it powered off or reset. Unmapped, 0xf4 is an unclaimed port.
@@ -453,6 +476,51 @@ Result<void> Vmm::update_net_rate_limiters(std::string_view iface_id, const std:
         return {};
     }
     return bad_request("network interface '{}' does not exist", iface_id);
+}
+
+namespace {
+
+// The --disk rule: one image (a path, a symlink or hard link to it, another node of the same
+// block device) backs at most one drive.
+bool same_image(const std::string& a, const std::string& b) {
+    struct stat sa, sb;
+    if (::stat(a.c_str(), &sa) < 0 || ::stat(b.c_str(), &sb) < 0) return false;
+    if (S_ISBLK(sa.st_mode) && S_ISBLK(sb.st_mode)) return sa.st_rdev == sb.st_rdev;
+    return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
+}  // namespace
+
+Result<void> Vmm::replace_drive_image(const std::string& id, const std::string& path) {
+    if (d_->state != State::Running)
+        return not_allowed("drive {}: the VM is {}; its image can only be changed while it runs", id,
+                           state_name(d_->state));
+    auto drive = TRY(d_->drive(id));
+    for (const auto& other : d_->cfg.disks)
+        if (other.id != id && same_image(path, other.path))
+            return bad_request("drive {}: '{}' is the image of drive '{}': an image backs one drive", id, path,
+                               other.id);
+    if (same_image(path, drive.blk->path())) {
+        auto r = drive.blk->refresh_capacity();
+        if (!r) return std::unexpected(context(r.error(), fmt::format("drive {}", id)));
+    } else {
+        auto file = BlockFile::open(path, drive.cfg->read_only, drive.cfg->direct);
+        if (!file) return std::unexpected(context(file.error(), fmt::format("drive {}", id)));
+        auto r = drive.blk->replace_file(std::move(*file));
+        if (!r) return std::unexpected(context(r.error(), fmt::format("drive {}", id)));
+    }
+    drive.cfg->path = path;
+    drive.pci->config_changed();  // §4.1.4.3: config_generation + the config-change interrupt
+    log::info("drive {}: now '{}', {} sectors", id, path, drive.blk->capacity_sectors());
+    return {};
+}
+
+Result<void> Vmm::send_ctrl_alt_del() {
+    if (d_->state != State::Running)
+        return not_allowed("SendCtrlAltDel: the VM is {}; keys reach only a running guest", state_name(d_->state));
+    TRY(d_->i8042->send_ctrl_alt_del());
+    log::info("SendCtrlAltDel: Ctrl-Alt-Del typed on the i8042 keyboard");
+    return {};
 }
 
 const char* state_name(Vmm::State s) {

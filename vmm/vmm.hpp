@@ -53,6 +53,18 @@ public:
     // SHA-256 of guest RAM, region by region, for tests that check nothing changed it while
     // paused. Refused unless paused.
     Result<std::string> ram_digest() const;
+
+    // PATCH /drives/{id} path_on_host while the guest runs: drive `id` is served from the
+    // image at `path` from now on, opened and locked like any --disk (BlockFile: same checks,
+    // same messages) in the drive's read-only/direct mode before anything changes; then the
+    // device swaps it between requests (VirtioBlk::replace_file) and the guest gets a
+    // config-change interrupt with the new capacity. The drive's own image again (resized in
+    // place) only re-reads its size. On failure the drive keeps its image. Refused while
+    // paused: the swap completes requests to the guest, which a paused VM must not see.
+    Result<void> replace_drive_image(const std::string& id, const std::string& path);
+    // PUT /actions SendCtrlAltDel: the i8042 keyboard types Ctrl-Alt-Del (devices/legacy/
+    // i8042.hpp). Only while running.
+    Result<void> send_ctrl_alt_del();
     // PATCH /drives/{id} and /network-interfaces/{id} while the VM runs or is paused: the
     // device's rate limiter and config() change (vmm/rate_limits.hpp says how). An unknown id
     // is a bad request.
