@@ -81,10 +81,11 @@ done
 for mem in $BENCH_BREAKDOWN_MEMS; do
   for vmm in $BENCH_VMMS; do
     before=$(bench_l1_stats)
-    bench_kvm_sampler_start
+    BENCH_HOOK_INIT=$(bench_kvm_stats_hook)
     boot_once "$vmm" "$mem" "vmm=$vmm mem=$mem breakdown=dmesg" bench.dmesg=1 ||
       echo "BENCH-RETRY vmm=$vmm mem=$mem breakdown (not retried)"
-    bench_kvm_sampler_stop "vmm=$vmm mem=$mem"
+    BENCH_HOOK_INIT=""
+    bench_kvm_stats "vmm=$vmm mem=$mem"
     echo "BENCH-L1STATS vmm=$vmm mem=$mem before $before"
     echo "BENCH-L1STATS vmm=$vmm mem=$mem after $(bench_l1_stats)"
     case $vmm in kestrel*)

@@ -31,10 +31,12 @@ bench_order() {
 # `init`, `meminfo`, `dmesg`). TAG is "vmm=V round=R" plus any further key=value words.
 # With BENCH_HOOK_START / BENCH_HOOK_STOP set, the first runs (via system()) when the guest's
 # BENCH-GUEST line goes by and the second at the first tcp result or the case's end (the
-# block patterns' span: bench-io's profiler).
+# block patterns' span: bench-io's profiler); BENCH_HOOK_INIT runs when BENCH-BOOT-INIT goes by.
 bench_tag() {
-  awk -v tag="$1" -v hook_start="${BENCH_HOOK_START:-}" -v hook_stop="${BENCH_HOOK_STOP:-}" '
+  awk -v tag="$1" -v hook_start="${BENCH_HOOK_START:-}" -v hook_stop="${BENCH_HOOK_STOP:-}" \
+      -v hook_init="${BENCH_HOOK_INIT:-}" '
     { sub(/\r$/, "") }
+    hook_init != "" && /BENCH-BOOT-INIT / && !inited { inited = 1; system(hook_init) }
     hook_start != "" && /BENCH-GUEST / && !started { started = 1; system(hook_start) }
     hook_stop != "" && started && !stopped && (/GUEST-LOAD tcp-/ || /KESTREL-GUEST-CASE-END/) { stopped = 1; system(hook_stop) }
     /GUEST-LOAD / { sub(/.*GUEST-LOAD /, "BENCH-RESULT " tag " ") }
@@ -51,29 +53,23 @@ bench_l1_stats() {
   awk '/^MemFree:/ { printf "memfree_kb=%s", $2 }' /proc/meminfo
 }
 
-# bench_kvm_sampler_start / bench_kvm_sampler_stop TAG: L1 KVM's debugfs counters (sums over the
-# live VMs: exits, nested page faults, 4K/2M mappings in the nested page tables) sampled every
-# 0.5 s while one VMM runs, up to the first sample after the guest's /init line went by; that
-# sample is printed as `BENCH-KVMSTAT TAG name=value ...` (at most 0.5 s past /init).
-bench_kvm_sampler_start() {
+# bench_kvm_stats_hook: a command for BENCH_HOOK_INIT that records L1 KVM's debugfs counters
+# (sums over the live VMs: exits, nested page faults, 4K/2M mappings in the nested page tables)
+# once, as the guest's /init line goes by; bench_kvm_stats TAG then prints them as
+# `BENCH-KVMSTAT TAG name=value ...`. One read per run: an earlier version polled every
+# 0.5 s and L1 hung once during such a run (cause not found; polling is not needed).
+bench_kvm_stats_hook() {
   [ -d /sys/kernel/debug/kvm ] || mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
-  rm -f /tmp/bench-kvmstat /tmp/bench-run.out
-  ( cd /sys/kernel/debug/kvm 2>/dev/null || exit 0
-    while :; do
-      line=""
-      for f in exits pf_taken pf_fixed pf_guest io_exits mmio_exits halt_exits irq_exits insn_emulation pages_4k pages_2m; do
-        [ -r "$f" ] && line="$line $f=$(cat "$f")"
-      done
-      case $line in *" exits=0 "*) ;; *) echo "$line" > /tmp/bench-kvmstat ;; esac
-      # The guest's /init line has passed (bench_tag's copy): this sample is the boot's.
-      grep -q BENCH-BOOT-INIT /tmp/bench-run.out 2>/dev/null && exit 0
-      sleep 0.5
-    done ) &
-  bench_sampler=$!
+  cat > /tmp/bench-kvmstat.sh <<'SH'
+cd /sys/kernel/debug/kvm 2>/dev/null || exit 0
+for f in exits pf_taken pf_fixed io_exits mmio_exits halt_exits irq_exits insn_emulation pages_4k pages_2m; do
+  [ -r "$f" ] && printf ' %s=%s' "$f" "$(cat "$f")"
+done > /tmp/bench-kvmstat
+SH
+  rm -f /tmp/bench-kvmstat
+  echo "sh /tmp/bench-kvmstat.sh"
 }
-bench_kvm_sampler_stop() {
-  kill "$bench_sampler" 2>/dev/null
-  wait "$bench_sampler" 2>/dev/null
+bench_kvm_stats() {
   [ -s /tmp/bench-kvmstat ] && echo "BENCH-KVMSTAT $1$(cat /tmp/bench-kvmstat)"
   rm -f /tmp/bench-kvmstat
 }
