@@ -96,7 +96,8 @@ for l in lines:
         vmm = tag['vmm']
         if 'exec' in tag:
             if kind == 'time':
-                execs.setdefault(vmm, []).append(float(kv(rest)['exec_to_exit_ms']))
+                t = kv(rest)
+                execs.setdefault(vmm, []).append((float(t['exec_to_exit_ms']), int(t.get('minflt', -1))))
             continue
         if 'round' in tag:
             r = runs.setdefault(vmm, {}).setdefault(tag['round'], {})
@@ -107,6 +108,7 @@ for l in lines:
         if kind == 'time':
             t = kv(rest)
             r['exit'], r['init'], r['rc'] = float(t['exec_to_exit_ms']), float(t['exec_to_mark_ms']), t['rc']
+            r['minflt'], r['sys'] = int(t.get('minflt', -1)), float(t.get('sys_ms', -1))
         elif kind == 'init':
             r['uptime'] = float(kv(rest)['uptime']) * 1000
         elif kind == 'tsc':
@@ -144,7 +146,7 @@ print(f'  L1 set-up: {setup[len("BENCH-SETUP "):]}')
 print(f'  host: {ncpu} CPUs, load average at the end {load_after} (other work on the machine disturbs TCG)')
 print('  VMM set-up = exec -> KVM_CREATE_VCPU (exec->/init minus the guest\'s TSC at /init); guest = the rest')
 print(f'{"VMM":16} {"n":>3} {"exec->exit":>11} {"p90":>8} {"exec->/init":>12} {"VMM set-up":>11} {"guest":>8} '
-      f'{"guest uptime":>13} {"/init->exit":>12}')
+      f'{"guest uptime":>13} {"/init->exit":>12} {"VMM faults":>11} {"VMM sys ms":>11}')
 rows = {}
 for vmm in vmms:
     rs = [r for r in runs.get(vmm, {}).values() if r.get('rc') == '0' and r.get('init', -1) >= 0 and 'uptime' in r]
@@ -157,8 +159,10 @@ for vmm in vmms:
     row = (med(ex), med([r['init'] for r in rs]), med(setup), med([r['tsc'] / r['mhz'] / 1e3 for r in rs if r.get('mhz')]),
            med([r['uptime'] for r in rs]), med([r['exit'] - r['init'] for r in rs]))
     rows[vmm] = row
+    flt = med([r['minflt'] for r in rs if r.get('minflt', -1) >= 0])
+    sys_ms = med([r['sys'] for r in rs if r.get('sys', -1) >= 0])
     print(f'{vmm:16} {len(rs):>3} {f(row[0]):>11} {f(p90):>8} {f(row[1]):>12} {f(row[2]):>11} {f(row[3]):>8} '
-          f'{f(row[4]):>13} {f(row[5]):>12}')
+          f'{f(row[4]):>13} {f(row[5]):>12} {f(flt):>11} {f(sys_ms):>11}')
 for k in [v for v in vmms if v.startswith('kestrel')]:
     for q in [v for v in vmms if v.startswith('qemu')]:
         if k in rows and q in rows:
@@ -166,8 +170,8 @@ for k in [v for v in vmms if v.startswith('kestrel')]:
             ratio = lambda i: f'{a[i] / b[i]:.2f}x' if a[i] is not None and b[i] else '-'
             print(f'{k}/{q}: exec->exit {ratio(0)}, exec->/init {ratio(1)}, VMM set-up {ratio(2)}, guest {ratio(3)}')
 if execs:
-    print('exec alone (BINARY --version: dynamic loading, constructors, option parsing), median ms: ' +
-          ', '.join(f'{v} {med(x):.0f}' for v, x in execs.items()))
+    print('exec alone (BINARY --version: dynamic loading, constructors, option parsing), median ms / page faults: ' +
+          ', '.join(f'{v} {med([a for a, _ in x]):.0f} / {med([b for _, b in x]):.0f}' for v, x in execs.items()))
 for l in ldstats:
     print(f'  ld.so: {l}')
 print('goal (reference only, never a failure): kestrel <= 0.3x QEMU microvm exec -> exit')

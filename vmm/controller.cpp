@@ -126,7 +126,15 @@ Result<json> Controller::dispatch(const ApiRequest& r) {
     case Op::GetInstanceInfo: return instance_info();
     case Op::GetVersion: return json{{"firecracker_version", kVersion}, {"kestrel_version", kVersion}};
     case Op::GetMachineConfig: return api::machine_config_json(vmm_ ? vmm_->config() : pending_);
-    case Op::GetVmConfig: return api::full_config_json(vmm_ ? vmm_->config() : pending_);
+    case Op::GetVmConfig: {
+        if (!vmm_) return api::full_config_json(pending_);
+        // The running configuration (drive swaps, limiters) with boot_args as configured, as
+        // Firecracker answers: the root= and ro/rw InstanceStart added (with_root_device) are
+        // kestrel's, and this answer must equal the one before the start.
+        VmConfig running = vmm_->config();
+        running.cmdline = pending_.cmdline;
+        return api::full_config_json(running);
+    }
     case Op::GetVmInfo: return vm_info();
     case Op::GetRamDigest:
         if (!vmm_) return not_allowed("the guest has not started");
@@ -252,6 +260,13 @@ int Controller::run() {
         log::error("{}", r.error().what());
         return kExitError;
     }
+    // --config-file's "logger": its log_path takes the log from here on, as PUT /logger does.
+    if (!pending_.log_path.empty()) {
+        if (auto r = log_to_file(pending_.log_path); !r) {
+            log::error("{}", r.error().what());
+            return kExitError;
+        }
+    }
     sigset_t stop_signals;
     sigemptyset(&stop_signals);
     sigaddset(&stop_signals, SIGINT);
@@ -276,7 +291,7 @@ int Controller::run() {
 
     std::unique_ptr<api::ApiServer> server;
     if (!o_.api_socket.empty()) {
-        auto s = api::ApiServer::start(o_.api_socket, *queue_);
+        auto s = api::ApiServer::start(o_.api_socket, queue_);
         if (!s) {
             log::error("{}", s.error().what());
             return kExitError;

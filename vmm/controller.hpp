@@ -45,7 +45,7 @@ private:
     ControllerOptions o_;
     VmConfig pending_;  // the configuration InstanceStart builds from
     std::unique_ptr<Vmm> vmm_;
-    std::unique_ptr<api::RequestQueue> queue_;
+    std::shared_ptr<api::RequestQueue> queue_;  // shared with the API thread (api_server.hpp)
     std::chrono::steady_clock::time_point started_at_{};
 };
 

@@ -103,6 +103,11 @@ Result<ApiRequest> parse_api_request(std::string_view method, std::string_view p
     }
 }
 
+// A message quotes the request's path (any bytes, %FF included) and a configuration may hold
+// command-line paths that are not UTF-8: nlohmann's dump() throws on those by default, which
+// on the controller's thread ended kestrel. They are shown as U+FFFD instead.
+std::string to_text(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+
 ApiResponse fault(const Error& e) {
     const char* kind = e.kind == ErrorKind::BadRequest   ? "BadRequest"
                        : e.kind == ErrorKind::NotAllowed ? "NotAllowed"
@@ -110,9 +115,9 @@ ApiResponse fault(const Error& e) {
     // Firecracker answers every failed request 400 with {"fault_message"}; kestrel adds the
     // category so programs need not parse the sentence.
     json j = {{"fault_message", e.what()}, {"fault_kind", kind}};
-    return ApiResponse{400, j.dump(), "application/json"};
+    return ApiResponse{400, to_text(j), "application/json"};
 }
 
-ApiResponse ok_json(const json& j) { return ApiResponse{200, j.dump(), "application/json"}; }
+ApiResponse ok_json(const json& j) { return ApiResponse{200, to_text(j), "application/json"}; }
 
 }  // namespace kestrel::api

@@ -63,6 +63,8 @@ struct ApiResponse {
 };
 
 ApiResponse fault(const Error& e);
+// JSON text of an answer; bytes that are not UTF-8 become U+FFFD (dump() would throw).
+std::string to_text(const json& j);
 ApiResponse ok_json(const json& j);
 
 }  // namespace kestrel::api

@@ -19,7 +19,12 @@ public:
         auto* v = take(key);
         if (!v || v->is_null()) return std::nullopt;
         if (!v->is_string()) return bad_request("{}: field '{}' must be a string", what_, key);
-        return v->get<std::string>();
+        auto text = v->get<std::string>();
+        // JSON may carry \u0000; a path or name with one would be cut short where kestrel
+        // opens it, and be another file than the one GET /vm/config shows.
+        if (text.find('\0') != std::string::npos)
+            return bad_request("{}: field '{}' contains a NUL character", what_, key);
+        return text;
     }
     Result<std::optional<bool>> boolean(const char* key) {
         auto* v = take(key);
@@ -71,6 +76,9 @@ constexpr uint64_t kMaxMemMib = 1ull << 20;  // 1 TiB, as --memory
 constexpr uint64_t kMaxBucket = 1ull << 62;  // keeps token arithmetic far from overflow
 
 Result<std::array<uint8_t, 6>> mac_from_string(const std::string& s) {
+    // Through --net's parser: a comma would let the string carry more --net options.
+    if (s.find(',') != std::string::npos)
+        return bad_request("guest_mac '{}' is not six hex bytes like 06:00:AC:10:00:02", s);
     auto n = parse_net("tap=x,mac=" + s);
     if (!n) return bad_request("guest_mac '{}' is not six hex bytes like 06:00:AC:10:00:02", s);
     if (!n->mac) return bad_request("guest_mac '{}' is not a MAC address", s);
@@ -255,6 +263,7 @@ Result<LoggerConfig> parse_logger(const json& j) {
     auto f = TRY(Fields::of(j, "logger"));
     LoggerConfig l;
     l.path = TRY(f.str("log_path"));
+    if (l.path && l.path->empty()) return bad_request("logger: log_path is empty");
     auto level = TRY(f.str("level"));
     (void)TRY(f.boolean("show_level"));
     (void)TRY(f.boolean("show_log_origin"));
@@ -291,8 +300,13 @@ Result<VmConfig> apply_full_config(VmConfig cfg, const json& j) {
         cfg.disks.clear();
         for (const auto& d : *ds) {
             auto disk = TRY(parse_drive(d, ""));
-            for (const auto& other : cfg.disks)
+            // What PUT /drives refuses (controller.cpp), refused here too.
+            for (const auto& other : cfg.disks) {
                 if (other.id == disk.id) return bad_request("configuration: drive_id '{}' given twice", disk.id);
+                if (other.is_root && disk.is_root)
+                    return bad_request("configuration: drive {}: drive '{}' is already the root device", disk.id,
+                                       other.id);
+            }
             cfg.disks.push_back(std::move(disk));
         }
     }
@@ -301,8 +315,15 @@ Result<VmConfig> apply_full_config(VmConfig cfg, const json& j) {
         cfg.nets.clear();
         for (const auto& n : *ns) {
             auto net = TRY(parse_network_interface(n, ""));
-            for (const auto& other : cfg.nets)
+            for (const auto& other : cfg.nets) {
                 if (other.id == net.id) return bad_request("configuration: iface_id '{}' given twice", net.id);
+                if (other.tap == net.tap)
+                    return bad_request("configuration: network-interface {}: tap '{}' is already used by '{}'",
+                                       net.id, net.tap, other.id);
+                if (net.mac && other.mac == net.mac)
+                    return bad_request("configuration: network-interface {}: guest_mac is already used by '{}'",
+                                       net.id, other.id);
+            }
             cfg.nets.push_back(std::move(net));
         }
     }
@@ -377,7 +398,17 @@ json full_config_json(const VmConfig& cfg) {
         j["entropy"] = e;
     }
     if (!cfg.metrics_path.empty()) j["metrics"] = {{"metrics_path", cfg.metrics_path}};
-    if (!cfg.log_path.empty()) j["logger"] = {{"log_path", cfg.log_path}};
+    // The level as Firecracker names it, so the object applies again (parse_logger).
+    if (!cfg.log_path.empty() || cfg.log_level != "warn") {
+        json l = json::object();
+        if (!cfg.log_path.empty()) l["log_path"] = cfg.log_path;
+        static const std::pair<const char*, const char*> names[] = {
+            {"error", "Error"}, {"warn", "Warning"}, {"info", "Info"},
+            {"debug", "Debug"}, {"trace", "Trace"}, {"off", "Off"}};
+        for (auto [sp, fc] : names)
+            if (cfg.log_level == sp) l["level"] = fc;
+        j["logger"] = l;
+    }
     return j;
 }
 
