@@ -255,6 +255,60 @@ def virtqueue_seeds():
     return {"chains-indirect": good, "loop": loop}
 
 
+# ---- api request (fuzz_api_request.cpp) -------------------------------------------------------
+
+def api_seeds():
+    import json
+    endpoints = ["PUT /boot-source", "PUT /machine-config", "PATCH /machine-config", "PUT /drives/",
+                 "PATCH /drives/", "PUT /network-interfaces/", "PATCH /network-interfaces/", "PUT /vsock",
+                 "PUT /entropy", "PUT /logger", "PUT /metrics", "PUT /actions", "PATCH /vm",
+                 "PUT /snapshot/create", "GET /vm/config"]
+    ids = ["rootfs", "data", "eth0", "eth1"]
+    bw = {"size": 1048576, "one_time_burst": 4194304, "refill_time": 100}
+    ops = {"size": 1000, "refill_time": 1000}
+
+    def req(endpoint, body, ident="rootfs"):
+        data = json.dumps(body).encode()
+        return u8(endpoints.index(endpoint)) + u8(ids.index(ident)) + u16(len(data)) + data
+
+    boot = {"kernel_image_path": "/vmlinux", "initrd_path": "/initrd", "boot_args": "console=ttyS0 reboot=k"}
+    machine = {"vcpu_count": 2, "mem_size_mib": 1024, "smt": False, "track_dirty_pages": True}
+    root = {"drive_id": "rootfs", "path_on_host": "/rootfs.ext4", "is_root_device": True, "is_read_only": False,
+            "partuuid": "0eaa91a0-01", "cache_type": "Writeback", "rate_limiter": {"bandwidth": bw, "ops": ops}}
+    data_drive = {"drive_id": "data", "path_on_host": "/data.img", "is_root_device": False, "direct": True,
+                  "serial": "kestrel-data", "queues": 2}
+    eth0 = {"iface_id": "eth0", "host_dev_name": "tap0", "guest_mac": "06:00:AC:10:00:02",
+            "rx_rate_limiter": {"bandwidth": bw}}
+    session = (u8(1) + req("PUT /boot-source", boot) + req("PUT /machine-config", machine) +
+               req("PUT /drives/", root) + req("PUT /drives/", data_drive, "data") +
+               req("PATCH /drives/", {"drive_id": "data", "path_on_host": "/other.img"}, "data") +
+               req("PUT /network-interfaces/", eth0, "eth0") +
+               req("PATCH /network-interfaces/", {"iface_id": "eth0", "tx_rate_limiter": {"ops": ops}}, "eth0") +
+               req("PUT /vsock", {"guest_cid": 3, "uds_path": "/v.sock"}) +
+               req("PUT /entropy", {"rate_limiter": {"bandwidth": bw}}) +
+               req("PUT /logger", {"log_path": "/k.log", "level": "Debug"}) +
+               req("PUT /metrics", {"metrics_path": "/m.json"}) +
+               req("PATCH /machine-config", {"mem_size_mib": 64}) +
+               req("PUT /actions", {"action_type": "InstanceStart"}) +
+               req("PATCH /vm", {"state": "Paused"}))
+    config = {"boot-source": boot, "machine-config": machine, "drives": [root, data_drive],
+              "network-interfaces": [eth0, {"iface_id": "eth1", "host_dev_name": "tap1"}],
+              "vsock": {"guest_cid": 3, "uds_path": "/v.sock"}, "entropy": {},
+              "logger": {"log_path": "/k.log", "level": "Info"}, "metrics": {"metrics_path": "/m.json"}}
+
+    def raw(method_sel, text):
+        return u8(0) + u8(method_sel) + text.encode()
+
+    return {
+        "session": session,
+        "config-file": u8(2) + json.dumps(config).encode(),
+        "raw-put-drive": raw(1, "/drives/rootfs\n" + json.dumps(root)),
+        "raw-patch-vm": raw(2, '/vm\n{"state": "Resumed"}'),
+        "raw-get": raw(0, "/machine-config\n"),
+        "raw-method": raw(6, 'OPTIONS /actions\n{"action_type": "FlushMetrics"}'),
+    }
+
+
 TARGETS = {
     "fuzz-ioapic": ioapic_seeds,
     "fuzz-msix": msix_seeds,
@@ -264,6 +318,7 @@ TARGETS = {
     "fuzz-net-tx": net_seeds,
     "fuzz-vsock-packet": vsock_seeds,
     "fuzz-virtqueue": virtqueue_seeds,
+    "fuzz-api-request": api_seeds,
 }
 
 
