@@ -3,6 +3,7 @@
 #include <signal.h>
 #include <sys/epoll.h>
 #include <sys/signalfd.h>
+#include <sys/timerfd.h>
 #include <unistd.h>
 
 #include <fstream>
@@ -11,6 +12,9 @@
 
 #include "vmm/api/api_server.hpp"
 #include "vmm/base/log.hpp"
+#include "vmm/metrics/collect.hpp"
+#include "vmm/metrics/fc_metrics.hpp"
+#include "vmm/metrics/prometheus.hpp"
 #include "vmm/rate_limits.hpp"
 
 namespace kestrel {
@@ -29,19 +33,6 @@ void log_exit(const GuestExit& e, int code) {
         log::info("{} (exit code {})", e.message, code);
     else
         log::error("{} (exit code {})", e.message, code);
-}
-
-// "VmRSS:" and "Threads:" of /proc/self/status.
-std::pair<uint64_t, uint64_t> rss_and_threads() {
-    std::ifstream f("/proc/self/status");
-    std::string key;
-    uint64_t rss_kb = 0, threads = 0;
-    while (f >> key) {
-        if (key == "VmRSS:") f >> rss_kb;
-        else if (key == "Threads:") f >> threads;
-        f.ignore(1 << 12, '\n');
-    }
-    return {rss_kb << 10, threads};
 }
 
 // PUT /logger's log_path: the log goes there (appended; a FIFO works too) instead of stderr.
@@ -106,10 +97,10 @@ Result<json> Controller::instance_info() const {
 }
 
 Result<json> Controller::vm_info() const {
-    auto [rss, threads] = rss_and_threads();
+    const auto process = metrics::read_process_stats();
     json j = TRY(instance_info());
-    j["rss_bytes"] = rss;
-    j["threads"] = threads;
+    j["rss_bytes"] = process.rss_bytes;
+    j["threads"] = process.threads;
     if (vmm_) {
         j["uptime_seconds"] =
             std::chrono::duration<double>(std::chrono::steady_clock::now() - started_at_).count();
@@ -139,7 +130,7 @@ Result<json> Controller::dispatch(const ApiRequest& r) {
     case Op::GetRamDigest:
         if (!vmm_) return not_allowed("the guest has not started");
         return json{{"sha256", TRY(vmm_->ram_digest())}};
-    case Op::GetMetrics: return fail("GET /metrics is not supported yet");
+    case Op::GetMetrics: break;  // handle() answers it: text, not JSON
 
     case Op::PutBootSource:
         TRY(preboot_only("PUT /boot-source"));
@@ -216,10 +207,13 @@ Result<json> Controller::dispatch(const ApiRequest& r) {
         if (l.level) pending_.log_level = *l.level;
         return json();
     }
-    case Op::PutMetrics:
+    case Op::PutMetrics: {
         TRY(preboot_only("PUT /metrics"));
-        pending_.metrics_path = std::get<std::string>(r.payload);
+        const auto& path = std::get<std::string>(r.payload);
+        metrics_file_ = TRY(metrics::MetricsFile::open(path));
+        pending_.metrics_path = path;
         return json();
+    }
 
     case Op::InstanceStart:
         TRY(start_vm());
@@ -229,7 +223,8 @@ Result<json> Controller::dispatch(const ApiRequest& r) {
         TRY(vmm_->send_ctrl_alt_del());
         return json();
     case Op::FlushMetrics:
-        return fail("FlushMetrics is not supported yet");
+        TRY(flush_metrics());
+        return json();
     case Op::PauseVm:
         if (!vmm_) return not_allowed("the guest has not started: nothing to pause");
         TRY(vmm_->pause());
@@ -245,7 +240,31 @@ Result<json> Controller::dispatch(const ApiRequest& r) {
     return bad_request("unknown request");
 }
 
+ApiResponse Controller::prometheus_metrics() const {
+    const auto process = metrics::read_process_stats();
+    metrics::Snapshot s;
+    if (vmm_) {
+        const auto sources = vmm_->metric_sources();
+        s = metrics::collect(&sources, process);
+    } else {
+        s = metrics::collect(nullptr, process);
+    }
+    return ApiResponse{200, metrics::render_prometheus(s), std::string(metrics::kPrometheusContentType)};
+}
+
+// Without a metrics_path there is nothing to write, and Firecracker answers success too.
+Result<void> Controller::flush_metrics() {
+    if (!metrics_file_) return {};
+    const auto process = metrics::read_process_stats();
+    if (vmm_) {
+        const auto sources = vmm_->metric_sources();
+        return metrics_file_->flush(metrics::collect(&sources, process));
+    }
+    return metrics_file_->flush(metrics::collect(nullptr, process));
+}
+
 ApiResponse Controller::handle(const ApiRequest& r) {
+    if (r.op == Op::GetMetrics) return prometheus_metrics();
     auto j = dispatch(r);
     if (!j) {
         log::info("API request refused: {}", j.error().what());
@@ -274,8 +293,10 @@ int Controller::run() {
     pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
     UniqueFd sigfd(::signalfd(-1, &stop_signals, SFD_CLOEXEC | SFD_NONBLOCK));
     UniqueFd ep(::epoll_create1(EPOLL_CLOEXEC));
+    // Periodic metrics flush, armed once the VM runs with a metrics_path.
+    UniqueFd metrics_timer(::timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK));
     auto q = api::RequestQueue::create();
-    if (!sigfd || !ep || !q) {
+    if (!sigfd || !ep || !metrics_timer || !q) {
         log::error("controller set-up failed: {}", std::strerror(errno));
         return kExitError;
     }
@@ -288,6 +309,16 @@ int Controller::run() {
     };
     watch(sigfd.get());
     watch(queue_->fd());
+    watch(metrics_timer.get());
+    if (!pending_.metrics_path.empty()) {  // --config-file's "metrics"
+        auto f = metrics::MetricsFile::open(pending_.metrics_path);
+        if (!f) {
+            log::error("{}", f.error().what());
+            return kExitError;
+        }
+        metrics_file_ = std::move(*f);
+    }
+
 
     std::unique_ptr<api::ApiServer> server;
     if (!o_.api_socket.empty()) {
@@ -305,12 +336,17 @@ int Controller::run() {
         }
     }
 
-    bool vm_watched = false;
+    bool vm_watched = false, metrics_armed = false;
     std::optional<GuestExit> ended;
     while (!ended) {
         if (vmm_ && !vm_watched) {
             watch(vmm_->exits().wake_fd());
             vm_watched = true;
+        }
+        if (vmm_ && metrics_file_ && !metrics_armed) {
+            const itimerspec every{{kMetricsPeriod.count(), 0}, {kMetricsPeriod.count(), 0}};
+            ::timerfd_settime(metrics_timer.get(), 0, &every, nullptr);
+            metrics_armed = true;
         }
         std::array<epoll_event, 8> evs;
         int n = ::epoll_wait(ep.get(), evs.data(), static_cast<int>(evs.size()), -1);
@@ -325,6 +361,10 @@ int Controller::run() {
                 if (::read(sigfd.get(), &si, sizeof si) != sizeof si) continue;
                 ended = GuestExit{ExitKind::Signal, static_cast<int>(si.ssi_signo),
                                   fmt::format("stopped by signal {}", si.ssi_signo)};
+            } else if (fd == metrics_timer.get()) {
+                uint64_t expirations;
+                if (::read(metrics_timer.get(), &expirations, sizeof expirations) != sizeof expirations) continue;
+                if (auto r = flush_metrics(); !r) log::warn("periodic metrics flush: {}", r.error().what());
             } else if (fd == queue_->fd()) {
                 for (auto& item : queue_->take()) item.answer.set_value(handle(item.request));
             } else if (vmm_ && fd == vmm_->exits().wake_fd()) {
@@ -335,6 +375,7 @@ int Controller::run() {
     queue_->close();
     server.reset();
     GuestExit how = vmm_ ? vmm_->stop(*ended) : *ended;
+    if (auto r = flush_metrics(); !r) log::warn("metrics flush at exit: {}", r.error().what());
     int code = exit_code_for(how);
     log_exit(how, code);
     return code;

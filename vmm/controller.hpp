@@ -16,6 +16,10 @@
 
 namespace kestrel {
 
+namespace metrics {
+class MetricsFile;
+}
+
 struct ControllerOptions {
     VmConfig config;
     bool start_now = false;    // boot at once (a kernel was given), else wait for InstanceStart
@@ -26,6 +30,9 @@ struct ControllerOptions {
 
 class Controller {
 public:
+    // How often metrics_path gets a line while the VM runs (Firecracker's period).
+    static constexpr std::chrono::seconds kMetricsPeriod{60};
+
     explicit Controller(ControllerOptions o);
     ~Controller();
     // Runs until the VM ends (or, without a VM, until a signal) and returns the process's
@@ -41,12 +48,17 @@ private:
     Result<void> preboot_only(const char* what) const;
     Result<api::json> instance_info() const;
     Result<api::json> vm_info() const;
+    // Metrics (vmm/metrics/): GET /metrics as Prometheus text; metrics_path's JSON lines,
+    // written on FlushMetrics, every kMetricsPeriod while the VM runs and once at exit.
+    api::ApiResponse prometheus_metrics() const;
+    Result<void> flush_metrics();
 
     ControllerOptions o_;
     VmConfig pending_;  // the configuration InstanceStart builds from
     std::unique_ptr<Vmm> vmm_;
     std::shared_ptr<api::RequestQueue> queue_;  // shared with the API thread (api_server.hpp)
     std::chrono::steady_clock::time_point started_at_{};
+    std::unique_ptr<metrics::MetricsFile> metrics_file_;  // PUT /metrics, --config-file
 };
 
 // Firecracker puts the root drive first (/dev/vda) and adds root= to the kernel command line:

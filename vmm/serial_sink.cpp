@@ -282,6 +282,7 @@ SerialSink::~SerialSink() { finish(); }
 std::shared_ptr<SerialTxBuffer> SerialSink::buffer() const { return state_->buffer; }
 
 uint64_t SerialSink::dropped() const { return state_->buffer ? state_->buffer->dropped() : 0; }
+uint64_t SerialSink::written() const { return state_->buffer ? state_->buffer->written() : 0; }
 
 bool SerialSink::drained_by_thread() const { return state_->by_thread; }
 

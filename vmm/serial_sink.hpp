@@ -72,6 +72,8 @@ public:
     void finish(std::chrono::milliseconds grace = kExitGrace);
     // Bytes lost so far (no room, write errors, left at finish()).
     uint64_t dropped() const;
+    // Bytes written to the output so far.
+    uint64_t written() const;
     // Which way it drains (for tests).
     bool drained_by_thread() const;
 

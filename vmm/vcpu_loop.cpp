@@ -70,18 +70,25 @@ void VcpuThread::join() {
 
 void VcpuThread::loop() {
     kvm_run* run = vcpu_.run_area();
+    uint64_t t = monotonic_ns();  // end of the last exit's handling
     while (!ctl_.stopping()) {
         if (pause_requested_.load()) {
             park(run);
+            t = monotonic_ns();
             continue;
         }
         auto entered = vcpu_.run();
+        const uint64_t left = monotonic_ns();
+        bump_owned(counters_.run_ns, left - t);
+        t = left;
         if (!entered) {
             ctl_.request({ExitKind::Error, 0, entered.error().what()});
             break;
         }
         if (!*entered) continue;  // signal: re-check whether to stop or pause
         if (!handle_exit(run)) break;  // this vCPU cannot continue; VmControl decides the VM
+        t = monotonic_ns();
+        bump_owned(counters_.vmm_ns, t - left);
     }
     std::lock_guard lk(park_mu_);
     ended_ = true;
@@ -128,9 +135,10 @@ std::string VcpuThread::describe_stop(const char* what) {
 
 bool VcpuThread::handle_exit(kvm_run* run) {
     uint32_t reason = run->exit_reason;
-    if (reason < counters_.by_reason.size()) ++counters_.by_reason[reason];
+    if (reason < counters_.by_reason.size()) bump_owned(counters_.by_reason[reason]);
     switch (reason) {
     case KVM_EXIT_IO: {
+        if (run->io.direction == KVM_EXIT_IO_IN) bump_owned(counters_.io_in);
         // api.rst §5 KVM_EXIT_IO: `count` accesses of `size` bytes at data_offset (string I/O).
         auto* data = reinterpret_cast<uint8_t*>(run) + run->io.data_offset;
         for (uint32_t i = 0; i < run->io.count; ++i) {
@@ -144,6 +152,7 @@ bool VcpuThread::handle_exit(kvm_run* run) {
     }
     case KVM_EXIT_MMIO: {
         uint32_t len = std::min<uint32_t>(run->mmio.len, sizeof run->mmio.data);
+        if (!run->mmio.is_write) bump_owned(counters_.mmio_read);
         if (run->mmio.is_write)
             mmio_.write(run->mmio.phys_addr, std::span<const uint8_t>(run->mmio.data, len));
         else

@@ -17,13 +17,21 @@
 #include <thread>
 
 #include "devices/bus.hpp"
+#include "devices/metrics.hpp"
 #include "vmm/kvm/kvm.hpp"
 #include "vmm/vm_exit.hpp"
 
 namespace kestrel {
 
+// Written by the vCPU's own thread only (bump_owned: no locked instruction), read whole by
+// any thread (the metrics exporters) at any time.
 struct VcpuExitCounters {
-    std::array<uint64_t, 64> by_reason{};  // indexed by KVM_EXIT_*
+    std::array<std::atomic<uint64_t>, 64> by_reason{};  // indexed by KVM_EXIT_*
+    // Of the KVM_EXIT_IO and KVM_EXIT_MMIO exits, the reads (the rest are writes).
+    std::atomic<uint64_t> io_in{0}, mmio_read{0};
+    // Time inside KVM_RUN, and time handling exits in kestrel between two KVM_RUNs (a
+    // monotonic clock read at each boundary; time parked while paused is in neither).
+    std::atomic<uint64_t> run_ns{0}, vmm_ns{0};
 };
 
 class VcpuThread {

@@ -128,7 +128,7 @@ void log_exit_counters(const std::vector<std::unique_ptr<VcpuThread>>& threads) 
         std::string line;
         const auto& c = threads[i]->counters().by_reason;
         for (size_t r = 0; r < c.size(); ++r)
-            if (c[r]) line += fmt::format(" exit{}={}", r, c[r]);
+            if (uint64_t n = load_metric(c[r])) line += fmt::format(" exit{}={}", r, n);
         log::debug("vCPU {} exits:{}", i, line.empty() ? " none" : line);
     }
 }
@@ -521,6 +521,24 @@ Result<void> Vmm::send_ctrl_alt_del() {
     TRY(d_->i8042->send_ctrl_alt_del());
     log::info("SendCtrlAltDel: Ctrl-Alt-Del typed on the i8042 keyboard");
     return {};
+}
+
+VmmMetricSources Vmm::metric_sources() const {
+    VmmMetricSources s;
+    for (const auto& t : d_->threads) s.vcpus.push_back(&t->counters());
+    s.serial = d_->serial.get();
+    if (!d_->virtio) return s;
+    // The order add_virtio_devices added them in: disks, nets, vsock, rng.
+    const auto& devs = d_->virtio->devices();
+    size_t i = 0;
+    auto next = [&](const char* kind, std::string id) {
+        if (i < devs.size()) s.devices.push_back({kind, std::move(id), &devs[i++]->device()});
+    };
+    for (const auto& disk : d_->cfg.disks) next("blk", disk.id);
+    for (const auto& net : d_->cfg.nets) next("net", net.id);
+    if (d_->cfg.vsock) next("vsock", "");
+    if (d_->cfg.rng) next("rng", "");
+    return s;
 }
 
 const char* state_name(Vmm::State s) {

@@ -23,6 +23,23 @@
 
 namespace kestrel {
 
+struct VcpuExitCounters;
+class VirtioDevice;
+class SerialSink;
+
+// What the metrics exporters (vmm/metrics/) walk. Every counter behind it is a relaxed atomic,
+// so reading takes no lock and holds up no vCPU or device. Valid while the Vmm lives.
+struct VmmMetricSources {
+    struct Device {
+        const char* kind;  // "blk", "net", "vsock", "rng"
+        std::string id;    // drive_id / iface_id from the configuration; empty for vsock and rng
+        const VirtioDevice* device;
+    };
+    std::vector<const VcpuExitCounters*> vcpus;  // index = vCPU
+    std::vector<Device> devices;
+    const SerialSink* serial = nullptr;
+};
+
 class Vmm {
 public:
     enum class State { Built, Running, Paused, Stopped };
@@ -53,6 +70,8 @@ public:
     // SHA-256 of guest RAM, region by region, for tests that check nothing changed it while
     // paused. Refused unless paused.
     Result<std::string> ram_digest() const;
+    // The vCPUs' counters, the virtio devices by their configuration ids, the console.
+    VmmMetricSources metric_sources() const;
 
     // PATCH /drives/{id} path_on_host while the guest runs: drive `id` is served from the
     // image at `path` from now on, opened and locked like any --disk (BlockFile: same checks,

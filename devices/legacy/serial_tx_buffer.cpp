@@ -51,7 +51,10 @@ size_t SerialTxBuffer::peek(std::span<uint8_t> out) {
 
 void SerialTxBuffer::pop(size_t n) {
     std::lock_guard lk(mu_);
-    if (!closed_) remove_front(n);
+    if (closed_) return;
+    n = std::min(n, size_);
+    remove_front(n);
+    written_.fetch_add(n, std::memory_order_relaxed);
 }
 
 void SerialTxBuffer::drop(size_t n, std::string_view why) {

@@ -55,6 +55,8 @@ public:
     size_t capacity() const { return ring_.size(); }
     // All bytes lost so far: no room, write errors, pending at close().
     uint64_t dropped() const { return dropped_.load(std::memory_order_relaxed); }
+    // All bytes the consumer wrote out (pop) so far.
+    uint64_t written() const { return written_.load(std::memory_order_relaxed); }
 
 private:
     void remove_front(size_t n);                          // mu_ held
@@ -68,6 +70,7 @@ private:
     bool wake_armed_ = true;
     bool closed_ = false;
     std::atomic<uint64_t> dropped_{0};
+    std::atomic<uint64_t> written_{0};
 };
 
 }  // namespace kestrel

@@ -10,6 +10,7 @@
 #include <cstring>
 #include <vector>
 
+#include "devices/metrics.hpp"
 #include "devices/virtio/ring_file.hpp"
 #include "vmm/base/log.hpp"
 
@@ -135,6 +136,7 @@ struct UringBackend::State {
         int n = io_uring_submit(&ring);
         stats.submit_calls++;
         if (n > 0) stats.sqes_submitted += static_cast<uint64_t>(n);
+        io_uring_totals().submitted(n);
         return n;
     }
 
@@ -297,6 +299,7 @@ struct UringBackend::State {
             auto idx = static_cast<uint32_t>(io_uring_cqe_get_data64(cqe));
             int32_t res = cqe->res;
             io_uring_cqe_seen(&ring, cqe);
+            io_uring_totals().completed(1);
             if (idx >= ops.size()) continue;  // quiesce's cancel request (kCancelTag)
             unsigned before = in_flight;
             complete_cqe(idx, res);

@@ -46,6 +46,15 @@ void count_reject(BlkMetrics& m, BlkReject why) {
     }
 }
 
+BlkMetrics::Op latency_op(Kind k) {
+    switch (k) {
+    case Kind::Read: return BlkMetrics::Op::Read;
+    case Kind::Write: return BlkMetrics::Op::Write;
+    case Kind::Flush: return BlkMetrics::Op::Flush;
+    default: return BlkMetrics::Op::Other;
+    }
+}
+
 const char* reject_name(BlkReject why) {
     switch (why) {
     case BlkReject::None: return "none";
@@ -62,6 +71,8 @@ const char* reject_name(BlkReject why) {
 
 }  // namespace
 
+static_assert(VirtioBlk::kMaxQueues <= BlkMetrics::kMaxQueues, "every queue has its counters");
+
 struct VirtioBlk::Shared {
     BlkMetrics metrics;
     std::atomic<bool> needs_reset{false};
@@ -76,6 +87,7 @@ struct VirtioBlk::QueueWorker {
         DescriptorChain chain;
         BlkRequest req;
         BouncePool::Lease bounce;  // O_DIRECT with unaligned guest buffers; count 0: none
+        uint64_t submitted_ns = 0; // monotonic_ns() at submission (latency histogram)
     };
     // Popped, valid, but waiting for room in the host memory budget (virtio_blk.hpp).
     // Or refused by the rate limiter (`throttled`): its timer resumes the queue.
@@ -127,6 +139,7 @@ struct VirtioBlk::QueueWorker {
     void handle(DescriptorChain chain) {
         BlkRequest req = parse_blk_request(*mem, chain, limits);
         if (req.kind != Kind::Drop) count_type(m(), req.type);
+        BlkMetrics::inc(m().queues[index].requests);
         if (req.reject != BlkReject::None) {
             count_reject(m(), req.reject);
             log::debug("virtio-blk queue {}: head {} type {}: {}", index, chain.head(), req.type,
@@ -159,6 +172,9 @@ struct VirtioBlk::QueueWorker {
     }
 
     bool busy() const { return free_slots.size() != slots.size(); }
+    void count_in_flight() {
+        BlkMetrics::set(m().queues[index].in_flight, static_cast<int64_t>(slots.size() - free_slots.size()));
+    }
 
     // One op, plus the data bytes of a read or write (as Firecracker's block device counts).
     bool admit(const BlkRequest& req) {
@@ -231,7 +247,8 @@ struct VirtioBlk::QueueWorker {
         }
         free_slots.pop_back();
         held_descriptors += descs;
-        slots[tag].emplace(InFlight{std::move(chain), req, bounce});
+        slots[tag].emplace(InFlight{std::move(chain), req, bounce, monotonic_ns()});
+        count_in_flight();
         return true;
     }
 
@@ -243,6 +260,7 @@ struct VirtioBlk::QueueWorker {
         slot.reset();
         free_slots.push_back(static_cast<uint16_t>(tag));
         held_descriptors -= static_cast<uint32_t>(f.chain.descriptors().size());
+        count_in_flight();
 
         uint8_t st = blk::kStatusOk;
         uint32_t data_len = 0;
@@ -257,8 +275,10 @@ struct VirtioBlk::QueueWorker {
                 }
                 data_len = static_cast<uint32_t>(req.len);
                 BlkMetrics::inc(m().bytes_read, req.len);
+                BlkMetrics::inc(m().queues[index].read_bytes, req.len);
             } else {
                 BlkMetrics::inc(m().bytes_written, req.len);
+                BlkMetrics::inc(m().queues[index].write_bytes, req.len);
             }
         } else if (res == -EOPNOTSUPP) {
             st = blk::kStatusUnsupp;
@@ -266,6 +286,7 @@ struct VirtioBlk::QueueWorker {
             st = blk::kStatusIoErr;
         }
         if (f.bounce.count != 0) pool->release(f.bounce);
+        m().record_latency(latency_op(req.kind), monotonic_ns() - f.submitted_ns);
         if (st != blk::kStatusOk) {
             BlkMetrics::inc(m().io_errors);
             log::debug("virtio-blk queue {}: head {} type {} at {}: host I/O result {} (wanted {})", index,
@@ -399,6 +420,7 @@ struct VirtioBlk::QueueWorker {
         waiting.reset();
         held_descriptors = 0;
         queue.reset();
+        BlkMetrics::set(m().queues[index].in_flight, 0);
     }
 };
 
@@ -454,6 +476,7 @@ VirtioBlk::VirtioBlk(BlockFile file, std::shared_ptr<RateLimiter> limiter, const
 
     shared_->fd = file_.fd();
     shared_->direct = file_.direct();
+    shared_->metrics.num_queues = num_queues_;
     shared_->limiter = limiter_;
     std::memcpy(shared_->id.data(), opts.serial.data(), opts.serial.size());
 }

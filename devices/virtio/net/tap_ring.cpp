@@ -5,6 +5,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include "devices/metrics.hpp"
 #include "devices/virtio/ring_file.hpp"
 #include "vmm/base/fd.hpp"
 #include "vmm/base/log.hpp"
@@ -57,6 +58,7 @@ struct TapRing::State {
         int n = io_uring_submit(&ring);
         stats.submit_calls++;
         if (n > 0) stats.sqes += static_cast<uint64_t>(n);
+        io_uring_totals().submitted(n);
         return n;
     }
 
@@ -69,6 +71,7 @@ struct TapRing::State {
             uint64_t tag = cqe->user_data;
             int32_t res = cqe->res;
             io_uring_cqe_seen(&ring, cqe);
+            io_uring_totals().completed(1);
             if (tag == kCancelTag) continue;
             in_flight--;
             n++;
