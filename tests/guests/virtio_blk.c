@@ -15,6 +15,9 @@
  *   - a final reset must read back as status 0.
  * The kernel command line says which disk to expect: "vblk=ro" for read-only, else read-write;
  * "vblk=flood" and "vblk=reset-hung" select the two modes described further down instead.
+ * With "vblk=hold" as well, a guest whose checks passed does not exit: it prints the data bytes
+ * its successful reads and writes moved ("virtio-blk hold read-bytes=N write-bytes=M") and
+ * halts until kestrel is stopped (the kvm suite's metrics case scrapes kestrel meanwhile).
  * Progress goes to COM1; the return value is the debug-exit code (0 = every check passed,
  * else a VBLK_EXIT_* code of virtio_blk_guest.h). About 40k instructions on success, plus
  * the used-ring spins while the host completes I/O (printed as empty-polls; a few thousand
@@ -911,5 +914,15 @@ int vblk_main(uint32_t start_info) {
     puts(" empty-polls=");
     putdec(polls);
     puts("\nvirtio-blk ok\n");
+    if (cmdline_has(start_info, "vblk=hold")) {
+        /* Successful data transfers only: the reads of 0..15 and 2..9, the write of 4..7 on a
+         * read-write disk (GET_ID and the refused requests move no disk data). */
+        puts("virtio-blk hold read-bytes=");
+        putdec((NSECT + RB_COUNT) * SECTOR);
+        puts(" write-bytes=");
+        putdec(ro ? 0 : WR_COUNT * SECTOR);
+        puts("\n");
+        for (;;) __asm__ volatile("cli; hlt");
+    }
     return 0;
 }
