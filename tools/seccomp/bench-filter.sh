@@ -4,8 +4,9 @@
 # harness (blk-bench, net-bench) that has none of kestrel's threads, so no filter is on there;
 # here the same harness runs plain and under the event loop's filter (seccomp-exec event-loop:
 # the allow-list in log mode, so each allowed call pays the filter as it does in kestrel),
-# rounds alternating which goes first, both pinned to one CPU. Prints the median of each and
-# the ratio filtered/plain. Informational only: never a pass/fail on speed.
+# rounds alternating which goes first, both pinned to one CPU. Prints the median of each, the
+# ratio filtered/plain and the spread; first, what one hot-path syscall pays for its filter
+# (seccomp-syscall-cost). Informational only: never a pass/fail on speed.
 #
 # usage: tools/seccomp/bench-filter.sh [BUILD_DIR (default build)]
 # env:   ROUNDS (5), SECONDS_PER_RUN (2), BENCH_CPU (nproc - 1),
@@ -22,7 +23,12 @@ pin=(taskset -c "$cpu")
 wrap=$build/tools/seccomp/seccomp-exec
 blk=$build/devices/virtio/blk/blk-bench
 net=$build/devices/virtio/net/net-bench
-ninja -C "$build" tools/seccomp/seccomp-exec devices/virtio/blk/blk-bench devices/virtio/net/net-bench >&2
+ninja -C "$build" tools/seccomp/seccomp-exec tools/seccomp/seccomp-syscall-cost devices/virtio/blk/blk-bench \
+  devices/virtio/net/net-bench >&2
+
+echo "per call (seccomp-syscall-cost, CPU $cpu; 3 rounds)"
+"${pin[@]}" "$build/tools/seccomp/seccomp-syscall-cost"
+echo
 
 if [[ ! -f $image || $(stat -c %s "$image") -ne $((256 << 20)) ]]; then
   dd if=/dev/urandom of="$image" bs=1M count=256 status=none conv=fsync
@@ -30,10 +36,11 @@ fi
 cat "$image" > /dev/null  # page cache: the device model's cost, not the disk's
 
 median() { python3 -c 'import statistics,sys; print(statistics.median(float(x) for x in sys.argv[1:]))' "$@"; }
+spread() { python3 -c 'import sys; v=[float(x) for x in sys.argv[1:]]; print(f"{min(v):.0f}..{max(v):.0f}")' "$@"; }
 field() { sed -n "s/.* $1=\([0-9.]*\).*/\1/p"; }
 
 echo "blk-bench (page cache, $secs s per run, median of $rounds rounds, CPU $cpu)"
-printf '%-18s %12s %12s %8s\n' pattern plain filtered ratio
+printf '%-18s %12s %12s %8s   %s\n' pattern plain filtered ratio "spread plain / filtered"
 for p in "4k-randread-qd1 randread 4096 1" "4k-randread-qd32 randread 4096 32" "128k-read-qd4 read 131072 4"; do
   read -r name rw bs qd <<< "$p"
   plain=() filt=()
@@ -48,13 +55,14 @@ for p in "4k-randread-qd1 randread 4096 1" "4k-randread-qd32 randread 4096 32" "
     fi
   done
   mp=$(median "${plain[@]}") mf=$(median "${filt[@]}")
-  printf '%-18s %12.0f %12.0f %8.3f   (IOPS)\n' "$name" "$mp" "$mf" "$(python3 -c "print($mf / $mp)")"
+  printf '%-18s %12.0f %12.0f %8.3f   %s / %s (IOPS)\n' "$name" "$mp" "$mf" "$(python3 -c "print($mf / $mp)")" \
+    "$(spread "${plain[@]}")" "$(spread "${filt[@]}")"
 done
 
 [[ ${NET:-1} = 1 ]] || exit 0
 echo
 echo "net-bench kestrel row (frames/s, 1514-byte frames; each run is net-bench's median of 3 rounds of 1 s)"
-printf '%-18s %12s %12s %8s\n' direction plain filtered ratio
+printf '%-18s %12s %12s %8s   %s\n' direction plain filtered ratio "spread plain / filtered"
 for dir in tx rx; do
   plain=() filt=()
   for ((r = 0; r < rounds; r++)); do
@@ -64,5 +72,6 @@ for dir in tx rx; do
     else filt+=("$(run_filt)"); plain+=("$(run_plain)"); fi
   done
   mp=$(median "${plain[@]}") mf=$(median "${filt[@]}")
-  printf '%-18s %12.0f %12.0f %8.3f\n' "$dir" "$mp" "$mf" "$(python3 -c "print($mf / $mp)")"
+  printf '%-18s %12.0f %12.0f %8.3f   %s / %s\n' "$dir" "$mp" "$mf" "$(python3 -c "print($mf / $mp)")" \
+    "$(spread "${plain[@]}")" "$(spread "${filt[@]}")"
 done

@@ -3,7 +3,7 @@
 # building the allow-lists in vmm/seccomp/seccomp_policy.cpp. From here on every
 # `kestrel run` in this L1 runs under strace -ff with --seccomp=log (nothing is killed; a
 # call the lists lack shows up as an L1-DMESG audit line, type=1326). tools/seccomp/
-# trace-report.sh, run last, sums the calls up per thread kind. Usage (tools/seccomp/README.md):
+# trace-report.sh, run last, sums the calls up per thread kind (README.md, "Seccomp"). Usage:
 #   tools/nested/run-tests --cases "tools/seccomp/trace-on.sh api-pause blk-ext4 ... \
 #       tools/seccomp/trace-report.sh"
 #@ timeout 60
