@@ -34,6 +34,7 @@
 #include "vmm/base/log.hpp"
 #include "vmm/event_loop.hpp"
 #include "vmm/file_image.hpp"
+#include "vmm/guest_cmdline.hpp"
 #include "vmm/host_resources.hpp"
 #include "vmm/kvm/kvm.hpp"
 #include "vmm/rate_limits.hpp"
@@ -84,9 +85,14 @@ Result<SerialOutput> open_serial_output(const SerialTarget& t) {
 // Unmaps the images once loaded, so their pages do not stay in kestrel's RSS.
 Result<boot::BootEntry> load_guest(GuestMemory& mem, const VmConfig& cfg, HostResources& host,
                                    GuestAddress rsdp) {
+    const GuestCmdline cmdline = guest_cmdline(cfg.cmdline);
+    if (cmdline.dropped_nopnp)
+        log::info("i8042.nopnp dropped from the guest's command line: with it Linux asks for legacy IRQ 1, "
+                  "which a hardware-reduced ACPI guest does not have; the i8042 is described in ACPI "
+                  "(vmm/guest_cmdline.hpp)");
     auto entry = boot::prepare_boot(
         mem, {host.kernel->bytes(), host.initrd ? host.initrd->bytes() : std::span<const uint8_t>{},
-              cfg.cmdline, rsdp});
+              cmdline.text, rsdp});
     host.kernel.reset();
     host.initrd.reset();
     return entry;
@@ -539,6 +545,51 @@ VmmMetricSources Vmm::metric_sources() const {
     if (d_->cfg.vsock) next("vsock", "");
     if (d_->cfg.rng) next("rng", "");
     return s;
+}
+
+namespace {
+
+// The --disk rule: one image (a path, a symlink or hard link to it, another node of the same
+// block device) backs at most one drive.
+bool same_image(const std::string& a, const std::string& b) {
+    struct stat sa, sb;
+    if (::stat(a.c_str(), &sa) < 0 || ::stat(b.c_str(), &sb) < 0) return false;
+    if (S_ISBLK(sa.st_mode) && S_ISBLK(sb.st_mode)) return sa.st_rdev == sb.st_rdev;
+    return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
+}  // namespace
+
+Result<void> Vmm::replace_drive_image(const std::string& id, const std::string& path) {
+    if (d_->state != State::Running)
+        return not_allowed("drive {}: the VM is {}; its image can only be changed while it runs", id,
+                           state_name(d_->state));
+    auto drive = TRY(d_->drive(id));
+    for (const auto& other : d_->cfg.disks)
+        if (other.id != id && same_image(path, other.path))
+            return bad_request("drive {}: '{}' is the image of drive '{}': an image backs one drive", id, path,
+                               other.id);
+    if (same_image(path, drive.blk->path())) {
+        auto r = drive.blk->refresh_capacity();
+        if (!r) return std::unexpected(context(r.error(), fmt::format("drive {}", id)));
+    } else {
+        auto file = BlockFile::open(path, drive.cfg->read_only, drive.cfg->direct);
+        if (!file) return std::unexpected(context(file.error(), fmt::format("drive {}", id)));
+        auto r = drive.blk->replace_file(std::move(*file));
+        if (!r) return std::unexpected(context(r.error(), fmt::format("drive {}", id)));
+    }
+    drive.cfg->path = path;
+    drive.pci->config_changed();  // §4.1.4.3: config_generation + the config-change interrupt
+    log::info("drive {}: now '{}', {} sectors", id, path, drive.blk->capacity_sectors());
+    return {};
+}
+
+Result<void> Vmm::send_ctrl_alt_del() {
+    if (d_->state != State::Running)
+        return not_allowed("SendCtrlAltDel: the VM is {}; keys reach only a running guest", state_name(d_->state));
+    TRY(d_->i8042->send_ctrl_alt_del());
+    log::info("SendCtrlAltDel: Ctrl-Alt-Del typed on the i8042 keyboard");
+    return {};
 }
 
 const char* state_name(Vmm::State s) {
