@@ -141,7 +141,6 @@ void log_exit_counters(const std::vector<std::unique_ptr<VcpuThread>>& threads) 
 
 }  // namespace
 
-
 struct Vmm::Impl {
     VmConfig cfg;
     HostResources host;
@@ -545,51 +544,6 @@ VmmMetricSources Vmm::metric_sources() const {
     if (d_->cfg.vsock) next("vsock", "");
     if (d_->cfg.rng) next("rng", "");
     return s;
-}
-
-namespace {
-
-// The --disk rule: one image (a path, a symlink or hard link to it, another node of the same
-// block device) backs at most one drive.
-bool same_image(const std::string& a, const std::string& b) {
-    struct stat sa, sb;
-    if (::stat(a.c_str(), &sa) < 0 || ::stat(b.c_str(), &sb) < 0) return false;
-    if (S_ISBLK(sa.st_mode) && S_ISBLK(sb.st_mode)) return sa.st_rdev == sb.st_rdev;
-    return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
-}
-
-}  // namespace
-
-Result<void> Vmm::replace_drive_image(const std::string& id, const std::string& path) {
-    if (d_->state != State::Running)
-        return not_allowed("drive {}: the VM is {}; its image can only be changed while it runs", id,
-                           state_name(d_->state));
-    auto drive = TRY(d_->drive(id));
-    for (const auto& other : d_->cfg.disks)
-        if (other.id != id && same_image(path, other.path))
-            return bad_request("drive {}: '{}' is the image of drive '{}': an image backs one drive", id, path,
-                               other.id);
-    if (same_image(path, drive.blk->path())) {
-        auto r = drive.blk->refresh_capacity();
-        if (!r) return std::unexpected(context(r.error(), fmt::format("drive {}", id)));
-    } else {
-        auto file = BlockFile::open(path, drive.cfg->read_only, drive.cfg->direct);
-        if (!file) return std::unexpected(context(file.error(), fmt::format("drive {}", id)));
-        auto r = drive.blk->replace_file(std::move(*file));
-        if (!r) return std::unexpected(context(r.error(), fmt::format("drive {}", id)));
-    }
-    drive.cfg->path = path;
-    drive.pci->config_changed();  // §4.1.4.3: config_generation + the config-change interrupt
-    log::info("drive {}: now '{}', {} sectors", id, path, drive.blk->capacity_sectors());
-    return {};
-}
-
-Result<void> Vmm::send_ctrl_alt_del() {
-    if (d_->state != State::Running)
-        return not_allowed("SendCtrlAltDel: the VM is {}; keys reach only a running guest", state_name(d_->state));
-    TRY(d_->i8042->send_ctrl_alt_del());
-    log::info("SendCtrlAltDel: Ctrl-Alt-Del typed on the i8042 keyboard");
-    return {};
 }
 
 const char* state_name(Vmm::State s) {
