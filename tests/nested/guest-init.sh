@@ -6,6 +6,7 @@
 #   KESTREL-GUEST cpus=<n> online=<list> memtotal_kb=<n> cmdline=<exact /proc/cmdline>
 #   KESTREL-GUEST-CASE-BEGIN <name> / KESTREL-GUEST-CASE-END <name> rc=<n>
 #   KESTREL-GUEST-DONE
+#   KESTREL-GUEST-SIGINT uptime=<s>       (kestrel.sigint=poweroff) SIGINT came; powering off
 # Per-case scripts: /etc/kestrel/case.sh (put in with build-guest-initramfs.sh --extra) and
 # /cases/NAME.sh for every `kestrel.case=NAME` on the kernel command line.
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
@@ -23,6 +24,19 @@ if [ -s /etc/kestrel/modules ]; then
   while read -r m; do
     insmod "/lib/modules/$m" || echo "KESTREL-GUEST-MODULE-FAILED $m"
   done < /etc/kestrel/modules
+fi
+
+# kestrel.sigint=poweroff (the SendCtrlAltDel case): PID 1 powers off on SIGINT, which the
+# kernel sends it for Ctrl-Alt-Del once /proc/sys/kernel/ctrl-alt-del is 0 — what a real init
+# sets at start (the kernel's default, 1, reboots at once). A case script may leave
+# /tmp/kestrel-on-sigint.sh for the handler to run first. Without the flag nothing changes.
+sigint_poweroff=0
+case " $(cat /proc/cmdline) " in *" kestrel.sigint=poweroff "*) sigint_poweroff=1 ;; esac
+if [ "$sigint_poweroff" = 1 ]; then
+  echo 0 > /proc/sys/kernel/ctrl-alt-del
+  trap 'read -r up _ < /proc/uptime; echo "KESTREL-GUEST-SIGINT uptime=$up"
+        [ -f /tmp/kestrel-on-sigint.sh ] && sh /tmp/kestrel-on-sigint.sh
+        sync; poweroff -f' INT
 fi
 
 cpus=$(grep -c '^processor' /proc/cpuinfo)
@@ -45,6 +59,13 @@ for word in $(cat /proc/cmdline); do
   esac
 done
 
+if [ "$sigint_poweroff" = 1 ]; then
+  # A trapped signal ends `wait` at once, and the trap runs (a foreground sleep would delay it).
+  echo "KESTREL-GUEST-AWAIT-SIGINT"
+  sleep 180 &
+  wait $!
+  echo "KESTREL-GUEST-NO-SIGINT"
+fi
 echo "KESTREL-GUEST-DONE"
 sync
 poweroff -f
