@@ -1,3 +1,4 @@
+// io_uring pieces the blk back-end and the tap ring share.
 // RingFile: the one file an io_uring works on (a disk image, a tap), registered with the ring
 // (IORING_REGISTER_FILES) so that no request pays the kernel's fget/fput (~3% of a 4 KiB
 // page-cache read and of a tap write in the bench host's profiles); the plain fd when the
@@ -11,7 +12,9 @@
 
 #include <liburing.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <chrono>
 
 namespace kestrel {
 
@@ -50,5 +53,20 @@ private:
     int sqe_fd_ = -1;
     bool fixed_ = false;
 };
+
+// One slice of a bounded wait for `wait_nr` CQEs, which stay in the ring: for the loops that
+// re-check their own condition between slices (quiesce, pause). Waits at most 100 ms, so the
+// deadline is looked at often. Returns 0 to look again, -ETIME once `deadline` has passed, or
+// the ring's error (the ring is unusable: the loop must end, never spin on it).
+inline int wait_cqes_until(io_uring& ring, unsigned wait_nr, std::chrono::steady_clock::time_point deadline) {
+    auto now = std::chrono::steady_clock::now();
+    if (now >= deadline) return -ETIME;
+    auto left = std::chrono::duration_cast<std::chrono::nanoseconds>(
+        std::min<std::chrono::nanoseconds>(deadline - now, std::chrono::milliseconds(100)));
+    __kernel_timespec ts{left.count() / 1000000000, left.count() % 1000000000};
+    io_uring_cqe* cqe = nullptr;
+    int r = io_uring_wait_cqes(&ring, &cqe, wait_nr, &ts, nullptr);
+    return r == -ETIME || r == -EINTR ? 0 : std::min(r, 0);
+}
 
 }  // namespace kestrel

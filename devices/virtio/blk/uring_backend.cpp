@@ -91,15 +91,8 @@ struct UringBackend::State {
         for (;;) {
             reap();
             if (in_flight == 0) break;
-            auto now = std::chrono::steady_clock::now();
-            if (now >= deadline) return false;
-            auto left = std::chrono::duration_cast<std::chrono::nanoseconds>(
-                std::min<std::chrono::nanoseconds>(deadline - now, std::chrono::milliseconds(100)));
-            __kernel_timespec ts{left.count() / 1000000000, left.count() % 1000000000};
-            io_uring_cqe* cqe = nullptr;
-            int r = io_uring_wait_cqe_timeout(&ring, &cqe, &ts);
-            if (r < 0 && r != -ETIME && r != -EINTR) {
-                log::warn("io_uring back-end: waiting for cancelled requests: {}", std::strerror(-r));
+            if (int r = wait_cqes_until(ring, 1, deadline); r < 0) {
+                if (r != -ETIME) log::warn("io_uring back-end: waiting for cancelled requests: {}", std::strerror(-r));
                 return false;
             }
         }
@@ -117,15 +110,8 @@ struct UringBackend::State {
         submit();
         for (;;) {
             if (io_uring_cq_ready(&ring) >= in_flight) return true;
-            auto now = std::chrono::steady_clock::now();
-            if (now >= deadline) return false;
-            auto left = std::chrono::duration_cast<std::chrono::nanoseconds>(
-                std::min<std::chrono::nanoseconds>(deadline - now, std::chrono::milliseconds(100)));
-            __kernel_timespec ts{left.count() / 1000000000, left.count() % 1000000000};
-            io_uring_cqe* cqe = nullptr;
-            int r = io_uring_wait_cqes(&ring, &cqe, in_flight, &ts, nullptr);
-            if (r < 0 && r != -ETIME && r != -EINTR) {
-                log::warn("io_uring back-end: waiting for requests to finish: {}", std::strerror(-r));
+            if (int r = wait_cqes_until(ring, in_flight, deadline); r < 0) {
+                if (r != -ETIME) log::warn("io_uring back-end: waiting for requests to finish: {}", std::strerror(-r));
                 return false;
             }
         }

@@ -93,15 +93,8 @@ struct TapRing::State {
         while (in_flight > 0) {
             drain([](uint64_t, int32_t) {});
             if (in_flight == 0) break;
-            auto now = std::chrono::steady_clock::now();
-            if (now >= deadline) return false;
-            auto left = std::chrono::duration_cast<std::chrono::nanoseconds>(
-                std::min<std::chrono::nanoseconds>(deadline - now, std::chrono::milliseconds(100)));
-            __kernel_timespec ts{left.count() / 1000000000, left.count() % 1000000000};
-            io_uring_cqe* cqe = nullptr;
-            int r = io_uring_wait_cqe_timeout(&ring, &cqe, &ts);
-            if (r < 0 && r != -ETIME && r != -EINTR) {
-                log::warn("tap io_uring: waiting for cancelled requests: {}", std::strerror(-r));
+            if (int r = wait_cqes_until(ring, 1, deadline); r < 0) {
+                if (r != -ETIME) log::warn("tap io_uring: waiting for cancelled requests: {}", std::strerror(-r));
                 return false;
             }
         }
