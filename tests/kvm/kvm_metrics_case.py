@@ -8,28 +8,18 @@ moved, with the latency histogram's counts equal to its completed reads/writes/f
 FlushMetrics must append a Firecracker JSON line to metrics_path, and kestrel's exit one more;
 summed over the lines (Firecracker writes deltas), block_rootfs.read_bytes equals the guest's."""
 
-import http.client
 import json
 import os
 import re
 import select
 import signal
-import socket
 import subprocess
+import sys
 import tempfile
 import time
 
-
-class UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path, timeout=10.0):
-        super().__init__("localhost", timeout=timeout)
-        self.unix_path = path
-
-    def connect(self):
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.settimeout(self.timeout)
-        s.connect(self.unix_path)
-        self.sock = s
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "api"))
+from api_client import UnixHTTPConnection  # noqa: E402
 
 
 def api(sock, method, path, body=None):
