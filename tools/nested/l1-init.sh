@@ -9,6 +9,8 @@
 #   NESTED-CASE-END <name> rc=<n> seconds=<s> [timed-out]
 # L1 kernel command line: kestrel.l1=interactive runs the cases with the console as their
 # stdin in raw mode (tools/demo.sh); the default runs them with stdin from /dev/null.
+# kestrel.cases=a,b,c runs only these, in this order (run-tests' second L1 boot after the
+# first one died).
 export PATH=/nested/bin:/bin:/sbin:/usr/bin:/usr/sbin
 mount -t devtmpfs devtmpfs /dev 2>/dev/null
 exec </dev/console >/dev/console 2>&1
@@ -39,9 +41,18 @@ done < /etc/kestrel/modules
 dmesg | grep -iE 'kvm|svm' | sed 's/^/L1-DMESG: /'
 echo "NESTED-L1-READY kvm=ok"
 
+# An L1 kernel that locks up (a CPU stuck in the kernel, as TCG's SVM emulation sometimes
+# leaves a kestrel vCPU thread) panics with its stack on the console, and QEMU exits at once
+# (panic=-1, -no-reboot): run-tests sees the death now rather than at the case's timeout.
+echo 1 > /proc/sys/kernel/softlockup_panic
+
 mode=tests
+cases=$(cat /nested/cases.list)
 for word in $(cat /proc/cmdline); do
-  case $word in kestrel.l1=*) mode=${word#kestrel.l1=} ;; esac
+  case $word in
+    kestrel.l1=*) mode=${word#kestrel.l1=} ;;
+    kestrel.cases=*) cases=$(echo "${word#kestrel.cases=}" | tr ',' ' ') ;;
+  esac
 done
 if [ "$mode" = interactive ]; then
   # Raw, no echo: each keystroke goes to the L2 console unchanged (Ctrl-C included) and is
@@ -51,7 +62,7 @@ fi
 
 dmesg -n 1           # keep L1 printk off the console mid-line; it is dumped per case instead
 dmesg -c > /dev/null
-for name in $(cat /nested/cases.list); do
+for name in $cases; do
   script=/nested/cases/$name.sh
   limit=$(sed -n 's/^#@ *timeout  *\([0-9][0-9]*\).*/\1/p' "$script" | head -n 1)
   limit=${limit:-300}
