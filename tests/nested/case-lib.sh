@@ -11,7 +11,8 @@ L2=/l2
 #   NESTED-CMDLINE <the exact command line given>
 #   NESTED-KESTREL-EXIT rc=<n> seconds=<kestrel run time> to_init_seconds=<kestrel start to the
 #     guest's KESTREL-GUEST-INIT line reaching L1, or -1> (all L1 clock)
-# Returns kestrel's exit code.
+# Returns kestrel's exit code: 124 when the limit ended it (SIGTERM first, so kestrel logs
+# how it stopped; SIGKILL 10 s later if that did not end it).
 boot_guest() {
   local limit=240 append="" token t0 t1 tinit rc cmdline
   while :; do
@@ -31,11 +32,11 @@ boot_guest() {
   rm -f /tmp/kestrel.rc /tmp/kestrel.t_init
   read -r t0 _ < /proc/uptime
   if [ "${NESTED_INTERACTIVE:-0}" = 1 ]; then
-    timeout -s KILL "$limit" "$KESTREL" run "$@" --cmdline "$cmdline"
+    timeout -k 10 "$limit" "$KESTREL" run "$@" --cmdline "$cmdline"
     echo $? > /tmp/kestrel.rc
   else
     # awk stamps the first KESTREL-GUEST-INIT line with L1's uptime as it passes through.
-    { timeout -s KILL "$limit" "$KESTREL" run "$@" --cmdline "$cmdline" < /dev/null 2>&1
+    { timeout -k 10 "$limit" "$KESTREL" run "$@" --cmdline "$cmdline" < /dev/null 2>&1
       echo $? > /tmp/kestrel.rc; } |
       awk '{ print; fflush() }
            /KESTREL-GUEST-INIT/ && !seen { seen = 1; system("cat /proc/uptime > /tmp/kestrel.t_init") }'
