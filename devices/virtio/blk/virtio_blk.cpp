@@ -13,6 +13,7 @@
 #include "devices/virtio/blk/uring_backend.hpp"
 #include "devices/virtio/queue/split_queue.hpp"
 #include "devices/virtio/queue/virtq_spec.hpp"
+#include "vmm/base/keep_forever.hpp"
 #include "vmm/base/log.hpp"
 
 namespace kestrel {
@@ -424,14 +425,6 @@ struct VirtioBlk::QueueWorker {
     }
 };
 
-namespace {
-
-// A queue whose requests may still be in the host kernel must never be freed: the kernel
-// would write into its bounce pool, or read it, after the memory went back to the heap.
-void leak(std::shared_ptr<VirtioBlk::QueueWorker> w) { new std::shared_ptr<VirtioBlk::QueueWorker>(std::move(w)); }
-
-}  // namespace
-
 Result<std::unique_ptr<VirtioBlk>> VirtioBlk::create(const VirtioBlkOptions& opts) {
     if (opts.serial.size() > blk::kIdBytes)
         return fail("virtio-blk serial '{}' is longer than {} bytes", opts.serial, blk::kIdBytes);
@@ -486,7 +479,9 @@ VirtioBlk::~VirtioBlk() {
     std::lock_guard lk(mu_);
     if (parked_.empty()) return;
     log::error("virtio-blk: {} queue(s) still have requests in host I/O at exit; leaking them", parked_.size());
-    for (auto& w : parked_) leak(std::move(w));
+    // A queue whose requests may still be in the host kernel must never be freed: the kernel
+    // would write into its bounce pool, or read it, after the memory went back to the heap.
+    for (auto& w : parked_) keep_forever(std::move(w));
     parked_.clear();
 }
 

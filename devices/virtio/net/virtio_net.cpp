@@ -8,6 +8,7 @@
 #include "devices/virtio/net/net_datapath.hpp"
 #include "devices/virtio/queue/split_queue.hpp"
 #include "devices/virtio/queue/virtq_spec.hpp"
+#include "vmm/base/keep_forever.hpp"
 #include "vmm/base/log.hpp"
 
 namespace kestrel {
@@ -145,7 +146,7 @@ void VirtioNet::reset() {
         if (!p->quiesce()) {
             // The kernel still holds requests into this path's buffers: keep them alive.
             log::error("virtio-net: tap I/O did not stop on reset; leaking its buffers");
-            new std::shared_ptr<NetDataPath>(std::move(p));
+            keep_forever(std::move(p));
         }
     }
     needs_reset_->store(false);
