@@ -197,9 +197,12 @@ TEST_CASE("serial sink: finish() gives up on a stuck pipe within its grace and c
     const size_t pipe_cap = p.shrink();
     RunningLoop rl;
     auto sink = SerialSink::start(*rl.loop, open_serial_stdout(p.w).value(), 8192).value();
-    rl.start();
     Uart16550 uart(nullptr, sink->buffer());
+    // Buffered before the loop drains anything: one write then fills the one-page pipe. (Small
+    // writes while the UART still transmits can leave a pipe page part-used and the pipe "full"
+    // short of pipe_cap: Linux merges a write into the last page only when all of it fits.)
     transmit(uart, pattern(4096 + pipe_cap));
+    rl.start();
     REQUIRE(eventually([&] { return sink->buffer()->size() <= 4096; }));  // the pipe is full
     rl.stop();
     const auto t0 = std::chrono::steady_clock::now();
