@@ -75,6 +75,10 @@ Result<System> System::open(const std::string& path) {
                     S_ISREG(st.st_mode) ? "a shell redirection like `<>/dev/kvm` creates one"
                                         : "load kvm_intel or kvm_amd");
     int version = ::ioctl(raw, KVM_GET_API_VERSION, 0);
+    if (version < 0)
+        return fail("{} is a character device but not KVM's (it does not answer KVM_GET_API_VERSION: "
+                    "{}); this machine has no usable KVM at that path",
+                    path, std::strerror(errno));
     if (version != KVM_API_VERSION)
         return fail("{} speaks KVM API version {}, kestrel needs {}", path, version,
                     KVM_API_VERSION);
