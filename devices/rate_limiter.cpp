@@ -22,12 +22,6 @@ constexpr uint64_t kMaxSize = 1ull << 62;
 constexpr uint64_t kMaxRefillMs = 1ull << 40;
 }  // namespace
 
-MonoNs monotonic_now_ns() {
-    timespec ts{};
-    ::clock_gettime(CLOCK_MONOTONIC, &ts);
-    return static_cast<MonoNs>(ts.tv_sec) * kNsPerSec + static_cast<MonoNs>(ts.tv_nsec);
-}
-
 TokenBucket::TokenBucket(const BucketParams& params, MonoNs now)
     : p_{std::min(params.size, kMaxSize), std::min(params.one_time_burst, kMaxSize),
          std::min(params.refill_time_ms, kMaxRefillMs)},

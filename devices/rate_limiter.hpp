@@ -47,10 +47,9 @@
 
 namespace kestrel {
 
-// Nanoseconds on a monotonic clock: CLOCK_MONOTONIC in the VMM (the timerfd's clock), any
-// counter in tests.
+// Nanoseconds on a monotonic clock: CLOCK_MONOTONIC in the VMM (monotonic_ns(), the timerfd's
+// clock), any counter in tests.
 using MonoNs = uint64_t;
-MonoNs monotonic_now_ns();
 
 // One bucket as Firecracker's API gives it (TokenBucket: size, one_time_burst, refill_time).
 struct BucketParams {
@@ -131,7 +130,7 @@ public:
     // limits later without a new fd to register. `clock` must be CLOCK_MONOTONIC's time for
     // the timer to match; tests may pass another to drive the buckets.
     static Result<std::unique_ptr<RateLimiter>> create(const RateLimits& limits = {},
-                                                       Clock clock = monotonic_now_ns);
+                                                       Clock clock = monotonic_ns);
 
     // Before starting a request of `bytes` (one op): true = go, tokens taken. False = the
     // device must hold the request and stop processing that queue until the timer's event.
