@@ -315,6 +315,10 @@ Result<std::unique_ptr<Vmm>> Vmm::build(const VmConfig& cfg) {
         d->serial_out = TRY(open_serial_output(cfg.serial));
         return {};
     }));
+    // An inherited tap (`--net fd=N`) is named by the kernel (TUNGETIFF): config() reports
+    // that name, so GET /vm/config gives a host_dev_name that can be fed back.
+    for (size_t i = 0; i < d->cfg.nets.size(); ++i)
+        if (d->cfg.nets[i].tap.empty() && d->host.nets[i]) d->cfg.nets[i].tap = d->host.nets[i]->tap().name();
     TRY(d->build());
     return std::unique_ptr<Vmm>(new Vmm(std::move(d)));
 }

@@ -156,12 +156,12 @@ class Kestrel:
     GET / answers. Its stdout (the guest's serial output) and stderr are read as they come
     (wait_for_output); stop() sends a signal and returns the exit code."""
 
-    def __init__(self, binary, sock, *args, env=None):
+    def __init__(self, binary, sock, *args, env=None, pass_fds=()):
         self.sock = sock
         self.api = Api(sock)
         self.cmd = [binary, "run", "--api-sock", sock, *args] if sock else [binary, "run", *args]
         self.proc = subprocess.Popen(self.cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, env=env)
+                                     stderr=subprocess.PIPE, env=env, pass_fds=pass_fds)
         self._out, self._err = bytearray(), bytearray()
         self._pumps = [threading.Thread(target=self._pump, args=(self.proc.stdout, self._out), daemon=True),
                        threading.Thread(target=self._pump, args=(self.proc.stderr, self._err), daemon=True)]

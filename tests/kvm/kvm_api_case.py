@@ -11,6 +11,9 @@ api_lifecycle: configured through the API the way Firecracker is (boot-source,
 api_config_file: the same configuration as --config-file (with --api-sock) boots the same
   guest; its GET /vm/config equals the file; that answer, applied as --config-file to a third
   kestrel without an API, boots the guest again.
+api_tap_fd: `--net fd=N` with a tap this runner attached (/dev/net/tun, IFF_TAP | IFF_NO_PI |
+  IFF_VNET_HDR): GET /vm/config names the tap (kestrel asks the kernel, TUNGETIFF), so the
+  answer can be fed back as a configuration.
 
 A new runtime endpoint: add its success to LIFECYCLE's steps or its refusal to
 PREBOOT_ONLY."""
@@ -211,12 +214,47 @@ def run_config_file(args, guest, tmp):
     return True, "exit 143 twice; the guest booted from --config-file and from its GET /vm/config", ""
 
 
+def open_tap(name):
+    """A tap attached the way a CNI plugin or a shim hands one over; returns its fd."""
+    import fcntl
+    import struct
+    TUNSETIFF, IFF_TAP, IFF_NO_PI, IFF_VNET_HDR = 0x400454CA, 0x0002, 0x1000, 0x4000
+    fd = os.open("/dev/net/tun", os.O_RDWR)
+    fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH22x", name.encode(), IFF_TAP | IFF_NO_PI | IFF_VNET_HDR))
+    return fd
+
+
+def run_tap_fd(args, guest, tmp):
+    c = Checks()
+    name = f"kfd{os.getpid() % 100000}"
+    try:
+        fd = open_tap(name)
+    except OSError as e:
+        return False, f"cannot attach a tap for the test (root and /dev/net/tun needed): {e}", ""
+    try:
+        sock = os.path.join(tmp, "api.sock")
+        with Kestrel(args.vmm, sock, "--kernel", guest, "--memory", "64M", "--net", f"fd={fd}",
+                     "--serial", "stdio", pass_fds=(fd,)) as k:
+            k.wait_ready()
+            c.expect(k.wait_for_output(HELLO, args.timeout), "--net fd=N: no kestrel-serial-ok")
+            nets = k.api.get("/vm/config").json.get("network-interfaces", [])
+            got = [n.get("host_dev_name") for n in nets]
+            c.expect(got == [name], f"GET /vm/config host_dev_name {got}, expected [{name!r}]")
+            code, _ = k.stop()
+            c.expect(code == 143, f"exit {code} after SIGTERM, expected 143")
+        if c.problems:
+            return False, "; ".join(c.problems), details_of(k)
+        return True, f"exit 143; GET /vm/config names the inherited tap {name}", ""
+    finally:
+        os.close(fd)
+
+
 def run(args, case, guest):
     """Returns (passed, reason, details) as run_case does."""
     # Short: unix socket paths are limited to 107 bytes ($KESTREL_KVM_TMPDIR may be long).
     tmp = tempfile.mkdtemp(prefix="kapi-")
     try:
-        fn = {"lifecycle": run_lifecycle, "config-file": run_config_file}[case.api_case]
+        fn = {"lifecycle": run_lifecycle, "config-file": run_config_file, "tap-fd": run_tap_fd}[case.api_case]
         return fn(args, os.path.abspath(guest), tmp)
     except (OSError, RuntimeError, ProtocolError, ValueError) as e:
         return False, f"{type(e).__name__}: {e}", ""
