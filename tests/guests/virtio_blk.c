@@ -117,8 +117,7 @@ enum { CFG_COMMON = 1, CFG_NOTIFY = 2, CFG_ISR = 3, CFG_DEVICE = 4, CFG_COUNT = 
 #define WR_COUNT 4
 #define RB_FIRST 2          /* read-back window 2..9: the written sectors and two each side */
 #define RB_COUNT 8
-/* ~4 instructions per poll: about 6 s at the emulated 1.4M instructions/s before giving up. */
-#define POLL_LIMIT 2000000
+#define REQUEST_STALL_TICKS 10  /* RTC seconds without the request's completion before giving up */
 
 /* §2.7 split virtqueue; one page, each part at its required alignment (16/2/4). */
 struct virtq_desc {
@@ -293,6 +292,15 @@ static void set_desc(unsigned i, const void *addr, uint32_t len, uint16_t flags)
     vq.desc[i].next = (uint16_t)(i + 1);
 }
 
+#define CMOS_INDEX 0x70
+#define CMOS_DATA  0x71
+
+/* The RTC's seconds register (MC146818 register 0): a wall clock the polls can count by. */
+static uint8_t rtc_seconds(void) {
+    outb(CMOS_INDEX, 0);
+    return inb(CMOS_DATA);
+}
+
 /* Sends header + segs + status as chain 0..n and polls for its completion. Returns the
  * status byte (0xff if the device never wrote it), or -code on a transport failure. */
 static int request(uint32_t type, uint64_t sector, const struct seg *segs, unsigned nsegs,
@@ -312,10 +320,18 @@ static int request(uint32_t type, uint64_t sector, const struct seg *segs, unsig
     barrier();
     w16(notify_addr, 0);  /* §4.1.5.2: the queue index */
 
-    int n = POLL_LIMIT;
-    while (*(volatile uint16_t *)&vq.used_idx == used_shadow) {
-        if (!--n) return -fail(VBLK_EXIT_TIMEOUT, "no used-ring entry (request timed out)");
+    /* Given up after REQUEST_STALL_TICKS RTC seconds, as flood_round() does: a poll count
+     * would mean seconds on kvm-pvm's emulator and milliseconds on hardware or in the nested
+     * host, where one request's I/O through L1 takes longer than that. */
+    unsigned ticks = 0;
+    uint8_t sec = rtc_seconds();
+    for (uint32_t idle = 0; *(volatile uint16_t *)&vq.used_idx == used_shadow;) {
         polls++;
+        if (++idle % 4096 == 0 && rtc_seconds() != sec) {
+            sec = rtc_seconds();
+            if (++ticks >= REQUEST_STALL_TICKS)
+                return -fail(VBLK_EXIT_TIMEOUT, "no used-ring entry (request timed out)");
+        }
     }
     barrier();
     struct virtq_used_elem e = *(volatile struct virtq_used_elem *)&vq.used_ring[used_shadow % QSIZE];
@@ -573,14 +589,6 @@ static uint64_t read_capacity(void) {
 #define CFG_SIZE_MAX 0x08           /* §5.2.4 virtio_blk_config */
 #define CFG_SEG_MAX  0x0c
 #define FLOOD_STALL_TICKS 20       /* RTC seconds without any completion before giving up */
-#define CMOS_INDEX 0x70
-#define CMOS_DATA  0x71
-
-static uint8_t rtc_seconds(void) {
-    outb(CMOS_INDEX, 0);
-    return inb(CMOS_DATA);
-}
-
 static struct virtq_desc fq_desc[FLOOD_QMAX] __attribute__((aligned(4096)));
 static struct {
     uint16_t flags, idx, ring[FLOOD_QMAX], used_event;
