@@ -4,7 +4,7 @@
 # tools/nested/run-tests --kvm-suite BUILD_DIR adds this case and copies the runner and the
 # guest images to /nested/kvm. The runner's own PASS/FAIL lines are the case's output; the
 # case passes only if the runner ran every case and all passed.
-#@ timeout 900
+#@ timeout 400
 #@ l1-python
 #@ l1-binaries /usr/sbin/mkfs.ext4
 #@ expect-line ^kvm suite: \d+ case\(s\) under kestrel
