@@ -19,6 +19,11 @@
 #@ expect-value guest.vdb.readback.sha256 == $guest.vdb.written.sha256
 #@ expect-value l1.vdb.head.sha256 == $guest.vdb.written.sha256
 #@ expect-value l1.vda.after == $l1.vda.before
+# I/O on each of vdb's two queues: the guest read 32 x 4 KiB with O_DIRECT pinned to each vCPU.
+#@ expect-value guest.vdb.cpu0.dd.rc == 0
+#@ expect-value guest.vdb.cpu1.dd.rc == 0
+#@ expect-value kestrel.blk1.queue_requests[0] >= 32
+#@ expect-value kestrel.blk1.queue_requests[1] >= 32
 . /nested/case-lib.sh
 ro=/tmp/blk-multi-ro.img rw=/tmp/blk-multi-rw.img
 rm -f "$ro" "$rw"
