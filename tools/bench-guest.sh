@@ -12,8 +12,10 @@
 # are QEMU/kestrel so that > 1 is kestrel ahead everywhere).
 #
 #   tools/bench-guest.sh [-r ROUNDS] [-s SECONDS] [-m NET_MIB] [-d DISK_MIB] [-p blk,net]
-#                        [-o BLOCK_PATTERN,...] [-P] [-b BUILD_DIR | -k KESTREL]
+#                        [-o BLOCK_PATTERN,...] [-P] [-S] [-b BUILD_DIR | -k KESTREL]
 #
+# -S also runs kestrel-noseccomp (kestrel --seccomp off) in the same rounds and prints
+# kestrel/kestrel-noseccomp per pattern: what the seccomp filters cost.
 # -o runs only the named block patterns; -P profiles all of L1 with perf (cpu-clock samples)
 # while each guest runs its block patterns and prints the top processes, objects and symbols
 # per VMM (round 1): with -o 4k-randread-qd1, the profile of one pattern.
@@ -28,7 +30,8 @@ bench_root=$(cd "$(dirname "$0")/.." && pwd)
 bench_name=bench-guest
 rounds=3 seconds=5 net_mib=32 disk_mib=256 patterns=blk,net only=all profile=0 build=$bench_root/build kestrel=""
 usage() { sed -n '14,15p' "$0" | sed 's/^# *//' >&2; exit 2; }
-while getopts "r:s:m:d:p:o:Pb:k:h" opt; do
+vmms="kestrel qemu"
+while getopts "r:s:m:d:p:o:PSb:k:h" opt; do
   case $opt in
     r) rounds=$OPTARG ;;
     s) seconds=$OPTARG ;;
@@ -37,6 +40,7 @@ while getopts "r:s:m:d:p:o:Pb:k:h" opt; do
     p) patterns=$OPTARG ;;
     o) only=$OPTARG ;;
     P) profile=1 ;;
+    S) vmms="kestrel kestrel-noseccomp qemu" ;;
     b) build=$OPTARG ;;
     k) kestrel=$OPTARG ;;
     *) usage ;;
@@ -69,7 +73,7 @@ install -m 0755 "$bench_load" "$tmp/l2/usr/bin/guest_load"
 
 run_timeout=$(( 240 + 6 * seconds + net_mib ))
 cat > "$tmp/l1/nested/bench/params" <<EOF
-BENCH_VMMS="kestrel qemu"
+BENCH_VMMS="$vmms"
 BENCH_ROUNDS=$rounds
 BENCH_SECONDS=$seconds
 BENCH_NET_MIB=$net_mib
@@ -79,11 +83,12 @@ BENCH_BLK=$only
 BENCH_PROFILE=$profile
 BENCH_RUN_TIMEOUT=$run_timeout
 EOF
-bench_run_l1 "$bench_root/tools/nested/bench-cases/bench-io.sh" "$tmp/l1" $(( 300 + rounds * 2 * 3 * run_timeout ))
+bench_run_l1 "$bench_root/tools/nested/bench-cases/bench-io.sh" "$tmp/l1" $(( 300 + rounds * $(wc -w <<< "$vmms") * 3 * run_timeout ))
 
-python3 - "$bench_serial" "$rounds" "$seconds" "$net_mib" "$(nproc)" "$bench_loadavg_after" <<'PY'
+python3 - "$bench_serial" "$rounds" "$seconds" "$net_mib" "$(nproc)" "$bench_loadavg_after" "$vmms" <<'PY'
 import re, statistics, sys
-serial, rounds, seconds, net_mib, ncpu, load_after = sys.argv[1:]
+serial, rounds, seconds, net_mib, ncpu, load_after, vmms = sys.argv[1:]
+vmms = vmms.split()
 lines = open(serial, 'rb').read().decode('utf-8', 'replace').splitlines()
 res = {}      # (vmm, label) -> [dict per round]
 ok_runs = {tuple(re.findall(r'(?:vmm|round|try)=(\S+)', l)) for l in lines if l.startswith('BENCH-RUN-OK ')}
@@ -118,7 +123,7 @@ print(f'{"pattern":18} {"VMM":8} {"IOPS":>8} {"MB/s":>8} {"(MB/s range)":>14} {"
 ok = True
 for label in blk + net:
     rows = {}
-    for vmm in ('kestrel', 'qemu'):
+    for vmm in vmms:
         n = len(res.get((vmm, label), []))
         if not n:
             continue
@@ -133,8 +138,11 @@ for label in blk + net:
             lat = ' '.join(f'{nm} {q[j] / k[j]:.2f}x' for j, nm in ((2, 'p50'), (3, 'p90'), (4, 'p99'))
                            if k[j] and q[j])
             print(f' {thr:.2f}x' + (f' (latency QEMU/kestrel: {lat})' if lat else ''), end='')
+        if vmm == 'kestrel-noseccomp' and 'kestrel' in rows:
+            k, o = rows['kestrel'], rows['kestrel-noseccomp']
+            print(f' kestrel/kestrel-noseccomp {k[1] / o[1]:.2f}x' if o[1] else '', end='')
         print()
-    if len(rows) == 1:
+    if 0 < len(rows) < len(vmms):
         ok = False
 for r in retries:
     print('  ' + r)

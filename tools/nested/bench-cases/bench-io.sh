@@ -35,9 +35,11 @@ echo "BENCH-SETUP vmms=$BENCH_VMMS rounds=$BENCH_ROUNDS seconds=$BENCH_SECONDS n
 
 run_vmm() { # VMM
   case $1 in
-    kestrel)
+    kestrel|kestrel-noseccomp)
+      # kestrel-noseccomp (tools/bench-guest.sh -S): the same without its seccomp filters.
+      seccomp=kill; [ "$1" = kestrel-noseccomp ] && seccomp=off
       timeout -s KILL "$BENCH_RUN_TIMEOUT" "$KESTREL" run --kernel /l2/vmlinux --initrd "$initrd" --cpus 2 --memory 512M \
-        --disk "$loopdev,direct" --net "tap=$tap,mac=$mac" --log-level info --cmdline "$cmdline" ;;
+        --disk "$loopdev,direct" --net "tap=$tap,mac=$mac" --seccomp "$seccomp" --log-level info --cmdline "$cmdline" ;;
     qemu)
       timeout -s KILL "$BENCH_RUN_TIMEOUT" "$QEMU" -M microvm,pcie=on -enable-kvm -cpu host -smp 2 -m 512 -nodefaults -no-user-config \
         -display none -serial stdio -no-reboot \
