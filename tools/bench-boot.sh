@@ -5,26 +5,28 @@
 # tools/nested/bench-cases/bench-boot.sh, runs the VMMs in rotating order and times each run
 # with guest_load's exec timer on L1's clock: exec -> exit, exec -> the guest's /init line.
 # Prints per VMM the medians over rounds (exec -> exit, exec -> /init, split by the guest's TSC
-# at /init into the VMM's set-up before KVM_CREATE_VCPU and the guest's part) and kestrel/QEMU
-# for each figure; with -B, also the
-# start-up breakdown per guest RAM size (guest printk log, L1 page-fault and THP counters, and
-# kestrel's syscalls under strace with timestamps).
+# at /init into the VMM's set-up before KVM_CREATE_VCPU and the guest's part), kestrel/QEMU for
+# each figure, and for kestrel-api its InstanceStart -> /init next to the CLI's exec -> /init.
+# With -B, also the start-up breakdown per guest RAM size (guest printk log, L1 page-fault and
+# THP counters, L1 KVM's nested-paging counters, kestrel's syscalls under strace).
 #
-#   tools/bench-boot.sh [-n ROUNDS] [-M MEMORY_MIB] [-B "128 512 1536"] [-v "VMM ..."]
+#   tools/bench-boot.sh [-n ROUNDS] [-M MEMORY_MIB] [-B "128 512 2048"] [-v "VMM ..."]
 #                       [-x NAME=KESTREL_BINARY]... [-b BUILD_DIR | -k KESTREL]
 #
-# VMMs (-v, default "kestrel qemu qemu-lean"): kestrel; qemu = -M microvm with its defaults;
-# qemu-lean = microvm with pit, pic, rtc and option ROMs off. -x adds a kestrel variant as
-# VMM kestrel-NAME (e.g. a build with a start-up change under test). Defaults: 5 rounds,
-# 512 MiB, build dir `build`. Env: KESTREL_NESTED_OUT (default /tmp/nested-bench).
+# VMMs (-v, default "kestrel kestrel-api qemu qemu-lean"): kestrel (CLI options); kestrel-api
+# (`run --api-sock`, configured with curl: PUT /boot-source, /machine-config, then
+# InstanceStart); qemu = -M microvm with its defaults; qemu-lean = microvm with pit, pic, rtc
+# and option ROMs off. -x adds a kestrel variant as VMM kestrel-NAME (e.g. a build with a
+# start-up change under test). Defaults: 5 rounds, 512 MiB, build dir `build`.
+# Env: KESTREL_NESTED_OUT (default /tmp/nested-bench).
 # Never a timed assertion: exit 0 when every VMM completed every round, 1 otherwise, 2 on
 # usage errors. Timings are TCG-distorted: compare the VMMs with each other only.
 set -euo pipefail
 bench_root=$(cd "$(dirname "$0")/.." && pwd)
 bench_name=bench-boot
-rounds=5 memory=512 breakdown="" vmms="kestrel qemu qemu-lean" build=$bench_root/build kestrel=""
+rounds=5 memory=512 breakdown="" vmms="kestrel kestrel-api qemu qemu-lean" build=$bench_root/build kestrel=""
 variants=()
-usage() { sed -n '11,12p' "$0" | sed 's/^# *//' >&2; exit 2; }
+usage() { sed -n '13,14p' "$0" | sed 's/^# *//' >&2; exit 2; }
 while getopts "n:M:B:v:x:b:k:h" opt; do
   case $opt in
     n) rounds=$OPTARG ;;
@@ -43,7 +45,11 @@ for n in "$rounds" "$memory" $breakdown; do
   [[ $n =~ ^[1-9][0-9]*$ ]] || { echo "bench-boot: -n, -M and -B want positive integers" >&2; exit 2; }
 done
 for v in $vmms; do
-  [[ $v =~ ^(kestrel|qemu|qemu-lean)$ ]] || { echo "bench-boot: unknown VMM '$v' in -v" >&2; exit 2; }
+  [[ $v =~ ^(kestrel|kestrel-api|qemu|qemu-lean)$ ]] || { echo "bench-boot: unknown VMM '$v' in -v" >&2; exit 2; }
+done
+for x in "${variants[@]}"; do
+  [[ $x =~ ^([A-Za-z0-9_]+)=(.+)$ && ${BASH_REMATCH[1]} != api && -x ${BASH_REMATCH[2]} ]] ||
+    { echo "bench-boot: -x wants NAME=EXECUTABLE (NAME not api), got '$x'" >&2; exit 2; }
 done
 # shellcheck source=tools/nested/bench-cases/bench-host.sh
 source "$bench_root/tools/nested/bench-cases/bench-host.sh"
@@ -53,8 +59,7 @@ trap 'rm -rf "$tmp"' EXIT
 bench_build "$build" "$kestrel" "$tmp"
 bench_extra "$tmp/l1"
 for x in "${variants[@]}"; do
-  [[ $x =~ ^([A-Za-z0-9_]+)=(.+)$ && -x ${BASH_REMATCH[2]} ]] ||
-    { echo "bench-boot: -x wants NAME=EXECUTABLE, got '$x'" >&2; exit 2; }
+  [[ $x =~ ^([A-Za-z0-9_]+)=(.+)$ ]]
   # Same libraries as the main binary (built from the same tree), which build-l1.sh copies.
   install -m 0755 "${BASH_REMATCH[2]}" "$tmp/l1/nested/bin/kestrel-${BASH_REMATCH[1]}"
   vmms="$vmms kestrel-${BASH_REMATCH[1]}"
@@ -90,7 +95,7 @@ kvmstat = {}  # (vmm, mem) -> L1 KVM debugfs counters at /init
 execs = {}    # vmm -> [exec -> exit of BINARY --version, ms]
 ldstats = [l[len('BENCH-LDSTATS '):] for l in lines if l.startswith('BENCH-LDSTATS ')]
 for l in lines:
-    m = re.match(r'BENCH-RESULT (.*?) (time|init|tsc|meminfo|dmesg) (.*)', l)
+    m = re.match(r'BENCH-RESULT (.*?) (time|stamp|init|clock|tsc|meminfo|dmesg) (.*)', l)
     if m:
         tag, kind, rest = kv(m.group(1)), m.group(2), m.group(3)
         vmm = tag['vmm']
@@ -109,8 +114,13 @@ for l in lines:
             t = kv(rest)
             r['exit'], r['init'], r['rc'] = float(t['exec_to_exit_ms']), float(t['exec_to_mark_ms']), t['rc']
             r['minflt'], r['sys'] = int(t.get('minflt', -1)), float(t.get('sys_ms', -1))
+            r['t0_ms'] = int(t.get('t0_ns', -1)) / 1e6
+        elif kind == 'stamp':
+            r['start_ms'] = int(kv(rest)['mono_ns']) / 1e6
         elif kind == 'init':
             r['uptime'] = float(kv(rest)['uptime']) * 1000
+        elif kind == 'clock' and 'sched_offset' in kv(rest):
+            r['clock_ms'] = int(kv(rest)['sched_offset']) / 1e6
         elif kind == 'tsc':
             t = kv(rest)
             r['tsc'], r['mhz'] = int(t['cycles']), float(t.get('mhz', 0))
@@ -144,31 +154,52 @@ print(f'\nbench-boot: exec -> exit of a guest whose /init powers off at once; sa
       f'2 vCPUs, {memory} MiB; medians of {rounds} rotating rounds, L1 clock, ms')
 print(f'  L1 set-up: {setup[len("BENCH-SETUP "):]}')
 print(f'  host: {ncpu} CPUs, load average at the end {load_after} (other work on the machine disturbs TCG)')
-print('  VMM set-up = exec -> KVM_CREATE_VCPU (exec->/init minus the guest\'s TSC at /init); guest = the rest')
-print(f'{"VMM":16} {"n":>3} {"exec->exit":>11} {"p90":>8} {"exec->/init":>12} {"VMM set-up":>11} {"guest":>8} '
-      f'{"guest uptime":>13} {"/init->exit":>12} {"VMM faults":>11} {"VMM sys ms":>11}')
+# KVM starts the vCPUs' TSC at 0 at the first KVM_CREATE_VCPU, so the guest's TSC at /init (over
+# its rate) dates vCPU creation on L1's clock; its uptime dates the start of its own clock. For
+# kestrel, which leaves kvm-clock alone, the clock's reading at that start (sched offset, ns since
+# KVM_CREATE_VM) also dates KVM_CREATE_VM; QEMU sets kvm-clock (KVM_SET_CLOCK), so not for it.
+print('  VMM set-up = exec -> first KVM_CREATE_VCPU (of which exec -> KVM_CREATE_VM, kestrel only); pre-clock =')
+print('  vCPU creation -> guest clock start (VMM\'s last steps + guest until kvm-clock); guest boot = clock start -> /init')
+print(f'{"VMM":16} {"n":>3} {"exec->exit":>11} {"p90":>7} {"exec->/init":>12} {"VMM set-up":>11} {"(->VM)":>7} '
+      f'{"pre-clock":>10} {"guest boot":>11} {"/init->exit":>12} {"VMM faults":>11} {"sys ms":>7}')
 rows = {}
 for vmm in vmms:
-    rs = [r for r in runs.get(vmm, {}).values() if r.get('rc') == '0' and r.get('init', -1) >= 0 and 'uptime' in r]
+    rs = [r for r in runs.get(vmm, {}).values()
+          if r.get('rc') == '0' and r.get('init', -1) >= 0 and 'uptime' in r and r.get('mhz')]
     if not rs:
         print(f'{vmm:16}   0   (no completed run)')
         continue
+    for r in rs:
+        r['vcpu'] = r['init'] - r['tsc'] / r['mhz'] / 1e3   # exec -> vCPU creation
+        if 'clock_ms' in r and vmm.startswith('kestrel'):
+            r['vm'] = r['init'] - r['uptime'] - r['clock_ms']
     ex = sorted(r['exit'] for r in rs)
     p90 = ex[max(0, -(-9 * len(ex) // 10) - 1)]
-    setup = [r['init'] - r['tsc'] / r['mhz'] / 1e3 for r in rs if r.get('mhz')]
-    row = (med(ex), med([r['init'] for r in rs]), med(setup), med([r['tsc'] / r['mhz'] / 1e3 for r in rs if r.get('mhz')]),
-           med([r['uptime'] for r in rs]), med([r['exit'] - r['init'] for r in rs]))
+    row = (med(ex), med([r['init'] for r in rs]), med([r['vcpu'] for r in rs]),
+           med([r['init'] - r['uptime'] - r['vcpu'] for r in rs]), med([r['uptime'] for r in rs]),
+           med([r['exit'] - r['init'] for r in rs]), med([r['vm'] for r in rs if 'vm' in r]))
     rows[vmm] = row
     flt = med([r['minflt'] for r in rs if r.get('minflt', -1) >= 0])
     sys_ms = med([r['sys'] for r in rs if r.get('sys', -1) >= 0])
-    print(f'{vmm:16} {len(rs):>3} {f(row[0]):>11} {f(p90):>8} {f(row[1]):>12} {f(row[2]):>11} {f(row[3]):>8} '
-          f'{f(row[4]):>13} {f(row[5]):>12} {f(flt):>11} {f(sys_ms):>11}')
+    print(f'{vmm:16} {len(rs):>3} {f(row[0]):>11} {f(p90):>7} {f(row[1]):>12} {f(row[2]):>11} {f(row[6]):>7} '
+          f'{f(row[3]):>10} {f(row[4]):>11} {f(row[5]):>12} {f(flt):>11} {f(sys_ms):>7}')
 for k in [v for v in vmms if v.startswith('kestrel')]:
     for q in [v for v in vmms if v.startswith('qemu')]:
         if k in rows and q in rows:
             a, b = rows[k], rows[q]
             ratio = lambda i: f'{a[i] / b[i]:.2f}x' if a[i] is not None and b[i] else '-'
-            print(f'{k}/{q}: exec->exit {ratio(0)}, exec->/init {ratio(1)}, VMM set-up {ratio(2)}, guest {ratio(3)}')
+            print(f'{k}/{q}: exec->exit {ratio(0)}, exec->/init {ratio(1)}, VMM set-up {ratio(2)}, '
+                  f'pre-clock {ratio(3)}, guest boot {ratio(4)}')
+api = [r for r in runs.get('kestrel-api', {}).values()
+       if r.get('rc') == '0' and r.get('init', -1) >= 0 and r.get('start_ms') and r.get('t0_ms', -1) > 0]
+if api:
+    # Both on L1's CLOCK_MONOTONIC: guest_load stamp just before curl's exec, time's exec + mark.
+    s2i = sorted(r['t0_ms'] + r['init'] - r['start_ms'] for r in api)
+    cli = rows.get('kestrel', (None, None))[1]
+    print(f'kestrel-api: InstanceStart request -> /init median {med(s2i):.0f} ms (min {s2i[0]:.0f}, max {s2i[-1]:.0f}, '
+          f'n {len(s2i)}); exec -> InstanceStart request {med([r["start_ms"] - r["t0_ms"] for r in api]):.0f} ms '
+          f'(socket up, two PUTs); kestrel CLI exec -> /init {f(cli)} ms'
+          + (f'; InstanceStart->/init / CLI exec->/init {med(s2i) / cli:.2f}x' if cli else ''))
 if execs:
     print('exec alone (BINARY --version: dynamic loading, constructors, option parsing), median ms / page faults: ' +
           ', '.join(f'{v} {med([a for a, _ in x]):.0f} / {med([b for _, b in x]):.0f}' for v, x in execs.items()))
@@ -177,34 +208,26 @@ for l in ldstats:
 print('goal (reference only, never a failure): kestrel <= 0.3x QEMU microvm exec -> exit')
 
 if bd:
-    # KVM starts a vCPU's TSC at 0 when the VMM creates it (KVM_CREATE_VCPU), so the guest's TSC
-    # at /init, over its tsc_khz, splits exec -> /init (L1 clock) into the VMM's set-up before its
-    # vCPUs exist and the guest's part; the guest's kvm-clock "sched offset" (the TSC when the
-    # kernel's clock started) splits the latter at the guest clock's start.
-    print('\nstart-up breakdown per guest RAM (one run each, ms on L1\'s clock):')
-    print('  VMM set-up = exec -> vCPU creation (exec->/init minus guest TSC at /init); guest pre-clock = vCPU creation ->')
-    print('  guest clock start (kvm-clock sched offset); guest boot = clock start -> /init; L1 pgfault/THP faults over the')
-    print('  whole run; L1 KVM at /init: exits, nested page faults fixed, nested page-table mappings 4K/2M')
-    print(f'{"VMM":16} {"MiB":>5} {"exec->/init":>12} {"VMM set-up":>11} {"pre-clock":>10} {"guest boot":>11} '
-          f'{"(uptime)":>9} {"L1 pgfault":>11} {"L1 THP":>7} {"exits":>8} {"npf fixed":>9} {"4K/2M maps":>11}')
+    # The same split as the main table, one run per VMM and guest RAM size, with what L1 paid.
+    print('\nstart-up breakdown per guest RAM (one run each, ms on L1\'s clock; columns as above):')
+    print('  L1 pgfault/THP = L1\'s page faults and huge pages faulted in over the whole run; L1 KVM at /init: exits,')
+    print('  nested page faults fixed, nested page-table mappings 4K/2M')
+    print(f'{"VMM":16} {"MiB":>5} {"exec->/init":>12} {"VMM set-up":>11} {"(->VM)":>7} {"pre-clock":>10} {"guest boot":>11} '
+          f'{"L1 pgfault":>11} {"L1 THP":>7} {"exits":>8} {"npf fixed":>9} {"4K/2M maps":>11}')
     order = lambda x: (x[1], vmms.index(x[0]) if x[0] in vmms else 99)
     for (vmm, mem) in sorted(bd, key=order):
         r = bd[(vmm, mem)]
         st = stats.get((vmm, mem), {})
         d = lambda k: (st['after'].get(k, 0) - st['before'].get(k, 0)) if 'after' in st and 'before' in st else None
-        dm = r.get('dmesg', [])
         ks = kvmstat.get((vmm, mem), {})
-        mhz = r.get('mhz') or next((float(m.group(1)) for _, t in dm for m in [re.search(r'tsc: Detected ([0-9.]+) MHz', t)] if m), None)
-        off = next((int(m.group(1)) for _, t in dm for m in [re.search(r'sched offset of (\d+) cycles', t)] if m), None)
-        if 'init' not in r or 'tsc' not in r or not mhz:
+        if 'init' not in r or 'tsc' not in r or not r.get('mhz') or 'uptime' not in r:
             print(f'{vmm:16} {mem:>5}   (run incomplete)')
             continue
-        tsc_ms = r['tsc'] / mhz / 1e3
-        pre = off / mhz / 1e3 if off is not None else None
-        print(f'{vmm:16} {mem:>5} {f(r["init"]):>12} {f(r["init"] - tsc_ms):>11} {f(pre):>10} '
-              f'{f(tsc_ms - pre if pre is not None else None):>11} {f(r.get("uptime")):>9} '
-              f'{f(d("pgfault")):>11} {f(d("thp_fault_alloc")):>7} {f(ks.get("exits")):>8} {f(ks.get("pf_fixed")):>9} '
-              f'{f(ks.get("pages_4k")) + "/" + f(ks.get("pages_2m")):>11}')
+        vcpu = r['init'] - r['tsc'] / r['mhz'] / 1e3
+        vm = r['init'] - r['uptime'] - r['clock_ms'] if 'clock_ms' in r and vmm.startswith('kestrel') else None
+        print(f'{vmm:16} {mem:>5} {f(r["init"]):>12} {f(vcpu):>11} {f(vm):>7} {f(r["init"] - r["uptime"] - vcpu):>10} '
+              f'{f(r["uptime"]):>11} {f(d("pgfault")):>11} {f(d("thp_fault_alloc")):>7} {f(ks.get("exits")):>8} '
+              f'{f(ks.get("pf_fixed")):>9} {f(ks.get("pages_4k")) + "/" + f(ks.get("pages_2m")):>11}')
     # The guest's printk clock: where the kernel's own time went, up to /init.
     marks = [('mem init', r'^Memory: '), ('smp up', r'^smp: Brought up'), ('acpi', r'^ACPI: Interpreter enabled'),
              ('kvm-clock cs', r'Switched to clocksource kvm-clock'), ('initramfs', r'^Trying to unpack rootfs'),

@@ -19,6 +19,9 @@
 //       runs CMD with its stdout+stderr passed through, reports exec -> exit and exec -> the
 //       first output line containing STRING (wall, this system's clock), CMD's exit code and
 //       its rusage (page faults, user/system CPU, peak RSS)
+//       and t0_ns, the exec's CLOCK_MONOTONIC (to line up with a stamp)
+//   guest_load stamp [--label NAME] -- CMD ARGS...         prints CLOCK_MONOTONIC, then execs CMD
+//       (dates a request, e.g. the API's InstanceStart, against a `time` run's mark)
 //   guest_load tsc                                         this CPU's time-stamp counter: in a
 //       KVM guest it counts from the vCPU's creation, which dates the guest's start-up
 #include <arpa/inet.h>
@@ -57,6 +60,7 @@ namespace {
                  "       guest_load tcp-sink --listen PORT\n"
                  "       guest_load tcp-source --listen PORT --mib N\n"
                  "       guest_load time [--mark STRING] [--label L] -- CMD ARGS...\n"
+                 "       guest_load stamp [--label L] -- CMD ARGS...\n"
                  "       guest_load tsc\n",
                  why);
     std::exit(2);
@@ -359,18 +363,32 @@ int run_tcp(const std::string& mode, const Args& a) {
 
 // ---- exec timer (boot benchmarks) ----
 
-int run_time(int argc, char** argv) {
-    const char* mark = nullptr;
-    const char* label = "run";
+// The options before `--` of time and stamp; returns CMD ARGS... after it.
+char** command_after_options(int argc, char** argv, const char** mark, const char** label) {
     int i = 2;
     for (; i < argc && std::strcmp(argv[i], "--") != 0; i += 2) {
         if (i + 1 >= argc) usage("option without a value");
-        if (std::strcmp(argv[i], "--mark") == 0) mark = argv[i + 1];
-        else if (std::strcmp(argv[i], "--label") == 0) label = argv[i + 1];
-        else usage("time: unknown option");
+        if (mark && std::strcmp(argv[i], "--mark") == 0) *mark = argv[i + 1];
+        else if (std::strcmp(argv[i], "--label") == 0) *label = argv[i + 1];
+        else usage("unknown option");
     }
-    if (i + 1 >= argc) usage("time wants -- CMD ARGS...");
-    char** cmd = argv + i + 1;
+    if (i + 1 >= argc) usage("want -- CMD ARGS...");
+    return argv + i + 1;
+}
+
+int run_stamp(int argc, char** argv) {
+    const char* label = "stamp";
+    char** cmd = command_after_options(argc, argv, nullptr, &label);
+    std::printf("GUEST-LOAD stamp label=%s mono_ns=%" PRIu64 "\n", label, now_ns());
+    std::fflush(stdout);
+    execvp(cmd[0], cmd);
+    die(cmd[0]);
+}
+
+int run_time(int argc, char** argv) {
+    const char* mark = nullptr;
+    const char* label = "run";
+    char** cmd = command_after_options(argc, argv, &mark, &label);
     int pipefd[2];
     if (pipe2(pipefd, O_CLOEXEC) != 0) die("pipe");
     const uint64_t t0 = now_ns();
@@ -410,9 +428,9 @@ int run_time(int argc, char** argv) {
     // as user time): under nested TCG a page fault costs on the order of 1 ms, so minflt
     // explains much of a VMM's start-up there.
     std::printf("\nGUEST-LOAD time label=%s rc=%d exec_to_exit_ms=%.1f exec_to_mark_ms=%.1f minflt=%ld majflt=%ld "
-                "user_ms=%.0f sys_ms=%.0f maxrss_kb=%ld\n", label, rc, static_cast<double>(t_exit - t0) / 1e6,
+                "user_ms=%.0f sys_ms=%.0f maxrss_kb=%ld t0_ns=%" PRIu64 "\n", label, rc, static_cast<double>(t_exit - t0) / 1e6,
                 t_mark ? static_cast<double>(t_mark - t0) / 1e6 : -1.0, ru.ru_minflt, ru.ru_majflt, ms(ru.ru_utime),
-                ms(ru.ru_stime), ru.ru_maxrss);
+                ms(ru.ru_stime), ru.ru_maxrss, t0);
     std::fflush(stdout);
     return rc;
 }
@@ -423,6 +441,7 @@ int main(int argc, char** argv) {
     if (argc < 2) usage("no mode");
     const std::string mode = argv[1];
     if (mode == "time") return run_time(argc, argv);
+    if (mode == "stamp") return run_stamp(argc, argv);
     if (mode == "tsc") {
         // KVM starts each vCPU's TSC at 0 when the VMM creates it (KVM_CREATE_VCPU); with the
         // kernel's TSC rate ("cpu MHz", tsc_khz under kvm-clock) this splits exec -> /init into

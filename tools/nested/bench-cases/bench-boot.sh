@@ -5,7 +5,9 @@
 # TSC and powers off at once; 2 vCPUs, BENCH_MEMORY MiB, console on ttyS0, `quiet`, no devices.
 # guest_load's exec timer gives exec -> exit and exec -> the guest's BENCH-BOOT-INIT line on
 # L1's clock. VMM names: kestrel or kestrel-* (binary /nested/bin/NAME: a variant under test),
-# qemu (-M microvm, its defaults: PIC, PIT, RTC, ACPI, option ROMs) and qemu-lean (-M microvm
+# kestrel-api (/nested/bin/kestrel run --api-sock, configured with curl as in Firecracker's
+# getting-started sequence; guest_load stamp dates the InstanceStart request on the same clock,
+# so the run also gives InstanceStart -> /init), qemu (-M microvm, its defaults: PIC, PIT, RTC, ACPI, option ROMs) and qemu-lean (-M microvm
 # with pit, pic, rtc and option ROMs off, as QEMU's docs suggest for a fast microvm boot).
 # Rounds rotate which VMM goes first; a run that does not end with the init line and exit
 # status 0 is retried, twice at most.
@@ -16,7 +18,7 @@
 # counters at /init, and for each kestrel one run under strace (-f -ttt -T: kestrel's own
 # syscalls with timestamps, the teardown included).
 #@ timeout 7200
-#@ l1-binaries /usr/bin/qemu-system-x86_64 /usr/bin/strace?
+#@ l1-binaries /usr/bin/qemu-system-x86_64 /usr/bin/curl /usr/bin/strace?
 #@ allow-line .
 . /nested/bench/lib.sh
 initrd=/l2/boot.cpio.gz
@@ -24,6 +26,8 @@ cmdline="console=ttyS0 reboot=k panic=-1 quiet"
 
 boot_cmd() { # VMM MEMORY_MIB EXTRA_CMDLINE: the command line, one word per line for `set --`
   case $1 in
+    kestrel-api)
+      echo "/nested/bin/kestrel run --api-sock $api_sock" ;;
     kestrel*)
       echo "/nested/bin/$1 run --kernel /l2/vmlinux --initrd $initrd --cpus 2 --memory ${2}M" ;;
     qemu)
@@ -34,21 +38,47 @@ boot_cmd() { # VMM MEMORY_MIB EXTRA_CMDLINE: the command line, one word per line
   esac
 }
 
+api_sock=/tmp/bench-api.sock
+api() { # METHOD PATH BODY: one request to kestrel-api's socket; prints the HTTP status
+  curl -s -o /tmp/bench-api.out -w '%{http_code}\n' --unix-socket "$api_sock" -X "$1" "http://localhost$2" \
+    -H 'Content-Type: application/json' -d "$3"
+}
+
+# api_configure MEMORY TAG CMDLINE: kestrel-api's requests, once its socket is up; the last,
+# InstanceStart, under guest_load stamp (its line tagged like the run's).
+api_configure() {
+  local i=0
+  while [ ! -S "$api_sock" ] && [ "$i" -lt 600 ]; do sleep 0.05; i=$((i + 1)); done
+  { api PUT /boot-source "{\"kernel_image_path\": \"/l2/vmlinux\", \"initrd_path\": \"$initrd\", \"boot_args\": \"$3\"}"
+    api PUT /machine-config "{\"vcpu_count\": 2, \"mem_size_mib\": $1}"
+    "$LOAD" stamp --label instancestart -- \
+      curl -s -o /tmp/bench-api.out -w '%{http_code}\n' --unix-socket "$api_sock" -X PUT http://localhost/actions \
+      -H 'Content-Type: application/json' -d '{"action_type": "InstanceStart"}'
+  } | awk -v tag="$2" '/^GUEST-LOAD / { sub(/^GUEST-LOAD /, "BENCH-RESULT " tag " "); print; next }
+      { codes = codes " " $0 } END { print "BENCH-API " tag " http" codes; fflush() }'
+}
+
 # boot_once VMM MEMORY TAG EXTRA_CMDLINE [PREFIX...]: one timed boot, its lines tagged (PREFIX:
 # a command the VMM runs under, e.g. strace). Returns 0 when the guest reached /init and the
-# VMM exited 0.
+# VMM exited 0 (and for kestrel-api, every request answered 204).
 boot_once() {
   local vmm=$1 mem=$2 tag=$3 extra=$4 cl
   shift 4
   cl="$cmdline${extra:+ $extra}"
-  rm -f /tmp/bench-run.out
+  rm -f /tmp/bench-run.out /tmp/bench-api.log "$api_sock"
+  [ "$vmm" = kestrel-api ] && api_configure "$mem" "$tag" "$cl" > /tmp/bench-api.log &
   # shellcheck disable=SC2046
   case $vmm in
+    kestrel-api) timeout -s KILL "$BENCH_RUN_TIMEOUT" "$LOAD" time --mark BENCH-BOOT-INIT --label boot -- \
+                "$@" $(boot_cmd "$vmm" "$mem") ;;
     kestrel*) timeout -s KILL "$BENCH_RUN_TIMEOUT" "$LOAD" time --mark BENCH-BOOT-INIT --label boot -- \
                 "$@" $(boot_cmd "$vmm" "$mem") --cmdline "$cl" ;;
     *) timeout -s KILL "$BENCH_RUN_TIMEOUT" "$LOAD" time --mark BENCH-BOOT-INIT --label boot -- \
                 "$@" $(boot_cmd "$vmm" "$mem") -append "$cl" ;;
   esac < /dev/null 2>&1 | bench_tag "$tag"
+  wait
+  [ -s /tmp/bench-api.log ] && cat /tmp/bench-api.log
+  [ "$vmm" != kestrel-api ] || grep -q '^BENCH-API .* http 204 204 204$' /tmp/bench-api.log || return 1
   grep -q 'BENCH-RESULT .* time label=boot rc=0 .*exec_to_mark_ms=[0-9]' /tmp/bench-run.out
 }
 
@@ -56,7 +86,7 @@ echo "BENCH-SETUP vmms=$BENCH_VMMS rounds=$BENCH_ROUNDS memory=$BENCH_MEMORY thp
 # Exec cost alone (dynamic loading, static constructors, option parsing): each binary's
 # --version, three times, and once the dynamic loader's own statistics.
 for vmm in $BENCH_VMMS; do
-  case $vmm in qemu*) bin=$QEMU ;; *) bin=/nested/bin/$vmm ;; esac
+  case $vmm in qemu*) bin=$QEMU ;; kestrel-api) continue ;; *) bin=/nested/bin/$vmm ;; esac
   for i in 1 2 3; do
     "$LOAD" time --label version -- "$bin" --version < /dev/null 2>&1 | grep GUEST-LOAD | bench_tag "vmm=$vmm exec=$i"
   done
@@ -80,6 +110,7 @@ done
 
 for mem in $BENCH_BREAKDOWN_MEMS; do
   for vmm in $BENCH_VMMS; do
+    [ "$vmm" = kestrel-api ] && continue   # the same start-up as kestrel's once started
     before=$(bench_l1_stats)
     BENCH_HOOK_INIT=$(bench_kvm_stats_hook)
     boot_once "$vmm" "$mem" "vmm=$vmm mem=$mem breakdown=dmesg" bench.dmesg=1 ||

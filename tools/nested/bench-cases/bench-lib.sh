@@ -27,8 +27,8 @@ bench_order() {
 # bench_tag TAG: passes a VMM's output through, turning the guest's (or guest_load
 # time's) `GUEST-LOAD mode k=v...` lines into `BENCH-RESULT TAG mode k=v...`
 # and keeping a copy in /tmp/bench-run.out for the success check.
-# Also tagged: the boot guest's BENCH-BOOT-INIT / BENCH-MEMINFO / BENCH-DMESG lines (as
-# `init`, `meminfo`, `dmesg`). TAG is "vmm=V round=R" plus any further key=value words.
+# Also tagged: the boot guest's BENCH-BOOT-INIT / BENCH-BOOT-CLOCK / BENCH-MEMINFO / BENCH-DMESG
+# lines (as `init`, `clock`, `meminfo`, `dmesg`). TAG is "vmm=V round=R" plus any further key=value words.
 # With BENCH_HOOK_START / BENCH_HOOK_STOP set, the first runs (via system()) when the guest's
 # BENCH-GUEST line goes by and the second at the first tcp result or the case's end (the
 # block patterns' span: bench-io's profiler); BENCH_HOOK_INIT runs when BENCH-BOOT-INIT goes by.
@@ -42,6 +42,7 @@ bench_tag() {
     /GUEST-LOAD / { sub(/.*GUEST-LOAD /, "BENCH-RESULT " tag " ") }
     /BENCH-BOOT-INIT / { sub(/.*BENCH-BOOT-INIT /, "BENCH-RESULT " tag " init ") }
     /BENCH-MEMINFO / { sub(/.*BENCH-MEMINFO /, "BENCH-RESULT " tag " meminfo ") }
+    /BENCH-BOOT-CLOCK / { sub(/.*BENCH-BOOT-CLOCK /, "BENCH-RESULT " tag " clock ") }
     /BENCH-DMESG / { sub(/.*BENCH-DMESG /, "BENCH-RESULT " tag " dmesg ") }
     { print; print > "/tmp/bench-run.out"; fflush() }'
 }
