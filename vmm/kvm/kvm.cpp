@@ -65,15 +65,17 @@ Result<System> System::open(const std::string& path) {
         return fail_errno("cannot open {}", path);
     }
     System sys{UniqueFd(raw)};
-    // A regular file at /dev/kvm (what a shell's `<>/dev/kvm` leaves behind as root when the
-    // node is missing) answers every ioctl with ENOTTY: say what it is instead.
+    // A regular file at /dev/kvm (what a shell's read-write redirection of the path leaves behind,
+    // as root, when the node is missing) answers every ioctl with ENOTTY: say what it is instead.
     struct stat st {};
     if (::fstat(raw, &st) == 0 && !S_ISCHR(st.st_mode))
         return fail("{} is not the KVM character device but a {}: remove it; this machine has no "
                     "usable KVM ({})",
                     path, S_ISREG(st.st_mode) ? "regular file" : "non-device file",
-                    S_ISREG(st.st_mode) ? "a shell redirection like `<>/dev/kvm` creates one"
-                                        : "load kvm_intel or kvm_amd");
+                    S_ISREG(st.st_mode)
+                        ? "a shell's read-write redirection of the path creates one; test for the device "
+                          "with [ -c PATH ]"
+                        : "load kvm_intel or kvm_amd");
     int version = ::ioctl(raw, KVM_GET_API_VERSION, 0);
     if (version < 0)
         return fail("{} is a character device but not KVM's (it does not answer KVM_GET_API_VERSION: "
