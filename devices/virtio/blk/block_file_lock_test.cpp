@@ -1,8 +1,6 @@
 // BlockFile's refusals and QEMU-compatible image locks (image_lock.hpp), checked against
 // the lock bytes themselves, a second process, and a real QEMU when one is installed.
 #include <doctest/doctest.h>
-
-#include <cstdlib>
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -10,6 +8,7 @@
 
 #include <array>
 #include <cstdio>
+#include <cstdlib>
 #include <optional>
 #include <string>
 
