@@ -50,9 +50,9 @@ echo "NESTED-L1-READY kvm=ok"
 # leaves a kestrel vCPU thread) panics with its stack on the console, and QEMU exits at once
 # (panic=-1, -no-reboot): run-tests sees the death now rather than at the case's timeout.
 echo 1 > /proc/sys/kernel/softlockup_panic
-# A CPU that never comes back from an L2 guest (TCG's SVM; seen as QEMU spinning on both host
-# cores with no output) trips no soft-lockup check, which each CPU makes of itself; RCU's stall
-# detector is run from the other CPU: its stall (21 s) panics L1 too.
+# A CPU stuck with interrupts off trips no soft-lockup check (each CPU makes it of itself);
+# RCU's stall detector, run from another CPU, panics L1 then. (It did not fire in the L1 hangs
+# seen during the kvm suite, QEMU spinning on both host cores: cause still unknown.)
 echo 1 > /proc/sys/kernel/panic_on_rcu_stall
 
 mode=tests
