@@ -41,6 +41,17 @@ void AcpiPmDevice::write(uint64_t offset, std::span<const uint8_t> data) {
     if (action == Action::kReset && on_reset_) on_reset_();
 }
 
+AcpiPmDevice::State AcpiPmDevice::save() const {
+    std::lock_guard lock(mutex_);
+    return State{.wake_status = wake_status_};
+}
+
+Result<void> AcpiPmDevice::restore(const State& s) {
+    std::lock_guard lock(mutex_);
+    wake_status_ = s.wake_status;
+    return {};
+}
+
 AcpiPmDevice::Action AcpiPmDevice::write_register(uint64_t offset, uint8_t value) {
     switch (offset) {
     case kSleepControlOffset: {

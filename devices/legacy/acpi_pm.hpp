@@ -17,6 +17,7 @@
 #include <span>
 
 #include "devices/bus_device.hpp"
+#include "vmm/base/error.hpp"
 
 namespace kestrel {
 
@@ -32,13 +33,28 @@ public:
     void read(uint64_t offset, std::span<uint8_t> data) override;
     void write(uint64_t offset, std::span<const uint8_t> data) override;
 
+    // The registers' guest-visible state, for snapshots and live migration. The sleep control
+    // and reset registers are write-only and act at once (ACPI 6.x §4.8.3.6/§4.8.3.7), so
+    // only WAK_STS in the sleep status register (§4.8.3.8) persists between accesses. There
+    // are no enable bits: hardware-reduced ACPI has no PM1 event block here, and no SCI.
+    // Deliberately not held: the power-off and reset callbacks (host wiring).
+    struct State {
+        bool wake_status = false;  // WAK_STS
+
+        bool operator==(const State&) const = default;
+    };
+    State save() const;
+    // Nothing in the state has a domain to check (one bool), so this never fails; it returns
+    // Result for the same shape as the other devices. Never calls the callbacks.
+    Result<void> restore(const State& s);
+
 private:
     enum class Action { kNone, kPowerOff, kReset };
     Action write_register(uint64_t offset, uint8_t value);  // mutex_ held
 
     const std::function<void()> on_poweroff_;
     const std::function<void()> on_reset_;
-    std::mutex mutex_;
+    mutable std::mutex mutex_;
     bool wake_status_ = false;
 };
 

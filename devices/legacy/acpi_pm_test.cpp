@@ -44,3 +44,32 @@ TEST_CASE("acpi-pm: other writes are ignored; unsupported sleep wakes at once") 
     CHECK(poweroffs == 0);
     CHECK(resets == 0);
 }
+
+TEST_CASE("acpi-pm: save/restore round trip carries WAK_STS and what follows") {
+    int poweroffs_a = 0, resets_a = 0;
+    AcpiPmDevice a([&] { ++poweroffs_a; }, [&] { ++resets_a; });
+    wr(a, 0, static_cast<uint8_t>(1 << 2 | kSlpEn));  // S1: unsupported, wakes at once
+    const AcpiPmDevice::State saved = a.save();
+    CHECK(saved.wake_status);
+
+    int poweroffs_b = 0, resets_b = 0;
+    AcpiPmDevice b([&] { ++poweroffs_b; }, [&] { ++resets_b; });
+    REQUIRE(b.restore(saved));
+    CHECK(b.save() == saved);
+    CHECK(a.save() == saved);
+    for (uint64_t off = 0; off < 4; ++off) CHECK(rd(a, off) == rd(b, off));
+    CHECK(rd(b, 1) == 0x80);
+    // The guest carries on: clear WAK_STS, then power off, on both.
+    for (AcpiPmDevice* d : {&a, &b}) {
+        wr(*d, 1, 0x80);
+        CHECK(rd(*d, 1) == 0);
+        wr(*d, 0, static_cast<uint8_t>(x86::kAcpiS5SleepType << 2 | kSlpEn));
+    }
+    CHECK(a.save() == b.save());
+    CHECK(poweroffs_a == 1);
+    CHECK(poweroffs_b == 1);
+    CHECK(resets_a + resets_b == 0);  // restoring never acts on the callbacks
+
+    REQUIRE(b.restore(AcpiPmDevice::State{}));
+    CHECK(rd(b, 1) == 0);
+}

@@ -122,6 +122,32 @@ void CmosRtc::write(uint64_t offset, std::span<const uint8_t> data) {
     }
 }
 
+CmosRtc::State CmosRtc::save() const {
+    std::lock_guard lock(mutex_);
+    return State{.index = index_, .ram = ram_};
+}
+
+Result<void> CmosRtc::restore(const State& s) {
+    // Each check refuses a byte this device never stores, so the restored RAM is one the
+    // guest could have produced through ports 0x70/0x71.
+    if (s.index > kIndexMask) return bad_request("cmos: index {:#x} is beyond the 128-byte RAM", s.index);
+    if (const uint8_t a = s.ram[idx(Index::kRegA)]; a & kRegAUpdateInProgress)
+        return bad_request("cmos: ram[0x0a] (register A) {:#04x} has UIP set; UIP is read-only and derived "
+                           "from the clock", a);
+    if (const uint8_t d = s.ram[idx(Index::kRegD)]; d != kRegDValidRamAndTime)
+        return bad_request("cmos: ram[0x0d] (register D) is {:#04x}, not {:#04x} (read-only, VRT only)", d,
+                           kRegDValidRamAndTime);
+    for (unsigned i = 0; i < s.ram.size(); ++i) {
+        if (is_time_register(static_cast<uint8_t>(i)) && s.ram[i] != 0)
+            return bad_request("cmos: ram[{:#04x}] is a time register and must be 0 (the clock supplies it), "
+                               "not {:#04x}", i, s.ram[i]);
+    }
+    std::lock_guard lock(mutex_);
+    index_ = s.index;
+    ram_ = s.ram;
+    return {};
+}
+
 uint8_t CmosRtc::encode(unsigned value) const {
     if (ram_[idx(Index::kRegB)] & kRegBBinary) return static_cast<uint8_t>(value);
     return static_cast<uint8_t>(((value / 10) % 10) << 4 | (value % 10));

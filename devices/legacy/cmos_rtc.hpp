@@ -27,6 +27,7 @@
 #include <span>
 
 #include "devices/bus_device.hpp"
+#include "vmm/base/error.hpp"
 
 namespace kestrel {
 
@@ -49,6 +50,27 @@ public:
     // True in the window before the second rolls over during which an MC146818 updates.
     static bool update_in_progress(long nanoseconds_into_second);
 
+    // The device's guest-visible state, for snapshots and live migration: the latched index
+    // (port 0x70) and the 128 bytes of CMOS RAM, which hold registers A, B (the DM and 24/12
+    // mode bits every time read honours), C, the alarm bytes, the memory-size bytes and
+    // whatever else the guest stored.
+    // Deliberately not held: a time base. The time registers are not stored anywhere (their
+    // RAM bytes stay 0): every read converts the clock source, and guest writes to them are
+    // ignored, so guest time is host UTC by construction and the offset between the two is
+    // always 0. The destination's clock carries the guest's time on, as NTP-synced hosts
+    // agree on UTC. Also not held: the clock source itself (host wiring).
+    struct State {
+        uint8_t index = 0;                // < 128: bit 7 of port 0x70 is the NMI mask, not stored
+        std::array<uint8_t, 128> ram{};
+
+        bool operator==(const State&) const = default;
+    };
+    State save() const;
+    // Replaces the state with `s` after checking it (a snapshot file may be hostile): the
+    // index in range, register A without UIP, register D = VRT, the time registers' bytes 0.
+    // On error nothing changes. There is no IRQ 8 line, so nothing else to re-evaluate.
+    Result<void> restore(const State& s);
+
 private:
     uint8_t read_register(uint8_t index);  // mutex_ held
     void write_register(uint8_t index, uint8_t value);
@@ -56,7 +78,7 @@ private:
     uint8_t encode_hour(unsigned hour) const;
 
     const Clock clock_;
-    std::mutex mutex_;
+    mutable std::mutex mutex_;
     uint8_t index_ = 0;
     std::array<uint8_t, 128> ram_{};
 };

@@ -2,6 +2,9 @@
 
 #include <doctest/doctest.h>
 
+#include <string>
+#include <vector>
+
 using namespace kestrel;
 
 namespace {
@@ -111,4 +114,87 @@ TEST_CASE("cmos: UIP only in the last 244 us of a second") {
     for (int i = 0; i < 100; ++i) set += (cmos(rtc, 0x0a) & 0x80) ? 1 : 0;
     CHECK(set < 10);
     CHECK(cmos(rtc, 0x32) >= 0x20);
+}
+
+namespace {
+
+// Everything a guest can read: the latched index, then every CMOS byte through port 0x71
+// (register C twice: the read clears it).
+std::vector<uint8_t> read_everything(BusDevice& d) {
+    std::vector<uint8_t> out;
+    uint8_t index = 0;
+    d.read(0, std::span(&index, 1));
+    out.push_back(index);
+    for (unsigned i = 0; i < 128; ++i) out.push_back(cmos(d, static_cast<uint8_t>(i)));
+    out.push_back(cmos(d, 0x0c));
+    return out;
+}
+
+}  // namespace
+
+TEST_CASE("cmos: save/restore round trip keeps RAM, modes and index; the clock carries on") {
+    time_t now = kFixed;
+    CmosRtc a({.ram_below_4g = 512 * kMiB, .ram_above_4g = 0}, [&] { return now; });
+    cmos_write(a, 0x0b, 0x04);  // binary, 12-hour
+    cmos_write(a, 0x0a, 0x2b);  // another periodic rate
+    cmos_write(a, 0x0c, 0x70);  // flags waiting for their read
+    cmos_write(a, 0x01, 0x30);  // alarm seconds
+    for (unsigned i = 0x40; i < 0x80; ++i) cmos_write(a, static_cast<uint8_t>(i), static_cast<uint8_t>(i * 3));
+    const uint8_t latch = 0x0c;
+    a.write(0, std::span<const uint8_t>(&latch, 1));
+
+    const CmosRtc::State saved = a.save();
+    CHECK(saved.index == 0x0c);
+    CHECK(saved.ram[0x0b] == 0x04);
+    CHECK(saved.ram[0x15] == 0x80);  // 640 KiB, from a's memory sizes
+
+    // The destination was configured with other sizes: the guest's bytes win.
+    CmosRtc b({.ram_below_4g = 64 * kMiB, .ram_above_4g = 8192 * kMiB}, [&] { return now; });
+    REQUIRE(b.restore(saved));
+    CHECK(b.save() == saved);
+    CHECK(a.save() == saved);
+
+    const auto everything_a = read_everything(a);
+    CHECK(everything_a == read_everything(b));
+    CHECK(everything_a[1 + 0x04] == (0x80 | 9));  // 21h in binary 12-hour mode
+    CHECK(everything_a[1 + 0x0c] == 0x70);
+    CHECK(everything_a.back() == 0);
+    now += 3 * 3600 + 61;  // the guest's clock continues from the host's on both sides
+    CHECK(read_everything(a) == read_everything(b));
+    CHECK(cmos(b, 0x04) == 12);  // 00:06:10 in binary 12-hour mode is 12 AM
+    CHECK(cmos(b, 0x04) == cmos(a, 0x04));
+    cmos_write(a, 0x0b, 0x02);
+    cmos_write(b, 0x0b, 0x02);
+    CHECK(read_everything(a) == read_everything(b));
+    CHECK(a.save() == b.save());
+}
+
+TEST_CASE("cmos: save/restore refuses hostile states and leaves the device as it was") {
+    CmosRtc rtc({.ram_below_4g = 512 * kMiB}, [] { return kFixed; });
+    cmos_write(rtc, 0x40, 0x99);
+    const CmosRtc::State before = rtc.save();
+    struct Case {
+        const char* field;
+        void (*mutate)(CmosRtc::State&);
+    };
+    const Case cases[] = {
+        {"index 0x80", [](CmosRtc::State& s) { s.index = 0x80; }},
+        {"index 0xff", [](CmosRtc::State& s) { s.index = 0xff; }},
+        {"ram[0x0a] (register A)", [](CmosRtc::State& s) { s.ram[0x0a] = 0xa6; }},
+        {"ram[0x0d] (register D)", [](CmosRtc::State& s) { s.ram[0x0d] = 0x00; }},
+        {"ram[0x00]", [](CmosRtc::State& s) { s.ram[0x00] = 0x12; }},
+        {"ram[0x09]", [](CmosRtc::State& s) { s.ram[0x09] = 0x24; }},
+        {"ram[0x32]", [](CmosRtc::State& s) { s.ram[0x32] = 0x20; }},
+    };
+    for (const Case& c : cases) {
+        CAPTURE(c.field);
+        CmosRtc::State bad = before;
+        c.mutate(bad);
+        const auto r = rtc.restore(bad);
+        REQUIRE_FALSE(r);
+        CHECK(r.error().kind == ErrorKind::BadRequest);
+        CHECK(r.error().message.starts_with("cmos: "));
+        CHECK(r.error().message.find(c.field) != std::string::npos);
+        CHECK(rtc.save() == before);
+    }
 }

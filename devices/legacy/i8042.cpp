@@ -328,6 +328,86 @@ Result<void> I8042::send_ctrl_alt_del() {
     return {};
 }
 
+I8042::State I8042::save() const {
+    std::lock_guard lock(mutex_);
+    return State{
+        .command_byte = command_byte_,
+        .output_port = output_port_,
+        .has_answer = answer_.has_value(),
+        .answer = answer_.value_or(0),
+        .answer_from_aux = answer_from_aux_,
+        .keyboard = {keyboard_.begin(), keyboard_.end()},
+        .last_output = last_output_,
+        .has_pending_cmd = pending_cmd_.has_value(),
+        .pending_cmd = pending_cmd_.value_or(0),
+        .has_pending_kbd = pending_kbd_.has_value(),
+        .pending_kbd = pending_kbd_.value_or(0),
+        .last_write_was_command = last_write_was_command_,
+        .scanning = scanning_,
+    };
+}
+
+namespace {
+
+// Refuses what write_command()/keyboard_command() never leave behind.
+Result<void> validate(const I8042::State& s) {
+    if (s.keyboard.size() > I8042::kKeyboardBuffer)
+        return bad_request("i8042: keyboard holds {} bytes, more than its {}", s.keyboard.size(),
+                           I8042::kKeyboardBuffer);
+    if (!s.has_answer && (s.answer != 0 || s.answer_from_aux))
+        return bad_request("i8042: answer {:#04x} (aux {}) given without has_answer", s.answer, s.answer_from_aux);
+    if (s.has_pending_cmd) {
+        switch (static_cast<Cmd>(s.pending_cmd)) {
+        case Cmd::kWriteCommandByte:
+        case Cmd::kWriteOutputPort:
+        case Cmd::kWriteKbdOutput:
+        case Cmd::kWriteAuxOutput:
+        case Cmd::kWriteToAux:
+            break;
+        default:
+            return bad_request("i8042: pending_cmd {:#04x} is not a controller command that takes a data byte",
+                               s.pending_cmd);
+        }
+    } else if (s.pending_cmd != 0) {
+        return bad_request("i8042: pending_cmd {:#04x} given without has_pending_cmd", s.pending_cmd);
+    }
+    if (s.has_pending_kbd) {
+        switch (static_cast<KbdCmd>(s.pending_kbd)) {
+        case KbdCmd::kSetLeds:
+        case KbdCmd::kScanCodeSet:
+        case KbdCmd::kSetTypematic:
+            break;
+        default:
+            return bad_request("i8042: pending_kbd {:#04x} is not a keyboard command that takes a parameter",
+                               s.pending_kbd);
+        }
+    } else if (s.pending_kbd != 0) {
+        return bad_request("i8042: pending_kbd {:#04x} given without has_pending_kbd", s.pending_kbd);
+    }
+    return {};
+}
+
+}  // namespace
+
+Result<void> I8042::restore(const State& s) {
+    std::lock_guard lock(mutex_);
+    TRY(validate(s));
+    command_byte_ = s.command_byte;
+    output_port_ = s.output_port;
+    answer_ = s.has_answer ? std::optional<uint8_t>(s.answer) : std::nullopt;
+    answer_from_aux_ = s.answer_from_aux;
+    keyboard_.assign(s.keyboard.begin(), s.keyboard.end());
+    last_output_ = s.last_output;
+    pending_cmd_ = s.has_pending_cmd ? std::optional<uint8_t>(s.pending_cmd) : std::nullopt;
+    pending_kbd_ = s.has_pending_kbd ? std::optional<uint8_t>(s.pending_kbd) : std::nullopt;
+    last_write_was_command_ = s.last_write_was_command;
+    scanning_ = s.scanning;
+    // irq_level_ is what this device last told its own line; this brings IRQ 1 in line with
+    // the restored buffers and command byte.
+    update_irq();
+    return {};
+}
+
 I8042::Counters I8042::counters() const {
     std::lock_guard lock(mutex_);
     return counters_;

@@ -43,6 +43,7 @@
 #include <mutex>
 #include <optional>
 #include <span>
+#include <vector>
 
 #include "devices/bus_device.hpp"
 #include "devices/interrupt.hpp"
@@ -77,6 +78,37 @@ public:
         uint64_t dropped = 0;        // keyboard answers lost to a full buffer
     };
     Counters counters() const;
+
+    // The controller's and keyboard's guest-visible state, for snapshots and live migration:
+    // the command byte, the output port, a controller answer waiting in the output buffer
+    // (and whether it is flagged as AUX data), the bytes the keyboard holds for the host, the
+    // byte the data port keeps returning once read, a controller command or keyboard command
+    // still waiting for its data byte, status bit 3 (last write was a command) and whether
+    // the keyboard is scanning. The status register and the IRQ 1 level follow from these.
+    // Deliberately not held: the reset callback, the interrupt line and the level last given
+    // to it (restore() re-derives it), and the counters (host statistics, not guest state).
+    // Optional bytes are a has_ flag plus the byte, the byte 0 when the flag is clear.
+    struct State {
+        uint8_t command_byte = 0;
+        uint8_t output_port = 0;
+        bool has_answer = false;
+        uint8_t answer = 0;
+        bool answer_from_aux = false;
+        std::vector<uint8_t> keyboard;  // oldest first; at most kKeyboardBuffer
+        uint8_t last_output = 0;
+        bool has_pending_cmd = false;
+        uint8_t pending_cmd = 0;  // 0x60, 0xD1..0xD4: the commands that take a data byte
+        bool has_pending_kbd = false;
+        uint8_t pending_kbd = 0;  // 0xED, 0xF0, 0xF3: the keyboard commands that take one
+        bool last_write_was_command = false;
+        bool scanning = true;
+
+        bool operator==(const State&) const = default;
+    };
+    State save() const;
+    // Replaces the state with `s` after checking every bounded field (a snapshot file may be
+    // hostile); on error nothing changes. Then drives IRQ 1 to match. Never calls on_reset.
+    Result<void> restore(const State& s);
 
 private:
     uint8_t read_status() const;                       // mutex_ held

@@ -2,6 +2,7 @@
 
 #include <doctest/doctest.h>
 
+#include <string>
 #include <vector>
 
 using namespace kestrel;
@@ -245,4 +246,142 @@ TEST_CASE("i8042: a guest that never reads keeps at most kKeyboardBuffer bytes")
     }
     CHECK(drain(kbc) == Bytes{0xfa, 0x02});
     CHECK(kbc.counters().dropped == 0);
+}
+
+namespace {
+
+// A controller with something in every corner: translation on, AUX off, A20 off, a keyboard
+// command waiting for its parameter, keys queued behind a controller answer, a controller
+// command waiting for its data byte.
+void drive_into_busy_state(I8042& kbc) {
+    wr(kbc, kCmd, 0x60);
+    wr(kbc, kData, 0x65);  // XLATE | AUX disabled | SYS | KBDINT
+    wr(kbc, kCmd, 0xdd);   // A20 off
+    wr(kbc, kData, 0xf3);  // set typematic: ACK, then waits for the rate
+    REQUIRE(kbc.send_ctrl_alt_del());
+    CHECK(rd(kbc, kData) == 0xfa);
+    wr(kbc, kCmd, 0xaa);  // self test: 0x55 goes before the keys
+    wr(kbc, kCmd, 0xd1);  // write output port: waits for its byte
+}
+
+// What a guest observes from here on, the same operations on both sides: every status and
+// data read and IRQ 1 after each.
+std::vector<int> guest_trace(I8042& kbc, RecordingLine& irq) {
+    std::vector<int> trace;
+    auto note = [&](uint8_t v) {
+        trace.push_back(v);
+        trace.push_back(irq.level ? 1 : 0);
+    };
+    auto drain_noting = [&] {
+        while (rd(kbc, kCmd) & 0x01) {
+            note(rd(kbc, kCmd));
+            note(rd(kbc, kData));
+        }
+    };
+    note(rd(kbc, kCmd));
+    for (uint64_t off = 1; off < 4; ++off) note(rd(kbc, off));
+    wr(kbc, kData, 0x03);  // the output port's byte (reset line high)
+    note(rd(kbc, kCmd));
+    drain_noting();        // 0x55, then the keys in set 1
+    note(rd(kbc, kData));  // the last byte again
+    wr(kbc, kData, 0x20);  // the typematic rate
+    drain_noting();
+    wr(kbc, kCmd, 0xd0);
+    drain_noting();
+    wr(kbc, kCmd, 0x20);
+    drain_noting();
+    wr(kbc, kData, 0xf2);
+    drain_noting();
+    return trace;
+}
+
+}  // namespace
+
+TEST_CASE("i8042: save/restore round trip reproduces the controller, the keyboard and IRQ 1") {
+    int resets_a = 0;
+    auto irq_a = std::make_shared<RecordingLine>();
+    I8042 a([&] { ++resets_a; }, irq_a);
+    drive_into_busy_state(a);
+
+    const I8042::State saved = a.save();
+    CHECK(saved.command_byte == 0x65);
+    CHECK(saved.output_port == 0x01);
+    CHECK(saved.has_answer);
+    CHECK(saved.answer == 0x55);
+    CHECK(saved.keyboard.size() == 8);
+    CHECK(saved.last_output == 0xfa);
+    CHECK(saved.pending_cmd == 0xd1);
+    CHECK(saved.pending_kbd == 0xf3);
+    CHECK(saved.last_write_was_command);
+
+    int resets_b = 0;
+    auto irq_b = std::make_shared<RecordingLine>();
+    I8042 b([&] { ++resets_b; }, irq_b);
+    REQUIRE(b.restore(saved));
+    CHECK(b.save() == saved);
+    CHECK(a.save() == saved);
+    CHECK(irq_b->level == irq_a->level);
+
+    const auto trace_a = guest_trace(a, *irq_a);
+    const auto trace_b = guest_trace(b, *irq_b);
+    CHECK(trace_a.size() > 40);
+    CHECK(trace_a == trace_b);
+    CHECK(a.save() == b.save());
+    CHECK(resets_a == 0);
+    CHECK(resets_b == 0);
+    CHECK(b.counters().kbd_commands == 2);  // counters are the host's, not restored
+}
+
+TEST_CASE("i8042: save/restore raises IRQ 1 when the restored keyboard has a byte for the guest") {
+    auto irq_a = std::make_shared<RecordingLine>();
+    I8042 a(nullptr, irq_a);
+    wr(a, kData, 0xf2);  // GETID: three bytes, IRQ 1 up
+    REQUIRE(irq_a->level);
+    auto irq_b = std::make_shared<RecordingLine>();
+    I8042 b(nullptr, irq_b);
+    REQUIRE(b.restore(a.save()));
+    CHECK(irq_b->level);
+    CHECK(irq_b->edges == 1);
+    CHECK(drain(b) == Bytes{0xfa, 0xab, 0x83});
+    CHECK(irq_b->edges == 3);
+    I8042 fresh(nullptr);
+    REQUIRE(a.restore(fresh.save()));  // and lowers it for a quiet state
+    CHECK_FALSE(irq_a->level);
+}
+
+TEST_CASE("i8042: save/restore refuses hostile states and leaves the device as it was") {
+    auto irq = std::make_shared<RecordingLine>();
+    I8042 kbc(nullptr, irq);
+    drive_into_busy_state(kbc);
+    const I8042::State before = kbc.save();
+    const int edges_before = irq->edges;
+    struct Case {
+        const char* field;
+        void (*mutate)(I8042::State&);
+    };
+    const Case cases[] = {
+        {"keyboard holds 17 bytes, more than its 16", [](I8042::State& s) { s.keyboard.resize(17); }},
+        {"has_answer", [](I8042::State& s) { s.has_answer = false; }},  // answer 0x55 left behind
+        {"has_answer", [](I8042::State& s) {
+             s.has_answer = false;
+             s.answer = 0;
+             s.answer_from_aux = true;
+         }},
+        {"pending_cmd 0x20", [](I8042::State& s) { s.pending_cmd = 0x20; }},
+        {"has_pending_cmd", [](I8042::State& s) { s.has_pending_cmd = false; }},
+        {"pending_kbd 0xf4", [](I8042::State& s) { s.pending_kbd = 0xf4; }},
+        {"has_pending_kbd", [](I8042::State& s) { s.has_pending_kbd = false; }},
+    };
+    for (const Case& c : cases) {
+        CAPTURE(c.field);
+        I8042::State bad = before;
+        c.mutate(bad);
+        const auto r = kbc.restore(bad);
+        REQUIRE_FALSE(r);
+        CHECK(r.error().kind == ErrorKind::BadRequest);
+        CHECK(r.error().message.starts_with("i8042: "));
+        CHECK(r.error().message.find(c.field) != std::string::npos);
+        CHECK(kbc.save() == before);
+        CHECK(irq->edges == edges_before);
+    }
 }

@@ -140,6 +140,40 @@ void IoApic::end_of_interrupt(uint8_t vector) {
     }
 }
 
+IoApic::State IoApic::save() const {
+    std::lock_guard lk(mu_);
+    return State{.select = select_, .id = id_, .redirection = rte_, .level = level_, .irr = pending_};
+}
+
+Result<void> IoApic::restore(const State& s) {
+    if (s.id & ~kIdMask) return bad_request("ioapic: id {:#010x} has bits outside 24..27 set", s.id);
+    // Remote IRR is the device's own bit (read-only to the guest), kept only while level
+    // triggered; delivery status (bit 12) never reads 1 here: delivery is immediate.
+    constexpr uint64_t kStorable = kLowWritable | kRemoteIrr | kDestinationMask;
+    for (uint8_t pin = 0; pin < kPins; ++pin) {
+        const uint64_t rte = s.redirection[pin];
+        if (rte & ~kStorable)
+            return bad_request("ioapic: redirection[{}] {:#018x} has reserved or delivery status bits set ({:#x})",
+                               pin, rte, rte & ~kStorable);
+        if ((rte & kRemoteIrr) && !(rte & kLevelTriggered))
+            return bad_request("ioapic: redirection[{}] {:#018x} has Remote IRR set on an edge-triggered entry", pin,
+                               rte);
+    }
+    std::lock_guard lk(mu_);
+    select_ = s.select;
+    id_ = s.id;
+    rte_ = s.redirection;
+    level_ = s.level;
+    pending_ = s.irr;
+    for (uint8_t pin = 0; pin < kPins; ++pin) {
+        // An entry still at its reset value on a pin never routed stays unrouted, as on the
+        // device that was saved: masked, it cannot deliver, and its first write routes it.
+        if (rte_[pin] != kMasked || message_[pin] != kNotRouted) reconfigure_locked(pin);
+        service_locked(pin);
+    }
+    return {};
+}
+
 std::shared_ptr<InterruptLine> ioapic_line(std::shared_ptr<IoApic> ioapic, uint8_t pin) {
     return std::make_shared<PinLine>(std::move(ioapic), pin);
 }

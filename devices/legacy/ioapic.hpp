@@ -23,6 +23,7 @@
 
 #include "devices/bus_device.hpp"
 #include "devices/interrupt.hpp"
+#include "vmm/base/error.hpp"
 
 namespace kestrel {
 
@@ -50,6 +51,32 @@ public:
     void end_of_interrupt(uint8_t vector);
 
     uint64_t redirection_entry(uint8_t pin) const;  // for tests
+
+    // The IOAPIC's guest-visible state, for snapshots and live migration (82093AA §3): the
+    // register select (IOREGSEL: all 8 bits are the guest's, an index past the table reads
+    // 0, so any value is valid), the ID register, the 24 redirection entries with their
+    // Remote IRR bits, and per pin the input level as the devices drive it (which decides
+    // whether the next assertion is an edge) and IRR (an edge not yet delivered: held while
+    // masked).
+    // Deliberately not held: the sink and the messages last routed to it (host wiring: the
+    // restoring device routes every entry to its own sink). The local APICs' side (a vector
+    // in service whose EOI will clear Remote IRR) is the in-kernel LAPIC state, saved by KVM.
+    struct State {
+        uint8_t select = 0;
+        uint32_t id = 0;                         // bits 24..27 only
+        std::array<uint64_t, kPins> redirection{};
+        std::array<bool, kPins> level{};
+        std::array<bool, kPins> irr{};
+
+        bool operator==(const State&) const = default;
+    };
+    State save() const;
+    // Replaces the state with `s` after checking it (a snapshot file may be hostile): ID
+    // reserved bits, each entry's reserved and delivery status bits, Remote IRR only on
+    // level-triggered entries; on error nothing changes. Then routes every entry to the sink
+    // and services every pin as set_level/end_of_interrupt would: an unmasked asserted level
+    // pin without Remote IRR, or an unmasked pin with an edge in IRR, is delivered now.
+    Result<void> restore(const State& s);
 
     // Redirection entry bits (82093AA §3.2.4).
     static constexpr uint64_t kVectorMask = 0xff;

@@ -53,6 +53,7 @@ constexpr uint8_t kMcrMask = 0x1f;
 // LSR bits (§8.7).
 constexpr uint8_t kLsrDataReady = 0x01;
 constexpr uint8_t kLsrOverrun = 0x02;
+constexpr uint8_t kLsrErrorMask = 0x1e;  // OE, PE, FE, BI: the bits a read of LSR clears
 constexpr uint8_t kLsrThrEmpty = 0x20;
 constexpr uint8_t kLsrTransmitterEmpty = 0x40;
 
@@ -65,6 +66,7 @@ constexpr uint8_t kMsrCts = 0x10;
 constexpr uint8_t kMsrDsr = 0x20;
 constexpr uint8_t kMsrRi = 0x40;
 constexpr uint8_t kMsrDcd = 0x80;
+constexpr uint8_t kMsrDeltaMask = 0x0f;
 
 }  // namespace
 
@@ -112,6 +114,79 @@ size_t Uart16550::enqueue_input(std::span<const uint8_t> bytes) {
     }
     update_interrupt();
     return accepted;
+}
+
+Uart16550::State Uart16550::save() const {
+    std::lock_guard lock(state_mutex_);
+    return State{
+        .ier = ier_,
+        .lcr = lcr_,
+        .mcr = mcr_,
+        .fcr = fcr_,
+        .lsr_errors = lsr_errors_,
+        .msr_deltas = msr_deltas_,
+        .scr = scr_,
+        .dll = dll_,
+        .dlm = dlm_,
+        .thre_pending = thre_pending_,
+        .rx_fifo = {rx_fifo_.begin(), rx_fifo_.end()},
+        .rx_backlog = {rx_backlog_.begin(), rx_backlog_.end()},
+    };
+}
+
+namespace {
+
+// Every bit the UART itself could never have stored is refused, so a restored device is one
+// the guest could have produced by register writes and input.
+Result<void> validate(const Uart16550::State& s) {
+    if (s.ier & ~kIerMask) return bad_request("uart: ier {:#04x} has reserved bits 4..7 set", s.ier);
+    if (s.mcr & ~kMcrMask) return bad_request("uart: mcr {:#04x} has reserved bits 5..7 set", s.mcr);
+    if (s.fcr & ~(kFcrEnable | kFcrTriggerMask))
+        return bad_request("uart: fcr {:#04x} has bits other than FIFO enable and RX trigger set", s.fcr);
+    if (!(s.fcr & kFcrEnable) && s.fcr != 0)
+        return bad_request("uart: fcr {:#04x} has an RX trigger level with the FIFOs off (§8.4: "
+                           "FCR0 must be set for the other bits to take effect)", s.fcr);
+    if (s.lsr_errors & ~kLsrErrorMask)
+        return bad_request("uart: lsr_errors {:#04x} has bits other than OE/PE/FE/BI set", s.lsr_errors);
+    if (s.msr_deltas & ~kMsrDeltaMask)
+        return bad_request("uart: msr_deltas {:#04x} has bits other than DCTS/DDSR/TERI/DDCD set", s.msr_deltas);
+    const size_t capacity = (s.fcr & kFcrEnable) ? Uart16550::kRxFifoSize : 1;
+    if (s.rx_fifo.size() > capacity)
+        return bad_request("uart: rx_fifo holds {} bytes, more than its {}{}", s.rx_fifo.size(), capacity,
+                           capacity == 1 ? " (FIFOs off: the RBR alone)" : "");
+    if (s.rx_backlog.size() > Uart16550::kRxBacklogCapacity)
+        return bad_request("uart: rx_backlog holds {} bytes, more than its {}", s.rx_backlog.size(),
+                           Uart16550::kRxBacklogCapacity);
+    // Outside loopback the FIFO always takes from the backlog first, so a backlog next to a
+    // FIFO with room is a state the UART never leaves behind (and the guest would never see
+    // those bytes until some later read).
+    if (!(s.mcr & kMcrLoop) && !s.rx_backlog.empty() && s.rx_fifo.size() < capacity)
+        return bad_request("uart: rx_backlog holds {} bytes while rx_fifo has room ({} of {}) outside loopback",
+                           s.rx_backlog.size(), s.rx_fifo.size(), capacity);
+    return {};
+}
+
+}  // namespace
+
+Result<void> Uart16550::restore(const State& s) {
+    std::lock_guard lock(state_mutex_);
+    TRY(validate(s));
+    ier_ = s.ier;
+    lcr_ = s.lcr;
+    mcr_ = s.mcr;
+    fcr_ = s.fcr;
+    lsr_errors_ = s.lsr_errors;
+    msr_deltas_ = s.msr_deltas;
+    scr_ = s.scr;
+    dll_ = s.dll;
+    dlm_ = s.dlm;
+    thre_pending_ = s.thre_pending;
+    rx_fifo_.assign(s.rx_fifo.begin(), s.rx_fifo.end());
+    rx_backlog_.assign(s.rx_backlog.begin(), s.rx_backlog.end());
+    // irq_level_ is what this device last told its own line; this brings the line in line
+    // with the restored registers.
+    update_interrupt();
+    return {};
 }
 
 uint8_t Uart16550::read_register(uint64_t offset) {

@@ -34,10 +34,12 @@
 #include <mutex>
 #include <optional>
 #include <span>
+#include <vector>
 
 #include "devices/bus_device.hpp"
 #include "devices/interrupt.hpp"
 #include "devices/legacy/serial_tx_buffer.hpp"
+#include "vmm/base/error.hpp"
 
 namespace kestrel {
 
@@ -60,6 +62,38 @@ public:
     // unless FIFO + backlog are full).
     size_t enqueue_input(std::span<const uint8_t> bytes);
 
+    // The UART's guest-visible state, for snapshots and live migration: every register the
+    // guest can read or that decides what it reads next (PC16550D §8, Table II): IER, LCR,
+    // MCR, the FCR's enable and trigger bits, the pending LSR error bits and MSR delta bits
+    // (both cleared by the guest's read), SCR, the divisor latch, whether the THRE interrupt
+    // is armed, the RX FIFO (RBR when FIFOs are off) and the backlog of input still "on the
+    // wire". IIR, LSR's DR/THRE/TEMT and MSR's line bits are not stored: they follow from the
+    // above.
+    // Deliberately not held (host wiring, kept by the restoring device): the interrupt line
+    // and the level last given to it (re-derived by restore()), the transmit buffer (bytes
+    // already transmitted belong to the host's sink), on_rx_drained and whether input was
+    // refused (that is the restoring host's own input source's business).
+    struct State {
+        uint8_t ier = 0;
+        uint8_t lcr = 0;
+        uint8_t mcr = 0;
+        uint8_t fcr = 0;             // FIFO enable + RX trigger bits only
+        uint8_t lsr_errors = 0;      // OE/PE/FE/BI
+        uint8_t msr_deltas = 0;      // DCTS/DDSR/TERI/DDCD
+        uint8_t scr = 0;
+        uint8_t dll = 0;
+        uint8_t dlm = 0;
+        bool thre_pending = false;
+        std::vector<uint8_t> rx_fifo;     // oldest first; at most kRxFifoSize (1 with FIFOs off)
+        std::vector<uint8_t> rx_backlog;  // oldest first; at most kRxBacklogCapacity
+
+        bool operator==(const State&) const = default;
+    };
+    State save() const;
+    // Replaces the state with `s` after checking every bounded field (a snapshot file may be
+    // hostile); on error nothing changes. Then drives the interrupt line to match.
+    Result<void> restore(const State& s);
+
 private:
     uint8_t read_register(uint64_t offset);                          // state_mutex_ held
     std::optional<uint8_t> write_register(uint64_t offset, uint8_t value);  // returns a byte to send
@@ -77,7 +111,7 @@ private:
     const std::shared_ptr<SerialTxBuffer> tx_;
     const std::function<void()> on_rx_drained_;
 
-    std::mutex state_mutex_;
+    mutable std::mutex state_mutex_;
     std::deque<uint8_t> rx_fifo_;
     std::deque<uint8_t> rx_backlog_;
     bool rx_refused_ = false;     // enqueue_input() turned bytes away since the last drain

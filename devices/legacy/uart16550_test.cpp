@@ -361,3 +361,149 @@ TEST_CASE("uart16550: concurrent input and guest reads lose nothing") {
     CHECK(in_order);
     CHECK((rd(uart, kLsr) & 0x01) == 0);
 }
+
+namespace {
+
+// Drives a UART the way a guest would and records everything it could observe: every read
+// value and the interrupt line after each step. Two UARTs in the same state give the same
+// trace (and transmit the same bytes).
+std::vector<int> guest_trace(Uart16550& uart, RecordingLine& line, SerialTxBuffer& tx) {
+    std::vector<int> trace;
+    auto note = [&](uint64_t off) {
+        trace.push_back(rd(uart, off));
+        trace.push_back(line.level() ? 1 : 0);
+    };
+    auto drain = [&] {
+        for (int i = 0; i < 300 && (rd(uart, kLsr) & 0x01); ++i) {
+            note(kIir);
+            note(kThr);
+        }
+    };
+    for (uint64_t off = 1; off < 8; ++off) note(off);  // IER, IIR, LCR, MCR, LSR, MSR, SCR
+    const uint8_t lcr = rd(uart, kLcr);
+    wr(uart, kLcr, static_cast<uint8_t>(lcr | 0x80));
+    note(0);  // DLL
+    note(1);  // DLM
+    wr(uart, kLcr, lcr);
+    note(kLsr);
+    drain();
+    wr(uart, kMcr, 0x0b);  // leave loopback: the backlog moves into the FIFO
+    note(kMsr);
+    drain();
+    wr(uart, kThr, 'x');
+    note(kIir);
+    uart.enqueue_input(bytes("tail"));
+    drain();
+    for (char c : take(tx)) trace.push_back(c);
+    return trace;
+}
+
+// A UART in a state with something in every corner: divisor and LCR, FIFOs on with a trigger
+// level, loopback with modem deltas, an overrun, a full FIFO, a backlog, THRE armed and the
+// interrupt line up.
+void drive_into_busy_state(Uart16550& uart) {
+    wr(uart, kLcr, 0x83);
+    wr(uart, 0, 0x01);
+    wr(uart, 1, 0x02);
+    wr(uart, kLcr, 0x1b);
+    wr(uart, kFcr, 0x87);  // FIFOs on, RX cleared, trigger 8
+    wr(uart, kMcr, 0x13);  // loopback, RTS, DTR: DCD drops -> DDCD
+    for (unsigned i = 0; i < Uart16550::kRxFifoSize + 2; ++i) wr(uart, kThr, static_cast<uint8_t>(0x80 + i));
+    std::string in(100, '\0');
+    for (size_t i = 0; i < in.size(); ++i) in[i] = static_cast<char>('!' + i % 90);
+    CHECK(uart.enqueue_input(bytes(in)) == in.size());  // waits in the backlog while looped back
+    wr(uart, kScr, 0x5a);
+    wr(uart, kIer, 0x0f);
+}
+
+}  // namespace
+
+TEST_CASE("uart16550: save/restore round trip reproduces every register, the line and what follows") {
+    auto tx_a = std::make_shared<SerialTxBuffer>();
+    auto line_a = std::make_shared<RecordingLine>();
+    Uart16550 a(line_a, tx_a);
+    drive_into_busy_state(a);
+    REQUIRE(line_a->level());
+
+    const Uart16550::State saved = a.save();
+    CHECK(saved.fcr == 0x81);
+    CHECK(saved.lsr_errors == 0x02);
+    CHECK(saved.msr_deltas == 0x08);
+    CHECK(saved.rx_fifo.size() == Uart16550::kRxFifoSize);
+    CHECK(saved.rx_backlog.size() == 100);
+    CHECK(saved.thre_pending);
+
+    auto tx_b = std::make_shared<SerialTxBuffer>();
+    auto line_b = std::make_shared<RecordingLine>();
+    Uart16550 b(line_b, tx_b);
+    REQUIRE(b.restore(saved));
+    CHECK(line_b->levels == std::vector<bool>{true});  // raised once, by restore itself
+    CHECK(b.save() == saved);
+    CHECK(a.save() == saved);  // saving has no side effects
+
+    const auto trace_a = guest_trace(a, *line_a, *tx_a);
+    const auto trace_b = guest_trace(b, *line_b, *tx_b);
+    CHECK(trace_a.size() > 400);
+    CHECK(trace_a == trace_b);
+    CHECK(a.save() == b.save());
+    CHECK(line_a->level() == line_b->level());
+}
+
+TEST_CASE("uart16550: save/restore of a quiet state lowers the line") {
+    auto line_b = std::make_shared<RecordingLine>();
+    Uart16550 b(line_b, nullptr);
+    drive_into_busy_state(b);
+    REQUIRE(line_b->level());
+    Uart16550 fresh(nullptr, nullptr);
+    REQUIRE(b.restore(fresh.save()));
+    CHECK_FALSE(line_b->level());
+    CHECK(b.save() == fresh.save());
+}
+
+TEST_CASE("uart16550: save/restore refuses hostile states and leaves the device as it was") {
+    auto line = std::make_shared<RecordingLine>();
+    Uart16550 uart(line, nullptr);
+    drive_into_busy_state(uart);
+    const Uart16550::State before = uart.save();
+    const size_t levels_before = line->levels.size();
+
+    struct Case {
+        const char* field;
+        void (*mutate)(Uart16550::State&);
+    };
+    const Case cases[] = {
+        {"ier", [](Uart16550::State& s) { s.ier = 0x1f; }},
+        {"mcr", [](Uart16550::State& s) { s.mcr = 0x33; }},
+        {"fcr", [](Uart16550::State& s) { s.fcr = 0x89; }},  // DMA mode bit / clear bit
+        {"fcr", [](Uart16550::State& s) {  // trigger level with FIFOs off
+             s.fcr = 0x80;
+             s.rx_fifo.resize(1);
+         }},
+        {"lsr_errors", [](Uart16550::State& s) { s.lsr_errors = 0x21; }},
+        {"msr_deltas", [](Uart16550::State& s) { s.msr_deltas = 0x10; }},
+        {"rx_fifo holds 70 bytes, more than its 64", [](Uart16550::State& s) { s.rx_fifo.resize(70); }},
+        {"rx_fifo holds 2 bytes, more than its 1", [](Uart16550::State& s) {
+             s.fcr = 0;
+             s.rx_fifo.resize(2);
+         }},
+        {"rx_backlog holds 4097 bytes", [](Uart16550::State& s) {
+             s.rx_backlog.resize(Uart16550::kRxBacklogCapacity + 1);
+         }},
+        {"rx_backlog", [](Uart16550::State& s) {  // backlog beside a FIFO with room, not looped back
+             s.mcr = 0x0b;
+             s.rx_fifo.resize(3);
+         }},
+    };
+    for (const Case& c : cases) {
+        CAPTURE(c.field);
+        Uart16550::State bad = before;
+        c.mutate(bad);
+        const auto r = uart.restore(bad);
+        REQUIRE_FALSE(r);
+        CHECK(r.error().kind == ErrorKind::BadRequest);
+        CHECK(r.error().message.starts_with("uart: "));
+        CHECK(r.error().message.find(c.field) != std::string::npos);
+        CHECK(uart.save() == before);
+        CHECK(line->levels.size() == levels_before);
+    }
+}
