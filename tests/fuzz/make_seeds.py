@@ -309,6 +309,48 @@ def api_seeds():
     }
 
 
+# ---- state stream (fuzz_state_stream.cpp) ---------------------------------------------------
+
+def crc64_xz(data):
+    """CRC-64/XZ, bit by bit (migration/crc64.hpp): reflected ECMA-182, init/xorout all ones."""
+    crc = 0xffffffffffffffff
+    for b in data:
+        crc ^= b
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0xC96C5795D7870F42 if crc & 1 else crc >> 1
+    return crc ^ 0xffffffffffffffff
+
+
+assert crc64_xz(b"123456789") == 0x995DC9BBDF1939FA
+
+
+def state_file(sections, kestrel_version=b"0.1.0", cpu=b"AuthenticAMD family 25 model 1", version=1):
+    """A state file (migration/state_stream.hpp): header, (id, version, payload) sections, CRC."""
+    body = b"KESTRLST" + u32(version) + u32(len(kestrel_version)) + kestrel_version + u32(len(cpu)) + cpu
+    body += u32(len(sections))
+    for ident, ver, payload in sections:
+        body += u32(len(ident)) + ident + u32(ver) + u64(len(payload)) + payload
+    return body + u64(crc64_xz(body))
+
+
+def state_seeds():
+    # Payloads in the target's Decoder op language: u8 op (op % 9 picks the field), operands.
+    uart = u8(0) + u8(0x03) + u8(1) + u16(0x0c) + u8(5) + u8(1) + u8(0x46) + u32(16) + u8(0x47) + bytes(4)
+    vcpu = u8(3) + u64(0xfff0) + u8(4) + u64(-2) + u8(2) + u32(0x80050033) + u8(8) + u32(5) + b"ttyS0"
+    virtio = u8(0xf6) + u32(3) + u8(0xf7) + bytes(15) + u8(8) + u32(70) + bytes(70)
+    good = [(b"uart/com1", 1, uart), (b"vcpu/0", 2, vcpu), (b"virtio-pci/00:03.0", 1, virtio)]
+    one = state_file([(b"vcpu/0", 1, vcpu)])
+    return {
+        "three-sections": u8(0) + state_file(good),
+        "three-sections-fixcrc": u8(1) + state_file(good),
+        "empty": u8(0) + state_file([], cpu=b""),
+        "one-section-fixcrc": u8(1) + one,
+        # Refused behind a valid checksum: duplicate id, newer format version.
+        "duplicate-fixcrc": u8(1) + state_file([(b"uart/com1", 1, b""), (b"uart/com1", 1, b"")]),
+        "version-2-fixcrc": u8(1) + state_file(good, version=2),
+    }
+
+
 TARGETS = {
     "fuzz-ioapic": ioapic_seeds,
     "fuzz-msix": msix_seeds,
@@ -319,6 +361,7 @@ TARGETS = {
     "fuzz-vsock-packet": vsock_seeds,
     "fuzz-virtqueue": virtqueue_seeds,
     "fuzz-api-request": api_seeds,
+    "fuzz-state-stream": state_seeds,
 }
 
 

@@ -1,0 +1,125 @@
+// libFuzzer target for the state stream (migration/state_stream.*): StateFile::parse on any
+// bytes, then a Decoder over every section it accepts. Besides the sanitizers it checks:
+//  - every refusal is a BadRequest whose message starts "state: ";
+//  - the encoding is canonical: StateWriter, given the parsed header and sections, writes
+//    back exactly the bytes parsed;
+//  - find() finds every section; a refused Decoder read consumes nothing; a returned
+//    u32_max/string/bytes respects its bound; Decoder::finish() passes iff nothing is left.
+//
+// Input: u8 mode, then the state file.
+//   mode bit 0: recompute the CRC-64 trailer of the file before parsing. Without it nearly
+//               every mutation dies at the checksum; with it the fuzzer reaches the header,
+//               section and bound checks behind it.
+// Each section's payload drives its own Decoder: u8 op, then the field that op names
+// (op % 9: u8, u16, u32, u64, i64, bool, u32_max with max (op >> 4) * 17, bytes of length
+// op >> 4, string with max 64), until a read is refused or the payload is used up.
+#include <cstdint>
+#include <cstring>
+#include <string_view>
+#include <vector>
+
+#include "migration/crc64.hpp"
+#include "migration/state_stream.hpp"
+#include "tests/fuzz/fuzz_support.hpp"
+
+using namespace kestrel;
+using namespace kestrel::fuzz;
+using namespace kestrel::migration;
+
+namespace {
+
+void check_refusal(const Error& e) {
+    check(e.kind == ErrorKind::BadRequest);
+    check(std::string_view(e.message).starts_with("state: "));
+}
+
+template <class T>
+bool read_ok(Decoder& d, const Result<T>& r, size_t before) {
+    if (r) return true;
+    check_refusal(r.error());
+    check(d.remaining() == before);
+    return false;
+}
+
+void decode(const Section& s) {
+    Decoder d(s);
+    // Each op consumes at least its own byte, so this ends within payload.size() steps.
+    while (d.remaining() > 0) {
+        size_t before = d.remaining();
+        auto op = d.u8("op");
+        check(op.has_value());
+        uint8_t k = *op;
+        before = d.remaining();
+        bool ok = true;
+        switch (k % 9) {
+        case 0: ok = read_ok(d, d.u8("u8"), before); break;
+        case 1: ok = read_ok(d, d.u16("u16"), before); break;
+        case 2: ok = read_ok(d, d.u32("u32"), before); break;
+        case 3: ok = read_ok(d, d.u64("u64"), before); break;
+        case 4: ok = read_ok(d, d.i64("i64"), before); break;
+        case 5: ok = read_ok(d, d.boolean("bool"), before); break;
+        case 6: {
+            uint32_t max = static_cast<uint32_t>(k >> 4) * 17;
+            auto r = d.u32_max("count", max);
+            ok = read_ok(d, r, before);
+            if (ok) check(*r <= max);
+            break;
+        }
+        case 7: {
+            size_t n = k >> 4;
+            auto r = d.bytes("raw", n);
+            ok = read_ok(d, r, before);
+            if (ok) check(r->size() == n && d.remaining() == before - n);
+            break;
+        }
+        case 8: {
+            auto r = d.string("name", 64);
+            ok = read_ok(d, r, before);
+            if (ok) check(r->size() <= 64 && d.remaining() == before - 4 - r->size());
+            break;
+        }
+        }
+        if (!ok) break;
+    }
+    auto fin = d.finish();
+    check(fin.has_value() == (d.remaining() == 0));
+    if (!fin) check_refusal(fin.error());
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerInitialize(int*, char***) {
+    quiet_logs();
+    return 0;
+}
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+    if (size == 0) return 0;
+    const bool fix_crc = data[0] & 1;
+    std::vector<uint8_t> file(data + 1, data + size);
+    if (fix_crc && file.size() >= 8) {
+        uint64_t crc = crc64_xz(std::span(file).first(file.size() - 8));
+        for (size_t i = 0; i < 8; ++i) file[file.size() - 8 + i] = static_cast<uint8_t>(crc >> (8 * i));
+    }
+
+    auto f = StateFile::parse(file);
+    if (!f) {
+        check_refusal(f.error());
+        return 0;
+    }
+    check(f->format_version == kStateFormatVersion);
+    check(f->sections.size() <= kMaxSections);
+
+    StateWriter w(f->kestrel_version, f->cpu_summary);
+    for (size_t i = 0; i < f->sections.size(); ++i) {
+        const Section& s = f->sections[i];
+        check(!s.id.empty() && s.id.size() <= kMaxSectionId);
+        check(f->find(s.id) == &s);  // ids are unique, so find() lands on this one
+        w.section(s.id, s.version).put_bytes(s.payload);
+        decode(s);
+    }
+    auto again = std::move(w).finish();
+    check(again.has_value());
+    check(*again == file);
+    return 0;
+}
