@@ -41,7 +41,7 @@ int main(int argc, char** argv) {
     spdlog::set_pattern("kestrel: %^%l%$: %v");
 
     CLI::App app{"kestrel: a small, fast virtual machine monitor on Linux KVM", "kestrel"};
-    app.set_version_flag("--version", "kestrel 0.1.0");
+    app.set_version_flag("--version", "kestrel " KESTREL_VERSION);
     app.require_subcommand(1);
     app.footer(kExitCodesHelp);
 

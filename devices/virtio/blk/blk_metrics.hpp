@@ -53,8 +53,9 @@ struct BlkMetrics {
     std::array<LatencyHistogram, 4> latency{};
     void record_latency(Op op, uint64_t ns) { latency[static_cast<size_t>(op)].record(ns); }
 
-    static void inc(Counter& c, uint64_t n = 1) { c.fetch_add(n, std::memory_order_relaxed); }
+    static void inc(Counter& c, uint64_t n = 1) { add_metric(c, n); }
     static void raise_to(Counter& c, uint64_t v) {
+        if constexpr (!kMetricsBuilt) return;
         uint64_t cur = c.load(std::memory_order_relaxed);
         while (cur < v && !c.compare_exchange_weak(cur, v, std::memory_order_relaxed)) {
         }

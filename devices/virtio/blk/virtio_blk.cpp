@@ -88,7 +88,7 @@ struct VirtioBlk::QueueWorker {
         DescriptorChain chain;
         BlkRequest req;
         BouncePool::Lease bounce;  // O_DIRECT with unaligned guest buffers; count 0: none
-        uint64_t submitted_ns = 0; // monotonic_ns() at submission (latency histogram)
+        uint64_t submitted_ns = 0; // metric_clock_ns() at submission (latency histogram)
     };
     // Popped, valid, but waiting for room in the host memory budget (virtio_blk.hpp).
     // Or refused by the rate limiter (`throttled`): its timer resumes the queue.
@@ -248,7 +248,7 @@ struct VirtioBlk::QueueWorker {
         }
         free_slots.pop_back();
         held_descriptors += descs;
-        slots[tag].emplace(InFlight{std::move(chain), req, bounce, monotonic_ns()});
+        slots[tag].emplace(InFlight{std::move(chain), req, bounce, metric_clock_ns()});
         count_in_flight();
         return true;
     }
@@ -287,7 +287,7 @@ struct VirtioBlk::QueueWorker {
             st = blk::kStatusIoErr;
         }
         if (f.bounce.count != 0) pool->release(f.bounce);
-        m().record_latency(latency_op(req.kind), monotonic_ns() - f.submitted_ns);
+        m().record_latency(latency_op(req.kind), metric_clock_ns() - f.submitted_ns);
         if (st != blk::kStatusOk) {
             BlkMetrics::inc(m().io_errors);
             log::debug("virtio-blk queue {}: head {} type {} at {}: host I/O result {} (wanted {})", index,

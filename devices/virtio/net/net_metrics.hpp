@@ -35,7 +35,7 @@ struct NetMetrics {
     Counter interrupts;            // used-buffer notifications sent (both queues)
     Counter queue_errors;          // a queue itself broke: device needs reset
 
-    static void inc(Counter& c, uint64_t n = 1) { c.fetch_add(n, std::memory_order_relaxed); }
+    static void inc(Counter& c, uint64_t n = 1) { add_metric(c, n); }
     static uint64_t get(const Counter& c) { return c.load(std::memory_order_relaxed); }
 
     void visit(MetricVisitor& v) const {

@@ -73,7 +73,7 @@ uint32_t VirtioRng::fill(const DescriptorChain& chain) {
     for (const iovec& v : *iov) {
         auto r = source_(std::span(static_cast<uint8_t*>(v.iov_base), v.iov_len));
         if (!r) {
-            metrics_.entropy_errors.fetch_add(1, std::memory_order_relaxed);
+            add_metric(metrics_.entropy_errors, 1);
             log::warn("virtio-rng: entropy source failed: {}", r.error().what());
             break;
         }
@@ -96,7 +96,7 @@ void VirtioRng::process_locked() {
     bool used_any = false;
     auto complete = [&](uint16_t head, uint32_t len) {
         if (auto r = queue_->add_used(*mem_, head, len); !r) {
-            metrics_.queue_errors.fetch_add(1, std::memory_order_relaxed);
+            add_metric(metrics_.queue_errors, 1);
             log::warn("virtio-rng: {}", r.error().what());
             needs_reset_ = true;
             return;
@@ -110,7 +110,7 @@ void VirtioRng::process_locked() {
         } else {
             auto popped = queue_->pop(*mem_);
             if (!popped) {
-                metrics_.queue_errors.fetch_add(1, std::memory_order_relaxed);
+                add_metric(metrics_.queue_errors, 1);
                 log::warn("virtio-rng: requestq broken, device needs reset: {}",
                           popped.error().what());
                 needs_reset_ = true;
@@ -118,7 +118,7 @@ void VirtioRng::process_locked() {
             }
             if (!popped->has_value()) break;
             if (auto* bad = std::get_if<MalformedChain>(&**popped)) {
-                metrics_.malformed_chains.fetch_add(1, std::memory_order_relaxed);
+                add_metric(metrics_.malformed_chains, 1);
                 log::debug("virtio-rng: malformed chain {}: {}", bad->head, bad->error.what());
                 complete(bad->head, 0);
                 continue;
@@ -130,8 +130,8 @@ void VirtioRng::process_locked() {
             break;
         }
         uint32_t n = fill(*chain);
-        metrics_.requests.fetch_add(1, std::memory_order_relaxed);
-        metrics_.bytes.fetch_add(n, std::memory_order_relaxed);
+        add_metric(metrics_.requests, 1);
+        add_metric(metrics_.bytes, n);
         complete(chain->head(), n);
     }
     // Completions already published still deserve their notification, even if the queue
@@ -139,7 +139,7 @@ void VirtioRng::process_locked() {
     if (!used_any) return;
     auto notify = queue_->should_notify(*mem_);
     if (!notify || *notify) {
-        metrics_.interrupts.fetch_add(1, std::memory_order_relaxed);
+        add_metric(metrics_.interrupts, 1);
         interrupt_->signal_queue(0);
     }
 }

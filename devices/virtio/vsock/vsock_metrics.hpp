@@ -38,7 +38,7 @@ struct VsockMetrics {
     Counter queue_errors;         // a queue broke: device needs reset
     Counter interrupts;           // used-buffer notifications sent
 
-    static void inc(Counter& c, uint64_t n = 1) { c.fetch_add(n, std::memory_order_relaxed); }
+    static void inc(Counter& c, uint64_t n = 1) { add_metric(c, n); }
     static uint64_t get(const Counter& c) { return c.load(std::memory_order_relaxed); }
 
     void visit(MetricVisitor& v) const {
