@@ -5,7 +5,8 @@ halting. While it runs and again while paused, GET /metrics must answer Promethe
 (content type text/plain; version=0.0.4, one TYPE per family) whose
 kestrel_blk_read_bytes_total{drive="rootfs"} and write_bytes equal the bytes the guest says it
 moved, with the latency histogram's counts equal to its completed reads/writes/flush;
-FlushMetrics must append a Firecracker JSON line to metrics_path, and kestrel's exit one more;
+FlushMetrics must append a Firecracker JSON line to metrics_path, the 60 s periodic flush one
+more (stamped 60 s after InstanceStart), and kestrel's exit a third;
 summed over the lines (Firecracker writes deltas), block_rootfs.read_bytes equals the guest's."""
 
 import json
@@ -20,6 +21,8 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "api"))
 from api_client import UnixHTTPConnection  # noqa: E402
+
+kPeriodic = 60  # vmm/controller.hpp kMetricsPeriod
 
 
 def api(sock, method, path, body=None):
@@ -137,6 +140,8 @@ def run(args, case, guest, image, serial):
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         out = bytearray()
         problems = []
+        lines = []
+        started = periodic_at = 0.0
         start = time.monotonic()
         try:
             while not os.path.exists(sock) and proc.poll() is None and time.monotonic() - start < 10:
@@ -147,6 +152,8 @@ def run(args, case, guest, image, serial):
                      ("PUT", "/metrics", {"metrics_path": mpath}),
                      ("PUT", "/actions", {"action_type": "InstanceStart"})]
             for method, path, body in steps:
+                if body == {"action_type": "InstanceStart"}:
+                    started = time.time()
                 status, _, text = api(sock, method, path, body)
                 if status != 204:
                     raise RuntimeError(f"{method} {path}: status {status}: {text[:200]}")
@@ -169,6 +176,20 @@ def run(args, case, guest, image, serial):
             status, _, text = api(sock, "PATCH", "/vm", {"state": "Resumed"})
             if status != 204:
                 problems.append(f"resume: status {status}: {text[:200]}")
+            # The periodic flush (Controller::kMetricsPeriod, 60 s from InstanceStart, as
+            # Firecracker's): a second line appears by itself, not before.
+            while len(lines) < 2 and time.time() - started < kPeriodic + 20 and proc.poll() is None:
+                time.sleep(0.5)
+                lines = metrics_lines(mpath)
+            if len(lines) != 2:
+                problems.append(f"metrics_path has {len(lines)} lines {time.time() - started:.0f} s after "
+                                f"InstanceStart, expected 2 (FlushMetrics, then the {kPeriodic} s periodic flush)")
+            else:
+                at = lines[1].get("utc_timestamp_ms", 0) / 1000 - started
+                if not kPeriodic - 1 <= at <= kPeriodic + 20:
+                    problems.append(f"the periodic metrics line is stamped {at:.1f} s after InstanceStart, "
+                                    f"expected {kPeriodic} s")
+                periodic_at = at
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=10)
         except (OSError, RuntimeError, subprocess.TimeoutExpired, json.JSONDecodeError) as e:
@@ -188,8 +209,9 @@ def run(args, case, guest, image, serial):
             lines = metrics_lines(mpath)
         except (OSError, json.JSONDecodeError) as e:
             return False, f"metrics_path: {e}", details
-        if len(lines) != 2:
-            problems.append(f"metrics_path has {len(lines)} lines after FlushMetrics and exit, expected 2")
+        if len(lines) != 3:
+            problems.append(f"metrics_path has {len(lines)} lines after FlushMetrics, the periodic flush and exit, "
+                            "expected 3")
         for i, l in enumerate(lines):
             missing = [k for k in ("utc_timestamp_ms", "block_rootfs", "block", "vcpu", "uart", "vmm") if k not in l]
             if missing:
@@ -205,5 +227,5 @@ def run(args, case, guest, image, serial):
         if problems:
             return False, "; ".join(problems), details
         return True, (f"exit {proc.returncode} in {time.monotonic() - start:.2f} s; scraped read_bytes={want_read} "
-                      f"write_bytes={want_write} running and paused; {len(lines)} JSON lines, deltas summing to the "
-                      f"guest's bytes"), ""
+                      f"write_bytes={want_write} running and paused; {len(lines)} JSON lines (FlushMetrics, periodic "
+                      f"{periodic_at:.1f} s after InstanceStart, exit), deltas summing to the guest's bytes"), ""
