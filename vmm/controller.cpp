@@ -16,6 +16,7 @@
 #include "vmm/metrics/fc_metrics.hpp"
 #include "vmm/metrics/prometheus.hpp"
 #include "vmm/rate_limits.hpp"
+#include "vmm/vcpu_loop.hpp"
 
 namespace kestrel {
 
@@ -26,7 +27,7 @@ using api::Op;
 
 namespace {
 
-constexpr const char* kVersion = "0.1.0";
+constexpr const char* kVersion = KESTREL_VERSION;
 
 void log_exit(const GuestExit& e, int code) {
     if (e.kind == ExitKind::PowerOff || e.kind == ExitKind::DebugExit || e.kind == ExitKind::Reset)
@@ -104,9 +105,26 @@ Result<json> Controller::vm_info() const {
     if (vmm_) {
         j["uptime_seconds"] =
             std::chrono::duration<double>(std::chrono::steady_clock::now() - started_at_).count();
+        // Each vCPU's own report (its thread's phase and counters), not the VM's state.
         json vcpus = json::array();
-        const char* s = vmm_->state() == Vmm::State::Paused ? "Paused" : "Running";
-        for (uint32_t i = 0; i < vmm_->vcpu_count(); ++i) vcpus.push_back({{"index", i}, {"state", s}});
+        const auto phases = vmm_->vcpu_phases();
+        const auto sources = vmm_->metric_sources();
+        for (size_t i = 0; i < phases.size(); ++i) {
+            const char* s = "Running";
+            if (phases[i] == VcpuPhase::Parked) s = "Paused";
+            else if (phases[i] == VcpuPhase::Ended) s = "Exited";
+            else if (phases[i] == VcpuPhase::NotStarted) s = "Not started";
+            json v{{"index", i}, {"state", s}, {"phase", phase_name(phases[i])}};
+            if (i < sources.vcpus.size()) {
+                const VcpuExitCounters& c = *sources.vcpus[i];
+                uint64_t exits = 0;
+                for (const auto& n : c.by_reason) exits += load_metric(n);
+                v["exits"] = exits;
+                v["run_seconds"] = static_cast<double>(load_metric(c.run_ns)) / 1e9;
+                v["vmm_seconds"] = static_cast<double>(load_metric(c.vmm_ns)) / 1e9;
+            }
+            vcpus.push_back(std::move(v));
+        }
         j["vcpus"] = vcpus;
     }
     return j;
@@ -236,6 +254,14 @@ Result<json> Controller::dispatch(const ApiRequest& r) {
     case Op::SnapshotCreate:
     case Op::SnapshotLoad:
         return bad_request("snapshots are not supported yet");
+    case Op::SaveDeviceState:
+        if (!vmm_) return not_allowed("the guest has not started");
+        TRY(vmm_->save_device_state(std::get<std::string>(r.payload)));
+        return json();
+    case Op::LoadDeviceState:
+        if (!vmm_) return not_allowed("the guest has not started");
+        TRY(vmm_->load_device_state(std::get<std::string>(r.payload)));
+        return json();
     }
     return bad_request("unknown request");
 }

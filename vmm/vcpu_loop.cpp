@@ -37,6 +37,17 @@ const char* internal_suberror_name(uint32_t sub) {
 
 }  // namespace
 
+const char* phase_name(VcpuPhase p) {
+    switch (p) {
+    case VcpuPhase::NotStarted: return "not started";
+    case VcpuPhase::InGuest: return "in guest";
+    case VcpuPhase::InVmm: return "in vmm";
+    case VcpuPhase::Parked: return "parked";
+    case VcpuPhase::Ended: return "ended";
+    }
+    return "?";
+}
+
 void VcpuThread::install_kick_handler() {
     struct sigaction sa{};
     sa.sa_handler = on_kick;
@@ -70,15 +81,18 @@ void VcpuThread::join() {
 
 void VcpuThread::loop() {
     kvm_run* run = vcpu_.run_area();
-    uint64_t t = monotonic_ns();  // end of the last exit's handling
+    uint64_t t = metric_clock_ns();  // end of the last exit's handling
     while (!ctl_.stopping()) {
         if (pause_requested_.load()) {
+            set_phase(Phase::Parked);
             park(run);
-            t = monotonic_ns();
+            t = metric_clock_ns();
             continue;
         }
+        set_phase(Phase::InGuest);
         auto entered = vcpu_.run();
-        const uint64_t left = monotonic_ns();
+        set_phase(Phase::InVmm);
+        const uint64_t left = metric_clock_ns();
         bump_owned(counters_.run_ns, left - t);
         t = left;
         if (!entered) {
@@ -87,9 +101,10 @@ void VcpuThread::loop() {
         }
         if (!*entered) continue;  // signal: re-check whether to stop or pause
         if (!handle_exit(run)) break;  // this vCPU cannot continue; VmControl decides the VM
-        t = monotonic_ns();
+        t = metric_clock_ns();
         bump_owned(counters_.vmm_ns, t - left);
     }
+    set_phase(Phase::Ended);
     std::lock_guard lk(park_mu_);
     ended_ = true;
     park_cv_.notify_all();

@@ -34,8 +34,15 @@ struct VcpuExitCounters {
     std::atomic<uint64_t> run_ns{0}, vmm_ns{0};
 };
 
+// Where a vCPU's thread is, for GET /vm/info: written by that thread alone with relaxed
+// stores (a plain move on x86: nothing on the exit path waits for it), read by any thread.
+enum class VcpuPhase : uint8_t { NotStarted, InGuest, InVmm, Parked, Ended };
+const char* phase_name(VcpuPhase p);
+
 class VcpuThread {
 public:
+    using Phase = VcpuPhase;
+
     // `on_ioapic_eoi`: the userspace IOAPIC's end of interrupt (split irqchip), else empty.
     VcpuThread(kvm::Vcpu& vcpu, const Bus& pio, const Bus& mmio, VmControl& ctl,
                std::function<void(uint8_t)> on_ioapic_eoi = {})
@@ -53,6 +60,7 @@ public:
     bool pause(std::chrono::milliseconds limit);
     void resume();
     const VcpuExitCounters& counters() const { return counters_; }
+    Phase phase() const { return phase_.load(std::memory_order_relaxed); }
 
 private:
     void loop();
@@ -75,6 +83,8 @@ private:
     bool parked_ = false;  // under park_mu_
     bool ended_ = false;   // under park_mu_: the loop has returned
     VcpuExitCounters counters_;
+    std::atomic<Phase> phase_{Phase::NotStarted};
+    void set_phase(Phase p) { phase_.store(p, std::memory_order_relaxed); }
 };
 
 }  // namespace kestrel

@@ -5,10 +5,13 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 
+#include <cpuid.h>
 #include <openssl/evp.h>
 
 #include <memory>
+#include <optional>
 #include <pthread.h>
+#include <tuple>
 
 #include <thread>
 #include <vector>
@@ -28,6 +31,7 @@
 #include "devices/virtio/net/virtio_net.hpp"
 #include "devices/virtio/rng/virtio_rng.hpp"
 #include "devices/virtio/vsock/virtio_vsock.hpp"
+#include "migration/legacy_state.hpp"
 #include "vmm/arch/x86/cpuid.hpp"
 #include "vmm/arch/x86/vcpu_setup.hpp"
 #include "vmm/console_input.hpp"
@@ -159,6 +163,8 @@ struct Vmm::Impl {
     std::unique_ptr<SerialSink> serial;
     std::shared_ptr<Uart16550> uart;
     std::shared_ptr<I8042> i8042;
+    std::shared_ptr<CmosRtc> rtc;
+    std::shared_ptr<AcpiPmDevice> acpi_pm;
     std::shared_ptr<PciRoot> pci;
     std::unique_ptr<VirtioWiring> virtio;
     std::vector<std::shared_ptr<VirtioBlk>> blks;  // index = cfg.disks index
@@ -287,7 +293,8 @@ Result<void> Vmm::Impl::build_devices() {
     TRY(pio.insert(x86::kCom1Port, 8, uart));
     i8042 = std::make_shared<I8042>(reset, kbd_irq);
     TRY(pio.insert(x86::kI8042DataPort, I8042::kMappingLength, i8042));
-    TRY(pio.insert(x86::kCmosPort, 2, std::make_shared<CmosRtc>(CmosMemorySizes{low_ram, high_ram})));
+    rtc = std::make_shared<CmosRtc>(CmosMemorySizes{low_ram, high_ram});
+    TRY(pio.insert(x86::kCmosPort, 2, rtc));
     // Only on request: otherwise any guest could choose kestrel's exit status and make a
     // supervisor believe it powered off or reset. Unmapped, 0xf4 is an unclaimed port.
     if (cfg.debug_exit)
@@ -295,7 +302,8 @@ Result<void> Vmm::Impl::build_devices() {
                            ctl.request({ExitKind::DebugExit, static_cast<int>(code),
                                         fmt::format("guest wrote {} to the debug-exit port", code)});
                        })));
-    TRY(pio.insert(x86::kAcpiSleepControlPort, 3, std::make_shared<AcpiPmDevice>(poweroff, reset)));
+    acpi_pm = std::make_shared<AcpiPmDevice>(poweroff, reset);
+    TRY(pio.insert(x86::kAcpiSleepControlPort, 3, acpi_pm));
 
     // PCI: config cycles through 0xCF8 and ECAM, BARs in the 32-bit window; virtio devices.
     pci = PciRoot::create();
@@ -454,6 +462,127 @@ Result<std::string> Vmm::ram_digest() const {
     return hex;
 }
 
+namespace {
+
+// "AuthenticAMD family 25 model 1": the state file's header says what it was taken on.
+std::string host_cpu_summary() {
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    if (!__get_cpuid(0, &a, &b, &c, &d)) return "unknown CPU";
+    char vendor[13] = {};
+    std::memcpy(vendor, &b, 4);
+    std::memcpy(vendor + 4, &d, 4);
+    std::memcpy(vendor + 8, &c, 4);
+    if (!__get_cpuid(1, &a, &b, &c, &d)) return vendor;
+    // SDM vol. 2A CPUID leaf 1 EAX: the extended family/model count only for families 0xf/0x6.
+    unsigned family = (a >> 8) & 0xf, model = (a >> 4) & 0xf;
+    if (family == 0xf) family += (a >> 20) & 0xff;
+    if (family == 0x6 || family >= 0xf) model |= ((a >> 16) & 0xf) << 4;
+    return fmt::format("{} family {} model {}", vendor, family, model);
+}
+
+Result<void> write_file_replacing(const std::string& path, std::span<const uint8_t> bytes) {
+    const std::string tmp = path + ".tmp";
+    UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+    if (!fd) return fail_errno("cannot create '{}'", tmp);
+    for (size_t done = 0; done < bytes.size();) {
+        ssize_t n = ::write(fd.get(), bytes.data() + done, bytes.size() - done);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) {
+            auto e = fail_errno("writing '{}'", tmp);
+            ::unlink(tmp.c_str());
+            return e;
+        }
+        done += static_cast<size_t>(n);
+    }
+    if (::fsync(fd.get()) != 0 || ::rename(tmp.c_str(), path.c_str()) != 0) {
+        auto e = fail_errno("saving '{}'", path);
+        ::unlink(tmp.c_str());
+        return e;
+    }
+    return {};
+}
+
+}  // namespace
+
+Result<void> Vmm::save_device_state(const std::string& path) const {
+    if (d_->state != State::Paused)
+        return not_allowed("device state: the VM is {}; its state is only saved while paused", state_name(d_->state));
+    using namespace migration;
+    StateWriter w(KESTREL_VERSION, host_cpu_summary());
+    encode(w.section(kUartSection, kLegacyStateVersion), d_->uart->save());
+    encode(w.section(kRtcSection, kLegacyStateVersion), d_->rtc->save());
+    encode(w.section(kI8042Section, kLegacyStateVersion), d_->i8042->save());
+    encode(w.section(kAcpiPmSection, kLegacyStateVersion), d_->acpi_pm->save());
+    if (d_->ioapic) encode(w.section(kIoapicSection, kLegacyStateVersion), d_->ioapic->save());
+    auto bytes = TRY(std::move(w).finish());
+    if (auto r = write_file_replacing(path, bytes); !r)
+        return std::unexpected(context(r.error(), "device state"));
+    log::info("device state saved to '{}' ({} bytes)", path, bytes.size());
+    return {};
+}
+
+Result<void> Vmm::load_device_state(const std::string& path) {
+    if (d_->state != State::Paused)
+        return not_allowed("device state: the VM is {}; its state is only loaded while paused", state_name(d_->state));
+    using namespace migration;
+    auto image = FileImage::open(path, "device state");
+    if (!image) return bad_request("{}", image.error().what());
+    auto where = [&](Error e) { return std::unexpected(context(std::move(e), fmt::format("device state '{}'", path))); };
+    auto file = StateFile::parse(image->bytes());
+    if (!file) return where(file.error());
+    const bool has_ioapic = d_->ioapic != nullptr;
+    for (const auto& sec : file->sections)
+        if (sec.id != kUartSection && sec.id != kRtcSection && sec.id != kI8042Section && sec.id != kAcpiPmSection &&
+            !(sec.id == kIoapicSection && has_ioapic))
+            return where(Error{fmt::format("state: section '{}': this VM has no such device", sec.id), 0,
+                               ErrorKind::BadRequest});
+    auto section = [&](const char* id) -> Result<const Section*> {
+        if (const Section* s = file->find(id)) return s;
+        return bad_request("state: no section '{}': this VM has that device", id);
+    };
+    // Every section decoded before anything changes.
+    auto decoded = [&]() -> Result<std::tuple<Uart16550::State, CmosRtc::State, I8042::State, AcpiPmDevice::State,
+                                              std::optional<IoApic::State>>> {
+        auto uart = TRY(decode_uart(*TRY(section(kUartSection))));
+        auto rtc = TRY(decode_rtc(*TRY(section(kRtcSection))));
+        auto kbd = TRY(decode_i8042(*TRY(section(kI8042Section))));
+        auto pm = TRY(decode_acpi_pm(*TRY(section(kAcpiPmSection))));
+        std::optional<IoApic::State> io;
+        if (has_ioapic) io = TRY(decode_ioapic(*TRY(section(kIoapicSection))));
+        return std::tuple{std::move(uart), std::move(rtc), std::move(kbd), std::move(pm), std::move(io)};
+    }();
+    if (!decoded) return where(decoded.error());
+    auto& [uart, rtc, kbd, pm, io] = *decoded;
+    // The devices check what the bytes mean (reserved bits, indices): one that refuses has
+    // the devices restored before it put back, so a refused file changes nothing.
+    // The IOAPIC goes last: nothing after it to undo.
+    const auto before = std::tuple{d_->uart->save(), d_->rtc->save(), d_->i8042->save(), d_->acpi_pm->save()};
+    int applied = 0;
+    auto apply = [&]() -> Result<void> {
+        TRY(d_->uart->restore(uart));
+        ++applied;
+        TRY(d_->rtc->restore(rtc));
+        ++applied;
+        TRY(d_->i8042->restore(kbd));
+        ++applied;
+        TRY(d_->acpi_pm->restore(pm));
+        ++applied;
+        if (io) TRY(d_->ioapic->restore(*io));
+        return {};
+    }();
+    if (!apply) {
+        // Putting back what save() returned cannot fail: it came from the device itself.
+        if (applied > 0) (void)d_->uart->restore(std::get<0>(before));
+        if (applied > 1) (void)d_->rtc->restore(std::get<1>(before));
+        if (applied > 2) (void)d_->i8042->restore(std::get<2>(before));
+        if (applied > 3) (void)d_->acpi_pm->restore(std::get<3>(before));
+        return where(apply.error());
+    }
+    log::info("device state loaded from '{}' ({} sections, written by kestrel {} on {})", path,
+              file->sections.size(), file->kestrel_version, file->cpu_summary);
+    return {};
+}
+
 Result<void> Vmm::update_drive_rate_limiter(std::string_view drive_id, const RateLimiterConfig& change) {
     if (d_->state == State::Stopped) return not_allowed("the VM has stopped");
     for (size_t i = 0; i < d_->cfg.disks.size(); ++i) {
@@ -548,6 +677,12 @@ VmmMetricSources Vmm::metric_sources() const {
     if (d_->cfg.vsock) next("vsock", "");
     if (d_->cfg.rng) next("rng", "");
     return s;
+}
+
+std::vector<VcpuPhase> Vmm::vcpu_phases() const {
+    std::vector<VcpuPhase> v;
+    for (const auto& t : d_->threads) v.push_back(t->phase());
+    return v;
 }
 
 const char* state_name(Vmm::State s) {

@@ -24,6 +24,7 @@
 namespace kestrel {
 
 struct VcpuExitCounters;
+enum class VcpuPhase : uint8_t;
 class VirtioDevice;
 class SerialSink;
 
@@ -70,8 +71,22 @@ public:
     // SHA-256 of guest RAM, region by region, for tests that check nothing changed it while
     // paused. Refused unless paused.
     Result<std::string> ram_digest() const;
+
+    // Snapshot hooks, what snapshots and live migration build on: the state of the devices
+    // kestrel emulates outside KVM (COM1, CMOS RTC, i8042, ACPI PM and, with the split
+    // irqchip, the IOAPIC) as a state stream (migration/state_stream.hpp, sections named in
+    // migration/legacy_state.hpp) written to `path` (a new file: written beside it, then
+    // renamed over it), and loaded back into this VM: the file is parsed and every section
+    // decoded before anything changes, sections this VM has no device for are refused, and
+    // a device that refuses its state has the ones before it put back (all or nothing).
+    // Only while paused. Not in it yet: vCPUs, KVM's VM state, virtio transports, guest RAM.
+    Result<void> save_device_state(const std::string& path) const;
+    Result<void> load_device_state(const std::string& path);
     // The vCPUs' counters, the virtio devices by their configuration ids, the console.
     VmmMetricSources metric_sources() const;
+    // Where each vCPU's thread is now (vcpu_loop.hpp VcpuThread::Phase), index = vCPU: its
+    // own report, not the VM's state (a vCPU that ended early says so while the VM runs).
+    std::vector<VcpuPhase> vcpu_phases() const;
 
     // PATCH /drives/{id} path_on_host while the guest runs: drive `id` is served from the
     // image at `path` from now on, opened and locked like any --disk (BlockFile: same checks,

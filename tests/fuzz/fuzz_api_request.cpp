@@ -214,6 +214,12 @@ void one_request(VmConfig& cfg, std::string_view method, std::string_view path, 
     case Op::GetVmInfo:
     case Op::GetMetrics:
     case Op::GetRamDigest: check(get); break;
+    case Op::SaveDeviceState:
+    case Op::LoadDeviceState: {
+        const auto& file = std::get<std::string>(r->payload);
+        check(put && path.starts_with("/vm/device-state/") && !file.empty() && no_nul(file));
+        break;
+    }
     default: break;
     }
     apply_like_controller(cfg, *r);
@@ -229,6 +235,7 @@ constexpr Endpoint kEndpoints[] = {
     {"PATCH", "/network-interfaces/"}, {"PUT", "/vsock"},          {"PUT", "/entropy"},
     {"PUT", "/logger"},               {"PUT", "/metrics"},         {"PUT", "/actions"},
     {"PATCH", "/vm"},                 {"PUT", "/snapshot/create"}, {"GET", "/vm/config"},
+    {"PUT", "/vm/device-state/save"}, {"PUT", "/vm/device-state/load"},
 };
 constexpr const char* kIds[] = {"rootfs", "data", "eth0", "eth1", "", "bad.id", "a%20b", "x/y"};
 

@@ -109,6 +109,31 @@ def state(k):
     return k.api.get("/").json.get("state")
 
 
+def check_device_state(c, api, tmp):
+    """The Vmm's snapshot hooks on a paused VM: the device state saved, loaded back and saved
+    again gives the same bytes; a file with one byte changed is refused and changes nothing."""
+    first, again, bad = (os.path.join(tmp, n) for n in ("dev.state", "dev-again.state", "dev-bad.state"))
+    if not c.status(api.put("/vm/device-state/save", {"path": first}), 204, "PUT /vm/device-state/save"):
+        return
+    data = open(first, "rb").read()
+    c.expect(data[:8] == b"KESTRLST" and not os.path.exists(first + ".tmp"),
+             f"device state file starts {data[:8]!r}, expected KESTRLST (and no .tmp left)")
+    for sid in (b"uart/com1", b"rtc", b"i8042", b"acpi-pm", b"ioapic"):
+        c.expect(sid in data, f"device state file has no section {sid.decode()}")
+    c.status(api.put("/vm/device-state/load", {"path": first}), 204, "PUT /vm/device-state/load")
+    c.status(api.put("/vm/device-state/save", {"path": again}), 204, "PUT /vm/device-state/save after load")
+    c.expect(os.path.exists(again) and open(again, "rb").read() == data,
+             "device state saved after loading it differs from the one loaded")
+    corrupt = bytearray(data)
+    corrupt[len(corrupt) // 2] ^= 0x10
+    with open(bad, "wb") as f:
+        f.write(corrupt)
+    c.status(api.put("/vm/device-state/load", {"path": bad}), 400, "PUT /vm/device-state/load of a corrupt file",
+             "BadRequest", "checksum mismatch")
+    c.status(api.put("/vm/device-state/save", {"path": again}), 204, "PUT /vm/device-state/save after the refusal")
+    c.expect(open(again, "rb").read() == data, "a refused device state file changed the devices")
+
+
 def run_lifecycle(args, guest, tmp):
     c = Checks()
     cfg = configuration(guest, tmp)
@@ -140,7 +165,12 @@ def run_lifecycle(args, guest, tmp):
                      "only possible before the guest starts")
         info = api.get("/vm/info").json or {}
         c.expect(info.get("state") == "Running" and info.get("id") == "kestrel", f"GET /vm/info: {info}")
-        c.expect(info.get("vcpus") == [{"index": 0, "state": "Running"}], f"GET /vm/info vcpus: {info.get('vcpus')}")
+        vcpus = info.get("vcpus") or [{}]
+        v0 = vcpus[0]
+        c.expect(len(vcpus) == 1 and v0.get("index") == 0 and v0.get("state") == "Running"
+                 and v0.get("phase") in ("in guest", "in vmm") and isinstance(v0.get("exits"), int)
+                 and v0["exits"] >= 1 and isinstance(v0.get("run_seconds"), (int, float))
+                 and isinstance(v0.get("vmm_seconds"), (int, float)), f"GET /vm/info vcpus: {vcpus}")
         c.expect(isinstance(info.get("uptime_seconds"), (int, float)) and 0 <= info["uptime_seconds"] < 3600,
                  f"GET /vm/info uptime_seconds: {info.get('uptime_seconds')!r}")
         c.expect(isinstance(info.get("rss_bytes"), int) and info["rss_bytes"] >= 1 << 20,
@@ -151,18 +181,25 @@ def run_lifecycle(args, guest, tmp):
         c.status(api.patch("/vm", {"state": "Paused"}), 204, "PATCH /vm Paused")
         c.expect(state(k) == "Paused", f"GET / state {state(k)!r} after pausing, expected Paused")
         paused_info = api.get("/vm/info").json or {}
-        c.expect(paused_info.get("vcpus") == [{"index": 0, "state": "Paused"}],
+        paused_again = api.get("/vm/info").json or {}
+        p0, p1 = (paused_info.get("vcpus") or [{}])[0], (paused_again.get("vcpus") or [{}])[0]
+        c.expect(p0.get("state") == "Paused" and p0.get("phase") == "parked",
                  f"GET /vm/info vcpus while paused: {paused_info.get('vcpus')}")
+        c.expect(p0.get("exits") == p1.get("exits") and p0.get("run_seconds") == p1.get("run_seconds"),
+                 f"a parked vCPU's counters moved: {p0} then {p1}")
         d1, d2 = api.get("/vm/ram-digest"), api.get("/vm/ram-digest")
         if c.status(d1, 200, "GET /vm/ram-digest") and c.status(d2, 200, "GET /vm/ram-digest again"):
             s1, s2 = d1.json.get("sha256", ""), d2.json.get("sha256", "")
             c.expect(re.fullmatch(r"[0-9a-f]{64}", s1) is not None, f"ram-digest sha256 {s1!r}")
             c.expect(s1 == s2, f"two digests of a paused VM differ: {s1} {s2}")
+        check_device_state(c, api, tmp)
         c.status(api.patch("/vm", {"state": "Paused"}), 204, "PATCH /vm Paused while paused")
         c.status(api.action("SendCtrlAltDel"), 400, "SendCtrlAltDel while paused", "NotAllowed")
         c.status(api.patch("/vm", {"state": "Resumed"}), 204, "PATCH /vm Resumed")
         c.expect(state(k) == "Running", f"GET / state {state(k)!r} after resuming, expected Running")
         c.status(api.get("/vm/ram-digest"), 400, "GET /vm/ram-digest after resuming", "NotAllowed")
+        c.status(api.put("/vm/device-state/save", {"path": os.path.join(tmp, "running.state")}), 400,
+                 "PUT /vm/device-state/save while running", "NotAllowed", "only saved while paused")
         c.status(api.patch("/vm", {"state": "Resumed"}), 204, "PATCH /vm Resumed while running")
         # serial_hello has no keyboard driver: the keys are typed and ignored; the VM runs on.
         c.status(api.action("SendCtrlAltDel"), 204, "SendCtrlAltDel")

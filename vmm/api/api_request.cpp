@@ -70,6 +70,10 @@ Result<ApiRequest> parse_put(std::string_view path, const json& j) {
     if (path == "/entropy") return ApiRequest{Op::PutEntropy, TRY(parse_entropy(j))};
     if (path == "/logger") return ApiRequest{Op::PutLogger, TRY(parse_logger(j))};
     if (path == "/metrics") return ApiRequest{Op::PutMetrics, TRY(parse_metrics(j))};
+    if (path == "/vm/device-state/save" || path == "/vm/device-state/load") {
+        return ApiRequest{path.ends_with("save") ? Op::SaveDeviceState : Op::LoadDeviceState,
+                          TRY(parse_device_state_path(j))};
+    }
     if (path == "/snapshot/create") return ApiRequest{Op::SnapshotCreate, j};
     if (path == "/snapshot/load") return ApiRequest{Op::SnapshotLoad, j};
     return bad_request("PUT {}: no such resource", path);

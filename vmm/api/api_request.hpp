@@ -38,6 +38,8 @@ enum class Op {
     ResumeVm,          //                     "Resumed"
     SnapshotCreate,    // PUT /snapshot/create
     SnapshotLoad,      // PUT /snapshot/load
+    SaveDeviceState,   // PUT /vm/device-state/save {"path"} (kestrel, for tests: paused VMs only)
+    LoadDeviceState,   // PUT /vm/device-state/load {"path"}
 };
 
 using Payload = std::variant<std::monostate, json, DiskConfig, DrivePatch, NetConfig, NetPatch, VsockConfig,

@@ -291,6 +291,14 @@ Result<std::string> parse_metrics(const json& j) {
     return path;
 }
 
+Result<std::string> parse_device_state_path(const json& j) {
+    auto f = TRY(Fields::of(j, "device-state"));
+    auto path = TRY(f.required(f.str("path"), "path"));
+    TRY(f.finish());
+    if (path.empty()) return bad_request("device-state: path is empty");
+    return path;
+}
+
 Result<VmConfig> apply_full_config(VmConfig cfg, const json& j) {
     auto f = TRY(Fields::of(j, "configuration"));
     if (const json* b = f.object("boot-source")) TRY(apply_boot_source(cfg, *b));

@@ -54,6 +54,8 @@ struct LoggerConfig {
 Result<LoggerConfig> parse_logger(const json& j);
 // PUT /metrics {metrics_path}
 Result<std::string> parse_metrics(const json& j);
+// PUT /vm/device-state/{save,load} {path} (kestrel, for tests)
+Result<std::string> parse_device_state_path(const json& j);
 
 // A whole configuration (--config-file, GET /vm/config): "boot-source", "machine-config",
 // "drives", "network-interfaces", "vsock", "entropy", "logger", "metrics". Applied over

@@ -121,9 +121,11 @@ Policy main_thread(pid_t self) {
     add(p, {"epoll_wait", "epoll_pwait",
             // files a request names (a drive's new image: open, size, QEMU-style OFD locks;
             // the metrics file), /proc/self/{status,fd} and getrusage for GET /vm/info and
-            // the metrics
+            // the metrics; a device state file written beside its final name and renamed
+            // over it (PUT /vm/device-state/save)
             "openat", "stat", "statx", "lseek", "fcntl", "getdents64",
             "readlink", "fsync", "fdatasync", "dup", "unlink", "unlinkat", "getrusage",
+            "rename", "renameat", "renameat2",
             // signals (signalfd) and the serial output's SIGPIPE-free writes at exit
             "rt_sigpending", "rt_sigtimedwait",
             // a thread started from here runs these before its own code
