@@ -8,6 +8,8 @@
 #include <cpuid.h>
 #include <openssl/evp.h>
 
+#include <algorithm>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <pthread.h>
@@ -32,6 +34,7 @@
 #include "devices/virtio/rng/virtio_rng.hpp"
 #include "devices/virtio/vsock/virtio_vsock.hpp"
 #include "migration/legacy_state.hpp"
+#include "migration/vcpu_state.hpp"
 #include "vmm/arch/x86/cpuid.hpp"
 #include "vmm/arch/x86/vcpu_setup.hpp"
 #include "vmm/console_input.hpp"
@@ -176,6 +179,8 @@ struct Vmm::Impl {
     std::optional<RawTerminal> raw_tty;
     State state = State::Built;
     std::optional<GuestExit> ended;
+    // The MSRs a saved vCPU state holds (saveable_msrs), found at the first save or load.
+    mutable std::optional<std::vector<uint32_t>> msrs;
 
     Result<void> build();
     Result<void> build_devices();
@@ -504,11 +509,65 @@ Result<void> write_file_replacing(const std::string& path, std::span<const uint8
 
 }  // namespace
 
+namespace {
+
+// The MSRs saved for every vCPU: KVM's index list (KVM_GET_MSR_INDEX_LIST), sorted (IA32_TSC
+// 0x10 before TSC_DEADLINE 0x6e0, as KVM needs them back), minus those this vCPU cannot read
+// (features the host CPU lacks: KVM_GET_MSRS stops at the first).
+Result<std::vector<uint32_t>> saveable_msrs(const kvm::System& sys, const kvm::Vcpu& vcpu) {
+    auto list = TRY(sys.msr_index_list());
+    std::sort(list.begin(), list.end());
+    list.erase(std::unique(list.begin(), list.end()), list.end());
+    std::vector<uint32_t> out;
+    for (uint32_t msr : list)
+        if (vcpu.get_msrs({msr})) out.push_back(msr);
+    return out;
+}
+
+Result<migration::VcpuState> capture_vcpu(const kvm::Vcpu& v, const std::vector<uint32_t>& msrs) {
+    migration::VcpuState s;
+    s.mp_state = TRY(v.get_mp_state());
+    s.regs = TRY(v.get_regs());
+    s.sregs = TRY(v.get_sregs());
+    const auto xsave = TRY(v.get_xsave());
+    std::memcpy(s.xsave.data(), xsave.region, sizeof xsave.region);
+    s.xcrs = TRY(v.get_xcrs());
+    s.debugregs = TRY(v.get_debugregs());
+    s.lapic = TRY(v.get_lapic());
+    s.msrs = TRY(v.get_msrs(msrs));
+    s.events = TRY(v.get_vcpu_events());
+    return s;
+}
+
+// In the order KVM needs (migration/vcpu_state.hpp).
+Result<void> apply_vcpu(kvm::Vcpu& v, const migration::VcpuState& s) {
+    TRY(v.set_mp_state(s.mp_state));
+    TRY(v.set_regs(s.regs));
+    TRY(v.set_sregs(s.sregs));
+    kvm::uapi::Xsave xsave{};
+    std::memcpy(xsave.region, s.xsave.data(), sizeof xsave.region);
+    TRY(v.set_xsave(xsave));
+    TRY(v.set_xcrs(s.xcrs));
+    TRY(v.set_debugregs(s.debugregs));
+    TRY(v.set_lapic(s.lapic));
+    TRY(v.set_msrs(s.msrs));
+    TRY(v.set_vcpu_events(s.events));
+    return {};
+}
+
+}  // namespace
+
 Result<void> Vmm::save_device_state(const std::string& path) const {
     if (d_->state != State::Paused)
         return not_allowed("device state: the VM is {}; its state is only saved while paused", state_name(d_->state));
     using namespace migration;
     StateWriter w(KESTREL_VERSION, host_cpu_summary());
+    for (size_t i = 0; i < d_->vcpus.size(); ++i) {
+        const kvm::Vcpu& v = *d_->vcpus[i];
+        if (!d_->msrs) d_->msrs = TRY(saveable_msrs(*d_->sys, v));
+        encode(w.section(vcpu_section(static_cast<uint32_t>(i)), kVcpuStateVersion), TRY(capture_vcpu(v, *d_->msrs)));
+    }
+    encode_kvm_clock(w.section(kKvmClockSection, kKvmClockVersion), TRY(d_->vm->get_clock()).clock);
     encode(w.section(kUartSection, kLegacyStateVersion), d_->uart->save());
     encode(w.section(kRtcSection, kLegacyStateVersion), d_->rtc->save());
     encode(w.section(kI8042Section, kLegacyStateVersion), d_->i8042->save());
@@ -531,51 +590,80 @@ Result<void> Vmm::load_device_state(const std::string& path) {
     auto file = StateFile::parse(image->bytes());
     if (!file) return where(file.error());
     const bool has_ioapic = d_->ioapic != nullptr;
+    const size_t ncpus = d_->vcpus.size();
+    auto known = [&](const std::string& id) {
+        for (size_t i = 0; i < ncpus; ++i)
+            if (id == vcpu_section(static_cast<uint32_t>(i))) return true;
+        return id == kKvmClockSection || id == kUartSection || id == kRtcSection || id == kI8042Section ||
+               id == kAcpiPmSection || (id == kIoapicSection && has_ioapic);
+    };
     for (const auto& sec : file->sections)
-        if (sec.id != kUartSection && sec.id != kRtcSection && sec.id != kI8042Section && sec.id != kAcpiPmSection &&
-            !(sec.id == kIoapicSection && has_ioapic))
-            return where(Error{fmt::format("state: section '{}': this VM has no such device", sec.id), 0,
+        if (!known(sec.id))
+            return where(Error{fmt::format("state: section '{}': this VM has no such component", sec.id), 0,
                                ErrorKind::BadRequest});
-    auto section = [&](const char* id) -> Result<const Section*> {
+    auto section = [&](const std::string& id) -> Result<const Section*> {
         if (const Section* s = file->find(id)) return s;
-        return bad_request("state: no section '{}': this VM has that device", id);
+        return bad_request("state: no section '{}': this VM has that component", id);
     };
     // Every section decoded before anything changes.
-    auto decoded = [&]() -> Result<std::tuple<Uart16550::State, CmosRtc::State, I8042::State, AcpiPmDevice::State,
-                                              std::optional<IoApic::State>>> {
-        auto uart = TRY(decode_uart(*TRY(section(kUartSection))));
-        auto rtc = TRY(decode_rtc(*TRY(section(kRtcSection))));
-        auto kbd = TRY(decode_i8042(*TRY(section(kI8042Section))));
-        auto pm = TRY(decode_acpi_pm(*TRY(section(kAcpiPmSection))));
+    struct Decoded {
+        std::vector<VcpuState> vcpus;
+        uint64_t clock = 0;
+        Uart16550::State uart;
+        CmosRtc::State rtc;
+        I8042::State kbd;
+        AcpiPmDevice::State pm;
         std::optional<IoApic::State> io;
-        if (has_ioapic) io = TRY(decode_ioapic(*TRY(section(kIoapicSection))));
-        return std::tuple{std::move(uart), std::move(rtc), std::move(kbd), std::move(pm), std::move(io)};
+    };
+    auto decoded = [&]() -> Result<Decoded> {
+        Decoded d;
+        for (size_t i = 0; i < ncpus; ++i)
+            d.vcpus.push_back(TRY(decode_vcpu(*TRY(section(vcpu_section(static_cast<uint32_t>(i)))))));
+        d.clock = TRY(decode_kvm_clock(*TRY(section(kKvmClockSection))));
+        d.uart = TRY(decode_uart(*TRY(section(kUartSection))));
+        d.rtc = TRY(decode_rtc(*TRY(section(kRtcSection))));
+        d.kbd = TRY(decode_i8042(*TRY(section(kI8042Section))));
+        d.pm = TRY(decode_acpi_pm(*TRY(section(kAcpiPmSection))));
+        if (has_ioapic) d.io = TRY(decode_ioapic(*TRY(section(kIoapicSection))));
+        return d;
     }();
     if (!decoded) return where(decoded.error());
-    auto& [uart, rtc, kbd, pm, io] = *decoded;
-    // The devices check what the bytes mean (reserved bits, indices): one that refuses has
-    // the devices restored before it put back, so a refused file changes nothing.
-    // The IOAPIC goes last: nothing after it to undo.
-    const auto before = std::tuple{d_->uart->save(), d_->rtc->save(), d_->i8042->save(), d_->acpi_pm->save()};
-    int applied = 0;
+
+    // What is there now, to put back if a device or KVM refuses a value (reserved bits, an
+    // index, a control register KVM rejects): a refused file changes nothing.
+    std::vector<VcpuState> vcpus_before;
+    for (const auto& v : d_->vcpus) {
+        if (!d_->msrs) d_->msrs = TRY(saveable_msrs(*d_->sys, *v));
+        vcpus_before.push_back(TRY(capture_vcpu(*v, *d_->msrs)));
+    }
+    const kvm_clock_data clock_before = TRY(d_->vm->get_clock());
+    std::vector<std::function<void()>> undo;  // pushed before each step: a half-applied step is undone too
     auto apply = [&]() -> Result<void> {
-        TRY(d_->uart->restore(uart));
-        ++applied;
-        TRY(d_->rtc->restore(rtc));
-        ++applied;
-        TRY(d_->i8042->restore(kbd));
-        ++applied;
-        TRY(d_->acpi_pm->restore(pm));
-        ++applied;
-        if (io) TRY(d_->ioapic->restore(*io));
+        for (size_t i = 0; i < ncpus; ++i) {
+            undo.push_back([&, i] { (void)apply_vcpu(*d_->vcpus[i], vcpus_before[i]); });
+            if (auto r = apply_vcpu(*d_->vcpus[i], decoded->vcpus[i]); !r)
+                return bad_request("state: section '{}': KVM refused it: {}", vcpu_section(static_cast<uint32_t>(i)),
+                                   r.error().message);
+        }
+        undo.push_back([&] { (void)d_->vm->set_clock(clock_before); });
+        kvm_clock_data clock{};
+        clock.clock = decoded->clock;
+        if (auto r = d_->vm->set_clock(clock); !r)
+            return bad_request("state: section '{}': KVM refused it: {}", kKvmClockSection, r.error().message);
+        undo.push_back([&, b = d_->uart->save()] { (void)d_->uart->restore(b); });
+        TRY(d_->uart->restore(decoded->uart));
+        undo.push_back([&, b = d_->rtc->save()] { (void)d_->rtc->restore(b); });
+        TRY(d_->rtc->restore(decoded->rtc));
+        undo.push_back([&, b = d_->i8042->save()] { (void)d_->i8042->restore(b); });
+        TRY(d_->i8042->restore(decoded->kbd));
+        undo.push_back([&, b = d_->acpi_pm->save()] { (void)d_->acpi_pm->restore(b); });
+        TRY(d_->acpi_pm->restore(decoded->pm));
+        if (decoded->io) TRY(d_->ioapic->restore(*decoded->io));  // last: nothing after it to undo
         return {};
     }();
     if (!apply) {
-        // Putting back what save() returned cannot fail: it came from the device itself.
-        if (applied > 0) (void)d_->uart->restore(std::get<0>(before));
-        if (applied > 1) (void)d_->rtc->restore(std::get<1>(before));
-        if (applied > 2) (void)d_->i8042->restore(std::get<2>(before));
-        if (applied > 3) (void)d_->acpi_pm->restore(std::get<3>(before));
+        // Putting back what was read from KVM and the devices themselves.
+        for (auto it = undo.rbegin(); it != undo.rend(); ++it) (*it)();
         return where(apply.error());
     }
     log::info("device state loaded from '{}' ({} sections, written by kestrel {} on {})", path,

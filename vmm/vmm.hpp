@@ -79,7 +79,8 @@ public:
     // renamed over it), and loaded back into this VM: the file is parsed and every section
     // decoded before anything changes, sections this VM has no device for are refused, and
     // a device that refuses its state has the ones before it put back (all or nothing).
-    // Only while paused. Not in it yet: vCPUs, KVM's VM state, virtio transports, guest RAM.
+    // Only while paused. Holds the vCPUs (registers, LAPIC, MSRs, events) and kvm-clock too.
+    // Not in it yet: CPUID, virtio transports and devices, PCI config, guest RAM.
     Result<void> save_device_state(const std::string& path) const;
     Result<void> load_device_state(const std::string& path);
     // The vCPUs' counters, the virtio devices by their configuration ids, the console.

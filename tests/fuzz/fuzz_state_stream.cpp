@@ -10,7 +10,10 @@
 //   mode bit 0: recompute the CRC-64 trailer of the file before parsing. Without it nearly
 //               every mutation dies at the checksum; with it the fuzzer reaches the header,
 //               section and bound checks behind it.
-// Each section's payload drives its own Decoder: u8 op, then the field that op names
+// A section whose id and version are a component's (vcpu/N, kvm-clock, uart/com1, rtc,
+// i8042, acpi-pm, ioapic) also goes through that component's decoder, which must refuse it
+// with a "state: " message or return a state that encodes back to exactly the payload.
+// Each section's payload also drives its own Decoder: u8 op, then the field that op names
 // (op % 9: u8, u16, u32, u64, i64, bool, u32_max with max (op >> 4) * 17, bytes of length
 // op >> 4, string with max 64), until a read is refused or the payload is used up.
 #include <cstdint>
@@ -19,6 +22,8 @@
 #include <vector>
 
 #include "migration/crc64.hpp"
+#include "migration/legacy_state.hpp"
+#include "migration/vcpu_state.hpp"
 #include "migration/state_stream.hpp"
 #include "tests/fuzz/fuzz_support.hpp"
 
@@ -39,6 +44,35 @@ bool read_ok(Decoder& d, const Result<T>& r, size_t before) {
     check_refusal(r.error());
     check(d.remaining() == before);
     return false;
+}
+
+// The component decoders: refused cleanly, or canonical.
+template <class State>
+void round_trip(const Section& s, const Result<State>& r) {
+    if (!r) {
+        check_refusal(r.error());
+        return;
+    }
+    StateWriter w("fuzz", "fuzz");
+    encode(w.section(s.id, s.version), *r);
+    auto bytes = std::move(w).finish();
+    check(bytes.has_value());
+    auto f = StateFile::parse(*bytes);
+    check(f.has_value() && f->sections.size() == 1 && f->sections[0].payload == s.payload);
+}
+
+void decode_component(const Section& s) {
+    if (s.id.starts_with("vcpu/")) round_trip(s, decode_vcpu(s));
+    else if (s.id == kUartSection) round_trip(s, decode_uart(s));
+    else if (s.id == kRtcSection) round_trip(s, decode_rtc(s));
+    else if (s.id == kI8042Section) round_trip(s, decode_i8042(s));
+    else if (s.id == kAcpiPmSection) round_trip(s, decode_acpi_pm(s));
+    else if (s.id == kIoapicSection) round_trip(s, decode_ioapic(s));
+    else if (s.id == kKvmClockSection) {
+        auto r = decode_kvm_clock(s);
+        if (!r) check_refusal(r.error());
+        else check(s.payload.size() == 8);
+    }
 }
 
 void decode(const Section& s) {
@@ -117,6 +151,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         check(f->find(s.id) == &s);  // ids are unique, so find() lands on this one
         w.section(s.id, s.version).put_bytes(s.payload);
         decode(s);
+        decode_component(s);
     }
     auto again = std::move(w).finish();
     check(again.has_value());

@@ -22,12 +22,14 @@ import json
 import os
 import re
 import shutil
+import struct
 import sys
 import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "api"))
 from api_client import Kestrel, ProtocolError  # noqa: E402
+import state_file  # noqa: E402  (beside this file)
 
 HELLO = b"kestrel-serial-ok\n"
 
@@ -109,29 +111,98 @@ def state(k):
     return k.api.get("/").json.get("state")
 
 
+def same_state(a, b):
+    """What differs between two state files of one paused VM, beyond what time moves on: the
+    kvm-clock and each vCPU's IA32_TSC (0x10) are read live, so only they may differ, and
+    only forwards."""
+    (_, sa), (_, sb) = state_file.parse(a), state_file.parse(b)
+    if [x[0] for x in sa] != [x[0] for x in sb]:
+        return [f"sections {[x[0] for x in sa]} vs {[x[0] for x in sb]}"]
+    diffs = []
+    for (sid, _, pa), (_, _, pb) in zip(sa, sb):
+        if sid == "kvm-clock":
+            if struct.unpack("<Q", pb)[0] < struct.unpack("<Q", pa)[0]:
+                diffs.append("kvm-clock went backwards")
+        elif sid.startswith("vcpu/"):
+            fa, fb = state_file.vcpu_fields(pa), state_file.vcpu_fields(pb)
+            for k, v in fa.items():
+                if k == "msrs":
+                    for idx in set(v) | set(fb[k]):
+                        if idx == 0x10:
+                            if fb[k].get(idx, 0) < v.get(idx, 0):
+                                diffs.append(f"{sid}: IA32_TSC went backwards")
+                        elif v.get(idx) != fb[k].get(idx):
+                            diffs.append(f"{sid}: MSR {idx:#x} {v.get(idx)} vs {fb[k].get(idx)}")
+                elif not k.startswith("@") and v != fb[k]:
+                    diffs.append(f"{sid}: {k}")
+        elif pa != pb:
+            diffs.append(sid)
+    return diffs
+
+
 def check_device_state(c, api, tmp):
-    """The Vmm's snapshot hooks on a paused VM: the device state saved, loaded back and saved
-    again gives the same bytes; a file with one byte changed is refused and changes nothing."""
+    """The Vmm's snapshot hooks on a paused VM: the state saved (vCPUs, kvm-clock, legacy
+    devices), loaded back and saved again gives the same state; a changed register goes
+    into KVM and comes back out; a file KVM refuses (CR4 reserved bit) or with one byte
+    changed (checksum) is refused and changes nothing."""
     first, again, bad = (os.path.join(tmp, n) for n in ("dev.state", "dev-again.state", "dev-bad.state"))
     if not c.status(api.put("/vm/device-state/save", {"path": first}), 204, "PUT /vm/device-state/save"):
         return
     data = open(first, "rb").read()
-    c.expect(data[:8] == b"KESTRLST" and not os.path.exists(first + ".tmp"),
-             f"device state file starts {data[:8]!r}, expected KESTRLST (and no .tmp left)")
-    for sid in (b"uart/com1", b"rtc", b"i8042", b"acpi-pm", b"ioapic"):
-        c.expect(sid in data, f"device state file has no section {sid.decode()}")
-    c.status(api.put("/vm/device-state/load", {"path": first}), 204, "PUT /vm/device-state/load")
-    c.status(api.put("/vm/device-state/save", {"path": again}), 204, "PUT /vm/device-state/save after load")
-    c.expect(os.path.exists(again) and open(again, "rb").read() == data,
-             "device state saved after loading it differs from the one loaded")
+    c.expect(not os.path.exists(first + ".tmp"), "device state: a .tmp file was left beside the saved one")
+    try:
+        header, sections = state_file.parse(data)
+    except ValueError as e:
+        c.expect(False, f"device state file does not parse: {e}")
+        return
+    ids = [s[0] for s in sections]
+    c.expect(ids == ["vcpu/0", "kvm-clock", "uart/com1", "rtc", "i8042", "acpi-pm", "ioapic"],
+             f"device state sections {ids}")
+    vcpu0 = state_file.vcpu_fields(sections[0][2])
+    c.expect(len(vcpu0["msrs"]) > 10 and 0x10 in vcpu0["msrs"], f"vcpu/0 holds {len(vcpu0['msrs'])} MSRs")
+
+    def save_again(what):
+        c.status(api.put("/vm/device-state/save", {"path": again}), 204, f"PUT /vm/device-state/save {what}")
+        return open(again, "rb").read()
+
+    def load(path, what, want=204, kind=None, needle=None):
+        return c.status(api.put("/vm/device-state/load", {"path": path}), want, f"PUT /vm/device-state/load {what}",
+                        kind, needle)
+
+    load(first, "of the saved file")
+    diffs = same_state(data, save_again("after loading it"))
+    c.expect(not diffs, f"state saved after loading it differs from the one loaded: {diffs}")
+
+    # A debug register (DR0; DR7 leaves it disabled) changed in the file reaches KVM.
+    changed = list(sections)
+    payload = bytearray(sections[0][2])
+    struct.pack_into("<Q", payload, vcpu0["@debugregs"], 0x12345000)
+    changed[0] = (sections[0][0], sections[0][1], bytes(payload))
+    with open(bad, "wb") as f:
+        f.write(state_file.build(header, changed))
+    if load(bad, "with DR0 changed"):
+        dr0 = state_file.vcpu_fields(state_file.parse(save_again("after DR0 changed"))[1][0][2])["debugregs"][:8]
+        c.expect(struct.unpack("<Q", dr0)[0] == 0x12345000, f"DR0 after loading it: {dr0.hex()}")
+    load(first, "of the saved file again")
+
+    # CR4 bit 63 is reserved: KVM refuses the vCPU, and the devices after it are not touched.
+    payload = bytearray(sections[0][2])
+    cr4 = vcpu0["@sregs"] + state_file.SREGS_CR4
+    struct.pack_into("<Q", payload, cr4, struct.unpack_from("<Q", payload, cr4)[0] | 1 << 63)
+    changed[0] = (sections[0][0], sections[0][1], bytes(payload))
+    with open(bad, "wb") as f:
+        f.write(state_file.build(header, changed))
+    load(bad, "with a reserved CR4 bit", 400, "BadRequest", "KVM refused")
+    diffs = same_state(data, save_again("after KVM refused a vCPU"))
+    c.expect(not diffs, f"a refused vCPU state changed the VM: {diffs}")
+
     corrupt = bytearray(data)
     corrupt[len(corrupt) // 2] ^= 0x10
     with open(bad, "wb") as f:
         f.write(corrupt)
-    c.status(api.put("/vm/device-state/load", {"path": bad}), 400, "PUT /vm/device-state/load of a corrupt file",
-             "BadRequest", "checksum mismatch")
-    c.status(api.put("/vm/device-state/save", {"path": again}), 204, "PUT /vm/device-state/save after the refusal")
-    c.expect(open(again, "rb").read() == data, "a refused device state file changed the devices")
+    load(bad, "of a corrupt file", 400, "BadRequest", "checksum mismatch")
+    diffs = same_state(data, save_again("after the refusal"))
+    c.expect(not diffs, f"a refused device state file changed the VM: {diffs}")
 
 
 def run_lifecycle(args, guest, tmp):

@@ -6,6 +6,7 @@
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cstring>
 #include <memory>
 
@@ -114,6 +115,18 @@ Result<std::vector<kvm_cpuid_entry2>> System::supported_cpuid() const {
         if (errno != E2BIG) return fail_errno("KVM_GET_SUPPORTED_CPUID");
     }
     return fail("KVM_GET_SUPPORTED_CPUID: more than 4096 entries");
+}
+
+Result<std::vector<uint32_t>> System::msr_index_list() const {
+    // api.rst §4.3: E2BIG with nmsrs set to the number needed.
+    for (uint32_t n = 256; n <= 65536; n *= 4) {
+        std::vector<uint32_t> buf(1 + n);
+        buf[0] = n;
+        if (::ioctl(fd_.get(), uapi::kGetMsrIndexList, buf.data()) == 0)
+            return std::vector<uint32_t>(buf.begin() + 1, buf.begin() + 1 + std::min(buf[0], n));
+        if (errno != E2BIG) return fail_errno("KVM_GET_MSR_INDEX_LIST");
+    }
+    return fail("KVM_GET_MSR_INDEX_LIST: more than 65536 MSRs");
 }
 
 bool System::host_is_pvm() {
@@ -256,6 +269,49 @@ Result<void> Vcpu::set_msrs(const std::vector<kvm_msr_entry>& entries) {
     if (static_cast<size_t>(n) != entries.size())
         return fail("KVM_SET_MSRS refused MSR {:#x}", entries[static_cast<size_t>(n)].index);
     return {};
+}
+
+Result<kvm_clock_data> Vm::get_clock() const { return get<kvm_clock_data>(fd_.get(), KVM_GET_CLOCK, "KVM_GET_CLOCK"); }
+Result<void> Vm::set_clock(const kvm_clock_data& c) { return set(fd_.get(), KVM_SET_CLOCK, c, "KVM_SET_CLOCK"); }
+
+Result<kvm_mp_state> Vcpu::get_mp_state() const {
+    return get<kvm_mp_state>(fd_.get(), KVM_GET_MP_STATE, "KVM_GET_MP_STATE");
+}
+Result<void> Vcpu::set_mp_state(const kvm_mp_state& s) {
+    return set(fd_.get(), KVM_SET_MP_STATE, s, "KVM_SET_MP_STATE");
+}
+Result<uapi::Xsave> Vcpu::get_xsave() const { return get<uapi::Xsave>(fd_.get(), uapi::kGetXsave, "KVM_GET_XSAVE"); }
+Result<void> Vcpu::set_xsave(const uapi::Xsave& x) { return set(fd_.get(), uapi::kSetXsave, x, "KVM_SET_XSAVE"); }
+Result<kvm_xcrs> Vcpu::get_xcrs() const { return get<kvm_xcrs>(fd_.get(), KVM_GET_XCRS, "KVM_GET_XCRS"); }
+Result<void> Vcpu::set_xcrs(const kvm_xcrs& x) { return set(fd_.get(), KVM_SET_XCRS, x, "KVM_SET_XCRS"); }
+Result<kvm_debugregs> Vcpu::get_debugregs() const {
+    return get<kvm_debugregs>(fd_.get(), KVM_GET_DEBUGREGS, "KVM_GET_DEBUGREGS");
+}
+Result<void> Vcpu::set_debugregs(const kvm_debugregs& d) {
+    return set(fd_.get(), KVM_SET_DEBUGREGS, d, "KVM_SET_DEBUGREGS");
+}
+Result<kvm_vcpu_events> Vcpu::get_vcpu_events() const {
+    return get<kvm_vcpu_events>(fd_.get(), KVM_GET_VCPU_EVENTS, "KVM_GET_VCPU_EVENTS");
+}
+Result<void> Vcpu::set_vcpu_events(const kvm_vcpu_events& e) {
+    return set(fd_.get(), KVM_SET_VCPU_EVENTS, e, "KVM_SET_VCPU_EVENTS");
+}
+
+Result<std::vector<kvm_msr_entry>> Vcpu::get_msrs(const std::vector<uint32_t>& indices) const {
+    std::vector<kvm_msr_entry> entries(indices.size());
+    for (size_t i = 0; i < indices.size(); ++i) entries[i].index = indices[i];
+    size_t bytes = sizeof(uapi::FlexHeader) + entries.size() * sizeof(kvm_msr_entry);
+    auto buf = std::make_unique<uint8_t[]>(bytes);
+    std::memset(buf.get(), 0, bytes);
+    reinterpret_cast<uapi::FlexHeader*>(buf.get())->count = static_cast<uint32_t>(entries.size());
+    std::memcpy(buf.get() + sizeof(uapi::FlexHeader), entries.data(), entries.size() * sizeof(kvm_msr_entry));
+    int n = ::ioctl(fd_.get(), uapi::kGetMsrs, buf.get());
+    if (n < 0) return fail_errno("KVM_GET_MSRS");
+    // Like KVM_SET_MSRS, it stops at the first MSR it cannot read and returns how many it read.
+    if (static_cast<size_t>(n) != entries.size())
+        return fail("KVM_GET_MSRS cannot read MSR {:#x}", entries[static_cast<size_t>(n)].index);
+    std::memcpy(entries.data(), buf.get() + sizeof(uapi::FlexHeader), entries.size() * sizeof(kvm_msr_entry));
+    return entries;
 }
 
 Result<kvm_translation> Vcpu::translate(uint64_t linear) const {

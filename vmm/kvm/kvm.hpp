@@ -11,6 +11,7 @@
 #include "vmm/base/error.hpp"
 #include "vmm/base/fd.hpp"
 #include "vmm/base/mapping.hpp"
+#include "vmm/kvm/uapi_flex.hpp"
 
 namespace kestrel::kvm {
 
@@ -24,6 +25,8 @@ public:
     int check_extension(long cap) const;
     size_t vcpu_mmap_size() const { return vcpu_mmap_size_; }
     Result<std::vector<kvm_cpuid_entry2>> supported_cpuid() const;
+    // The MSRs KVM saves and restores for a vCPU (api.rst §4.3 KVM_GET_MSR_INDEX_LIST).
+    Result<std::vector<uint32_t>> msr_index_list() const;
     // True when the host module is kvm-pvm, which emulates non-PVM guests instruction by instruction.
     static bool host_is_pvm();
 
@@ -56,6 +59,9 @@ public:
     // A guest write of `len` bytes at MMIO `addr` signals `eventfd` in the kernel instead of
     // exiting to userspace (api.rst §4.59 KVM_IOEVENTFD). len 0 matches any width.
     Result<void> ioeventfd(uint64_t addr, uint32_t len, int eventfd, bool assign);
+    // The kvm-clock base every vCPU's clock derives from (api.rst §4.88/§4.89).
+    Result<kvm_clock_data> get_clock() const;
+    Result<void> set_clock(const kvm_clock_data& c);
 
 private:
     explicit Vm(UniqueFd fd) : fd_(std::move(fd)) {}
@@ -83,6 +89,20 @@ public:
     Result<kvm_lapic_state> get_lapic() const;
     Result<void> set_lapic(const kvm_lapic_state& l);
     Result<kvm_translation> translate(uint64_t linear) const;
+    // The rest of a vCPU's state, for snapshots (api.rst §4.38/§4.39 MP_STATE, §4.42/§4.43
+    // XSAVE, §4.44/§4.45 XCRS, §4.32/§4.33 DEBUGREGS, §4.31/§4.32 VCPU_EVENTS, §4.18 MSRS).
+    Result<kvm_mp_state> get_mp_state() const;
+    Result<void> set_mp_state(const kvm_mp_state& s);
+    Result<uapi::Xsave> get_xsave() const;
+    Result<void> set_xsave(const uapi::Xsave& x);
+    Result<kvm_xcrs> get_xcrs() const;
+    Result<void> set_xcrs(const kvm_xcrs& x);
+    Result<kvm_debugregs> get_debugregs() const;
+    Result<void> set_debugregs(const kvm_debugregs& d);
+    Result<kvm_vcpu_events> get_vcpu_events() const;
+    Result<void> set_vcpu_events(const kvm_vcpu_events& e);
+    // The values of `indices`, in that order; refuses (naming it) an MSR KVM does not read.
+    Result<std::vector<kvm_msr_entry>> get_msrs(const std::vector<uint32_t>& indices) const;
     // Tells a kvm-clock guest it was paused by the host, so it does not take the time it was
     // stopped for a soft lockup (api.rst §4.93 KVM_KVMCLOCK_CTRL). Ok(false) when the guest
     // has not enabled kvm-clock (nothing to tell).

@@ -21,6 +21,17 @@ struct MsrListHeader {  // kvm_msr_list: u32 nmsrs, then u32 indices
     uint32_t nmsrs;
 };
 
+// kvm_xsave is 4096 bytes of region plus a flexible `extra` array the same C++ problem makes
+// 4 bytes long, so KVM_GET_XSAVE's number would encode 4100 and KVM would not know it
+// (api.rst §4.42). The legacy 4 KiB area: what KVM_CAP_XSAVE2 reports unless the VMM enabled
+// a dynamic feature (AMX) with arch_prctl, which kestrel does not.
+struct Xsave {
+    uint32_t region[1024];
+};
+static_assert(sizeof(Xsave) == 4096);
+inline constexpr unsigned long kGetXsave = _IOR(KVMIO, 0xa4, Xsave);
+inline constexpr unsigned long kSetXsave = _IOW(KVMIO, 0xa5, Xsave);
+
 inline constexpr unsigned long kGetSupportedCpuid = _IOWR(KVMIO, 0x05, FlexHeader);
 inline constexpr unsigned long kSetCpuid2 = _IOW(KVMIO, 0x90, FlexHeader);
 inline constexpr unsigned long kGetMsrs = _IOWR(KVMIO, 0x88, FlexHeader);

@@ -188,7 +188,13 @@ std::vector<unsigned long> ioctls_for(ThreadKind kind) {
                 KVM_IRQFD, KVM_IOEVENTFD,             // teardown: deregistrations
                 KVM_SIGNAL_MSI, KVM_IRQ_LINE,         // SendCtrlAltDel: the i8042's IRQ
                 TCGETS, TCSETS,                       // the raw terminal restored at exit
-                BLKGETSIZE64};                        // a drive's new image, a block device
+                BLKGETSIZE64,                         // a drive's new image, a block device
+                // PUT /vm/device-state/save|load on a paused VM: the vCPUs' state, kvm-clock
+                KVM_GET_MP_STATE, KVM_SET_MP_STATE, KVM_GET_REGS, KVM_SET_REGS, KVM_GET_SREGS,
+                KVM_SET_SREGS, kvm::uapi::kGetXsave, kvm::uapi::kSetXsave, KVM_GET_XCRS, KVM_SET_XCRS,
+                KVM_GET_DEBUGREGS, KVM_SET_DEBUGREGS, KVM_GET_LAPIC, KVM_SET_LAPIC, kvm::uapi::kGetMsrs,
+                kvm::uapi::kSetMsrs, kvm::uapi::kGetMsrIndexList, KVM_GET_VCPU_EVENTS, KVM_SET_VCPU_EVENTS,
+                KVM_GET_CLOCK, KVM_SET_CLOCK};
     case ThreadKind::Api:
     case ThreadKind::Serial:
         return {};

@@ -1,0 +1,94 @@
+#include "migration/vcpu_state.hpp"
+
+#include <cstring>
+#include <type_traits>
+
+namespace kestrel::migration {
+
+namespace {
+
+template <typename T>
+void put_struct(Encoder& e, const T& v) {
+    static_assert(std::is_trivially_copyable_v<T>);
+    e.put_u32(static_cast<uint32_t>(sizeof(T)));
+    e.put_bytes(std::span(reinterpret_cast<const uint8_t*>(&v), sizeof(T)));
+}
+
+template <typename T>
+Result<void> get_struct(Decoder& d, std::string_view id, std::string_view field, T& out) {
+    uint32_t size = TRY(d.u32(field));
+    if (size != sizeof(T))
+        return bad_request("state: section '{}': field '{}': {} bytes, this kestrel's KVM struct has {}", id, field,
+                           size, sizeof(T));
+    auto b = TRY(d.bytes(field, sizeof(T)));
+    std::memcpy(&out, b.data(), sizeof(T));
+    return {};
+}
+
+Result<Decoder> open(const Section& s, uint32_t version) {
+    if (s.version != version)
+        return bad_request("state: section '{}': version {} is not one this kestrel reads ({})", s.id, s.version,
+                           version);
+    return Decoder(s);
+}
+
+}  // namespace
+
+std::string vcpu_section(uint32_t index) { return "vcpu/" + std::to_string(index); }
+
+void encode(Encoder& e, const VcpuState& s) {
+    put_struct(e, s.mp_state);
+    put_struct(e, s.regs);
+    put_struct(e, s.sregs);
+    put_struct(e, s.xsave);
+    put_struct(e, s.xcrs);
+    put_struct(e, s.debugregs);
+    put_struct(e, s.lapic);
+    e.put_u32(static_cast<uint32_t>(s.msrs.size()));
+    for (const auto& m : s.msrs) {
+        e.put_u32(m.index);
+        e.put_u64(m.data);
+    }
+    put_struct(e, s.events);
+}
+
+Result<VcpuState> decode_vcpu(const Section& sec) {
+    Decoder d = TRY(open(sec, kVcpuStateVersion));
+    VcpuState s;
+    TRY(get_struct(d, sec.id, "mp_state", s.mp_state));
+    TRY(get_struct(d, sec.id, "regs", s.regs));
+    TRY(get_struct(d, sec.id, "sregs", s.sregs));
+    TRY(get_struct(d, sec.id, "xsave", s.xsave));
+    TRY(get_struct(d, sec.id, "xcrs", s.xcrs));
+    TRY(get_struct(d, sec.id, "debugregs", s.debugregs));
+    TRY(get_struct(d, sec.id, "lapic", s.lapic));
+    uint32_t n = TRY(d.u32_max("msrs", kMaxMsrs));
+    // Checked against the bytes left before anything is sized by it.
+    if (uint64_t{n} * 12 > d.remaining())
+        return bad_request("state: section '{}': field 'msrs': {} entries need {} bytes, {} left", sec.id, n,
+                           uint64_t{n} * 12, d.remaining());
+    s.msrs.resize(n);
+    uint32_t previous = 0;
+    for (uint32_t i = 0; i < n; ++i) {
+        s.msrs[i].index = TRY(d.u32("msrs"));
+        s.msrs[i].data = TRY(d.u64("msrs"));
+        if (i > 0 && s.msrs[i].index <= previous)
+            return bad_request("state: section '{}': field 'msrs': MSR {:#x} after {:#x} (not in ascending order)",
+                               sec.id, s.msrs[i].index, previous);
+        previous = s.msrs[i].index;
+    }
+    TRY(get_struct(d, sec.id, "events", s.events));
+    TRY(d.finish());
+    return s;
+}
+
+void encode_kvm_clock(Encoder& e, uint64_t clock_ns) { e.put_u64(clock_ns); }
+
+Result<uint64_t> decode_kvm_clock(const Section& sec) {
+    Decoder d = TRY(open(sec, kKvmClockVersion));
+    uint64_t clock = TRY(d.u64("clock"));
+    TRY(d.finish());
+    return clock;
+}
+
+}  // namespace kestrel::migration

@@ -1,0 +1,56 @@
+// A vCPU's state and the VM's kvm-clock in the state stream (migration/state_stream.hpp),
+// as KVM hands them out: the register blocks are KVM's own structs (x86-64 uapi, fixed
+// layout, little-endian), each written as u32 size + bytes so that a file from a kernel whose
+// struct differs is refused by name instead of misread.
+//
+// Section "vcpu/N", version 1, fields in the order KVM needs them back (Firecracker's and
+// QEMU's order: MP_STATE, REGS, SREGS, XSAVE, XCRS, DEBUGREGS, LAPIC after SREGS (APIC base),
+// MSRs sorted by index (IA32_TSC 0x10 before TSC_DEADLINE 0x6e0), VCPU_EVENTS last):
+//   mp_state kvm_mp_state, regs kvm_regs, sregs kvm_sregs, xsave 4096-byte legacy area,
+//   xcrs kvm_xcrs, debugregs kvm_debugregs, lapic kvm_lapic_state,
+//   msrs u32 count (<= kMaxMsrs) then count x (u32 index, u64 value),
+//   events kvm_vcpu_events
+// Section "kvm-clock", version 1: clock u64 (ns, KVM_GET_CLOCK).
+// Not held yet: CPUID (kestrel derives it from the configuration and the host at start).
+// What the values mean is KVM's to check: restoring a refused value is an error naming the
+// ioctl, and the caller puts back what was there.
+#pragma once
+
+#include <linux/kvm.h>
+
+#include <array>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "migration/state_stream.hpp"
+#include "vmm/base/error.hpp"
+
+namespace kestrel::migration {
+
+inline constexpr uint32_t kVcpuStateVersion = 1;
+inline constexpr uint32_t kKvmClockVersion = 1;
+inline constexpr const char* kKvmClockSection = "kvm-clock";
+inline constexpr uint32_t kMaxMsrs = 4096;
+
+std::string vcpu_section(uint32_t index);  // "vcpu/N"
+
+struct VcpuState {
+    kvm_mp_state mp_state{};
+    kvm_regs regs{};
+    kvm_sregs sregs{};
+    std::array<uint32_t, 1024> xsave{};  // the legacy 4 KiB XSAVE area (KVM_GET_XSAVE)
+    kvm_xcrs xcrs{};
+    kvm_debugregs debugregs{};
+    kvm_lapic_state lapic{};
+    std::vector<kvm_msr_entry> msrs;  // sorted by index
+    kvm_vcpu_events events{};
+};
+
+void encode(Encoder& e, const VcpuState& s);
+Result<VcpuState> decode_vcpu(const Section& s);
+
+void encode_kvm_clock(Encoder& e, uint64_t clock_ns);
+Result<uint64_t> decode_kvm_clock(const Section& s);
+
+}  // namespace kestrel::migration
