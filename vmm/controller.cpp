@@ -10,8 +10,10 @@
 
 #include <spdlog/sinks/basic_file_sink.h>
 
+#include "migration/state_stream.hpp"
 #include "vmm/api/api_server.hpp"
 #include "vmm/base/log.hpp"
+#include "vmm/file_image.hpp"
 #include "vmm/metrics/collect.hpp"
 #include "vmm/metrics/fc_metrics.hpp"
 #include "vmm/metrics/prometheus.hpp"
@@ -89,6 +91,36 @@ Result<void> Controller::start_vm() {
     seccomp::apply(seccomp::ThreadKind::Main);  // every other thread runs now
     vmm_ = std::move(vmm);
     started_at_ = std::chrono::steady_clock::now();
+    return {};
+}
+
+Result<void> Controller::load_snapshot(const api::SnapshotLoadRequest& req) {
+    if (vmm_) return not_allowed("snapshot/load: a VM is already running in this kestrel");
+    if (!pending_.kernel.empty())
+        return not_allowed("snapshot/load: only in a kestrel with nothing configured yet (a boot source is set)");
+    auto image = FileImage::open(req.snapshot_path, "snapshot");
+    if (!image) return bad_request("{}", image.error().what());
+    auto where = [&](Error e) {
+        return std::unexpected(context(std::move(e), fmt::format("snapshot '{}'", req.snapshot_path)));
+    };
+    auto file = migration::StateFile::parse(image->bytes());
+    if (!file) return where(file.error());
+    auto text = Vmm::snapshot_config(*file);
+    if (!text) return where(text.error());
+    auto j = json::parse(*text, nullptr, /*allow_exceptions=*/false);
+    if (j.is_discarded()) return where(Error{"state: section 'config': not valid JSON", 0, ErrorKind::BadRequest});
+    // The VM's shape from the snapshot; host-side options (serial, seccomp, logging) stay
+    // this process's own.
+    auto cfg = api::apply_full_config(pending_, j);
+    if (!cfg) return where(cfg.error());
+    auto vmm = Vmm::restore(*cfg, *file, req.mem_path);
+    if (!vmm) return where(vmm.error());
+    TRY((*vmm)->start(/*paused=*/!req.resume_vm));
+    seccomp::apply(seccomp::ThreadKind::Main);  // every other thread runs now
+    pending_ = *cfg;
+    vmm_ = std::move(*vmm);
+    started_at_ = std::chrono::steady_clock::now();
+    log::info("snapshot '{}' loaded; the VM is {}", req.snapshot_path, req.resume_vm ? "running" : "paused");
     return {};
 }
 
@@ -251,9 +283,17 @@ Result<json> Controller::dispatch(const ApiRequest& r) {
         if (!vmm_) return not_allowed("the guest has not started: nothing to resume");
         TRY(vmm_->resume());
         return json();
-    case Op::SnapshotCreate:
+    case Op::SnapshotCreate: {
+        if (!vmm_) return not_allowed("snapshot/create: the guest has not started");
+        const auto& c = std::get<api::SnapshotCreateRequest>(r.payload);
+        VmConfig running = vmm_->config();
+        running.cmdline = pending_.cmdline;
+        TRY(vmm_->snapshot(c.snapshot_path, c.mem_file_path, api::full_config_json(running).dump()));
+        return json();
+    }
     case Op::SnapshotLoad:
-        return bad_request("snapshots are not supported yet");
+        TRY(load_snapshot(std::get<api::SnapshotLoadRequest>(r.payload)));
+        return json();
     case Op::SaveDeviceState:
         if (!vmm_) return not_allowed("the guest has not started");
         TRY(vmm_->save_device_state(std::get<std::string>(r.payload)));

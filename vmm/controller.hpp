@@ -44,6 +44,8 @@ public:
 
 private:
     Result<api::json> dispatch(const api::ApiRequest& r);
+    // PUT /snapshot/load: a VM restored from a snapshot (Vmm::restore) in a kestrel with none.
+    Result<void> load_snapshot(const api::SnapshotLoadRequest& req);
     Result<void> start_vm();
     Result<void> preboot_only(const char* what) const;
     Result<api::json> instance_info() const;

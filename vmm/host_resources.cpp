@@ -74,7 +74,7 @@ Result<void> check_memory(uint64_t bytes) {
 }  // namespace
 
 Result<HostResources> open_host_resources(const VmConfig& cfg,
-                                          const std::function<Result<void>()>& open_serial) {
+                                          const std::function<Result<void>()>& open_serial, bool boot_files) {
     using K = ConfigItem::Kind;
     HostResources r;
     r.disks.resize(cfg.disks.size());
@@ -82,8 +82,12 @@ Result<HostResources> open_host_resources(const VmConfig& cfg,
     std::vector<DiskIdentity> seen;
     for (const ConfigItem& item : open_order(cfg)) {
         switch (item.kind) {
-        case K::Kernel: r.kernel = TRY(FileImage::open(cfg.kernel, "--kernel")); break;
-        case K::Initrd: r.initrd = TRY(FileImage::open(cfg.initrd, "--initrd")); break;
+        case K::Kernel:
+            if (boot_files) r.kernel = TRY(FileImage::open(cfg.kernel, "--kernel"));
+            break;
+        case K::Initrd:
+            if (boot_files) r.initrd = TRY(FileImage::open(cfg.initrd, "--initrd"));
+            break;
         case K::Memory: TRY(check_memory(cfg.memory_bytes)); break;
         case K::Serial: TRY(open_serial()); break;
         case K::Disk: r.disks[item.index] = TRY(open_disk(cfg.disks[item.index], cfg.cpus, seen)); break;

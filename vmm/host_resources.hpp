@@ -27,8 +27,10 @@ struct HostResources {
 };
 
 // `open_serial` opens the serial sink when its turn comes; the caller keeps it. Also checks
-// --memory against the host's RAM + swap at its place in the order.
+// --memory against the host's RAM + swap at its place in the order. Without `boot_files`
+// (a VM restored from a snapshot: its RAM holds the guest) the kernel and initrd are not opened.
 Result<HostResources> open_host_resources(const VmConfig& cfg,
-                                          const std::function<Result<void>()>& open_serial);
+                                          const std::function<Result<void>()>& open_serial,
+                                          bool boot_files = true);
 
 }  // namespace kestrel

@@ -9,6 +9,8 @@
 #include <openssl/evp.h>
 
 #include <algorithm>
+#include <array>
+#include <initializer_list>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -182,7 +184,14 @@ struct Vmm::Impl {
     // The MSRs a saved vCPU state holds (saveable_msrs), found at the first save or load.
     mutable std::optional<std::vector<uint32_t>> msrs;
 
-    Result<void> build();
+    // With `mem_fd` (a snapshot's memory file) guest RAM maps that file and holds the guest
+    // already: no ACPI tables, kernel or boot registers are written.
+    Result<void> build(int mem_fd = -1);
+    // The vCPUs', kvm-clock's and the emulated devices' sections (paused VM).
+    Result<void> write_state(migration::StateWriter& w) const;
+    // Puts them back from `file`, all or nothing; sections named in `extra` are the
+    // caller's, any other unknown one is refused.
+    Result<void> apply_state(const migration::StateFile& file, std::initializer_list<std::string_view> extra);
     Result<void> build_devices();
     Result<void> pause_devices();
 
@@ -205,7 +214,7 @@ Result<Vmm::Impl::Drive> Vmm::Impl::drive(std::string_view id) {
     return bad_request("drive '{}' does not exist", id);
 }
 
-Result<void> Vmm::Impl::build() {
+Result<void> Vmm::Impl::build(int mem_fd) {
     auto& kvm_sys = sys.emplace(TRY(kvm::System::open()));
     int max_vcpus = kvm_sys.check_extension(KVM_CAP_MAX_VCPUS);
     if (max_vcpus > 0 && cfg.cpus > static_cast<uint32_t>(max_vcpus))
@@ -214,7 +223,8 @@ Result<void> Vmm::Impl::build() {
         log::warn("host /dev/kvm is kvm-pvm: the guest runs in KVM's instruction emulator "
                   "(slow; a stock Linux kernel cannot boot here)");
 
-    auto& ram = mem.emplace(TRY(GuestMemory::create(ram_layout(cfg.memory_bytes))));
+    auto& ram = mem.emplace(TRY(GuestMemory::create(ram_layout(cfg.memory_bytes), mem_fd)));
+    const bool restoring = mem_fd >= 0;
     // Guest RAM above 2 MiB may use transparent huge pages: KVM then maps it 2 MiB at a time
     // (fewer nested page faults and TLB misses; QEMU does the same). The low 2 MiB, where
     // kestrel writes the boot structures and ACPI tables, keeps small pages so a tiny guest
@@ -222,7 +232,7 @@ Result<void> Vmm::Impl::build() {
     for (const auto& r : ram.regions()) {
         constexpr uint64_t kHuge = 2ull << 20;
         const uint64_t skip = r.start().raw < kHuge ? kHuge - r.start().raw : 0;
-        if (r.size() > skip) (void)::madvise(r.host_base() + skip, r.size() - skip, MADV_HUGEPAGE);
+        if (!restoring && r.size() > skip) (void)::madvise(r.host_base() + skip, r.size() - skip, MADV_HUGEPAGE);
     }
     auto& kvm_vm = vm.emplace(TRY(kvm::Vm::create(kvm_sys)));
     TRY(kvm_vm.set_tss_and_identity_map(kKvmTssAddr, kKvmIdentityMapAddr));
@@ -250,12 +260,16 @@ Result<void> Vmm::Impl::build() {
                                        .bus_end = static_cast<uint8_t>((x86::kPciEcamSize >> 20) - 1),
                                        .mmio32_base = x86::kPciMmio32Start,
                                        .mmio32_size = x86::kPciMmio32Size};
-    auto rsdp = TRY(acpi::write_acpi_tables(ram, acpi::AcpiConfig{cfg.cpus, pci_host, kernel_irqchip}));
-    auto entry = load_guest(ram, cfg, host, rsdp);
-    if (!entry) return std::unexpected(context(entry.error(), fmt::format("--kernel '{}'", cfg.kernel)));
-    log::info("kernel entry {:#x} ({}), {} MiB RAM, {} vCPU(s)", entry->entry.raw,
-              entry->mode == boot::EntryMode::Pvh32 ? "PVH 32-bit" : "Linux 64-bit",
-              cfg.memory_bytes >> 20, cfg.cpus);
+    std::optional<boot::BootEntry> entry;
+    if (!restoring) {
+        auto rsdp = TRY(acpi::write_acpi_tables(ram, acpi::AcpiConfig{cfg.cpus, pci_host, kernel_irqchip}));
+        auto loaded = load_guest(ram, cfg, host, rsdp);
+        if (!loaded) return std::unexpected(context(loaded.error(), fmt::format("--kernel '{}'", cfg.kernel)));
+        entry = *loaded;
+        log::info("kernel entry {:#x} ({}), {} MiB RAM, {} vCPU(s)", entry->entry.raw,
+                  entry->mode == boot::EntryMode::Pvh32 ? "PVH 32-bit" : "Linux 64-bit",
+                  cfg.memory_bytes >> 20, cfg.cpus);
+    }
 
     loop = TRY(EventLoop::create());
     TRY(build_devices());
@@ -265,7 +279,7 @@ Result<void> Vmm::Impl::build() {
         auto v = std::make_unique<kvm::Vcpu>(TRY(kvm::Vcpu::create(kvm_sys, kvm_vm, i)));
         TRY(v->set_cpuid(x86::build_cpuid(supported, i, cfg.cpus)));
         TRY(x86::setup_common(*v));
-        if (i == 0) TRY(x86::setup_boot_vcpu(*v, ram, *entry));
+        if (i == 0 && entry) TRY(x86::setup_boot_vcpu(*v, ram, *entry));
         vcpus.push_back(std::move(v));
     }
     std::function<void(uint8_t)> on_eoi;
@@ -342,8 +356,11 @@ Vmm::~Vmm() {
     if (d_->state != State::Stopped) stop({ExitKind::Error, 0, "kestrel is shutting down"});
 }
 
-Result<void> Vmm::start() {
+Result<void> Vmm::start(bool paused) {
     if (d_->state != State::Built) return not_allowed("the VM has already been started");
+    // Asked before their threads exist, the vCPUs park before their first KVM_RUN.
+    if (paused)
+        for (auto& t : d_->threads) t->pause(std::chrono::milliseconds(0));
     if (d_->cfg.serial.kind == SerialTarget::Kind::Stdio && ::isatty(STDIN_FILENO)) {
         d_->raw_tty.emplace(STDIN_FILENO);
         TRY(d_->console->start());
@@ -362,6 +379,7 @@ Result<void> Vmm::start() {
         return fail_errno("pthread_create for the event loop");
     }
     d_->loop_started = true;
+    if (paused) return pause();
     return {};
 }
 
@@ -557,52 +575,37 @@ Result<void> apply_vcpu(kvm::Vcpu& v, const migration::VcpuState& s) {
 
 }  // namespace
 
-Result<void> Vmm::save_device_state(const std::string& path) const {
-    if (d_->state != State::Paused)
-        return not_allowed("device state: the VM is {}; its state is only saved while paused", state_name(d_->state));
+Result<void> Vmm::Impl::write_state(migration::StateWriter& w) const {
     using namespace migration;
-    StateWriter w(KESTREL_VERSION, host_cpu_summary());
-    for (size_t i = 0; i < d_->vcpus.size(); ++i) {
-        const kvm::Vcpu& v = *d_->vcpus[i];
-        if (!d_->msrs) d_->msrs = TRY(saveable_msrs(*d_->sys, v));
-        encode(w.section(vcpu_section(static_cast<uint32_t>(i)), kVcpuStateVersion), TRY(capture_vcpu(v, *d_->msrs)));
+    for (size_t i = 0; i < vcpus.size(); ++i) {
+        if (!msrs) msrs = TRY(saveable_msrs(*sys, *vcpus[i]));
+        encode(w.section(vcpu_section(static_cast<uint32_t>(i)), kVcpuStateVersion), TRY(capture_vcpu(*vcpus[i], *msrs)));
     }
-    encode_kvm_clock(w.section(kKvmClockSection, kKvmClockVersion), TRY(d_->vm->get_clock()).clock);
-    encode(w.section(kUartSection, kLegacyStateVersion), d_->uart->save());
-    encode(w.section(kRtcSection, kLegacyStateVersion), d_->rtc->save());
-    encode(w.section(kI8042Section, kLegacyStateVersion), d_->i8042->save());
-    encode(w.section(kAcpiPmSection, kLegacyStateVersion), d_->acpi_pm->save());
-    if (d_->ioapic) encode(w.section(kIoapicSection, kLegacyStateVersion), d_->ioapic->save());
-    auto bytes = TRY(std::move(w).finish());
-    if (auto r = write_file_replacing(path, bytes); !r)
-        return std::unexpected(context(r.error(), "device state"));
-    log::info("device state saved to '{}' ({} bytes)", path, bytes.size());
+    encode_kvm_clock(w.section(kKvmClockSection, kKvmClockVersion), TRY(vm->get_clock()).clock);
+    encode(w.section(kUartSection, kLegacyStateVersion), uart->save());
+    encode(w.section(kRtcSection, kLegacyStateVersion), rtc->save());
+    encode(w.section(kI8042Section, kLegacyStateVersion), i8042->save());
+    encode(w.section(kAcpiPmSection, kLegacyStateVersion), acpi_pm->save());
+    if (ioapic) encode(w.section(kIoapicSection, kLegacyStateVersion), ioapic->save());
     return {};
 }
 
-Result<void> Vmm::load_device_state(const std::string& path) {
-    if (d_->state != State::Paused)
-        return not_allowed("device state: the VM is {}; its state is only loaded while paused", state_name(d_->state));
+Result<void> Vmm::Impl::apply_state(const migration::StateFile& file, std::initializer_list<std::string_view> extra) {
     using namespace migration;
-    auto image = FileImage::open(path, "device state");
-    if (!image) return bad_request("{}", image.error().what());
-    auto where = [&](Error e) { return std::unexpected(context(std::move(e), fmt::format("device state '{}'", path))); };
-    auto file = StateFile::parse(image->bytes());
-    if (!file) return where(file.error());
-    const bool has_ioapic = d_->ioapic != nullptr;
-    const size_t ncpus = d_->vcpus.size();
+    const bool has_ioapic = ioapic != nullptr;
+    const size_t ncpus = vcpus.size();
     auto known = [&](const std::string& id) {
+        for (std::string_view e : extra)
+            if (id == e) return true;
         for (size_t i = 0; i < ncpus; ++i)
             if (id == vcpu_section(static_cast<uint32_t>(i))) return true;
         return id == kKvmClockSection || id == kUartSection || id == kRtcSection || id == kI8042Section ||
                id == kAcpiPmSection || (id == kIoapicSection && has_ioapic);
     };
-    for (const auto& sec : file->sections)
-        if (!known(sec.id))
-            return where(Error{fmt::format("state: section '{}': this VM has no such component", sec.id), 0,
-                               ErrorKind::BadRequest});
+    for (const auto& sec : file.sections)
+        if (!known(sec.id)) return bad_request("state: section '{}': this VM has no such component", sec.id);
     auto section = [&](const std::string& id) -> Result<const Section*> {
-        if (const Section* s = file->find(id)) return s;
+        if (const Section* s = file.find(id)) return s;
         return bad_request("state: no section '{}': this VM has that component", id);
     };
     // Every section decoded before anything changes.
@@ -615,60 +618,219 @@ Result<void> Vmm::load_device_state(const std::string& path) {
         AcpiPmDevice::State pm;
         std::optional<IoApic::State> io;
     };
-    auto decoded = [&]() -> Result<Decoded> {
-        Decoded d;
-        for (size_t i = 0; i < ncpus; ++i)
-            d.vcpus.push_back(TRY(decode_vcpu(*TRY(section(vcpu_section(static_cast<uint32_t>(i)))))));
-        d.clock = TRY(decode_kvm_clock(*TRY(section(kKvmClockSection))));
-        d.uart = TRY(decode_uart(*TRY(section(kUartSection))));
-        d.rtc = TRY(decode_rtc(*TRY(section(kRtcSection))));
-        d.kbd = TRY(decode_i8042(*TRY(section(kI8042Section))));
-        d.pm = TRY(decode_acpi_pm(*TRY(section(kAcpiPmSection))));
-        if (has_ioapic) d.io = TRY(decode_ioapic(*TRY(section(kIoapicSection))));
-        return d;
-    }();
-    if (!decoded) return where(decoded.error());
+    Decoded d;
+    for (size_t i = 0; i < ncpus; ++i)
+        d.vcpus.push_back(TRY(decode_vcpu(*TRY(section(vcpu_section(static_cast<uint32_t>(i)))))));
+    d.clock = TRY(decode_kvm_clock(*TRY(section(kKvmClockSection))));
+    d.uart = TRY(decode_uart(*TRY(section(kUartSection))));
+    d.rtc = TRY(decode_rtc(*TRY(section(kRtcSection))));
+    d.kbd = TRY(decode_i8042(*TRY(section(kI8042Section))));
+    d.pm = TRY(decode_acpi_pm(*TRY(section(kAcpiPmSection))));
+    if (has_ioapic) d.io = TRY(decode_ioapic(*TRY(section(kIoapicSection))));
 
     // What is there now, to put back if a device or KVM refuses a value (reserved bits, an
     // index, a control register KVM rejects): a refused file changes nothing.
     std::vector<VcpuState> vcpus_before;
-    for (const auto& v : d_->vcpus) {
-        if (!d_->msrs) d_->msrs = TRY(saveable_msrs(*d_->sys, *v));
-        vcpus_before.push_back(TRY(capture_vcpu(*v, *d_->msrs)));
+    for (const auto& v : vcpus) {
+        if (!msrs) msrs = TRY(saveable_msrs(*sys, *v));
+        vcpus_before.push_back(TRY(capture_vcpu(*v, *msrs)));
     }
-    const kvm_clock_data clock_before = TRY(d_->vm->get_clock());
+    const kvm_clock_data clock_before = TRY(vm->get_clock());
     std::vector<std::function<void()>> undo;  // pushed before each step: a half-applied step is undone too
     auto apply = [&]() -> Result<void> {
         for (size_t i = 0; i < ncpus; ++i) {
-            undo.push_back([&, i] { (void)apply_vcpu(*d_->vcpus[i], vcpus_before[i]); });
-            if (auto r = apply_vcpu(*d_->vcpus[i], decoded->vcpus[i]); !r)
+            undo.push_back([&, i] { (void)apply_vcpu(*vcpus[i], vcpus_before[i]); });
+            if (auto r = apply_vcpu(*vcpus[i], d.vcpus[i]); !r)
                 return bad_request("state: section '{}': KVM refused it: {}", vcpu_section(static_cast<uint32_t>(i)),
                                    r.error().message);
         }
-        undo.push_back([&] { (void)d_->vm->set_clock(clock_before); });
+        undo.push_back([&] { (void)vm->set_clock(clock_before); });
         kvm_clock_data clock{};
-        clock.clock = decoded->clock;
-        if (auto r = d_->vm->set_clock(clock); !r)
+        clock.clock = d.clock;
+        if (auto r = vm->set_clock(clock); !r)
             return bad_request("state: section '{}': KVM refused it: {}", kKvmClockSection, r.error().message);
-        undo.push_back([&, b = d_->uart->save()] { (void)d_->uart->restore(b); });
-        TRY(d_->uart->restore(decoded->uart));
-        undo.push_back([&, b = d_->rtc->save()] { (void)d_->rtc->restore(b); });
-        TRY(d_->rtc->restore(decoded->rtc));
-        undo.push_back([&, b = d_->i8042->save()] { (void)d_->i8042->restore(b); });
-        TRY(d_->i8042->restore(decoded->kbd));
-        undo.push_back([&, b = d_->acpi_pm->save()] { (void)d_->acpi_pm->restore(b); });
-        TRY(d_->acpi_pm->restore(decoded->pm));
-        if (decoded->io) TRY(d_->ioapic->restore(*decoded->io));  // last: nothing after it to undo
+        undo.push_back([&, b = uart->save()] { (void)uart->restore(b); });
+        TRY(uart->restore(d.uart));
+        undo.push_back([&, b = rtc->save()] { (void)rtc->restore(b); });
+        TRY(rtc->restore(d.rtc));
+        undo.push_back([&, b = i8042->save()] { (void)i8042->restore(b); });
+        TRY(i8042->restore(d.kbd));
+        undo.push_back([&, b = acpi_pm->save()] { (void)acpi_pm->restore(b); });
+        TRY(acpi_pm->restore(d.pm));
+        if (d.io) TRY(ioapic->restore(*d.io));  // last: nothing after it to undo
         return {};
     }();
     if (!apply) {
         // Putting back what was read from KVM and the devices themselves.
         for (auto it = undo.rbegin(); it != undo.rend(); ++it) (*it)();
-        return where(apply.error());
+        return std::unexpected(apply.error());
     }
+    return {};
+}
+
+Result<void> Vmm::save_device_state(const std::string& path) const {
+    if (d_->state != State::Paused)
+        return not_allowed("device state: the VM is {}; its state is only saved while paused", state_name(d_->state));
+    migration::StateWriter w(KESTREL_VERSION, host_cpu_summary());
+    TRY(d_->write_state(w));
+    auto bytes = TRY(std::move(w).finish());
+    if (auto r = write_file_replacing(path, bytes); !r)
+        return std::unexpected(context(r.error(), "device state"));
+    log::info("device state saved to '{}' ({} bytes)", path, bytes.size());
+    return {};
+}
+
+Result<void> Vmm::load_device_state(const std::string& path) {
+    if (d_->state != State::Paused)
+        return not_allowed("device state: the VM is {}; its state is only loaded while paused", state_name(d_->state));
+    auto image = FileImage::open(path, "device state");
+    if (!image) return bad_request("{}", image.error().what());
+    auto where = [&](Error e) { return std::unexpected(context(std::move(e), fmt::format("device state '{}'", path))); };
+    auto file = migration::StateFile::parse(image->bytes());
+    if (!file) return where(file.error());
+    if (auto r = d_->apply_state(*file, {}); !r) return where(r.error());
     log::info("device state loaded from '{}' ({} sections, written by kestrel {} on {})", path,
               file->sections.size(), file->kestrel_version, file->cpu_summary);
     return {};
+}
+
+namespace {
+
+constexpr const char* kConfigSection = "config";
+constexpr const char* kMemorySection = "memory";
+constexpr uint32_t kSnapshotSectionVersion = 1;
+constexpr size_t kMaxConfigJson = 1 << 20;
+
+// Guest RAM into a new file at `path` (written beside it, then renamed over it), regions one
+// after another. Pages that read as zero are skipped (a hole): the file is sparse, and a
+// restored guest reads zeros there.
+Result<void> write_memory_file(const std::string& path, const GuestMemory& mem) {
+    const std::string tmp = path + ".tmp";
+    UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+    if (!fd) return fail_errno("cannot create '{}'", tmp);
+    auto failed = [&](Error e) {
+        ::unlink(tmp.c_str());
+        return std::unexpected(std::move(e));
+    };
+    constexpr size_t kPage = 4096;
+    static const std::array<uint8_t, kPage> zero{};
+    uint64_t offset = 0;
+    for (const auto& r : mem.regions()) {
+        const uint8_t* base = r.host_base();
+        for (uint64_t p = 0; p < r.size();) {
+            if (std::memcmp(base + p, zero.data(), kPage) == 0) {
+                p += kPage;
+                continue;
+            }
+            uint64_t q = p + kPage;  // a run of non-zero pages in one write
+            while (q < r.size() && q - p < (64u << 20) && std::memcmp(base + q, zero.data(), kPage) != 0) q += kPage;
+            for (uint64_t done = p; done < q;) {
+                ssize_t n = ::pwrite(fd.get(), base + done, q - done, static_cast<off_t>(offset + done));
+                if (n < 0 && errno == EINTR) continue;
+                if (n <= 0) return failed(fail_errno("writing '{}'", tmp).error());
+                done += static_cast<uint64_t>(n);
+            }
+            p = q;
+        }
+        offset += r.size();
+    }
+    if (::ftruncate(fd.get(), static_cast<off_t>(offset)) != 0) return failed(fail_errno("sizing '{}'", tmp).error());
+    if (::fsync(fd.get()) != 0 || ::rename(tmp.c_str(), path.c_str()) != 0)
+        return failed(fail_errno("saving '{}'", path).error());
+    return {};
+}
+
+}  // namespace
+
+Result<void> Vmm::snapshot(const std::string& state_path, const std::string& mem_path,
+                           const std::string& config_json) const {
+    if (d_->state != State::Paused)
+        return not_allowed("snapshot: the VM is {}; a snapshot is only taken while paused", state_name(d_->state));
+    const VmConfig& c = d_->cfg;
+    if (!c.disks.empty() || !c.nets.empty() || c.vsock || c.rng)
+        return not_allowed("snapshot: this VM has virtio devices (drives, network interfaces, vsock or entropy), "
+                           "whose state snapshots do not hold yet");
+    if (d_->kernel_irqchip)
+        return not_allowed("snapshot: this VM uses --pit (KVM's PIC, IOAPIC and PIT), whose state snapshots do not "
+                           "hold yet");
+    migration::StateWriter w(KESTREL_VERSION, host_cpu_summary());
+    w.section(kConfigSection, kSnapshotSectionVersion).put_string(config_json);
+    auto& m = w.section(kMemorySection, kSnapshotSectionVersion);
+    m.put_u32(static_cast<uint32_t>(d_->mem->regions().size()));
+    for (const auto& r : d_->mem->regions()) {
+        m.put_u64(r.start().raw);
+        m.put_u64(r.size());
+    }
+    TRY(d_->write_state(w));
+    auto bytes = TRY(std::move(w).finish());
+    // RAM first: a state file on disk means its memory file is complete.
+    if (auto r = write_memory_file(mem_path, *d_->mem); !r)
+        return std::unexpected(context(r.error(), "snapshot: guest memory"));
+    if (auto r = write_file_replacing(state_path, bytes); !r)
+        return std::unexpected(context(r.error(), "snapshot"));
+    log::info("snapshot: state in '{}' ({} bytes), {} MiB of guest memory in '{}'", state_path, bytes.size(),
+              d_->mem->total_size() >> 20, mem_path);
+    return {};
+}
+
+Result<std::string> Vmm::snapshot_config(const migration::StateFile& file) {
+    const migration::Section* s = file.find(kConfigSection);
+    if (!s) return bad_request("snapshot: the state file has no '{}' section (a device state file, not a snapshot?)",
+                               kConfigSection);
+    if (s->version != kSnapshotSectionVersion)
+        return bad_request("state: section '{}': version {} is not one this kestrel reads ({})", s->id, s->version,
+                           kSnapshotSectionVersion);
+    migration::Decoder d(*s);
+    auto json = TRY(d.string("json", kMaxConfigJson));
+    TRY(d.finish());
+    return json;
+}
+
+Result<std::unique_ptr<Vmm>> Vmm::restore(const VmConfig& cfg, const migration::StateFile& file,
+                                          const std::string& mem_path) {
+    if (!cfg.disks.empty() || !cfg.nets.empty() || cfg.vsock || cfg.rng)
+        return bad_request("snapshot: its configuration has virtio devices, whose state snapshots do not hold yet");
+    if (cfg.pit) return bad_request("snapshot: its configuration uses --pit, whose state snapshots do not hold yet");
+    // The memory layout must be the one this configuration builds.
+    const migration::Section* ms = file.find(kMemorySection);
+    if (!ms) return bad_request("snapshot: the state file has no '{}' section", kMemorySection);
+    if (ms->version != kSnapshotSectionVersion)
+        return bad_request("state: section '{}': version {} is not one this kestrel reads ({})", ms->id, ms->version,
+                           kSnapshotSectionVersion);
+    migration::Decoder md(*ms);
+    const auto layout = ram_layout(cfg.memory_bytes);
+    const uint32_t n = TRY(md.u32_max("regions", 16));
+    if (n != layout.size())
+        return bad_request("state: section 'memory': {} regions, the configuration's {} MiB of RAM has {}", n,
+                           cfg.memory_bytes >> 20, layout.size());
+    for (const auto& r : layout) {
+        const uint64_t start = TRY(md.u64("start")), size = TRY(md.u64("size"));
+        if (start != r.start.raw || size != r.size)
+            return bad_request("state: section 'memory': region {:#x}+{:#x} is not the configuration's {:#x}+{:#x}",
+                               start, size, r.start.raw, r.size);
+    }
+    TRY(md.finish());
+
+    UniqueFd mem_fd(::open(mem_path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!mem_fd) {
+        auto e = fail_errno("snapshot: cannot open the memory file '{}'", mem_path);
+        return bad_request("{}", e.error().what());
+    }
+    auto d = std::make_unique<Impl>();
+    d->cfg = cfg;
+    d->host = TRY(open_host_resources(cfg, [&]() -> Result<void> {
+        d->serial_out = TRY(open_serial_output(cfg.serial));
+        return {};
+    }, /*boot_files=*/false));
+    if (auto r = d->build(mem_fd.get()); !r) {
+        if (r.error().message.find("memory file") != std::string::npos)
+            return bad_request("snapshot '{}': {}", mem_path, r.error().what());
+        return std::unexpected(r.error());
+    }
+    TRY(d->apply_state(file, {kConfigSection, kMemorySection}));
+    log::info("snapshot restored: {} vCPU(s), {} MiB of guest memory mapped from '{}' (written by kestrel {} on {})",
+              cfg.cpus, cfg.memory_bytes >> 20, mem_path, file.kestrel_version, file.cpu_summary);
+    return std::unique_ptr<Vmm>(new Vmm(std::move(d)));
 }
 
 Result<void> Vmm::update_drive_rate_limiter(std::string_view drive_id, const RateLimiterConfig& change) {

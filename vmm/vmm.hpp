@@ -26,6 +26,9 @@ namespace kestrel {
 struct VcpuExitCounters;
 enum class VcpuPhase : uint8_t;
 class VirtioDevice;
+namespace migration {
+struct StateFile;
+}
 class SerialSink;
 
 // What the metrics exporters (vmm/metrics/) walk. Every counter behind it is a relaxed atomic,
@@ -56,7 +59,9 @@ public:
     static Result<std::unique_ptr<Vmm>> build(const VmConfig& cfg);
     ~Vmm();  // stops the VM if it still runs
 
-    Result<void> start();
+    // With `paused`, the vCPUs never enter the guest before resume() (a restored snapshot
+    // that was not asked to resume): the VM goes straight to Paused.
+    Result<void> start(bool paused = false);
     Result<void> pause();
     Result<void> resume();
     // Ends the VM (vCPUs leave, the event loop ends, console output is flushed within its
@@ -83,6 +88,21 @@ public:
     // Not in it yet: CPUID, virtio transports and devices, PCI config, guest RAM.
     Result<void> save_device_state(const std::string& path) const;
     Result<void> load_device_state(const std::string& path);
+
+    // A Full snapshot of a paused VM (PUT /snapshot/create): guest RAM into `mem_path`
+    // (sparse: zero pages are holes), then the state file at `state_path` (both written beside
+    // their names and renamed): sections "config" (`config_json`, the configuration as GET
+    // /vm/config gives it), "memory" (the RAM regions) and what save_device_state writes.
+    // Refused for VMs with virtio devices or --pit: their state is not held yet.
+    Result<void> snapshot(const std::string& state_path, const std::string& mem_path,
+                          const std::string& config_json) const;
+    // The "config" section's JSON of a parsed snapshot state file.
+    static Result<std::string> snapshot_config(const migration::StateFile& file);
+    // A VM built from a snapshot: `cfg` (from its config section) must give the saved memory
+    // layout; guest RAM maps `mem_path` copy-on-write (pages load when touched, the file is
+    // never written); then every vCPU and device gets its saved state. Built, not started.
+    static Result<std::unique_ptr<Vmm>> restore(const VmConfig& cfg, const migration::StateFile& file,
+                                                 const std::string& mem_path);
     // The vCPUs' counters, the virtio devices by their configuration ids, the console.
     VmmMetricSources metric_sources() const;
     // Where each vCPU's thread is now (vcpu_loop.hpp VcpuThread::Phase), index = vCPU: its

@@ -220,6 +220,18 @@ void one_request(VmConfig& cfg, std::string_view method, std::string_view path, 
         check(put && path.starts_with("/vm/device-state/") && !file.empty() && no_nul(file));
         break;
     }
+    case Op::SnapshotCreate: {
+        const auto& c = std::get<SnapshotCreateRequest>(r->payload);
+        check(put && path == "/snapshot/create" && !c.snapshot_path.empty() && !c.mem_file_path.empty() &&
+              c.snapshot_path != c.mem_file_path && no_nul(c.snapshot_path) && no_nul(c.mem_file_path));
+        break;
+    }
+    case Op::SnapshotLoad: {
+        const auto& l = std::get<SnapshotLoadRequest>(r->payload);
+        check(put && path == "/snapshot/load" && !l.snapshot_path.empty() && !l.mem_path.empty() &&
+              no_nul(l.snapshot_path) && no_nul(l.mem_path));
+        break;
+    }
     default: break;
     }
     apply_like_controller(cfg, *r);
@@ -235,6 +247,7 @@ constexpr Endpoint kEndpoints[] = {
     {"PATCH", "/network-interfaces/"}, {"PUT", "/vsock"},          {"PUT", "/entropy"},
     {"PUT", "/logger"},               {"PUT", "/metrics"},         {"PUT", "/actions"},
     {"PATCH", "/vm"},                 {"PUT", "/snapshot/create"}, {"GET", "/vm/config"},
+    {"PUT", "/snapshot/load"},
     {"PUT", "/vm/device-state/save"}, {"PUT", "/vm/device-state/load"},
 };
 constexpr const char* kIds[] = {"rootfs", "data", "eth0", "eth1", "", "bad.id", "a%20b", "x/y"};

@@ -41,6 +41,7 @@
 #define EXIT_RESET_IGNORED    97
 #define EXIT_SMP_WRONG_IDS    98
 #define EXIT_SMP_TIMEOUT      99
+#define EXIT_DIRTY_PAGE_LOST  91   /* dirty_pages: a page does not hold what the last pass wrote */
 
 /* Load our own flat GDT (the VMM's lives in memory we do not own), reload every segment
  * register and take a stack from this image. Needs no stack itself. */

@@ -74,8 +74,8 @@ Result<ApiRequest> parse_put(std::string_view path, const json& j) {
         return ApiRequest{path.ends_with("save") ? Op::SaveDeviceState : Op::LoadDeviceState,
                           TRY(parse_device_state_path(j))};
     }
-    if (path == "/snapshot/create") return ApiRequest{Op::SnapshotCreate, j};
-    if (path == "/snapshot/load") return ApiRequest{Op::SnapshotLoad, j};
+    if (path == "/snapshot/create") return ApiRequest{Op::SnapshotCreate, TRY(parse_snapshot_create(j))};
+    if (path == "/snapshot/load") return ApiRequest{Op::SnapshotLoad, TRY(parse_snapshot_load(j))};
     return bad_request("PUT {}: no such resource", path);
 }
 

@@ -43,7 +43,8 @@ enum class Op {
 };
 
 using Payload = std::variant<std::monostate, json, DiskConfig, DrivePatch, NetConfig, NetPatch, VsockConfig,
-                             std::optional<RateLimiterConfig>, LoggerConfig, std::string>;
+                             std::optional<RateLimiterConfig>, LoggerConfig, std::string, SnapshotCreateRequest,
+                             SnapshotLoadRequest>;
 
 struct ApiRequest {
     Op op;

@@ -299,6 +299,51 @@ Result<std::string> parse_device_state_path(const json& j) {
     return path;
 }
 
+Result<SnapshotCreateRequest> parse_snapshot_create(const json& j) {
+    auto f = TRY(Fields::of(j, "snapshot/create"));
+    SnapshotCreateRequest r;
+    r.snapshot_path = TRY(f.required(f.str("snapshot_path"), "snapshot_path"));
+    r.mem_file_path = TRY(f.required(f.str("mem_file_path"), "mem_file_path"));
+    auto type = TRY(f.str("snapshot_type"));
+    TRY(f.str("version"));  // deprecated in Firecracker: accepted, ignored
+    TRY(f.finish());
+    if (type && *type == "Diff") return bad_request("snapshot/create: snapshot_type Diff is not supported yet (Full is)");
+    if (type && *type != "Full") return bad_request("snapshot/create: snapshot_type '{}' is not Full or Diff", *type);
+    if (r.snapshot_path.empty() || r.mem_file_path.empty())
+        return bad_request("snapshot/create: snapshot_path and mem_file_path must not be empty");
+    if (r.snapshot_path == r.mem_file_path)
+        return bad_request("snapshot/create: snapshot_path and mem_file_path are the same file");
+    return r;
+}
+
+Result<SnapshotLoadRequest> parse_snapshot_load(const json& j) {
+    auto f = TRY(Fields::of(j, "snapshot/load"));
+    SnapshotLoadRequest r;
+    r.snapshot_path = TRY(f.required(f.str("snapshot_path"), "snapshot_path"));
+    auto mem_file = TRY(f.str("mem_file_path"));
+    const json* backend = f.object("mem_backend");
+    auto diff = TRY(f.boolean("enable_diff_snapshots"));
+    r.resume_vm = TRY(f.boolean("resume_vm")).value_or(false);
+    TRY(f.finish());
+    if (backend && mem_file) return bad_request("snapshot/load: give mem_backend or mem_file_path, not both");
+    if (backend) {
+        auto b = TRY(Fields::of(*backend, "snapshot/load: mem_backend"));
+        auto type = TRY(b.required(b.str("backend_type"), "backend_type"));
+        r.mem_path = TRY(b.required(b.str("backend_path"), "backend_path"));
+        TRY(b.finish());
+        if (type == "Uffd") return bad_request("snapshot/load: mem_backend type Uffd is not supported (File is)");
+        if (type != "File") return bad_request("snapshot/load: mem_backend type '{}' is not File or Uffd", type);
+    } else if (mem_file) {
+        r.mem_path = *mem_file;
+    } else {
+        return bad_request("snapshot/load: mem_backend is required");
+    }
+    if (diff.value_or(false)) return bad_request("snapshot/load: enable_diff_snapshots is not supported yet");
+    if (r.snapshot_path.empty() || r.mem_path.empty())
+        return bad_request("snapshot/load: snapshot_path and the memory file's path must not be empty");
+    return r;
+}
+
 Result<VmConfig> apply_full_config(VmConfig cfg, const json& j) {
     auto f = TRY(Fields::of(j, "configuration"));
     if (const json* b = f.object("boot-source")) TRY(apply_boot_source(cfg, *b));

@@ -57,6 +57,22 @@ Result<std::string> parse_metrics(const json& j);
 // PUT /vm/device-state/{save,load} {path} (kestrel, for tests)
 Result<std::string> parse_device_state_path(const json& j);
 
+// PUT /snapshot/create and /snapshot/load, Firecracker's bodies (firecracker.yaml
+// SnapshotCreateParams, SnapshotLoadParams). Full snapshots and File memory backends only.
+struct SnapshotCreateRequest {
+    std::string snapshot_path;  // the state file
+    std::string mem_file_path;  // guest RAM
+    bool operator==(const SnapshotCreateRequest&) const = default;
+};
+struct SnapshotLoadRequest {
+    std::string snapshot_path;
+    std::string mem_path;  // mem_backend.backend_path, or the deprecated mem_file_path
+    bool resume_vm = false;
+    bool operator==(const SnapshotLoadRequest&) const = default;
+};
+Result<SnapshotCreateRequest> parse_snapshot_create(const json& j);
+Result<SnapshotLoadRequest> parse_snapshot_load(const json& j);
+
 // A whole configuration (--config-file, GET /vm/config): "boot-source", "machine-config",
 // "drives", "network-interfaces", "vsock", "entropy", "logger", "metrics". Applied over
 // `base` (the defaults and anything the command line set).

@@ -61,6 +61,14 @@ public:
         return Mapping(static_cast<uint8_t*>(p), size);
     }
 
+    // Copy-on-write guest RAM backed by `size` bytes of a file from `offset` (a snapshot's
+    // memory file): pages load when first touched, writes stay in this process.
+    static Result<Mapping> file_private(int fd, off_t offset, size_t size) {
+        void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_NORESERVE, fd, offset);
+        if (p == MAP_FAILED) return fail_errno("mmap of {} bytes at offset {} of a file", size, offset);
+        return Mapping(static_cast<uint8_t*>(p), size);
+    }
+
     uint8_t* data() const { return addr_; }
     size_t size() const { return size_; }
 

@@ -1,5 +1,7 @@
 #include "vmm/memory/guest_memory.hpp"
 
+#include <sys/stat.h>
+
 #include <algorithm>
 
 namespace kestrel {
@@ -8,12 +10,21 @@ namespace {
 constexpr uint64_t kPage = 4096;
 }
 
-Result<GuestMemory> GuestMemory::create(std::span<const GuestRegionSpec> specs) {
+Result<GuestMemory> GuestMemory::create(std::span<const GuestRegionSpec> specs, int backing_fd) {
     std::vector<GuestRegionSpec> sorted(specs.begin(), specs.end());
     std::sort(sorted.begin(), sorted.end(),
               [](auto& a, auto& b) { return a.start.raw < b.start.raw; });
     std::vector<GuestRegion> regions;
     uint64_t prev_end = 0;
+    uint64_t offset = 0;  // in backing_fd
+    if (backing_fd >= 0) {
+        uint64_t total = 0;
+        for (const auto& s : sorted) total += s.size;
+        struct stat st {};
+        if (::fstat(backing_fd, &st) != 0) return fail_errno("guest memory file");
+        if (static_cast<uint64_t>(st.st_size) != total)
+            return fail("the guest memory file has {} bytes, the guest's RAM {}", st.st_size, total);
+    }
     for (const auto& s : sorted) {
         if (s.size == 0 || s.size % kPage || s.start.raw % kPage)
             return fail("guest memory region {:#x}+{:#x} is empty or not page-aligned",
@@ -22,8 +33,10 @@ Result<GuestMemory> GuestMemory::create(std::span<const GuestRegionSpec> specs) 
         if (!end) return fail("guest memory region {:#x}+{:#x} overflows", s.start.raw, s.size);
         if (!regions.empty() && s.start.raw < prev_end)
             return fail("guest memory regions overlap at {:#x}", s.start.raw);
-        auto map = Mapping::anonymous(s.size);
+        auto map = backing_fd >= 0 ? Mapping::file_private(backing_fd, static_cast<off_t>(offset), s.size)
+                                   : Mapping::anonymous(s.size);
         if (!map) return std::unexpected(context(map.error(), "allocating guest memory"));
+        offset += s.size;
         regions.emplace_back(s.start, std::move(*map));
         prev_end = end->raw;
     }

@@ -43,8 +43,10 @@ private:
 
 class GuestMemory {
 public:
-    // Regions must be page-aligned, non-empty and non-overlapping.
-    static Result<GuestMemory> create(std::span<const GuestRegionSpec> specs);
+    // Regions must be page-aligned, non-empty and non-overlapping. With `backing_fd`, the
+    // regions map that file copy-on-write (Mapping::file_private), lowest region first from
+    // offset 0, one after another: the file must hold exactly their total size.
+    static Result<GuestMemory> create(std::span<const GuestRegionSpec> specs, int backing_fd = -1);
 
     GuestMemory(GuestMemory&&) = default;
     GuestMemory& operator=(GuestMemory&&) = default;

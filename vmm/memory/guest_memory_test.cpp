@@ -2,7 +2,12 @@
 
 #include <doctest/doctest.h>
 
+#include <unistd.h>
+
 #include <array>
+#include <cstdlib>
+#include <string>
+#include <vector>
 
 using namespace kestrel;
 
@@ -52,4 +57,34 @@ TEST_CASE("guest memory: VMM writes mark pages dirty only when tracking") {
     auto words = bm.take();
     CHECK(words[0] == 0b110);
     CHECK_FALSE(bm.is_dirty(1));
+}
+
+TEST_CASE("GuestMemory backed by a file: regions map it in order, copy-on-write, size checked") {
+    char path[] = "/tmp/kestrel-guestmem-XXXXXX";
+    int fd = ::mkstemp(path);
+    REQUIRE(fd >= 0);
+    ::unlink(path);
+    std::vector<uint8_t> bytes(3 * 4096);
+    for (size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<uint8_t>(i / 4096 + 1);
+    REQUIRE(::write(fd, bytes.data(), bytes.size()) == static_cast<ssize_t>(bytes.size()));
+    // Given high region first: the lower one still takes the file's first bytes.
+    const GuestRegionSpec specs[] = {{GuestAddress(0x100000), 4096}, {GuestAddress(0), 2 * 4096}};
+    auto mem = GuestMemory::create(specs, fd);
+    REQUIRE(mem.has_value());
+    uint8_t b = 0;
+    REQUIRE(mem->read(GuestAddress(0), std::span(&b, 1)));
+    CHECK(b == 1);
+    REQUIRE(mem->read(GuestAddress(4096), std::span(&b, 1)));
+    CHECK(b == 2);
+    REQUIRE(mem->read(GuestAddress(0x100000), std::span(&b, 1)));
+    CHECK(b == 3);
+    const uint8_t w = 0xee;
+    REQUIRE(mem->write(GuestAddress(0x100000), std::span(&w, 1)));
+    REQUIRE(::pread(fd, &b, 1, 2 * 4096) == 1);
+    CHECK(b == 3);  // the file is not written
+    const GuestRegionSpec bigger[] = {{GuestAddress(0), 4 * 4096}};
+    auto refused = GuestMemory::create(bigger, fd);
+    REQUIRE_FALSE(refused.has_value());
+    CHECK(refused.error().message.find("12288 bytes") != std::string::npos);
+    ::close(fd);
 }

@@ -122,10 +122,11 @@ Policy main_thread(pid_t self) {
             // files a request names (a drive's new image: open, size, QEMU-style OFD locks;
             // the metrics file), /proc/self/{status,fd} and getrusage for GET /vm/info and
             // the metrics; a device state file written beside its final name and renamed
-            // over it (PUT /vm/device-state/save)
+            // over it (PUT /vm/device-state/save, /snapshot/create; a snapshot's memory file
+            // is written sparse: pwrite at each non-zero run, ftruncate to its size)
             "openat", "stat", "statx", "lseek", "fcntl", "getdents64",
             "readlink", "fsync", "fdatasync", "dup", "unlink", "unlinkat", "getrusage",
-            "rename", "renameat", "renameat2",
+            "rename", "renameat", "renameat2", "pwrite64", "ftruncate",
             // signals (signalfd) and the serial output's SIGPIPE-free writes at exit
             "rt_sigpending", "rt_sigtimedwait",
             // a thread started from here runs these before its own code
