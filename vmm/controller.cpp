@@ -113,6 +113,7 @@ Result<void> Controller::load_snapshot(const api::SnapshotLoadRequest& req) {
     // this process's own.
     auto cfg = api::apply_full_config(pending_, j);
     if (!cfg) return where(cfg.error());
+    if (req.enable_diff_snapshots) cfg->track_dirty_pages = true;
     auto vmm = Vmm::restore(*cfg, *file, req.mem_path);
     if (!vmm) return where(vmm.error());
     TRY((*vmm)->start(/*paused=*/!req.resume_vm));
@@ -288,7 +289,7 @@ Result<json> Controller::dispatch(const ApiRequest& r) {
         const auto& c = std::get<api::SnapshotCreateRequest>(r.payload);
         VmConfig running = vmm_->config();
         running.cmdline = pending_.cmdline;
-        TRY(vmm_->snapshot(c.snapshot_path, c.mem_file_path, api::full_config_json(running).dump()));
+        TRY(vmm_->snapshot(c.snapshot_path, c.mem_file_path, api::full_config_json(running).dump(), c.diff));
         return json();
     }
     case Op::SnapshotLoad:

@@ -15,6 +15,7 @@
 #include "vmm/controller.hpp"
 #include "vmm/seccomp/seccomp.hpp"
 #include "vmm/import.hpp"
+#include "vmm/snapshot_merge.hpp"
 
 using namespace kestrel;
 
@@ -112,6 +113,19 @@ int main(int argc, char** argv) {
     import_cmd->footer("Exit codes: 0 converted, 1 failed (DST untouched), 2 bad command line, "
                        "128+N stopped by signal N (DST untouched)");
 
+    std::string merge_diff_state, merge_diff_mem, merge_base_mem, merge_out_state;
+    auto* merge_cmd = app.add_subcommand(
+        "snapshot-merge", "Merge a Diff snapshot onto the memory file of the snapshot before it: the Diff's pages "
+                          "are copied onto BASE_MEM in place, and OUT_STATE + BASE_MEM then load as a Full "
+                          "snapshot (PUT /snapshot/load)");
+    merge_cmd->add_option("DIFF_STATE", merge_diff_state, "The Diff snapshot's state file")->required();
+    merge_cmd->add_option("DIFF_MEM", merge_diff_mem, "The Diff snapshot's memory file")->required();
+    merge_cmd->add_option("BASE_MEM", merge_base_mem, "The memory file of the snapshot the Diff was taken after "
+                                                      "(written in place)")->required();
+    merge_cmd->add_option("OUT_STATE", merge_out_state, "The state file to write for the merged snapshot")
+        ->required();
+    merge_cmd->footer("Exit codes: 0 merged, 1 failed (named), 2 bad command line");
+
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
@@ -119,6 +133,16 @@ int main(int argc, char** argv) {
         return rc == 0 ? 0 : kExitUsage;
     }
 
+    if (*merge_cmd) {
+        auto r = merge_snapshot(merge_diff_state, merge_diff_mem, merge_base_mem, merge_out_state);
+        if (!r) {
+            log::error("snapshot-merge: {}", r.error().what());
+            return 1;
+        }
+        log::info("snapshot-merge: {} pages of '{}' merged onto '{}'; state in '{}'", r->pages, merge_diff_mem,
+                  merge_base_mem, merge_out_state);
+        return 0;
+    }
     if (*import_cmd) {
         import_opts.progress = ::isatty(STDERR_FILENO) == 1;
         return run_import(import_opts);

@@ -36,6 +36,7 @@
 #include "devices/virtio/rng/virtio_rng.hpp"
 #include "devices/virtio/vsock/virtio_vsock.hpp"
 #include "migration/legacy_state.hpp"
+#include "migration/memory_state.hpp"
 #include "migration/vcpu_state.hpp"
 #include "vmm/arch/x86/cpuid.hpp"
 #include "vmm/arch/x86/vcpu_setup.hpp"
@@ -187,6 +188,9 @@ struct Vmm::Impl {
     // With `mem_fd` (a snapshot's memory file) guest RAM maps that file and holds the guest
     // already: no ACPI tables, kernel or boot registers are written.
     Result<void> build(int mem_fd = -1);
+    // Per region, the pages written since the last call: KVM's log of the guest's writes OR
+    // kestrel's own (GuestRegion::dirty). Both are cleared. Needs track_dirty_pages.
+    Result<std::vector<std::vector<uint64_t>>> take_dirty() const;
     // The vCPUs', kvm-clock's and the emulated devices' sections (paused VM).
     Result<void> write_state(migration::StateWriter& w) const;
     // Puts them back from `file`, all or nothing; sections named in `extra` are the
@@ -250,9 +254,13 @@ Result<void> Vmm::Impl::build(int mem_fd) {
     } else {
         TRY(kvm_vm.create_split_irqchip(kvm::GsiRouting::kIoapicPins));
     }
+    // track_dirty_pages (for Diff snapshots): KVM logs the guest's writes, the regions'
+    // bitmaps kestrel's own (from here on: the boot writes below count too).
     for (uint32_t slot = 0; slot < ram.regions().size(); ++slot) {
         const auto& r = ram.regions()[slot];
-        TRY(kvm_vm.set_user_memory_region(slot, r.start().raw, r.size(), r.host_base()));
+        r.dirty().enable(cfg.track_dirty_pages);
+        TRY(kvm_vm.set_user_memory_region(slot, r.start().raw, r.size(), r.host_base(),
+                                          cfg.track_dirty_pages ? KVM_MEM_LOG_DIRTY_PAGES : 0));
     }
 
     const acpi::PciHostConfig pci_host{.ecam_base = x86::kPciEcamStart,
@@ -697,14 +705,26 @@ Result<void> Vmm::load_device_state(const std::string& path) {
 namespace {
 
 constexpr const char* kConfigSection = "config";
-constexpr const char* kMemorySection = "memory";
 constexpr uint32_t kSnapshotSectionVersion = 1;
+using migration::kMemoryDiffSection;
+using migration::kMemorySection;
+
+std::vector<migration::MemoryRegion> layout_of(const GuestMemory& mem) {
+    std::vector<migration::MemoryRegion> out;
+    for (const auto& r : mem.regions()) out.push_back({r.start().raw, r.size()});
+    return out;
+}
 constexpr size_t kMaxConfigJson = 1 << 20;
 
 // Guest RAM into a new file at `path` (written beside it, then renamed over it), regions one
 // after another. Pages that read as zero are skipped (a hole): the file is sparse, and a
 // restored guest reads zeros there.
-Result<void> write_memory_file(const std::string& path, const GuestMemory& mem) {
+//
+// With `dirty` (a Diff snapshot: one bitmap per region, bit = 4 KiB page) only those pages are
+// written, zero or not, and everything else is a hole: copying the file's data extents onto
+// its base (`kestrel snapshot-merge`) gives the Full snapshot of the same moment.
+Result<void> write_memory_file(const std::string& path, const GuestMemory& mem,
+                               const std::vector<std::vector<uint64_t>>* dirty = nullptr) {
     const std::string tmp = path + ".tmp";
     UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
     if (!fd) return fail_errno("cannot create '{}'", tmp);
@@ -715,15 +735,21 @@ Result<void> write_memory_file(const std::string& path, const GuestMemory& mem) 
     constexpr size_t kPage = 4096;
     static const std::array<uint8_t, kPage> zero{};
     uint64_t offset = 0;
-    for (const auto& r : mem.regions()) {
+    for (size_t ri = 0; ri < mem.regions().size(); ++ri) {
+        const auto& r = mem.regions()[ri];
         const uint8_t* base = r.host_base();
+        auto wanted = [&](uint64_t p) {
+            if (!dirty) return std::memcmp(base + p, zero.data(), kPage) != 0;
+            const uint64_t page = p / kPage;
+            return ((*dirty)[ri][page / 64] >> (page % 64) & 1) != 0;
+        };
         for (uint64_t p = 0; p < r.size();) {
-            if (std::memcmp(base + p, zero.data(), kPage) == 0) {
+            if (!wanted(p)) {
                 p += kPage;
                 continue;
             }
-            uint64_t q = p + kPage;  // a run of non-zero pages in one write
-            while (q < r.size() && q - p < (64u << 20) && std::memcmp(base + q, zero.data(), kPage) != 0) q += kPage;
+            uint64_t q = p + kPage;  // a run of pages in one write
+            while (q < r.size() && q - p < (64u << 20) && wanted(q)) q += kPage;
             for (uint64_t done = p; done < q;) {
                 ssize_t n = ::pwrite(fd.get(), base + done, q - done, static_cast<off_t>(offset + done));
                 if (n < 0 && errno == EINTR) continue;
@@ -742,8 +768,21 @@ Result<void> write_memory_file(const std::string& path, const GuestMemory& mem) 
 
 }  // namespace
 
+Result<std::vector<std::vector<uint64_t>>> Vmm::Impl::take_dirty() const {
+    std::vector<std::vector<uint64_t>> out;
+    for (uint32_t slot = 0; slot < mem->regions().size(); ++slot) {
+        const auto& r = mem->regions()[slot];
+        std::vector<uint64_t> bits = r.dirty().take();
+        std::vector<uint64_t> guest(bits.size());
+        TRY(vm->get_dirty_log(slot, guest));
+        for (size_t i = 0; i < bits.size(); ++i) bits[i] |= guest[i];
+        out.push_back(std::move(bits));
+    }
+    return out;
+}
+
 Result<void> Vmm::snapshot(const std::string& state_path, const std::string& mem_path,
-                           const std::string& config_json) const {
+                           const std::string& config_json, bool diff) const {
     if (d_->state != State::Paused)
         return not_allowed("snapshot: the VM is {}; a snapshot is only taken while paused", state_name(d_->state));
     const VmConfig& c = d_->cfg;
@@ -753,23 +792,38 @@ Result<void> Vmm::snapshot(const std::string& state_path, const std::string& mem
     if (d_->kernel_irqchip)
         return not_allowed("snapshot: this VM uses --pit (KVM's PIC, IOAPIC and PIT), whose state snapshots do not "
                            "hold yet");
+    if (diff && !c.track_dirty_pages)
+        return not_allowed("snapshot: a Diff snapshot needs dirty page tracking (machine-config track_dirty_pages: "
+                           "true before the start, or enable_diff_snapshots at snapshot load)");
     migration::StateWriter w(KESTREL_VERSION, host_cpu_summary());
     w.section(kConfigSection, kSnapshotSectionVersion).put_string(config_json);
-    auto& m = w.section(kMemorySection, kSnapshotSectionVersion);
-    m.put_u32(static_cast<uint32_t>(d_->mem->regions().size()));
-    for (const auto& r : d_->mem->regions()) {
-        m.put_u64(r.start().raw);
-        m.put_u64(r.size());
-    }
+    migration::encode_memory(w.section(kMemorySection, migration::kMemoryStateVersion), layout_of(*d_->mem));
     TRY(d_->write_state(w));
-    auto bytes = TRY(std::move(w).finish());
+    // What changed since the last snapshot (or the start): a Diff writes it, a Full resets it.
+    std::optional<std::vector<std::vector<uint64_t>>> dirty;
+    if (c.track_dirty_pages) dirty = TRY(d_->take_dirty());
+    if (diff) migration::encode_memory_diff(w.section(kMemoryDiffSection, migration::kMemoryStateVersion), *dirty);
+    auto finished = std::move(w).finish();
+    if (!finished && dirty)
+        for (size_t ri = 0; ri < dirty->size(); ++ri) d_->mem->regions()[ri].dirty().merge((*dirty)[ri]);
+    auto bytes = TRY(std::move(finished));
     // RAM first: a state file on disk means its memory file is complete.
-    if (auto r = write_memory_file(mem_path, *d_->mem); !r)
+    if (auto r = write_memory_file(mem_path, *d_->mem, diff ? &*dirty : nullptr); !r) {
+        // Not written: those pages still count as changed for the next snapshot.
+        if (dirty)
+            for (size_t ri = 0; ri < dirty->size(); ++ri)
+                d_->mem->regions()[ri].dirty().merge((*dirty)[ri]);
         return std::unexpected(context(r.error(), "snapshot: guest memory"));
+    }
     if (auto r = write_file_replacing(state_path, bytes); !r)
         return std::unexpected(context(r.error(), "snapshot"));
-    log::info("snapshot: state in '{}' ({} bytes), {} MiB of guest memory in '{}'", state_path, bytes.size(),
-              d_->mem->total_size() >> 20, mem_path);
+    uint64_t pages = 0;
+    if (diff)
+        for (const auto& bits : *dirty)
+            for (uint64_t w : bits) pages += static_cast<uint64_t>(__builtin_popcountll(w));
+    log::info("snapshot ({}): state in '{}' ({} bytes), guest memory in '{}' ({})", diff ? "Diff" : "Full",
+              state_path, bytes.size(), mem_path,
+              diff ? fmt::format("{} changed pages", pages) : fmt::format("{} MiB", d_->mem->total_size() >> 20));
     return {};
 }
 
@@ -794,22 +848,15 @@ Result<std::unique_ptr<Vmm>> Vmm::restore(const VmConfig& cfg, const migration::
     // The memory layout must be the one this configuration builds.
     const migration::Section* ms = file.find(kMemorySection);
     if (!ms) return bad_request("snapshot: the state file has no '{}' section", kMemorySection);
-    if (ms->version != kSnapshotSectionVersion)
-        return bad_request("state: section '{}': version {} is not one this kestrel reads ({})", ms->id, ms->version,
-                           kSnapshotSectionVersion);
-    migration::Decoder md(*ms);
-    const auto layout = ram_layout(cfg.memory_bytes);
-    const uint32_t n = TRY(md.u32_max("regions", 16));
-    if (n != layout.size())
-        return bad_request("state: section 'memory': {} regions, the configuration's {} MiB of RAM has {}", n,
-                           cfg.memory_bytes >> 20, layout.size());
-    for (const auto& r : layout) {
-        const uint64_t start = TRY(md.u64("start")), size = TRY(md.u64("size"));
-        if (start != r.start.raw || size != r.size)
-            return bad_request("state: section 'memory': region {:#x}+{:#x} is not the configuration's {:#x}+{:#x}",
-                               start, size, r.start.raw, r.size);
-    }
-    TRY(md.finish());
+    if (file.find(kMemoryDiffSection))
+        return bad_request("snapshot: this is a Diff snapshot: its memory file holds only the pages changed since the "
+                           "snapshot before it; merge it onto that one's memory file first (kestrel snapshot-merge)");
+    const auto saved = TRY(migration::decode_memory(*ms));
+    std::vector<migration::MemoryRegion> want;
+    for (const auto& r : ram_layout(cfg.memory_bytes)) want.push_back({r.start.raw, r.size});
+    if (saved != want)
+        return bad_request("state: section 'memory': {} region(s), {} bytes: not the layout of the configuration's "
+                           "{} MiB of RAM", saved.size(), migration::total_size(saved), cfg.memory_bytes >> 20);
 
     UniqueFd mem_fd(::open(mem_path.c_str(), O_RDONLY | O_CLOEXEC));
     if (!mem_fd) {
@@ -827,7 +874,7 @@ Result<std::unique_ptr<Vmm>> Vmm::restore(const VmConfig& cfg, const migration::
             return bad_request("snapshot '{}': {}", mem_path, r.error().what());
         return std::unexpected(r.error());
     }
-    TRY(d->apply_state(file, {kConfigSection, kMemorySection}));
+    TRY(d->apply_state(file, {kConfigSection, kMemorySection}));  // a Diff was refused above
     log::info("snapshot restored: {} vCPU(s), {} MiB of guest memory mapped from '{}' (written by kestrel {} on {})",
               cfg.cpus, cfg.memory_bytes >> 20, mem_path, file.kestrel_version, file.cpu_summary);
     return std::unique_ptr<Vmm>(new Vmm(std::move(d)));

@@ -93,9 +93,12 @@ public:
     // (sparse: zero pages are holes), then the state file at `state_path` (both written beside
     // their names and renamed): sections "config" (`config_json`, the configuration as GET
     // /vm/config gives it), "memory" (the RAM regions) and what save_device_state writes.
-    // Refused for VMs with virtio devices or --pit: their state is not held yet.
+    // Refused for VMs with virtio devices or --pit: their state is not held yet. With
+    // track_dirty_pages a Full snapshot also starts the next Diff's count afresh.
+    // `diff`: only the pages changed since the last snapshot (or the start) go into the
+    // memory file, the rest are holes (needs track_dirty_pages; the state file is complete).
     Result<void> snapshot(const std::string& state_path, const std::string& mem_path,
-                          const std::string& config_json) const;
+                          const std::string& config_json, bool diff = false) const;
     // The "config" section's JSON of a parsed snapshot state file.
     static Result<std::string> snapshot_config(const migration::StateFile& file);
     // A VM built from a snapshot: `cfg` (from its config section) must give the saved memory

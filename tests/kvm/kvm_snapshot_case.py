@@ -15,7 +15,14 @@ snapshot_cycle: kestrel A boots the guest through the API and lets it run; a sna
   resume_vm false the restored VM stays paused (its RAM digest equal 0.5 s apart, no output)
   until PATCH /vm Resumed; a second load into a kestrel that runs a VM is refused; and one word
   changed in a memory file makes the restored guest report that page (exit 91), so the
-  guest's check can fail."""
+  guest's check can fail.
+snapshot_diff: the guest with track_dirty_pages: a Full snapshot, more passes, then a Diff and a
+  Full of the same paused moment; `kestrel snapshot-merge` of the Diff onto a copy of the first
+  Full's memory file gives exactly the second Full's memory; a second Diff at once holds no page
+  (tracking restarts at each snapshot); the Diff's state file alone is refused by load (merge
+  first); the merged snapshot restores in a new process and the guest carries on. A Diff of a
+  VM without track_dirty_pages is refused."""
+import subprocess
 
 import os
 import re
@@ -186,11 +193,104 @@ def run_snapshot_cycle(args, guest, tmp):
     return True, "exit 143 x4; " + "; ".join(details), ""
 
 
+def same_content(a, b):
+    with open(a, "rb") as fa, open(b, "rb") as fb:
+        while True:
+            x, y = fa.read(1 << 20), fb.read(1 << 20)
+            if x != y:
+                return False
+            if not x:
+                return True
+
+
+def allocated(path):
+    return os.stat(path).st_blocks * 512
+
+
+def run_snapshot_diff(args, guest, tmp):
+    c = Checks()
+    details = []
+    p = {n: os.path.join(tmp, n) for n in ("b.state", "b.mem", "d.state", "d.mem", "f.state", "f.mem",
+                                           "d2.state", "d2.mem", "m.state", "nt.state", "nt.mem")}
+    opts = ("--serial", "stdio", "--debug-exit")
+    snap = lambda k, st, mem, kind="Full": k.api.put("/snapshot/create", {  # noqa: E731
+        "snapshot_path": p[st], "mem_file_path": p[mem], "snapshot_type": kind})
+    with Kestrel(args.vmm, os.path.join(tmp, "d.sock"), *opts) as k:
+        k.wait_ready()
+        for method, url, body in [("PUT", "/boot-source", {"kernel_image_path": guest}),
+                                  ("PUT", "/machine-config", {"vcpu_count": 1, "mem_size_mib": 16,
+                                                              "track_dirty_pages": True}),
+                                  ("PUT", "/actions", {"action_type": "InstanceStart"})]:
+            c.status(k.api.request(method, url, body), 204, f"{method} {url}")
+        if not c.expect(wait_passes(k, 3), f"the guest did not reach pass 3: {k.out[-300:]!r}"):
+            k.stop()
+            return False, "; ".join(c.problems), k.stderr_text()[-1500:]
+        c.status(k.api.patch("/vm", {"state": "Paused"}), 204, "PATCH /vm Paused")
+        c.status(snap(k, "b.state", "b.mem"), 204, "Full snapshot (the base)")
+        base_pass = whole_passes(k.out)[-1]
+        c.status(k.api.patch("/vm", {"state": "Resumed"}), 204, "PATCH /vm Resumed")
+        c.expect(wait_passes(k, base_pass + 2), "the guest did not run on after the base snapshot")
+        c.status(k.api.patch("/vm", {"state": "Paused"}), 204, "PATCH /vm Paused again")
+        c.status(snap(k, "d.state", "d.mem", "Diff"), 204, "Diff snapshot")
+        c.status(snap(k, "f.state", "f.mem"), 204, "Full snapshot of the same moment")
+        c.status(snap(k, "d2.state", "d2.mem", "Diff"), 204, "a second Diff at once")
+        last = whole_passes(k.out)[-1]
+        code, _ = k.stop()
+        c.expect(code == 143, f"kestrel exited {code}, expected 143")
+    c.expect(allocated(p["d2.mem"]) == 0, f"a Diff with nothing changed holds {allocated(p['d2.mem'])} bytes")
+    merged = os.path.join(tmp, "merged.mem")
+    shutil.copyfile(p["b.mem"], merged)
+    r = subprocess.run([args.vmm, "snapshot-merge", p["d.state"], p["d.mem"], merged, p["m.state"]],
+                       capture_output=True, text=True, timeout=120)
+    c.expect(r.returncode == 0, f"snapshot-merge exited {r.returncode}: {r.stderr.strip()[-300:]}")
+    same = same_content(merged, p["f.mem"])
+    c.expect(same, "base + Diff merged differs from the Full snapshot of the same moment")
+    r2 = subprocess.run([args.vmm, "snapshot-merge", p["f.state"], p["f.mem"], merged, p["m.state"] + "2"],
+                        capture_output=True, text=True, timeout=60)
+    c.expect(r2.returncode == 1 and "is a Full snapshot, not a Diff" in r2.stderr,
+             f"snapshot-merge of a Full: exit {r2.returncode}, {r2.stderr.strip()[-200:]!r}")
+    details.append(f"base at pass {base_pass}, Diff at pass {last}: Diff {allocated(p['d.mem']) >> 10} KiB, "
+                   f"Full {allocated(p['f.mem']) >> 10} KiB allocated; merged {'==' if same else '!='} Full; "
+                   f"Diff at once {allocated(p['d2.mem'])} bytes")
+
+    with Kestrel(args.vmm, os.path.join(tmp, "r.sock"), *opts) as k:
+        k.wait_ready()
+        c.status(k.api.put("/snapshot/load", load_body(p["d.state"], p["d.mem"])), 400, "load of a Diff",
+                 "BadRequest", "merge it onto")
+        c.status(k.api.put("/snapshot/load", load_body(p["m.state"], merged)), 204, "load of the merged snapshot")
+        ok = c.expect(wait_passes(k, last + 3), f"the merged snapshot's guest did not pass {last + 3}: "
+                                                f"{k.out[-200:]!r}")
+        passes = whole_passes(k.out)
+        if ok:
+            c.expect(passes[0] in (last + 1, last + 2), f"merged restore: first pass {passes[0]}, expected {last + 1}")
+            c.expect(b"bad page" not in k.out and b"dirty_pages: start" not in k.out,
+                     f"merged restore: {k.out[:200]!r}")
+            details.append(f"merged snapshot restored: passes {passes[0]}..{passes[-1]}")
+        code, _ = k.stop()
+        c.expect(code == 143, f"restored kestrel exited {code}")
+
+    # Without tracking a Diff is refused.
+    with Kestrel(args.vmm, os.path.join(tmp, "n.sock"), *opts) as k:
+        k.wait_ready()
+        for method, url, body in [("PUT", "/boot-source", {"kernel_image_path": guest}),
+                                  ("PUT", "/machine-config", {"vcpu_count": 1, "mem_size_mib": 16}),
+                                  ("PUT", "/actions", {"action_type": "InstanceStart"}),
+                                  ("PATCH", "/vm", {"state": "Paused"})]:
+            c.status(k.api.request(method, url, body), 204, f"{method} {url}")
+        c.status(snap(k, "nt.state", "nt.mem", "Diff"), 400, "Diff without track_dirty_pages", "NotAllowed",
+                 "track_dirty_pages")
+        k.stop()
+    if c.problems:
+        return False, "; ".join(c.problems[:4]), "\n".join(details)
+    return True, "; ".join(details), ""
+
+
 def run(args, case, guest):
     """Returns (passed, reason, details) as run_case does."""
     tmp = tempfile.mkdtemp(prefix="ksnap-")  # short: unix socket paths are limited to 107 bytes
     try:
-        return run_snapshot_cycle(args, os.path.abspath(guest), tmp)
+        fn = run_snapshot_diff if case.name == "snapshot_diff" else run_snapshot_cycle
+        return fn(args, os.path.abspath(guest), tmp)
     except (OSError, RuntimeError, ProtocolError, ValueError) as e:
         return False, f"{type(e).__name__}: {e}", ""
     finally:

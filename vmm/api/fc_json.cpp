@@ -307,8 +307,9 @@ Result<SnapshotCreateRequest> parse_snapshot_create(const json& j) {
     auto type = TRY(f.str("snapshot_type"));
     TRY(f.str("version"));  // deprecated in Firecracker: accepted, ignored
     TRY(f.finish());
-    if (type && *type == "Diff") return bad_request("snapshot/create: snapshot_type Diff is not supported yet (Full is)");
-    if (type && *type != "Full") return bad_request("snapshot/create: snapshot_type '{}' is not Full or Diff", *type);
+    if (type && *type != "Full" && *type != "Diff")
+        return bad_request("snapshot/create: snapshot_type '{}' is not Full or Diff", *type);
+    r.diff = type && *type == "Diff";
     if (r.snapshot_path.empty() || r.mem_file_path.empty())
         return bad_request("snapshot/create: snapshot_path and mem_file_path must not be empty");
     if (r.snapshot_path == r.mem_file_path)
@@ -338,7 +339,7 @@ Result<SnapshotLoadRequest> parse_snapshot_load(const json& j) {
     } else {
         return bad_request("snapshot/load: mem_backend is required");
     }
-    if (diff.value_or(false)) return bad_request("snapshot/load: enable_diff_snapshots is not supported yet");
+    r.enable_diff_snapshots = diff.value_or(false);
     if (r.snapshot_path.empty() || r.mem_path.empty())
         return bad_request("snapshot/load: snapshot_path and the memory file's path must not be empty");
     return r;

@@ -58,16 +58,18 @@ Result<std::string> parse_metrics(const json& j);
 Result<std::string> parse_device_state_path(const json& j);
 
 // PUT /snapshot/create and /snapshot/load, Firecracker's bodies (firecracker.yaml
-// SnapshotCreateParams, SnapshotLoadParams). Full snapshots and File memory backends only.
+// SnapshotCreateParams, SnapshotLoadParams). File memory backends only.
 struct SnapshotCreateRequest {
     std::string snapshot_path;  // the state file
     std::string mem_file_path;  // guest RAM
+    bool diff = false;          // snapshot_type Diff: only the pages changed since the last one
     bool operator==(const SnapshotCreateRequest&) const = default;
 };
 struct SnapshotLoadRequest {
     std::string snapshot_path;
     std::string mem_path;  // mem_backend.backend_path, or the deprecated mem_file_path
     bool resume_vm = false;
+    bool enable_diff_snapshots = false;  // track dirty pages in the restored VM (for Diff snapshots)
     bool operator==(const SnapshotLoadRequest&) const = default;
 };
 Result<SnapshotCreateRequest> parse_snapshot_create(const json& j);

@@ -271,6 +271,14 @@ Result<void> Vcpu::set_msrs(const std::vector<kvm_msr_entry>& entries) {
     return {};
 }
 
+Result<void> Vm::get_dirty_log(uint32_t slot, std::span<uint64_t> bitmap) const {
+    kvm_dirty_log log{};
+    log.slot = slot;
+    log.dirty_bitmap = bitmap.data();
+    if (::ioctl(fd_.get(), KVM_GET_DIRTY_LOG, &log) < 0) return fail_errno("KVM_GET_DIRTY_LOG slot {}", slot);
+    return {};
+}
+
 Result<kvm_clock_data> Vm::get_clock() const { return get<kvm_clock_data>(fd_.get(), KVM_GET_CLOCK, "KVM_GET_CLOCK"); }
 Result<void> Vm::set_clock(const kvm_clock_data& c) { return set(fd_.get(), KVM_SET_CLOCK, c, "KVM_SET_CLOCK"); }
 

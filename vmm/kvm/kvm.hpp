@@ -5,6 +5,7 @@
 #include <linux/kvm.h>
 
 #include <cstdint>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -59,6 +60,10 @@ public:
     // A guest write of `len` bytes at MMIO `addr` signals `eventfd` in the kernel instead of
     // exiting to userspace (api.rst §4.59 KVM_IOEVENTFD). len 0 matches any width.
     Result<void> ioeventfd(uint64_t addr, uint32_t len, int eventfd, bool assign);
+    // The pages of `slot` written since the last call (its memory region registered with
+    // KVM_MEM_LOG_DIRTY_PAGES), one bit per page into `bitmap`, which KVM clears and
+    // write-protects again (api.rst §4.8 KVM_GET_DIRTY_LOG). `bitmap` holds ceil(pages/64) words.
+    Result<void> get_dirty_log(uint32_t slot, std::span<uint64_t> bitmap) const;
     // The kvm-clock base every vCPU's clock derives from (api.rst §4.88/§4.89).
     Result<kvm_clock_data> get_clock() const;
     Result<void> set_clock(const kvm_clock_data& c);

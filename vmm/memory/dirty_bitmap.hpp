@@ -40,6 +40,12 @@ public:
         return out;
     }
 
+    // ORs `words` (from take()) back in: pages taken but not saved after all.
+    void merge(const std::vector<uint64_t>& words) {
+        for (size_t i = 0; i < words.size() && i < (pages_ + 63) / 64; ++i)
+            words_[i].fetch_or(words[i], std::memory_order_relaxed);
+    }
+
 private:
     uint64_t pages_;
     std::unique_ptr<std::atomic<uint64_t>[]> words_;

@@ -195,7 +195,8 @@ std::vector<unsigned long> ioctls_for(ThreadKind kind) {
                 KVM_SET_SREGS, kvm::uapi::kGetXsave, kvm::uapi::kSetXsave, KVM_GET_XCRS, KVM_SET_XCRS,
                 KVM_GET_DEBUGREGS, KVM_SET_DEBUGREGS, KVM_GET_LAPIC, KVM_SET_LAPIC, kvm::uapi::kGetMsrs,
                 kvm::uapi::kSetMsrs, kvm::uapi::kGetMsrIndexList, KVM_GET_VCPU_EVENTS, KVM_SET_VCPU_EVENTS,
-                KVM_GET_CLOCK, KVM_SET_CLOCK};
+                KVM_GET_CLOCK, KVM_SET_CLOCK,
+                KVM_GET_DIRTY_LOG};                   // PUT /snapshot/create: the pages a Diff holds
     case ThreadKind::Api:
     case ThreadKind::Serial:
         return {};
