@@ -37,6 +37,9 @@ Result<Decoder> open(const Section& s, uint32_t version) {
 std::string vcpu_section(uint32_t index) { return "vcpu/" + std::to_string(index); }
 
 void encode(Encoder& e, const VcpuState& s) {
+    e.put_u32(static_cast<uint32_t>(s.cpuid.size()));
+    for (const auto& c : s.cpuid)
+        for (uint32_t v : {c.function, c.index, c.flags, c.eax, c.ebx, c.ecx, c.edx}) e.put_u32(v);
     put_struct(e, s.mp_state);
     put_struct(e, s.regs);
     put_struct(e, s.sregs);
@@ -55,6 +58,13 @@ void encode(Encoder& e, const VcpuState& s) {
 Result<VcpuState> decode_vcpu(const Section& sec) {
     Decoder d = TRY(open(sec, kVcpuStateVersion));
     VcpuState s;
+    const uint32_t nc = TRY(d.u32_max("cpuid", kMaxCpuidEntries));
+    if (uint64_t{nc} * 28 > d.remaining())
+        return bad_request("state: section '{}': field 'cpuid': {} entries need {} bytes, {} left", sec.id, nc,
+                           uint64_t{nc} * 28, d.remaining());
+    s.cpuid.resize(nc);
+    for (auto& c : s.cpuid)
+        for (uint32_t* v : {&c.function, &c.index, &c.flags, &c.eax, &c.ebx, &c.ecx, &c.edx}) *v = TRY(d.u32("cpuid"));
     TRY(get_struct(d, sec.id, "mp_state", s.mp_state));
     TRY(get_struct(d, sec.id, "regs", s.regs));
     TRY(get_struct(d, sec.id, "sregs", s.sregs));
@@ -80,6 +90,28 @@ Result<VcpuState> decode_vcpu(const Section& sec) {
     TRY(get_struct(d, sec.id, "events", s.events));
     TRY(d.finish());
     return s;
+}
+
+std::string cpuid_difference(const std::vector<kvm_cpuid_entry2>& saved, const std::vector<kvm_cpuid_entry2>& mine) {
+    auto find = [](const std::vector<kvm_cpuid_entry2>& v, uint32_t fn, uint32_t idx) -> const kvm_cpuid_entry2* {
+        for (const auto& e : v)
+            if (e.function == fn && e.index == idx) return &e;
+        return nullptr;
+    };
+    for (const auto& s : saved) {
+        const kvm_cpuid_entry2* m = find(mine, s.function, s.index);
+        if (!m) return fmt::format("leaf {:#x} index {}: saved, not given here", s.function, s.index);
+        const std::pair<const char*, std::pair<uint32_t, uint32_t>> regs[] = {
+            {"eax", {s.eax, m->eax}}, {"ebx", {s.ebx, m->ebx}}, {"ecx", {s.ecx, m->ecx}}, {"edx", {s.edx, m->edx}}};
+        for (const auto& [name, v] : regs)
+            if (v.first != v.second)
+                return fmt::format("leaf {:#x} index {}: {} {:#010x} saved, {:#010x} here", s.function, s.index, name,
+                                   v.first, v.second);
+    }
+    for (const auto& m : mine)
+        if (!find(saved, m.function, m.index))
+            return fmt::format("leaf {:#x} index {}: given here, not saved", m.function, m.index);
+    return {};
 }
 
 void encode_kvm_clock(Encoder& e, uint64_t clock_ns) { e.put_u64(clock_ns); }

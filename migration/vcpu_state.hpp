@@ -4,14 +4,18 @@
 // struct differs is refused by name instead of misread.
 //
 // Section "vcpu/N", version 1, fields in the order KVM needs them back (Firecracker's and
-// QEMU's order: MP_STATE, REGS, SREGS, XSAVE, XCRS, DEBUGREGS, LAPIC after SREGS (APIC base),
-// MSRs sorted by index (IA32_TSC 0x10 before TSC_DEADLINE 0x6e0), VCPU_EVENTS last):
+// QEMU's order: CPUID, MP_STATE, REGS, SREGS, XSAVE, XCRS, DEBUGREGS, LAPIC after SREGS (APIC
+// base), MSRs sorted by index (IA32_TSC 0x10 before TSC_DEADLINE 0x6e0), VCPU_EVENTS last):
+//   cpuid u32 count (<= kMaxCpuidEntries) then count x (function, index, flags, eax, ebx, ecx,
+//     edx: u32 each), what KVM_SET_CPUID2 was given,
 //   mp_state kvm_mp_state, regs kvm_regs, sregs kvm_sregs, xsave 4096-byte legacy area,
 //   xcrs kvm_xcrs, debugregs kvm_debugregs, lapic kvm_lapic_state,
 //   msrs u32 count (<= kMaxMsrs) then count x (u32 index, u64 value),
 //   events kvm_vcpu_events
 // Section "kvm-clock", version 1: clock u64 (ns, KVM_GET_CLOCK).
-// Not held yet: CPUID (kestrel derives it from the configuration and the host at start).
+// CPUID is held to be compared, not set: a restoring kestrel derives its own from the
+// configuration and its host, and refuses a snapshot whose CPUID differs (a guest that saw
+// features this host lacks would fault on them).
 // What the values mean is KVM's to check: restoring a refused value is an error naming the
 // ioctl, and the caller puts back what was there.
 #pragma once
@@ -32,10 +36,12 @@ inline constexpr uint32_t kVcpuStateVersion = 1;
 inline constexpr uint32_t kKvmClockVersion = 1;
 inline constexpr const char* kKvmClockSection = "kvm-clock";
 inline constexpr uint32_t kMaxMsrs = 4096;
+inline constexpr uint32_t kMaxCpuidEntries = 1024;
 
 std::string vcpu_section(uint32_t index);  // "vcpu/N"
 
 struct VcpuState {
+    std::vector<kvm_cpuid_entry2> cpuid;
     kvm_mp_state mp_state{};
     kvm_regs regs{};
     kvm_sregs sregs{};
@@ -49,6 +55,9 @@ struct VcpuState {
 
 void encode(Encoder& e, const VcpuState& s);
 Result<VcpuState> decode_vcpu(const Section& s);
+// Empty when `saved` and `mine` list the same leaves with the same values (order aside), else
+// the first difference in words ("leaf 0x7 index 0: ebx 0x... saved, 0x... here").
+std::string cpuid_difference(const std::vector<kvm_cpuid_entry2>& saved, const std::vector<kvm_cpuid_entry2>& mine);
 
 void encode_kvm_clock(Encoder& e, uint64_t clock_ns);
 Result<uint64_t> decode_kvm_clock(const Section& s);

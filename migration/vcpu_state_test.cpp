@@ -12,6 +12,9 @@ namespace {
 
 VcpuState busy_vcpu() {
     VcpuState s;
+    s.cpuid = {{.function = 0, .index = 0, .flags = 0, .eax = 0x10, .ebx = 0x68747541, .ecx = 0x444d4163,
+                .edx = 0x69746e65, .padding = {}},
+               {.function = 7, .index = 0, .flags = 1, .eax = 0, .ebx = 0x219c91a9, .ecx = 0, .edx = 0, .padding = {}}};
     s.mp_state.mp_state = KVM_MP_STATE_HALTED;
     s.regs.rip = 0xffffffff81000000ull;
     s.regs.rsp = 0x7fff0000;
@@ -54,7 +57,7 @@ bool contains(const std::string& s, std::string_view part) { return s.find(part)
 // Offset of the MSR count in a version-1 payload: eight u32-size-prefixed structs before it,
 // all but the last (events) ahead of the MSRs.
 size_t msr_count_offset() {
-    return 7 * 4 + sizeof(kvm_mp_state) + sizeof(kvm_regs) + sizeof(kvm_sregs) + 4096 + sizeof(kvm_xcrs) +
+    return 4 + 2 * 28 + 7 * 4 + sizeof(kvm_mp_state) + sizeof(kvm_regs) + sizeof(kvm_sregs) + 4096 + sizeof(kvm_xcrs) +
            sizeof(kvm_debugregs) + sizeof(kvm_lapic_state);
 }
 
@@ -65,6 +68,9 @@ TEST_CASE("vcpu state: every register block and MSR comes back bit for bit") {
     CHECK(vcpu_section(3) == "vcpu/3");
     auto back = decode_vcpu(section_of(s));
     REQUIRE(back.has_value());
+    REQUIRE(back->cpuid.size() == 2);
+    CHECK(cpuid_difference(back->cpuid, s.cpuid).empty());
+    CHECK(back->cpuid[1].flags == 1);
     CHECK(std::memcmp(&back->mp_state, &s.mp_state, sizeof s.mp_state) == 0);
     CHECK(std::memcmp(&back->regs, &s.regs, sizeof s.regs) == 0);
     CHECK(std::memcmp(&back->sregs, &s.sregs, sizeof s.sregs) == 0);
@@ -81,6 +87,20 @@ TEST_CASE("vcpu state: every register block and MSR comes back bit for bit") {
     CHECK(section_of(s).payload.size() == msr_count_offset() + 4 + 12 * s.msrs.size() + 4 + sizeof(kvm_vcpu_events));
 }
 
+TEST_CASE("vcpu state: a CPUID of another host is told apart, naming the leaf and register") {
+    const auto mine = busy_vcpu().cpuid;
+    CHECK(cpuid_difference(mine, mine).empty());
+    auto other = mine;
+    std::swap(other[0], other[1]);
+    CHECK(cpuid_difference(other, mine).empty());  // order does not matter
+    other[0].ebx ^= 1u << 5;                        // leaf 7: AVX2 gone
+    CHECK(cpuid_difference(other, mine) == "leaf 0x7 index 0: ebx 0x219c9189 saved, 0x219c91a9 here");
+    other = mine;
+    other.pop_back();
+    CHECK(cpuid_difference(other, mine) == "leaf 0x7 index 0: given here, not saved");
+    CHECK(cpuid_difference(mine, other) == "leaf 0x7 index 0: saved, not given here");
+}
+
 TEST_CASE("vcpu state: the kvm-clock section") {
     StateWriter w("test", "cpu");
     encode_kvm_clock(w.section(kKvmClockSection, kKvmClockVersion), 987654321);
@@ -95,10 +115,20 @@ TEST_CASE("vcpu state: the kvm-clock section") {
 TEST_CASE("vcpu state: hostile payloads are refused naming the field") {
     SUBCASE("a register block of another size") {
         Section sec = section_of(busy_vcpu());
-        sec.payload[4 + sizeof(kvm_mp_state)] = 145;  // regs' size prefix: 144 on x86-64
+        sec.payload[4 + 2 * 28 + 4 + sizeof(kvm_mp_state)] = 145;  // regs' size prefix: 144 on x86-64
         auto msg = refused(decode_vcpu(sec));
         CHECK(contains(msg, "'regs'"));
         CHECK(contains(msg, "145 bytes"));
+    }
+    SUBCASE("a CPUID count beyond the bound, or beyond the bytes left") {
+        Section sec = section_of(busy_vcpu());
+        for (int i = 0; i < 4; ++i) sec.payload[i] = 0xff;
+        CHECK(contains(refused(decode_vcpu(sec)), "'cpuid'"));
+        sec = section_of(busy_vcpu());
+        sec.payload[0] = 0;
+        sec.payload[1] = 0x03;  // 768 entries: 21504 bytes
+        sec.payload.resize(1000);
+        CHECK(contains(refused(decode_vcpu(sec)), "768 entries"));
     }
     SUBCASE("an MSR count beyond the bound") {
         Section sec = section_of(busy_vcpu());

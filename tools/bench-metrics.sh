@@ -112,9 +112,11 @@ for dir in tx rx; do
     order=("$build" "$plain_build")
     (( r % 2 )) && order=("$plain_build" "$build")
     for b in "${order[@]}"; do
-      v=$("${pin[@]}" "$b/devices/virtio/net/net-bench" --dir "$dir" --seconds 1 --rounds 3 --only-kestrel |
-          awk '$1 == "kestrel" { print $3 }')
-      if [[ $b == "$build" ]]; then with+=("$v"); else without+=("$v"); fi
+      # net-bench prints one kestrel row per round: every round counts.
+      mapfile -t v < <("${pin[@]}" "$b/devices/virtio/net/net-bench" --dir "$dir" --seconds 1 --rounds 3 \
+                         --only-kestrel | awk '$1 == "kestrel" { print $3 }')
+      (( ${#v[@]} > 0 )) || { echo "bench-metrics: net-bench --dir $dir printed no kestrel row" >&2; exit 1; }
+      if [[ $b == "$build" ]]; then with+=("${v[@]}"); else without+=("${v[@]}"); fi
     done
   done
   row "net $dir 1514 B" "frames/s" "${with[@]}" -- "${without[@]}"

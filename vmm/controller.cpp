@@ -396,7 +396,12 @@ int Controller::run() {
         }
         server = std::move(*s);
     }
-    if (o_.start_now) {
+    if (o_.restore) {
+        if (auto r = load_snapshot(*o_.restore); !r) {
+            log::error("--restore: {}", r.error().what());
+            return kExitError;
+        }
+    } else if (o_.start_now) {
         if (auto r = start_vm(); !r) {
             log::error("{}", r.error().what());
             return kExitError;

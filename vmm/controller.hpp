@@ -23,6 +23,7 @@ class MetricsFile;
 struct ControllerOptions {
     VmConfig config;
     bool start_now = false;    // boot at once (a kernel was given), else wait for InstanceStart
+    std::optional<api::SnapshotLoadRequest> restore;  // `run --restore`: load this at once instead
     std::string api_socket;    // empty: no API
     std::string instance_id = "kestrel";
     seccomp::Settings seccomp;  // --seccomp, --seccomp-test (vmm/seccomp/seccomp.hpp)

@@ -15,6 +15,7 @@
 #include "vmm/controller.hpp"
 #include "vmm/seccomp/seccomp.hpp"
 #include "vmm/import.hpp"
+#include "vmm/snapshot_client.hpp"
 #include "vmm/snapshot_merge.hpp"
 
 using namespace kestrel;
@@ -90,6 +91,13 @@ int main(int argc, char** argv) {
                     "Firecracker-format JSON configuration (boot-source, machine-config, drives, "
                     "network-interfaces, vsock, entropy, logger, metrics); the VM boots at once");
     run->add_option("--id", instance_id, "Instance id reported by GET / (default kestrel)");
+    std::string restore_state, restore_mem;
+    run->add_option(
+        "--restore", restore_state,
+        "Instead of booting a kernel, restore the VM of this snapshot state file (PUT /snapshot/create, "
+        "`kestrel snapshot`) and run it on; needs --restore-mem. The VM's shape comes from the snapshot; "
+        "--serial, --debug-exit, --seccomp, --log-level and --api-sock from here");
+    run->add_option("--restore-mem", restore_mem, "The snapshot's memory file (with --restore)");
     std::string seccomp_mode = "kill", seccomp_test;
     run->add_option("--seccomp", seccomp_mode,
                     "Per-thread seccomp filters: kill (a forbidden syscall ends kestrel, naming the "
@@ -113,6 +121,19 @@ int main(int argc, char** argv) {
     import_cmd->footer("Exit codes: 0 converted, 1 failed (DST untouched), 2 bad command line, "
                        "128+N stopped by signal N (DST untouched)");
 
+    SnapshotClientOptions snap_opts;
+    auto* snap_cmd = app.add_subcommand(
+        "snapshot", "Snapshot the VM of a running kestrel through its API socket: pause, PUT /snapshot/create, "
+                    "resume (restore with `kestrel run --restore STATE --restore-mem MEM`)");
+    snap_cmd->add_option("--api-sock", snap_opts.api_socket, "The running kestrel's API socket")->required();
+    snap_cmd->add_option("STATE", snap_opts.state_path, "State file to write")->required();
+    snap_cmd->add_option("MEM", snap_opts.mem_path, "Memory file to write")->required();
+    snap_cmd->add_flag("--diff", snap_opts.diff,
+                       "Only the pages changed since the last snapshot (needs track_dirty_pages; merge with "
+                       "`kestrel snapshot-merge`)");
+    snap_cmd->add_flag("--keep-paused", snap_opts.keep_paused, "Leave the VM paused afterwards");
+    snap_cmd->footer("Exit codes: 0 taken, 1 refused or failed (the API's reason on stderr), 2 bad command line");
+
     std::string merge_diff_state, merge_diff_mem, merge_base_mem, merge_out_state;
     auto* merge_cmd = app.add_subcommand(
         "snapshot-merge", "Merge a Diff snapshot onto the memory file of the snapshot before it: the Diff's pages "
@@ -133,7 +154,12 @@ int main(int argc, char** argv) {
         return rc == 0 ? 0 : kExitUsage;
     }
 
+    if (*snap_cmd) {
+        spdlog::set_level(spdlog::level::info);
+        return run_snapshot_client(snap_opts);
+    }
     if (*merge_cmd) {
+        spdlog::set_level(spdlog::level::info);
         auto r = merge_snapshot(merge_diff_state, merge_diff_mem, merge_base_mem, merge_out_state);
         if (!r) {
             log::error("snapshot-merge: {}", r.error().what());
@@ -227,7 +253,17 @@ int main(int argc, char** argv) {
     for (size_t i = 0; i < cfg.nets.size(); ++i)
         if (cfg.nets[i].id.empty()) cfg.nets[i].id = fmt::format("net{}", i);
 
-    if (cfg.kernel.empty() && api_sock.empty()) {
+    if (!restore_state.empty() || !restore_mem.empty()) {
+        if (restore_state.empty() || restore_mem.empty()) {
+            log::error("--restore and --restore-mem go together (the state file and the memory file)");
+            return kExitUsage;
+        }
+        if (!cfg.kernel.empty() || !config_file.empty() || !cfg.disks.empty() || !cfg.nets.empty() || cfg.vsock) {
+            log::error("--restore takes the VM from the snapshot: no --kernel, --config-file, --disk, --net or --vsock");
+            return kExitUsage;
+        }
+    }
+    if (cfg.kernel.empty() && api_sock.empty() && restore_state.empty()) {
         log::error("--kernel is required (or --config-file with a boot-source, or --api-sock to "
                    "configure the VM through the API)");
         return kExitUsage;
@@ -235,6 +271,9 @@ int main(int argc, char** argv) {
     ControllerOptions o;
     o.config = std::move(cfg);
     o.start_now = !o.config.kernel.empty();
+    if (!restore_state.empty())
+        o.restore = api::SnapshotLoadRequest{.snapshot_path = restore_state, .mem_path = restore_mem,
+                                             .resume_vm = true, .enable_diff_snapshots = false};
     o.api_socket = api_sock;
     o.instance_id = instance_id;
     o.seccomp.mode = *seccomp::parse_mode(seccomp_mode);

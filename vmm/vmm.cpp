@@ -182,6 +182,8 @@ struct Vmm::Impl {
     std::optional<RawTerminal> raw_tty;
     State state = State::Built;
     std::optional<GuestExit> ended;
+    // What each vCPU was given by KVM_SET_CPUID2: saved with it, and a restore compares.
+    std::vector<std::vector<kvm_cpuid_entry2>> cpuids;
     // The MSRs a saved vCPU state holds (saveable_msrs), found at the first save or load.
     mutable std::optional<std::vector<uint32_t>> msrs;
 
@@ -285,7 +287,8 @@ Result<void> Vmm::Impl::build(int mem_fd) {
     auto supported = TRY(kvm_sys.supported_cpuid());
     for (uint32_t i = 0; i < cfg.cpus; ++i) {
         auto v = std::make_unique<kvm::Vcpu>(TRY(kvm::Vcpu::create(kvm_sys, kvm_vm, i)));
-        TRY(v->set_cpuid(x86::build_cpuid(supported, i, cfg.cpus)));
+        cpuids.push_back(x86::build_cpuid(supported, i, cfg.cpus));
+        TRY(v->set_cpuid(cpuids.back()));
         TRY(x86::setup_common(*v));
         if (i == 0 && entry) TRY(x86::setup_boot_vcpu(*v, ram, *entry));
         vcpus.push_back(std::move(v));
@@ -587,7 +590,9 @@ Result<void> Vmm::Impl::write_state(migration::StateWriter& w) const {
     using namespace migration;
     for (size_t i = 0; i < vcpus.size(); ++i) {
         if (!msrs) msrs = TRY(saveable_msrs(*sys, *vcpus[i]));
-        encode(w.section(vcpu_section(static_cast<uint32_t>(i)), kVcpuStateVersion), TRY(capture_vcpu(*vcpus[i], *msrs)));
+        VcpuState st = TRY(capture_vcpu(*vcpus[i], *msrs));
+        st.cpuid = cpuids[i];
+        encode(w.section(vcpu_section(static_cast<uint32_t>(i)), kVcpuStateVersion), st);
     }
     encode_kvm_clock(w.section(kKvmClockSection, kKvmClockVersion), TRY(vm->get_clock()).clock);
     encode(w.section(kUartSection, kLegacyStateVersion), uart->save());
@@ -627,8 +632,13 @@ Result<void> Vmm::Impl::apply_state(const migration::StateFile& file, std::initi
         std::optional<IoApic::State> io;
     };
     Decoded d;
-    for (size_t i = 0; i < ncpus; ++i)
+    for (size_t i = 0; i < ncpus; ++i) {
         d.vcpus.push_back(TRY(decode_vcpu(*TRY(section(vcpu_section(static_cast<uint32_t>(i)))))));
+        if (auto diff = cpuid_difference(d.vcpus.back().cpuid, cpuids[i]); !diff.empty())
+            return bad_request("state: section '{}': the CPUID it was saved with differs from this host's ({}): "
+                               "restore it on a host with the same CPU model and kestrel version",
+                               vcpu_section(static_cast<uint32_t>(i)), diff);
+    }
     d.clock = TRY(decode_kvm_clock(*TRY(section(kKvmClockSection))));
     d.uart = TRY(decode_uart(*TRY(section(kUartSection))));
     d.rtc = TRY(decode_rtc(*TRY(section(kRtcSection))));
@@ -802,27 +812,28 @@ Result<void> Vmm::snapshot(const std::string& state_path, const std::string& mem
     // What changed since the last snapshot (or the start): a Diff writes it, a Full resets it.
     std::optional<std::vector<std::vector<uint64_t>>> dirty;
     if (c.track_dirty_pages) dirty = TRY(d_->take_dirty());
-    if (diff) migration::encode_memory_diff(w.section(kMemoryDiffSection, migration::kMemoryStateVersion), *dirty);
-    auto finished = std::move(w).finish();
-    if (!finished && dirty)
-        for (size_t ri = 0; ri < dirty->size(); ++ri) d_->mem->regions()[ri].dirty().merge((*dirty)[ri]);
-    auto bytes = TRY(std::move(finished));
-    // RAM first: a state file on disk means its memory file is complete.
-    if (auto r = write_memory_file(mem_path, *d_->mem, diff ? &*dirty : nullptr); !r) {
-        // Not written: those pages still count as changed for the next snapshot.
+    // A snapshot that is not written leaves those pages counted as changed for the next one.
+    auto failed = [&](Error e) {
         if (dirty)
-            for (size_t ri = 0; ri < dirty->size(); ++ri)
-                d_->mem->regions()[ri].dirty().merge((*dirty)[ri]);
-        return std::unexpected(context(r.error(), "snapshot: guest memory"));
+            for (size_t ri = 0; ri < dirty->size(); ++ri) d_->mem->regions()[ri].dirty().merge((*dirty)[ri]);
+        return std::unexpected(std::move(e));
+    };
+    if (diff) migration::encode_memory_diff(w.section(kMemoryDiffSection, migration::kMemoryStateVersion), *dirty);
+    auto bytes = std::move(w).finish();
+    if (!bytes) return failed(bytes.error());
+    // RAM first: a state file on disk means its memory file is complete.
+    if (auto r = write_memory_file(mem_path, *d_->mem, diff ? &*dirty : nullptr); !r)
+        return failed(context(r.error(), "snapshot: guest memory"));
+    if (auto r = write_file_replacing(state_path, *bytes); !r) {
+        ::unlink(mem_path.c_str());  // no state file: the memory file alone is no snapshot
+        return failed(context(r.error(), "snapshot"));
     }
-    if (auto r = write_file_replacing(state_path, bytes); !r)
-        return std::unexpected(context(r.error(), "snapshot"));
     uint64_t pages = 0;
     if (diff)
         for (const auto& bits : *dirty)
-            for (uint64_t w : bits) pages += static_cast<uint64_t>(__builtin_popcountll(w));
+            for (uint64_t word : bits) pages += static_cast<uint64_t>(__builtin_popcountll(word));
     log::info("snapshot ({}): state in '{}' ({} bytes), guest memory in '{}' ({})", diff ? "Diff" : "Full",
-              state_path, bytes.size(), mem_path,
+              state_path, bytes->size(), mem_path,
               diff ? fmt::format("{} changed pages", pages) : fmt::format("{} MiB", d_->mem->total_size() >> 20));
     return {};
 }

@@ -7,10 +7,12 @@ snapshot_cycle: kestrel A boots the guest through the API and lets it run; a sna
   runs is refused (NotAllowed); paused, it is snapshotted (Full) and A ends. Then three times a
   new kestrel process loads the last snapshot and the guest carries on: its first whole pass
   line is the one after the last the previous process printed (or the next, when the pause
-  split a line), it never starts over ("dirty_pages: start") and never reports a lost page;
+  split a line; the second restore is `kestrel run --restore` and its snapshot `kestrel
+  snapshot`), it never starts over ("dirty_pages: start") and never reports a lost page;
   after a few more passes it is paused and snapshotted again. Also shown: the memory file is
-  sparse (zero pages are holes); a state file with one byte changed, a memory file of the wrong
-  size, a memory file that does not exist and a device-state file (no config section) are each
+  sparse (zero pages are holes); a state file with one byte changed, one whose vCPU was saved
+  with another CPUID (another host's CPU), a memory file of the wrong size, a memory file that
+  does not exist and a device-state file (no config section) are each
   refused with a clear 400, after which that same kestrel loads the good snapshot; with
   resume_vm false the restored VM stays paused (its RAM digest equal 0.5 s apart, no output)
   until PATCH /vm Resumed; a second load into a kestrel that runs a VM is refused; and one word
@@ -22,18 +24,18 @@ snapshot_diff: the guest with track_dirty_pages: a Full snapshot, more passes, t
   (tracking restarts at each snapshot); the Diff's state file alone is refused by load (merge
   first); the merged snapshot restores in a new process and the guest carries on. A Diff of a
   VM without track_dirty_pages is refused."""
-import subprocess
 
 import os
 import re
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 
-import sys
-
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "api"))
 from api_client import Kestrel, ProtocolError  # noqa: E402
+import state_file  # noqa: E402  (beside this file)
 
 PASS_RE = re.compile(rb"^pass ([0-9a-f]{8})$")
 WAIT = 120.0  # seconds for a few passes, generous for the nested host
@@ -96,6 +98,18 @@ def refusals(c, k, tmp, state, mem):
              "BadRequest", "memory file has 8388608 bytes")
     c.status(k.api.put("/snapshot/load", load_body(state, os.path.join(tmp, "none.mem"))), 400,
              "load with a missing memory file", "BadRequest", "none.mem")
+    # Another host's CPU: vcpu/0's saved CPUID with one bit changed (leaf 0's max leaf), the
+    # file well formed: refused before anything is built.
+    header, sections = state_file.parse(data)
+    i = [s[0] for s in sections].index("vcpu/0")
+    payload = bytearray(sections[i][2])
+    payload[4 + 12] ^= 0x01  # cpuid count, then entry 0: function, index, flags, eax
+    sections[i] = (sections[i][0], sections[i][1], bytes(payload))
+    other_cpu = os.path.join(tmp, "other-cpu.state")
+    with open(other_cpu, "wb") as f:
+        f.write(state_file.build(header, sections))
+    c.status(k.api.put("/snapshot/load", load_body(other_cpu, mem)), 400, "load of a snapshot from another CPU",
+             "BadRequest", "the CPUID it was saved with differs from this host's (leaf 0x0 index 0: eax")
     c.status(k.api.get("/"), 200, "GET / after the refused loads")
     c.expect(k.api.get("/").json.get("state") == "Not started",
              f"after refused loads the instance is {k.api.get('/').json.get('state')!r}, not 'Not started'")
@@ -132,13 +146,17 @@ def run_snapshot_cycle(args, guest, tmp):
 
     for cycle in range(1, CYCLES + 1):
         resume = cycle != CYCLES  # the last one is loaded paused
-        with Kestrel(args.vmm, os.path.join(tmp, f"k{cycle}.sock"), *opts) as k:
+        # Cycle 2 goes through the command line: `kestrel run --restore`, `kestrel snapshot`.
+        cli = cycle == 2
+        extra = ("--restore", state, "--restore-mem", mem) if cli else ()
+        with Kestrel(args.vmm, os.path.join(tmp, f"k{cycle}.sock"), *extra, *opts) as k:
             k.wait_ready()
             if cycle == 1:
                 refusals(c, k, tmp, state, mem)
                 c.status(k.api.put("/snapshot/load", load_body(os.path.join(tmp, "dev.state"), mem)), 400,
                          "load of a device-state file", "BadRequest", "no 'config' section")
-            c.status(k.api.put("/snapshot/load", load_body(state, mem, resume)), 204, f"load #{cycle}")
+            if not cli:
+                c.status(k.api.put("/snapshot/load", load_body(state, mem, resume)), 204, f"load #{cycle}")
             c.status(k.api.put("/snapshot/load", load_body(state, mem, resume)), 400, f"second load #{cycle}",
                      "NotAllowed", "already running")
             if not resume:
@@ -160,11 +178,20 @@ def run_snapshot_cycle(args, guest, tmp):
             if ok:
                 c.expect(passes[0] in (last + 1, last + 2),
                          f"cycle {cycle}: first pass after the restore is {passes[0]}, expected {last + 1}")
-                c.status(k.api.patch("/vm", {"state": "Paused"}), 204, f"cycle {cycle}: PATCH /vm Paused")
                 state, mem = os.path.join(tmp, f"s{cycle}.state"), os.path.join(tmp, f"s{cycle}.mem")
-                c.status(k.api.put("/snapshot/create", {"snapshot_path": state, "mem_file_path": mem}), 204,
-                         f"cycle {cycle}: PUT /snapshot/create")
-                details.append(f"restore {cycle}{'' if resume else ' (paused)'}: passes {passes[0]}..{passes[-1]}")
+                if cli:
+                    r = subprocess.run([args.vmm, "snapshot", "--api-sock", k.sock, state, mem, "--keep-paused"],
+                                       capture_output=True, text=True, timeout=120)
+                    c.expect(r.returncode == 0 and os.path.exists(state),
+                             f"kestrel snapshot exited {r.returncode}: {r.stderr.strip()[-300:]}")
+                    c.expect(k.api.get("/").json.get("state") == "Paused",
+                             "kestrel snapshot --keep-paused: the VM is not paused")
+                else:
+                    c.status(k.api.patch("/vm", {"state": "Paused"}), 204, f"cycle {cycle}: PATCH /vm Paused")
+                    c.status(k.api.put("/snapshot/create", {"snapshot_path": state, "mem_file_path": mem}), 204,
+                             f"cycle {cycle}: PUT /snapshot/create")
+                how = " (run --restore, kestrel snapshot)" if cli else "" if resume else " (paused)"
+                details.append(f"restore {cycle}{how}: passes {passes[0]}..{passes[-1]}")
                 last = whole_passes(k.out)[-1]
             code, _ = k.stop()
             c.expect(code == 143, f"cycle {cycle}: kestrel exited {code}, expected 143 "

@@ -75,9 +75,12 @@ LAPIC_TMCCT = 0x390  # the timer's current count: KVM computes it when read
 
 
 def vcpu_fields(payload):
-    """A vcpu/N payload (version 1) as {block: bytes, "msrs": {index: value}, "events": bytes},
+    """A vcpu/N payload (version 1) as {"cpuid": bytes, block: bytes, "msrs": {index: value}, "events": bytes},
     plus the offset of each block's bytes under "@block"."""
     out, pos = {}, 0
+    (ncpuid,) = struct.unpack_from("<I", payload, 0)
+    out["cpuid"] = payload[4:4 + 28 * ncpuid]
+    pos = 4 + 28 * ncpuid
 
     def block(name):
         nonlocal pos
