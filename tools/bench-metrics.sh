@@ -14,7 +14,7 @@
 # usage: tools/bench-metrics.sh [BUILD_DIR (default build)]
 # env:   ROUNDS (5), SECONDS_PER_RUN (2), BENCH_CPU (nproc - 1), STARTS (20: exec runs per
 #        round for start-up and exits), IMAGE (/var/tmp/kestrel-bench-metrics.img, 256 MiB),
-#        NET (1: also net-bench)
+#        NET (1: also net-bench), PARTS ("startup blk net": which rows to measure)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${1:-build}
@@ -67,7 +67,10 @@ print(f"{statistics.median(walls):.3f}")
 EOF
 }
 
-if [[ -c /dev/kvm ]]; then
+parts=" ${PARTS:-startup blk net} "
+if [[ $parts != *" startup "* ]]; then
+  :
+elif [[ -c /dev/kvm ]]; then
   s_with=() s_without=() e_with=() e_without=() x_with=() x_without=()
   for ((r = 0; r < rounds; r++)); do
     order=("$build" "$plain_build")
@@ -86,6 +89,7 @@ else
   echo "(no KVM character device at /dev/kvm: start-up and vCPU-exit rows left out)"
 fi
 
+if [[ $parts == *" blk "* ]]; then
 if [[ ! -f $image || $(stat -c %s "$image") -ne $((256 << 20)) ]]; then
   dd if=/dev/urandom of="$image" bs=1M count=256 status=none conv=fsync
 fi
@@ -104,8 +108,9 @@ for p in "4k-randread-qd1 randread 4096 1" "4k-randread-qd32 randread 4096 32" "
   done
   row "blk $name" "IOPS" "${with[@]}" -- "${without[@]}"
 done
+fi
 
-[[ ${NET:-1} = 1 ]] || exit 0
+[[ ${NET:-1} = 1 && $parts == *" net "* ]] || exit 0
 for dir in tx rx; do
   with=() without=()
   for ((r = 0; r < rounds; r++)); do

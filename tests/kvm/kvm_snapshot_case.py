@@ -18,7 +18,7 @@ snapshot_cycle: kestrel A boots the guest through the API and lets it run; a sna
   until PATCH /vm Resumed; a second load into a kestrel that runs a VM is refused; and one word
   changed in a memory file makes the restored guest report that page (exit 91), so the
   guest's check can fail.
-snapshot_diff: the guest with track_dirty_pages: a Full snapshot, more passes, then a Diff and a
+snapshot_diff: the guest with track_dirty_pages and 2 vCPUs: a Full snapshot, more passes, then a Diff and a
   Full of the same paused moment; `kestrel snapshot-merge` of the Diff onto a copy of the first
   Full's memory file gives exactly the second Full's memory; a second Diff at once holds no page
   (tracking restarts at each snapshot); the Diff's state file alone is refused by load (merge
@@ -245,7 +245,9 @@ def run_snapshot_diff(args, guest, tmp):
     with Kestrel(args.vmm, os.path.join(tmp, "d.sock"), *opts) as k:
         k.wait_ready()
         for method, url, body in [("PUT", "/boot-source", {"kernel_image_path": guest}),
-                                  ("PUT", "/machine-config", {"vcpu_count": 1, "mem_size_mib": 16,
+                                  # two vCPUs: the second, never started, is saved and restored
+                                  # waiting for its SIPI
+                                  ("PUT", "/machine-config", {"vcpu_count": 2, "mem_size_mib": 16,
                                                               "track_dirty_pages": True}),
                                   ("PUT", "/actions", {"action_type": "InstanceStart"})]:
             c.status(k.api.request(method, url, body), 204, f"{method} {url}")
