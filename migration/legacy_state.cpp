@@ -16,13 +16,6 @@ Result<std::vector<uint8_t>> get_list(Decoder& d, std::string_view field, size_t
     return std::vector<uint8_t>(b.begin(), b.end());
 }
 
-Result<Decoder> open(const Section& s) {
-    if (s.version != kLegacyStateVersion)
-        return bad_request("state: section '{}': version {} is not one this kestrel reads ({})", s.id, s.version,
-                           kLegacyStateVersion);
-    return Decoder(s);
-}
-
 }  // namespace
 
 void encode(Encoder& e, const Uart16550::State& s) {
@@ -33,7 +26,7 @@ void encode(Encoder& e, const Uart16550::State& s) {
 }
 
 Result<Uart16550::State> decode_uart(const Section& sec) {
-    Decoder d = TRY(open(sec));
+    Decoder d = TRY(Decoder::of(sec, kLegacyStateVersion));
     Uart16550::State s;
     s.ier = TRY(d.u8("ier"));
     s.lcr = TRY(d.u8("lcr"));
@@ -57,7 +50,7 @@ void encode(Encoder& e, const CmosRtc::State& s) {
 }
 
 Result<CmosRtc::State> decode_rtc(const Section& sec) {
-    Decoder d = TRY(open(sec));
+    Decoder d = TRY(Decoder::of(sec, kLegacyStateVersion));
     CmosRtc::State s;
     s.index = TRY(d.u8("index"));
     auto ram = TRY(d.bytes("ram", s.ram.size()));
@@ -83,7 +76,7 @@ void encode(Encoder& e, const I8042::State& s) {
 }
 
 Result<I8042::State> decode_i8042(const Section& sec) {
-    Decoder d = TRY(open(sec));
+    Decoder d = TRY(Decoder::of(sec, kLegacyStateVersion));
     I8042::State s;
     s.command_byte = TRY(d.u8("command_byte"));
     s.output_port = TRY(d.u8("output_port"));
@@ -105,7 +98,7 @@ Result<I8042::State> decode_i8042(const Section& sec) {
 void encode(Encoder& e, const AcpiPmDevice::State& s) { e.put_bool(s.wake_status); }
 
 Result<AcpiPmDevice::State> decode_acpi_pm(const Section& sec) {
-    Decoder d = TRY(open(sec));
+    Decoder d = TRY(Decoder::of(sec, kLegacyStateVersion));
     AcpiPmDevice::State s;
     s.wake_status = TRY(d.boolean("wake_status"));
     TRY(d.finish());
@@ -121,7 +114,7 @@ void encode(Encoder& e, const IoApic::State& s) {
 }
 
 Result<IoApic::State> decode_ioapic(const Section& sec) {
-    Decoder d = TRY(open(sec));
+    Decoder d = TRY(Decoder::of(sec, kLegacyStateVersion));
     IoApic::State s;
     s.select = TRY(d.u8("select"));
     s.id = TRY(d.u32("id"));

@@ -4,13 +4,6 @@ namespace kestrel::migration {
 
 namespace {
 
-Result<Decoder> open(const Section& s) {
-    if (s.version != kMemoryStateVersion)
-        return bad_request("state: section '{}': version {} is not one this kestrel reads ({})", s.id, s.version,
-                           kMemoryStateVersion);
-    return Decoder(s);
-}
-
 uint64_t words_for(uint64_t size) { return (size / kStatePage + 63) / 64; }
 
 }  // namespace
@@ -30,7 +23,7 @@ void encode_memory(Encoder& e, const std::vector<MemoryRegion>& layout) {
 }
 
 Result<std::vector<MemoryRegion>> decode_memory(const Section& sec) {
-    Decoder d = TRY(open(sec));
+    Decoder d = TRY(Decoder::of(sec, kMemoryStateVersion));
     const uint32_t n = TRY(d.u32_max("regions", kMaxRegions));
     std::vector<MemoryRegion> layout;
     uint64_t end = 0;
@@ -55,7 +48,7 @@ void encode_memory_diff(Encoder& e, const DirtyPages& pages) {
 }
 
 Result<DirtyPages> decode_memory_diff(const Section& sec, const std::vector<MemoryRegion>& layout) {
-    Decoder d = TRY(open(sec));
+    Decoder d = TRY(Decoder::of(sec, kMemoryStateVersion));
     DirtyPages pages;
     for (const auto& r : layout) {
         const uint64_t want = words_for(r.size);

@@ -223,6 +223,13 @@ Result<StateFile> StateFile::parse(std::span<const uint8_t> data) {
 
 Decoder::Decoder(const Section& s) : id_(s.id), version_(s.version), payload_(s.payload) {}
 
+Result<Decoder> Decoder::of(const Section& s, uint32_t version) {
+    if (s.version != version)
+        return bad_request("state: section '{}': version {} is not one this kestrel reads ({})", s.id, s.version,
+                           version);
+    return Decoder(s);
+}
+
 std::unexpected<Error> Decoder::error(std::string_view field, std::string_view what) const {
     return bad_request("state: section '{}' v{}: field '{}': {}", id_, version_, field, what);
 }

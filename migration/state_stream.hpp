@@ -124,6 +124,9 @@ struct StateFile {
 class Decoder {
 public:
     explicit Decoder(const Section& s);
+    // A Decoder for `s` if it has the payload version this kestrel reads, else the refusal
+    // "state: section 'ID': version N is not one this kestrel reads (M)".
+    static Result<Decoder> of(const Section& s, uint32_t version);
 
     Result<uint8_t> u8(std::string_view field);
     Result<uint16_t> u16(std::string_view field);

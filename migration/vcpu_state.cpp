@@ -25,13 +25,6 @@ Result<void> get_struct(Decoder& d, std::string_view id, std::string_view field,
     return {};
 }
 
-Result<Decoder> open(const Section& s, uint32_t version) {
-    if (s.version != version)
-        return bad_request("state: section '{}': version {} is not one this kestrel reads ({})", s.id, s.version,
-                           version);
-    return Decoder(s);
-}
-
 }  // namespace
 
 std::string vcpu_section(uint32_t index) { return "vcpu/" + std::to_string(index); }
@@ -56,7 +49,7 @@ void encode(Encoder& e, const VcpuState& s) {
 }
 
 Result<VcpuState> decode_vcpu(const Section& sec) {
-    Decoder d = TRY(open(sec, kVcpuStateVersion));
+    Decoder d = TRY(Decoder::of(sec, kVcpuStateVersion));
     VcpuState s;
     const uint32_t nc = TRY(d.u32_max("cpuid", kMaxCpuidEntries));
     if (uint64_t{nc} * 28 > d.remaining())
@@ -117,7 +110,7 @@ std::string cpuid_difference(const std::vector<kvm_cpuid_entry2>& saved, const s
 void encode_kvm_clock(Encoder& e, uint64_t clock_ns) { e.put_u64(clock_ns); }
 
 Result<uint64_t> decode_kvm_clock(const Section& sec) {
-    Decoder d = TRY(open(sec, kKvmClockVersion));
+    Decoder d = TRY(Decoder::of(sec, kKvmClockVersion));
     uint64_t clock = TRY(d.u64("clock"));
     TRY(d.finish());
     return clock;

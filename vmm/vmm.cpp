@@ -842,10 +842,7 @@ Result<std::string> Vmm::snapshot_config(const migration::StateFile& file) {
     const migration::Section* s = file.find(kConfigSection);
     if (!s) return bad_request("snapshot: the state file has no '{}' section (a device state file, not a snapshot?)",
                                kConfigSection);
-    if (s->version != kSnapshotSectionVersion)
-        return bad_request("state: section '{}': version {} is not one this kestrel reads ({})", s->id, s->version,
-                           kSnapshotSectionVersion);
-    migration::Decoder d(*s);
+    auto d = TRY(migration::Decoder::of(*s, kSnapshotSectionVersion));
     auto json = TRY(d.string("json", kMaxConfigJson));
     TRY(d.finish());
     return json;

@@ -36,6 +36,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "api"))
 from api_client import Kestrel, ProtocolError  # noqa: E402
 import state_file  # noqa: E402  (beside this file)
+from kvm_api_case import Checks  # noqa: E402
 
 PASS_RE = re.compile(rb"^pass ([0-9a-f]{8})$")
 WAIT = 120.0  # seconds for a few passes, generous for the nested host
@@ -58,24 +59,6 @@ def wait_passes(k, at_least, timeout=WAIT):
             return False
         time.sleep(0.05)
     return False
-
-
-class Checks:
-    def __init__(self):
-        self.problems = []
-
-    def expect(self, cond, text):
-        if not cond:
-            self.problems.append(text)
-        return cond
-
-    def status(self, a, want, what, kind=None, needle=None):
-        ok = self.expect(a.status == want, f"{what}: {a!r}, expected {want}{' ' + kind if kind else ''}")
-        if ok and kind:
-            ok = self.expect(a.kind == kind, f"{what}: fault_kind {a.kind!r}, expected {kind} ({a.fault!r})")
-        if ok and needle:
-            ok = self.expect(needle in a.fault, f"{what}: fault lacks {needle!r}: {a.fault!r}")
-        return ok
 
 
 def load_body(state, mem, resume=True):

@@ -9,6 +9,8 @@
 #include <algorithm>
 #include <cstring>
 #include <memory>
+#include <span>
+#include <type_traits>
 
 namespace kestrel::kvm {
 
@@ -40,15 +42,23 @@ Result<void> set(int fd, unsigned long req, const T& v, const char* what) {
     return {};
 }
 
-// Copies entries behind a FlexHeader and issues the ioctl.
+// Copies entries behind a FlexHeader and issues the ioctl; for an ioctl that fills them in
+// (non-const entries: KVM_GET_MSRS), copies them back.
 template <class Entry>
-int flex_ioctl(int fd, unsigned long req, const std::vector<Entry>& entries) {
-    size_t bytes = sizeof(uapi::FlexHeader) + entries.size() * sizeof(Entry);
+int flex_ioctl(int fd, unsigned long req, std::span<Entry> entries) {
+    size_t bytes = sizeof(uapi::FlexHeader) + entries.size_bytes();
     auto buf = std::make_unique<uint8_t[]>(bytes);
     std::memset(buf.get(), 0, bytes);
     reinterpret_cast<uapi::FlexHeader*>(buf.get())->count = static_cast<uint32_t>(entries.size());
-    std::memcpy(buf.get() + sizeof(uapi::FlexHeader), entries.data(), entries.size() * sizeof(Entry));
-    return ::ioctl(fd, req, buf.get());
+    std::memcpy(buf.get() + sizeof(uapi::FlexHeader), entries.data(), entries.size_bytes());
+    int rc = ::ioctl(fd, req, buf.get());
+    if constexpr (!std::is_const_v<Entry>)
+        if (rc >= 0) std::memcpy(entries.data(), buf.get() + sizeof(uapi::FlexHeader), entries.size_bytes());
+    return rc;
+}
+template <class Entry>
+int flex_ioctl(int fd, unsigned long req, const std::vector<Entry>& entries) {
+    return flex_ioctl(fd, req, std::span<const Entry>(entries));
 }
 }  // namespace
 
@@ -308,17 +318,11 @@ Result<void> Vcpu::set_vcpu_events(const kvm_vcpu_events& e) {
 Result<std::vector<kvm_msr_entry>> Vcpu::get_msrs(const std::vector<uint32_t>& indices) const {
     std::vector<kvm_msr_entry> entries(indices.size());
     for (size_t i = 0; i < indices.size(); ++i) entries[i].index = indices[i];
-    size_t bytes = sizeof(uapi::FlexHeader) + entries.size() * sizeof(kvm_msr_entry);
-    auto buf = std::make_unique<uint8_t[]>(bytes);
-    std::memset(buf.get(), 0, bytes);
-    reinterpret_cast<uapi::FlexHeader*>(buf.get())->count = static_cast<uint32_t>(entries.size());
-    std::memcpy(buf.get() + sizeof(uapi::FlexHeader), entries.data(), entries.size() * sizeof(kvm_msr_entry));
-    int n = ::ioctl(fd_.get(), uapi::kGetMsrs, buf.get());
+    int n = flex_ioctl(fd_.get(), uapi::kGetMsrs, std::span<kvm_msr_entry>(entries));
     if (n < 0) return fail_errno("KVM_GET_MSRS");
     // Like KVM_SET_MSRS, it stops at the first MSR it cannot read and returns how many it read.
     if (static_cast<size_t>(n) != entries.size())
         return fail("KVM_GET_MSRS cannot read MSR {:#x}", entries[static_cast<size_t>(n)].index);
-    std::memcpy(entries.data(), buf.get() + sizeof(uapi::FlexHeader), entries.size() * sizeof(kvm_msr_entry));
     return entries;
 }
 

@@ -5,6 +5,11 @@
 # (the soft-lockup watchdog's threshold) is unchanged and the console is silent; Resumed:
 # both transfers finish with the right data, the guest's clock never went backwards and its
 # kernel logged no soft lockup or RCU stall (KVM_KVMCLOCK_CTRL told it about the pause).
+# While paused, the snapshot hooks on this real guest: PUT /vm/device-state/save (both vCPUs,
+# kvm-clock, the legacy devices), load of that file into the same VM, save again: each 204,
+# and the guest carries on after Resumed as above. (Guest RAM is not compared across the
+# load: KVM itself writes the guest's pvclock wall-clock structure when MSR_KVM_WALL_CLOCK_NEW
+# is set, as msr.rst says it does at every write of that MSR.)
 #@ timeout 420
 #@ expect-rc 0
 #@ guest-modules virtio_pci virtio_blk virtio_net vsock vmw_vsock_virtio_transport
@@ -28,6 +33,10 @@
 #@ expect-value guest.clock.backwards == 0
 #@ expect-value guest.clock.max_gap_s >= 20
 #@ expect-value guest.cmdline.root == root=/dev/vda
+#@ expect-value l1.devstate.save == 204
+#@ expect-value l1.devstate.load == 204
+#@ expect-value l1.devstate.save_again == 204
+#@ expect-value l1.devstate.vcpus == 2
 . /nested/case-lib.sh
 api=/tmp/api.sock
 con=/tmp/api-pause.console
@@ -84,6 +93,11 @@ sleep 1
 call GET /vm/ram-digest > /dev/null; nested_value l1.digest.b "$(value_of sha256)"
 sleep 20
 call GET /vm/ram-digest > /dev/null; nested_value l1.digest.c "$(value_of sha256)"
+nested_value l1.devstate.save "$(call PUT /vm/device-state/save '{"path": "/tmp/api-pause.state"}')"
+nested_value l1.devstate.vcpus "$(tr '\0' '\n' < /tmp/api-pause.state | grep -o 'vcpu/[0-9]' | sort -u | wc -l)"
+nested_value l1.devstate.load "$(call PUT /vm/device-state/load '{"path": "/tmp/api-pause.state"}')"
+[ "$(cat /tmp/api.out)" = "" ] || echo "api-pause: device-state load: $(cat /tmp/api.out)"
+nested_value l1.devstate.save_again "$(call PUT /vm/device-state/save '{"path": "/tmp/api-pause2.state"}')"
 size1=$(stat -c %s "$con")
 nested_value l1.console.grew_while_paused $((size1 - size0))
 nested_value l1.resume.http "$(call PATCH /vm '{"state": "Resumed"}')"
@@ -97,5 +111,5 @@ cat "$con"
 cat /tmp/api-pause.log
 kill "$down_pid" 2>/dev/null
 ip link del "$tap" 2>/dev/null
-rm -f /tmp/api-root.img /tmp/api-down "$con"
+rm -f /tmp/api-root.img /tmp/api-down "$con" /tmp/api-pause.state /tmp/api-pause2.state
 exit "$rc"
