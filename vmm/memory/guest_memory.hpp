@@ -52,6 +52,8 @@ public:
     GuestMemory& operator=(GuestMemory&&) = default;
 
     const std::vector<GuestRegion>& regions() const { return regions_; }
+    // Whether writes are being logged (track_dirty_pages): every region is enabled together.
+    bool dirty_tracking() const { return !regions_.empty() && regions_.front().dirty().enabled(); }
     uint64_t total_size() const;
     // Highest RAM address + 1.
     GuestAddress end() const;

@@ -273,6 +273,11 @@ struct VirtioBlk::QueueWorker {
                 if (f.bounce.count != 0) {
                     auto w = f.chain.write_from(*mem, pool->bytes(f.bounce, req.len), 0);
                     if (!w || *w != req.len) st = blk::kStatusIoErr;
+                } else if (mem->dirty_tracking()) {
+                    // The kernel wrote the guest's buffers just now: mark them at completion,
+                    // as Firecracker's mark_dirty_mem_and_unwrap does, since a dirty-log round
+                    // since submission has taken the mark made then.
+                    (void)f.chain.mark_written(*mem, 0, req.len);
                 }
                 data_len = static_cast<uint32_t>(req.len);
                 BlkMetrics::inc(m().bytes_read, req.len);

@@ -772,6 +772,58 @@ std::vector<std::pair<uint16_t, uint32_t>> drain_used(Rig& rig, uint16_t q, size
 }
 }  // namespace
 
+TEST_CASE("VirtioBlk: with dirty tracking a read marks its buffers when it completes, not only when submitted" *
+          doctest::skip(!HungFuseFile::available())) {
+    HungFuseFile fuse(1 << 20);  // declared first: outlives the device
+    REQUIRE(fuse.ok());
+    GuestMemory mem = make_memory(1);
+    for (const auto& r : mem.regions()) r.dirty().enable(true);
+    REQUIRE(mem.dirty_tracking());
+    FakeRegistry events;
+    CountingInterrupt irq;
+    VirtioBlkOptions o;
+    o.path = fuse.path();
+    auto created = VirtioBlk::create(o);
+    REQUIRE(created.has_value());
+    VirtioBlk& dev = **created;
+    MockDriver drv(mem, GuestAddress(0), kAreaPerQueue, 64);
+    REQUIRE(dev.activate(ActivateContext{mem, dev.device_features(), {drv.config()}, irq, events}).has_value());
+
+    // An 8 KiB read into two whole pages; the header and status byte live elsewhere.
+    GuestAddress hdr = drv.alloc(16), area = drv.alloc(3 * 4096), st = drv.alloc(1);
+    const GuestAddress data((area.raw + 4095) & ~uint64_t{4095});
+    REQUIRE(mem.write(hdr, header(blk::kTypeIn, 0)).has_value());
+    virtq::Desc chain[3] = {{hdr.raw, 16, virtq::kDescFNext, 1},
+                            {data.raw, 8192, virtq::kDescFWrite | virtq::kDescFNext, 2},
+                            {st.raw, 1, virtq::kDescFWrite, 0}};
+    drv.add_raw_chain(0, chain);
+    drv.kick();
+    dev.queue_notify(0);
+    REQUIRE(fuse.wait_for_reads(1, std::chrono::seconds(5)));
+
+    // A dirty-log round while the read is in the host (a Diff snapshot, a migration pass).
+    const DirtyBitmap& bits = mem.regions()[0].dirty();
+    const uint64_t first = data.raw >> DirtyBitmap::kPageShift;
+    (void)mem.regions()[0].dirty().take();
+    CHECK_FALSE(bits.is_dirty(first));
+
+    fuse.release(0x5a);
+    std::optional<std::pair<uint16_t, uint32_t>> used;
+    for (int i = 0; i < 200 && !used; ++i) {
+        events.dispatch(50);
+        used = drv.next_used();
+    }
+    REQUIRE(used.has_value());
+    uint8_t status = 0xee;
+    REQUIRE(mem.read(st, std::span(&status, 1)).has_value());
+    CHECK(status == blk::kStatusOk);
+    uint8_t b = 0;
+    REQUIRE(mem.read(data + 8191, std::span(&b, 1)).has_value());
+    CHECK(b == 0x5a);  // the data did land there after the round
+    CHECK(bits.is_dirty(first));
+    CHECK(bits.is_dirty(first + 1));
+}
+
 TEST_CASE("VirtioBlk rate limit: requests beyond the ops bucket wait, the limiter's timer resumes the queue") {
     Rig rig(1 << 20);
     rig.dev->rate_limiter().update({std::nullopt, limit(1, 30)});  // one request per 30 ms

@@ -171,6 +171,17 @@ Result<void> DescriptorChain::append_writable_iovecs(GuestMemory& mem, uint64_t 
                           });
 }
 
+Result<void> DescriptorChain::mark_written(GuestMemory& mem, uint64_t offset, uint64_t len) const {
+    if (offset > writable_bytes_ || len > writable_bytes_ - offset)
+        return fail("descriptor chain {}: writable range {}+{} exceeds its {} bytes", head_,
+                    offset, len, writable_bytes_);
+    return for_each_piece(writable(), offset, len,
+                          [&](const Descriptor& d, uint64_t off, uint64_t n) -> Result<void> {
+                              TRY(mem.slice_mut(d.addr + off, n));  // marks the pages
+                              return {};
+                          });
+}
+
 Result<std::vector<iovec>> DescriptorChain::readable_iovecs(const GuestMemory& mem,
                                                             uint64_t offset, uint64_t len) const {
     std::vector<iovec> iov;

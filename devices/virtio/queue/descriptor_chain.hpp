@@ -117,6 +117,11 @@ public:
                                         std::vector<iovec>& out) const;
     Result<void> append_writable_iovecs(GuestMemory& mem, uint64_t offset, uint64_t len,
                                         std::vector<iovec>& out) const;
+    // Marks [offset, offset+len) of the writable bytes dirty again (GuestMemory's bitmap), for
+    // memory a host I/O wrote through iovecs taken earlier: the mark taken at submission may
+    // already have been collected by a dirty-log round (a Diff snapshot, a migration pass)
+    // before the data landed.
+    Result<void> mark_written(GuestMemory& mem, uint64_t offset, uint64_t len) const;
 
 private:
     DescriptorChain() = default;
