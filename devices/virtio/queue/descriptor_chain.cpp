@@ -158,28 +158,29 @@ Result<void> DescriptorChain::append_readable_iovecs(const GuestMemory& mem, uin
                           });
 }
 
-Result<void> DescriptorChain::append_writable_iovecs(GuestMemory& mem, uint64_t offset,
-                                                     uint64_t len, std::vector<iovec>& out) const {
+template <class Fn>
+Result<void> DescriptorChain::each_writable(uint64_t offset, uint64_t len, Fn&& fn) const {
     if (offset > writable_bytes_ || len > writable_bytes_ - offset)
         return fail("descriptor chain {}: writable range {}+{} exceeds its {} bytes", head_,
                     offset, len, writable_bytes_);
     return for_each_piece(writable(), offset, len,
-                          [&](const Descriptor& d, uint64_t off, uint64_t n) -> Result<void> {
-                              auto s = TRY(mem.slice_mut(d.addr + off, n));
-                              out.push_back(iovec{s.data(), s.size()});
-                              return {};
-                          });
+                          [&](const Descriptor& d, uint64_t off, uint64_t n) { return fn(d.addr + off, n); });
+}
+
+Result<void> DescriptorChain::append_writable_iovecs(GuestMemory& mem, uint64_t offset,
+                                                     uint64_t len, std::vector<iovec>& out) const {
+    return each_writable(offset, len, [&](GuestAddress a, uint64_t n) -> Result<void> {
+        auto s = TRY(mem.slice_mut(a, n));
+        out.push_back(iovec{s.data(), s.size()});
+        return {};
+    });
 }
 
 Result<void> DescriptorChain::mark_written(GuestMemory& mem, uint64_t offset, uint64_t len) const {
-    if (offset > writable_bytes_ || len > writable_bytes_ - offset)
-        return fail("descriptor chain {}: writable range {}+{} exceeds its {} bytes", head_,
-                    offset, len, writable_bytes_);
-    return for_each_piece(writable(), offset, len,
-                          [&](const Descriptor& d, uint64_t off, uint64_t n) -> Result<void> {
-                              TRY(mem.slice_mut(d.addr + off, n));  // marks the pages
-                              return {};
-                          });
+    return each_writable(offset, len, [&](GuestAddress a, uint64_t n) -> Result<void> {
+        TRY(mem.slice_mut(a, n));  // marks the pages
+        return {};
+    });
 }
 
 Result<std::vector<iovec>> DescriptorChain::readable_iovecs(const GuestMemory& mem,

@@ -126,6 +126,9 @@ public:
 private:
     DescriptorChain() = default;
     Result<void> append(const GuestMemory& mem, uint64_t addr, uint32_t len, bool writable);
+    // The guest range of each writable piece in [offset, offset+len), after checking the range.
+    template <class Fn>
+    Result<void> each_writable(uint64_t offset, uint64_t len, Fn&& fn) const;
 
     uint16_t head_ = 0;
     DescriptorList descs_;
