@@ -10,6 +10,7 @@
 #include "migration/state_stream.hpp"
 #include "vmm/base/fd.hpp"
 #include "vmm/file_image.hpp"
+#include "vmm/replacing_file.hpp"
 
 namespace kestrel {
 
@@ -24,16 +25,6 @@ Result<UniqueFd> open_sized(const std::string& path, int flags, uint64_t size, c
     if (static_cast<uint64_t>(st.st_size) != size)
         return fail("{} '{}' has {} bytes; the snapshot's guest RAM is {}", what, path, st.st_size, size);
     return fd;
-}
-
-Result<void> write_all(int fd, const std::vector<uint8_t>& bytes, const std::string& path) {
-    for (size_t done = 0; done < bytes.size();) {
-        ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) return fail_errno("writing '{}'", path);
-        done += static_cast<size_t>(n);
-    }
-    return {};
 }
 
 }  // namespace
@@ -78,14 +69,7 @@ Result<MergeResult> merge_snapshot(const std::string& diff_state, const std::str
     }
     if (::fsync(dst.get()) != 0) return fail_errno("fsync of '{}'", base_mem);
 
-    const std::string tmp = out_state + ".tmp";
-    UniqueFd o(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
-    if (!o) return fail_errno("cannot create '{}'", tmp);
-    if (auto wr = write_all(o.get(), out, tmp); !wr || ::fsync(o.get()) != 0 ||
-                                               ::rename(tmp.c_str(), out_state.c_str()) != 0) {
-        ::unlink(tmp.c_str());
-        return wr ? fail_errno("saving '{}'", out_state) : std::unexpected(wr.error());
-    }
+    TRY(write_file_replacing(out_state, out));
     return r;
 }
 

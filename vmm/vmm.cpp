@@ -15,7 +15,6 @@
 #include <memory>
 #include <optional>
 #include <pthread.h>
-#include <tuple>
 
 #include <thread>
 #include <vector>
@@ -48,6 +47,7 @@
 #include "vmm/host_resources.hpp"
 #include "vmm/kvm/kvm.hpp"
 #include "vmm/rate_limits.hpp"
+#include "vmm/replacing_file.hpp"
 #include "vmm/serial_sink.hpp"
 #include "vmm/terminal.hpp"
 #include "vmm/vcpu_loop.hpp"
@@ -514,31 +514,6 @@ std::string host_cpu_summary() {
     return fmt::format("{} family {} model {}", vendor, family, model);
 }
 
-Result<void> write_file_replacing(const std::string& path, std::span<const uint8_t> bytes) {
-    const std::string tmp = path + ".tmp";
-    UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
-    if (!fd) return fail_errno("cannot create '{}'", tmp);
-    for (size_t done = 0; done < bytes.size();) {
-        ssize_t n = ::write(fd.get(), bytes.data() + done, bytes.size() - done);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) {
-            auto e = fail_errno("writing '{}'", tmp);
-            ::unlink(tmp.c_str());
-            return e;
-        }
-        done += static_cast<size_t>(n);
-    }
-    if (::fsync(fd.get()) != 0 || ::rename(tmp.c_str(), path.c_str()) != 0) {
-        auto e = fail_errno("saving '{}'", path);
-        ::unlink(tmp.c_str());
-        return e;
-    }
-    return {};
-}
-
-}  // namespace
-
-namespace {
 
 // The MSRs saved for every vCPU: KVM's index list (KVM_GET_MSR_INDEX_LIST), sorted (IA32_TSC
 // 0x10 before TSC_DEADLINE 0x6e0, as KVM needs them back), minus those this vCPU cannot read
@@ -735,13 +710,7 @@ constexpr size_t kMaxConfigJson = 1 << 20;
 // its base (`kestrel snapshot-merge`) gives the Full snapshot of the same moment.
 Result<void> write_memory_file(const std::string& path, const GuestMemory& mem,
                                const std::vector<std::vector<uint64_t>>* dirty = nullptr) {
-    const std::string tmp = path + ".tmp";
-    UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
-    if (!fd) return fail_errno("cannot create '{}'", tmp);
-    auto failed = [&](Error e) {
-        ::unlink(tmp.c_str());
-        return std::unexpected(std::move(e));
-    };
+    auto file = TRY(ReplacingFile::create(path));
     constexpr size_t kPage = 4096;
     static const std::array<uint8_t, kPage> zero{};
     uint64_t offset = 0;
@@ -761,19 +730,17 @@ Result<void> write_memory_file(const std::string& path, const GuestMemory& mem,
             uint64_t q = p + kPage;  // a run of pages in one write
             while (q < r.size() && q - p < (64u << 20) && wanted(q)) q += kPage;
             for (uint64_t done = p; done < q;) {
-                ssize_t n = ::pwrite(fd.get(), base + done, q - done, static_cast<off_t>(offset + done));
+                ssize_t n = ::pwrite(file.fd(), base + done, q - done, static_cast<off_t>(offset + done));
                 if (n < 0 && errno == EINTR) continue;
-                if (n <= 0) return failed(fail_errno("writing '{}'", tmp).error());
+                if (n <= 0) return fail_errno("writing '{}'", file.tmp_path());
                 done += static_cast<uint64_t>(n);
             }
             p = q;
         }
         offset += r.size();
     }
-    if (::ftruncate(fd.get(), static_cast<off_t>(offset)) != 0) return failed(fail_errno("sizing '{}'", tmp).error());
-    if (::fsync(fd.get()) != 0 || ::rename(tmp.c_str(), path.c_str()) != 0)
-        return failed(fail_errno("saving '{}'", path).error());
-    return {};
+    if (::ftruncate(file.fd(), static_cast<off_t>(offset)) != 0) return fail_errno("sizing '{}'", file.tmp_path());
+    return file.commit();
 }
 
 }  // namespace
@@ -871,17 +838,19 @@ Result<std::unique_ptr<Vmm>> Vmm::restore(const VmConfig& cfg, const migration::
         auto e = fail_errno("snapshot: cannot open the memory file '{}'", mem_path);
         return bad_request("{}", e.error().what());
     }
+    // Checked here as a bad snapshot, before anything is built (GuestMemory checks it again).
+    struct stat st {};
+    if (::fstat(mem_fd.get(), &st) != 0) return fail_errno("snapshot: the memory file '{}'", mem_path);
+    if (!S_ISREG(st.st_mode) || static_cast<uint64_t>(st.st_size) != migration::total_size(saved))
+        return bad_request("snapshot '{}': the memory file has {} bytes, the guest's RAM {}", mem_path, st.st_size,
+                           migration::total_size(saved));
     auto d = std::make_unique<Impl>();
     d->cfg = cfg;
     d->host = TRY(open_host_resources(cfg, [&]() -> Result<void> {
         d->serial_out = TRY(open_serial_output(cfg.serial));
         return {};
     }, /*boot_files=*/false));
-    if (auto r = d->build(mem_fd.get()); !r) {
-        if (r.error().message.find("memory file") != std::string::npos)
-            return bad_request("snapshot '{}': {}", mem_path, r.error().what());
-        return std::unexpected(r.error());
-    }
+    TRY(d->build(mem_fd.get()));
     TRY(d->apply_state(file, {kConfigSection, kMemorySection}));  // a Diff was refused above
     log::info("snapshot restored: {} vCPU(s), {} MiB of guest memory mapped from '{}' (written by kestrel {} on {})",
               cfg.cpus, cfg.memory_bytes >> 20, mem_path, file.kestrel_version, file.cpu_summary);
