@@ -1,6 +1,7 @@
 #include "vmm/virtio_wiring.hpp"
 
 #include <sys/eventfd.h>
+#include <unistd.h>
 
 #include "vmm/base/log.hpp"
 
@@ -81,6 +82,24 @@ void VirtioWiring::detach_notifiers(Function& f) {
         (void)vm_.ioeventfd(n.address, 2, n.efd.get(), false);
     }
     f.notifiers.clear();
+}
+
+Result<void> VirtioWiring::restore(size_t index, const VirtioPciDevice::State& s) {
+    uint8_t slot;
+    {
+        std::lock_guard lk(mu_);
+        if (index >= functions_.size()) return fail("virtio function {} does not exist", index);
+        slot = functions_[index].slot;
+        TRY(functions_[index].pci->restore(s));
+    }
+    pci_->reload(slot);  // the BAR change callback moves the ioeventfds (takes mu_)
+    std::lock_guard lk(mu_);
+    for (const auto& n : functions_[index].notifiers) {
+        const uint64_t one = 1;
+        if (::write(n.efd.get(), &one, sizeof one) != sizeof one)
+            log::warn("{}: cannot notify its queues after the restore", functions_[index].name);
+    }
+    return {};
 }
 
 Result<void> VirtioWiring::connect() {

@@ -26,6 +26,11 @@ public:
     Result<void> connect();
 
     const std::vector<std::shared_ptr<VirtioPciDevice>>& devices() const { return devices_; }
+    // Puts function `index` (devices() order) back to a saved state (VirtioPciDevice::
+    // restore): its BARs decode where they did, the ioeventfds follow, and every queue is
+    // notified once through them, so chains the device handed back at the save are served
+    // when the event loop runs.
+    Result<void> restore(size_t index, const VirtioPciDevice::State& s);
     // One info line per device with its non-zero counters, e.g. at exit (tests read them).
     void log_metrics();
 

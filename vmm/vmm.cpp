@@ -37,6 +37,7 @@
 #include "migration/legacy_state.hpp"
 #include "migration/memory_state.hpp"
 #include "migration/vcpu_state.hpp"
+#include "migration/virtio_state.hpp"
 #include "vmm/arch/x86/cpuid.hpp"
 #include "vmm/arch/x86/vcpu_setup.hpp"
 #include "vmm/console_input.hpp"
@@ -563,6 +564,13 @@ Result<void> apply_vcpu(kvm::Vcpu& v, const migration::VcpuState& s) {
 
 Result<void> Vmm::Impl::write_state(migration::StateWriter& w) const {
     using namespace migration;
+    // The virtio functions first: settling their queues may complete requests to the guest
+    // and raise interrupts, which the vCPUs' LAPIC state below then holds.
+    for (size_t i = 0; i < virtio->devices().size(); ++i) {
+        auto st = virtio->devices()[i]->save();
+        if (!st) return std::unexpected(context(st.error(), virtio_section(static_cast<uint32_t>(i))));
+        encode(w.section(virtio_section(static_cast<uint32_t>(i)), kVirtioStateVersion), *st);
+    }
     for (size_t i = 0; i < vcpus.size(); ++i) {
         if (!msrs) msrs = TRY(saveable_msrs(*sys, *vcpus[i]));
         VcpuState st = TRY(capture_vcpu(*vcpus[i], *msrs));
@@ -582,11 +590,14 @@ Result<void> Vmm::Impl::apply_state(const migration::StateFile& file, std::initi
     using namespace migration;
     const bool has_ioapic = ioapic != nullptr;
     const size_t ncpus = vcpus.size();
+    const size_t nvirtio = virtio->devices().size();
     auto known = [&](const std::string& id) {
         for (std::string_view e : extra)
             if (id == e) return true;
         for (size_t i = 0; i < ncpus; ++i)
             if (id == vcpu_section(static_cast<uint32_t>(i))) return true;
+        for (size_t i = 0; i < nvirtio; ++i)
+            if (id == virtio_section(static_cast<uint32_t>(i))) return true;
         return id == kKvmClockSection || id == kUartSection || id == kRtcSection || id == kI8042Section ||
                id == kAcpiPmSection || (id == kIoapicSection && has_ioapic);
     };
@@ -605,6 +616,7 @@ Result<void> Vmm::Impl::apply_state(const migration::StateFile& file, std::initi
         I8042::State kbd;
         AcpiPmDevice::State pm;
         std::optional<IoApic::State> io;
+        std::vector<VirtioPciDevice::State> virtio;
     };
     Decoded d;
     for (size_t i = 0; i < ncpus; ++i) {
@@ -620,6 +632,8 @@ Result<void> Vmm::Impl::apply_state(const migration::StateFile& file, std::initi
     d.kbd = TRY(decode_i8042(*TRY(section(kI8042Section))));
     d.pm = TRY(decode_acpi_pm(*TRY(section(kAcpiPmSection))));
     if (has_ioapic) d.io = TRY(decode_ioapic(*TRY(section(kIoapicSection))));
+    for (size_t i = 0; i < nvirtio; ++i)
+        d.virtio.push_back(TRY(decode_virtio(*TRY(section(virtio_section(static_cast<uint32_t>(i)))))));
 
     // What is there now, to put back if a device or KVM refuses a value (reserved bits, an
     // index, a control register KVM rejects): a refused file changes nothing.
@@ -629,6 +643,12 @@ Result<void> Vmm::Impl::apply_state(const migration::StateFile& file, std::initi
         vcpus_before.push_back(TRY(capture_vcpu(*v, *msrs)));
     }
     const kvm_clock_data clock_before = TRY(vm->get_clock());
+    std::vector<VirtioPciDevice::State> virtio_before;
+    for (size_t i = 0; i < nvirtio; ++i) {
+        auto st = virtio->devices()[i]->save();
+        if (!st) return std::unexpected(context(st.error(), virtio_section(static_cast<uint32_t>(i))));
+        virtio_before.push_back(std::move(*st));
+    }
     std::vector<std::function<void()>> undo;  // pushed before each step: a half-applied step is undone too
     auto apply = [&]() -> Result<void> {
         for (size_t i = 0; i < ncpus; ++i) {
@@ -650,6 +670,12 @@ Result<void> Vmm::Impl::apply_state(const migration::StateFile& file, std::initi
         TRY(i8042->restore(d.kbd));
         undo.push_back([&, b = acpi_pm->save()] { (void)acpi_pm->restore(b); });
         TRY(acpi_pm->restore(d.pm));
+        // After the vCPUs: the interrupts a restored function raises land in restored LAPICs.
+        for (size_t i = 0; i < nvirtio; ++i) {
+            undo.push_back([&, i] { (void)virtio->restore(i, virtio_before[i]); });
+            if (auto r = virtio->restore(i, d.virtio[i]); !r)
+                return bad_request("state: section '{}': {}", virtio_section(static_cast<uint32_t>(i)), r.error().message);
+        }
         if (d.io) TRY(ioapic->restore(*d.io));  // last: nothing after it to undo
         return {};
     }();
@@ -763,9 +789,6 @@ Result<void> Vmm::snapshot(const std::string& state_path, const std::string& mem
     if (d_->state != State::Paused)
         return not_allowed("snapshot: the VM is {}; a snapshot is only taken while paused", state_name(d_->state));
     const VmConfig& c = d_->cfg;
-    if (!c.disks.empty() || !c.nets.empty() || c.vsock || c.rng)
-        return not_allowed("snapshot: this VM has virtio devices (drives, network interfaces, vsock or entropy), "
-                           "whose state snapshots do not hold yet");
     if (d_->kernel_irqchip)
         return not_allowed("snapshot: this VM uses --pit (KVM's PIC, IOAPIC and PIT), whose state snapshots do not "
                            "hold yet");
@@ -817,8 +840,6 @@ Result<std::string> Vmm::snapshot_config(const migration::StateFile& file) {
 
 Result<std::unique_ptr<Vmm>> Vmm::restore(const VmConfig& cfg, const migration::StateFile& file,
                                           const std::string& mem_path) {
-    if (!cfg.disks.empty() || !cfg.nets.empty() || cfg.vsock || cfg.rng)
-        return bad_request("snapshot: its configuration has virtio devices, whose state snapshots do not hold yet");
     if (cfg.pit) return bad_request("snapshot: its configuration uses --pit, whose state snapshots do not hold yet");
     // The memory layout must be the one this configuration builds.
     const migration::Section* ms = file.find(kMemorySection);

@@ -84,8 +84,11 @@ public:
     // renamed over it), and loaded back into this VM: the file is parsed and every section
     // decoded before anything changes, sections this VM has no device for are refused, and
     // a device that refuses its state has the ones before it put back (all or nothing).
-    // Only while paused. Holds the vCPUs (registers, LAPIC, MSRs, events) and kvm-clock too.
-    // Not in it yet: CPUID, virtio transports and devices, PCI config, guest RAM.
+    // Only while paused. Holds the vCPUs (registers, LAPIC, MSRs, events), kvm-clock and the
+    // virtio PCI functions (config space, MSI-X, transport registers, queue positions:
+    // migration/virtio_state.hpp) too; saving settles the virtio queues (VirtioDevice::
+    // settle_queues; a vsock device's connections are not kept: the restored guest gets a
+    // transport reset). Not in it: guest RAM.
     Result<void> save_device_state(const std::string& path) const;
     Result<void> load_device_state(const std::string& path);
 
@@ -93,7 +96,7 @@ public:
     // (sparse: zero pages are holes), then the state file at `state_path` (both written beside
     // their names and renamed): sections "config" (`config_json`, the configuration as GET
     // /vm/config gives it), "memory" (the RAM regions) and what save_device_state writes.
-    // Refused for VMs with virtio devices or --pit: their state is not held yet. With
+    // Refused for VMs with --pit: its state is not held yet. With
     // track_dirty_pages a Full snapshot also starts the next Diff's count afresh.
     // `diff`: only the pages changed since the last snapshot (or the start) go into the
     // memory file, the rest are holes (needs track_dirty_pages; the state file is complete).

@@ -91,6 +91,43 @@ void MsixTable::notify(uint16_t vector) {
     if (sink_) sink_->fire(vector);
 }
 
+MsixTable::State MsixTable::save() const {
+    std::lock_guard lock(mutex_);
+    State s;
+    for (const Entry& e : entries_) s.vectors.push_back({e.address_lo, e.address_hi, e.data, e.control});
+    s.pending = pending_;
+    return s;
+}
+
+Result<void> MsixTable::check(const State& s) const {
+    if (s.vectors.size() != num_vectors_ || s.pending.size() != pending_.size())
+        return fail("MSI-X: {} vectors and {} PBA words, this function has {} and {}", s.vectors.size(),
+                    s.pending.size(), num_vectors_, pending_.size());
+    for (size_t v = 0; v < s.vectors.size(); ++v) {
+        if (s.vectors[v].address_lo & 3) return fail("MSI-X vector {}: message address {:#x} is not DWORD aligned", v, s.vectors[v].address_lo);
+        if (s.vectors[v].control & ~msix::kVectorControlMask)
+            return fail("MSI-X vector {}: reserved vector control bits {:#x}", v, s.vectors[v].control);
+    }
+    if (num_vectors_ % 64 != 0 && (s.pending.back() >> (num_vectors_ % 64)) != 0)
+        return fail("MSI-X: pending bits set past vector {}", num_vectors_ - 1);
+    return {};
+}
+
+Result<void> MsixTable::restore(const State& s, uint16_t message_control) {
+    TRY(check(s));
+    {
+        std::lock_guard lock(mutex_);
+        for (size_t v = 0; v < s.vectors.size(); ++v) {
+            const VectorState& in = s.vectors[v];
+            entries_[v] = Entry{.address_lo = in.address_lo, .address_hi = in.address_hi, .data = in.data,
+                                .control = in.control};
+        }
+        pending_ = s.pending;
+    }
+    set_control(message_control);
+    return {};
+}
+
 namespace {
 bool valid_access(uint64_t offset, size_t size, uint64_t limit) {
     return (size == 4 || size == 8) && offset % size == 0 && offset < limit &&

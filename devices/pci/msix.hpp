@@ -16,6 +16,8 @@
 #include <span>
 #include <vector>
 
+#include "vmm/base/error.hpp"
+
 namespace kestrel {
 
 class MsiSink {
@@ -72,6 +74,26 @@ public:
 
     bool enabled() const;
     bool pending(uint16_t vector) const;
+
+    // The guest-visible table and PBA (snapshots). enable / function mask live in the
+    // capability's message control word, which the owner restores with config space.
+    struct VectorState {
+        uint32_t address_lo = 0, address_hi = 0, data = 0, control = msix::kVectorControlMask;
+        bool operator==(const VectorState&) const = default;
+    };
+    struct State {
+        std::vector<VectorState> vectors;  // num_vectors() of them
+        std::vector<uint64_t> pending;     // pba_bytes() / 8 words
+        bool operator==(const State&) const = default;
+    };
+    State save() const;
+    // What restore() refuses: a state of another size, address_lo bits 1:0 or reserved
+    // vector control bits set, pending bits past the last vector.
+    Result<void> check(const State& s) const;
+    // Refuses (changing nothing) what check() refuses. Then applies
+    // `message_control` as set_control does: unmasked vectors are configured with the sink
+    // and pending ones that are deliverable fire.
+    Result<void> restore(const State& s, uint16_t message_control);
 
 private:
     struct Entry {

@@ -66,6 +66,16 @@ void PciConfigSpace::set_u32(uint16_t offset, uint32_t v) {
     set_u16(static_cast<uint16_t>(offset + 2), static_cast<uint16_t>(v >> 16));
 }
 
+Result<void> PciConfigSpace::restore(std::span<const uint8_t> image) {
+    if (image.size() != kSize) return fail("PCI config space: {} bytes, expected {}", image.size(), kSize);
+    for (size_t i = 0; i < kSize; ++i)
+        if ((image[i] ^ bytes_[i]) & ~writable_[i])
+            return fail("PCI config space: byte {:#x} is {:#04x}, this function's is {:#04x} (read-only bits differ)",
+                        i, image[i], bytes_[i]);
+    std::copy(image.begin(), image.end(), bytes_.begin());
+    return {};
+}
+
 void PciConfigSpace::set_writable_mask(uint16_t offset, std::span<const uint8_t> mask) {
     for (size_t i = 0; i < mask.size() && size_t{offset} + i < kSize; ++i)
         writable_[offset + i] = mask[i];

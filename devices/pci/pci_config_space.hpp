@@ -96,6 +96,12 @@ public:
     void set_u32(uint16_t offset, uint32_t v);
     void set_writable_mask(uint16_t offset, std::span<const uint8_t> mask);
 
+    // Snapshots: the whole image, and putting a saved one back. Refused (nothing changes)
+    // when a byte differs from this function's in a bit the guest cannot write: the image is
+    // of another device, capability layout or kestrel version, or corrupt.
+    const std::array<uint8_t, kSize>& image() const { return bytes_; }
+    Result<void> restore(std::span<const uint8_t> image);
+
 private:
     const PciBarSpec* bar_at(uint8_t index) const;
 

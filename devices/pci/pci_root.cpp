@@ -201,6 +201,11 @@ void PciRoot::config_write(uint8_t bus, uint8_t device, uint8_t function, uint16
     if (touches_command || touches_bars) refresh_decode(device);
 }
 
+void PciRoot::reload(uint8_t slot) {
+    std::lock_guard lock(config_mutex_);
+    if (slot < kMaxSlots && slots_[slot]) refresh_decode(slot);
+}
+
 std::optional<uint64_t> PciRoot::read_decode(PciDevice& dev, const PciBarSpec& bar) {
     uint16_t command = 0;
     dev.config_read(pci_reg::kCommand, std::span(reinterpret_cast<uint8_t*>(&command), 2));

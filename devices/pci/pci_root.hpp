@@ -83,6 +83,10 @@ public:
     void mmio_read(uint64_t address, std::span<uint8_t> data);
     void mmio_write(uint64_t address, std::span<const uint8_t> data);
 
+    // The device in `slot` had its config space put back (a snapshot): re-reads where its
+    // BARs decode and reports the changes as a guest's BAR writes would.
+    void reload(uint8_t slot);
+
     // Where BAR `bar` of the device in `slot` decodes now (nullopt: it does not).
     std::optional<uint64_t> bar_address(uint8_t slot, uint8_t bar) const;
 

@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <vector>
 
@@ -17,13 +18,30 @@ namespace kestrel {
 
 class EventRegistry;
 
+// How far the device had got in one virtqueue when a snapshot was taken, with nothing in
+// flight: every chain before next_avail was completed (used idx == next_avail), and the ones
+// the device had popped but not started were handed back (they are popped again after the
+// restore). signalled_used is §2.7.10's "used idx at the last notification decision".
+struct QueuePosition {
+    uint16_t next_avail = 0;
+    uint16_t signalled_used = 0;
+    bool signalled_used_valid = false;
+
+    bool operator==(const QueuePosition&) const = default;
+};
+
 // Where the driver put one virtqueue (virtio 1.2 §2.7 split virtqueues), as the transport
 // collected it from the common configuration; validated by the device on activation.
 struct QueueConfig {
     uint16_t size = 0;     // number of descriptors, a power of 2 <= max_queue_size
     bool ready = false;    // queue_enable
     GuestAddress desc, avail, used;
+    // A restored device continues from here (SplitQueue::create takes it); nullopt: from 0.
+    std::optional<QueuePosition> position;
 };
+
+// One position per virtqueue (index = queue number); nullopt for a queue not enabled.
+using QueuePositions = std::vector<std::optional<QueuePosition>>;
 
 // Raised by the device when it has put buffers in a used ring (or changed its config);
 // the transport maps it to MSI-X vectors (or INTx + ISR).
@@ -68,6 +86,15 @@ public:
     // unprocessed (not on the used ring, no interrupt) until the loop runs again on resume.
     // Devices whose host I/O lands in host buffers first (net, vsock, rng) have nothing to do.
     virtual Result<void> finish_host_io(std::chrono::milliseconds /*limit*/) { return {}; }
+    // Snapshot of an activated device on a paused VM (after finish_host_io; the event loop is
+    // parked, so this runs on the controller's thread): completions of host I/O that has
+    // finished go to the used rings now (and their interrupts to the guest), and each queue's
+    // position is reported as if the chains popped but not started had never been popped —
+    // the device itself keeps them and serves them if this VM resumes. Refused when a request
+    // is still in host I/O, or by a device whose state cannot be saved.
+    virtual Result<QueuePositions> settle_queues() {
+        return fail("virtio device type {}: its state cannot be saved", device_type());
+    }
 };
 
 }  // namespace kestrel

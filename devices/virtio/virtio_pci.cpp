@@ -451,22 +451,25 @@ void VirtioPciDevice::write_status(uint8_t status) {
         }
         activated_ = true;
     }
-    activate();
+    (void)activate();  // a failure sets NEEDS_RESET itself
 }
 
-void VirtioPciDevice::activate() {  // lifecycle_mutex_ held
+Result<void> VirtioPciDevice::activate(const QueuePositions* positions) {  // lifecycle_mutex_ held
     std::vector<QueueConfig> queues;
     uint64_t features;
     {
         std::lock_guard lock(state_mutex_);
         features = driver_features_;
         queues.reserve(queues_.size());
-        for (const Queue& q : queues_)
+        for (size_t i = 0; i < queues_.size(); ++i) {
+            const Queue& q = queues_[i];
             queues.push_back(QueueConfig{.size = q.size,
                                          .ready = q.enabled,
                                          .desc = GuestAddress(q.desc),
                                          .avail = GuestAddress(q.driver),
-                                         .used = GuestAddress(q.device)});
+                                         .used = GuestAddress(q.device),
+                                         .position = positions ? (*positions)[i] : std::nullopt});
+        }
     }
     // Logged once per activation so what the guest's driver negotiated can be read from the
     // device side (kestrel --log-level info).
@@ -483,7 +486,8 @@ void VirtioPciDevice::activate() {  // lifecycle_mutex_ held
                                                .queues = std::move(queues),
                                                .interrupt = *interrupt_,
                                                .events = events_});
-    if (r) return;
+    if (r) return {};
+    if (positions) return r;  // a restore: the caller says why and resets the transport
     // §2.1.2: the device signals a fatal error with DEVICE_NEEDS_RESET and a config change.
     log::warn("virtio-pci: activating device type {} failed: {}", device_->device_type(),
               r.error().what());
@@ -492,6 +496,7 @@ void VirtioPciDevice::activate() {  // lifecycle_mutex_ held
         status_ |= kStatusNeedsReset;
     }
     config_changed();
+    return {};
 }
 
 void VirtioPciDevice::notify_queue(uint16_t index) {
@@ -503,6 +508,117 @@ void VirtioPciDevice::notify_queue(uint16_t index) {
         if (!activated_ || index >= num_queues_) return;
     }
     device_->queue_notify(index);
+}
+
+// ---- Snapshots ----------------------------------------------------------------------------
+
+Result<VirtioPciDevice::State> VirtioPciDevice::save() {
+    std::lock_guard life(lifecycle_mutex_);
+    bool active;
+    {
+        std::lock_guard lock(state_mutex_);
+        active = activated_;
+    }
+    QueuePositions positions;
+    if (active) {
+        auto settled = device_->settle_queues();  // never with state_mutex_ held
+        if (!settled) return std::unexpected(settled.error());
+        positions = std::move(*settled);
+        if (positions.size() != num_queues_)
+            return fail("virtio device type {}: {} queue positions for {} queues", device_->device_type(),
+                        positions.size(), num_queues_);
+    }
+    const bool device_needs_reset = device_->needs_reset();
+    std::lock_guard lock(state_mutex_);
+    if (device_needs_reset) status_ |= kStatusNeedsReset;
+    State s;
+    s.device_type = device_->device_type();
+    s.config.assign(config_.image().begin(), config_.image().end());
+    s.msix = msix_.save();
+    s.device_feature_select = device_feature_select_;
+    s.driver_feature_select = driver_feature_select_;
+    s.driver_features = driver_features_;
+    s.config_msix_vector = config_msix_vector_;
+    s.status = status_;
+    s.config_generation = config_generation_;
+    s.isr = isr_;
+    s.activated = activated_;
+    s.queue_select = queue_select_;
+    for (size_t i = 0; i < queues_.size(); ++i) {
+        const Queue& q = queues_[i];
+        s.queues.push_back({q.size, q.msix_vector, q.enabled, q.desc, q.driver, q.device,
+                            active && q.enabled ? positions[i] : std::nullopt});
+    }
+    return s;
+}
+
+Result<void> VirtioPciDevice::restore(const State& s) {
+    // Checked first, against this function: nothing changes when any of it is refused.
+    if (s.device_type != device_->device_type())
+        return fail("virtio device type {}, this function is type {}", s.device_type, device_->device_type());
+    if (s.queues.size() != num_queues_) return fail("{} queues, this device has {}", s.queues.size(), num_queues_);
+    auto vector_ok = [&](uint16_t v) { return v == kNoVector || v < msix_.num_vectors(); };
+    if (!vector_ok(s.config_msix_vector)) return fail("config_msix_vector {} is not one of the {} vectors", s.config_msix_vector, msix_.num_vectors());
+    if ((s.status & kStatusFeaturesOk) &&
+        ((s.driver_features & ~device_features_) != 0 || !(s.driver_features & kFeatureVersion1)))
+        return fail("driver features {:#x} with FEATURES_OK: not a subset of the offered {:#x} with VERSION_1",
+                    s.driver_features, device_features_);
+    if (s.activated && (s.status & (kStatusDriverOk | kStatusFeaturesOk)) != (kStatusDriverOk | kStatusFeaturesOk))
+        return fail("activated with device status {:#x} (DRIVER_OK and FEATURES_OK are not both set)", s.status);
+    for (size_t i = 0; i < s.queues.size(); ++i) {
+        const QueueState& q = s.queues[i];
+        if (q.size == 0 || !std::has_single_bit(q.size) || q.size > max_queue_size_)
+            return fail("queue {}: size {} is not a power of two in 1..{}", i, q.size, max_queue_size_);
+        if (!vector_ok(q.msix_vector)) return fail("queue {}: MSI-X vector {} is not one of the {} vectors", i, q.msix_vector, msix_.num_vectors());
+        if (q.position.has_value() != (s.activated && q.enabled))
+            return fail("queue {}: {} position for a{} queue of a{} device", i, q.position ? "a" : "no",
+                        q.enabled ? "n enabled" : " disabled", s.activated ? "n activated" : " stopped");
+    }
+    TRY(msix_.check(s.msix));
+    PciConfigSpace config = [&] {
+        std::lock_guard lock(state_mutex_);
+        return config_;
+    }();
+    TRY(config.restore(s.config));
+    const uint16_t control = config.u16(static_cast<uint16_t>(msix_cap_ + msix::kMessageControlOffset));
+
+    std::lock_guard life(lifecycle_mutex_);
+    bool was_active;
+    {
+        std::lock_guard lock(state_mutex_);
+        was_active = activated_;
+    }
+    if (was_active) device_->reset();
+    TRY(msix_.restore(s.msix, control));  // only refuses what check() did above
+    {
+        std::lock_guard lock(state_mutex_);
+        config_ = config;
+        device_feature_select_ = s.device_feature_select;
+        driver_feature_select_ = s.driver_feature_select;
+        driver_features_ = s.driver_features;
+        config_msix_vector_ = s.config_msix_vector;
+        status_ = s.status;
+        config_generation_ = s.config_generation;
+        isr_ = s.isr;
+        activated_ = s.activated;
+        queue_select_ = s.queue_select;
+        for (size_t i = 0; i < queues_.size(); ++i) {
+            const QueueState& q = s.queues[i];
+            queues_[i] = Queue{.size = q.size, .msix_vector = q.msix_vector, .enabled = q.enabled,
+                               .desc = q.desc, .driver = q.driver, .device = q.device};
+        }
+    }
+    if (!s.activated) return {};
+    QueuePositions positions;
+    for (const QueueState& q : s.queues) positions.push_back(q.position);
+    if (auto r = activate(&positions); !r) {
+        std::lock_guard lock(state_mutex_);
+        reset_transport_locked();
+        return std::unexpected(context(r.error(), "the device refused its queues"));
+    }
+    for (uint16_t i = 0; i < num_queues_; ++i)
+        if (s.queues[i].enabled) signal_queue(i);
+    return {};
 }
 
 // ---- Interrupts ---------------------------------------------------------------------------

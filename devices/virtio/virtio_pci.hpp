@@ -99,6 +99,41 @@ public:
     // interrupt (also what VirtioInterrupt::signal_config does).
     void config_changed();
 
+    // Everything the guest's driver set up, for snapshots (plain data; the device's own part
+    // is its queue positions, VirtioDevice::settle_queues).
+    struct QueueState {
+        uint16_t size = 0;
+        uint16_t msix_vector = virtio_pci::kNoVector;
+        bool enabled = false;
+        uint64_t desc = 0, driver = 0, device = 0;
+        std::optional<QueuePosition> position;  // activated device, enabled queue only
+        bool operator==(const QueueState&) const = default;
+    };
+    struct State {
+        uint16_t device_type = 0;       // checked against this function's on restore
+        std::vector<uint8_t> config;    // PciConfigSpace::kSize bytes
+        MsixTable::State msix;
+        uint32_t device_feature_select = 0, driver_feature_select = 0;
+        uint64_t driver_features = 0;
+        uint16_t config_msix_vector = virtio_pci::kNoVector;
+        uint8_t status = 0, config_generation = 0, isr = 0;
+        bool activated = false;
+        uint16_t queue_select = 0;
+        std::vector<QueueState> queues;
+        bool operator==(const State&) const = default;
+    };
+    // Paused VM only: an activated device settles its queues first (it may complete requests
+    // to the guest then); refused when it cannot (VirtioDevice::settle_queues).
+    Result<State> save();
+    // Puts a saved state back: the device is reset if it was running, the registers, config
+    // space (BAR addresses included: the owner calls PciRoot::reload) and MSI-X table set, and
+    // an activated device activated again at its queue positions; then every enabled queue's
+    // interrupt is raised once (a completion whose interrupt was in flight at the save is
+    // not lost; a driver ignores a spurious one). Everything is checked against this function
+    // (queue count and sizes, vectors, features offered, read-only config bytes) before
+    // anything changes; a device that refuses its queues leaves the transport reset.
+    Result<void> restore(const State& s);
+
     VirtioDevice& device() { return *device_; }
     uint16_t num_msix_vectors() const { return msix_.num_vectors(); }
 
@@ -120,7 +155,8 @@ private:
     std::optional<uint64_t> bar0_address_locked() const;
 
     void write_status(uint8_t status);  // lifecycle: takes both mutexes itself
-    void activate();
+    // lifecycle_mutex_ held. `positions`: a restored device continues from there.
+    Result<void> activate(const QueuePositions* positions = nullptr);
     void notify_queue(uint16_t index);
     void signal_queue(uint16_t index);
     void signal_config();

@@ -50,7 +50,15 @@ public:
         interrupt = nullptr;
     }
     bool needs_reset() const override { return broken.load(); }
+    Result<QueuePositions> settle_queues() override {
+        ++settles;
+        QueuePositions out(3);
+        for (size_t i = 0; i < queues.size() && i < 3; ++i)
+            if (queues[i].ready) out[i] = QueuePosition{.next_avail = static_cast<uint16_t>(100 + i), .signalled_used = 7};
+        return out;
+    }
 
+    int settles = 0;
     std::array<uint8_t, 16> config{0x10, 0x20, 0x30, 0x40, 0x50, 0x60, 0x70, 0x80};
     int activations = 0, resets = 0;
     bool fail_activate = false;
@@ -178,6 +186,52 @@ std::optional<VirtioCap> find_virtio_cap(Rig& r, uint8_t type) {
 
 constexpr uint8_t kAckDriver = kStatusAcknowledge | kStatusDriver;
 constexpr uint64_t kGoodFeatures = kFeatureA | kFeatureEventIdx | kFeatureVersion1;
+
+uint16_t msix_cap_of(Rig& r) {
+    for (auto [id, at] : walk_caps(r))
+        if (id == 0x11) return at;
+    return 0;
+}
+
+// What Linux leaves behind: features, MSI-X on with vectors 0..3 (vector 3 masked), config
+// vector 0, queues 0 and 1 of 3 enabled (vectors 1, 2) at rings in the first 64 KiB.
+void bring_up(Rig& r) {
+    REQUIRE(r.negotiate(kGoodFeatures));
+    const uint16_t msix_at = msix_cap_of(r);
+    REQUIRE(msix_at);
+    r.cfg_write(msix_at + 2, 0xc000, 2);
+    for (uint16_t v = 0; v < 4; ++v) r.msix_entry(v, 0xfee0'0000 + v * 0x1000, 0x40 + v, v == 3);
+    r.cfg_write(msix_at + 2, 0x8000, 2);
+    r.set_common(0x10, 0, 2);
+    for (uint16_t q = 0; q < 2; ++q) {
+        r.set_common(0x16, q, 2);
+        r.set_common(0x18, 64, 2);
+        r.set_common(0x20, 0x1'0000 + q * 0x4000, 8);
+        r.set_common(0x28, 0x1'1000 + q * 0x4000, 8);
+        r.set_common(0x30, 0x1'2000 + q * 0x4000, 8);
+        r.set_common(0x1a, q + 1, 2);
+        r.set_common(0x1c, 1, 2);
+    }
+    r.set_common(0x16, 2, 2);  // queue_select left on the disabled queue
+    r.set_status(kAckDriver | kStatusFeaturesOk | kStatusDriverOk);
+    REQUIRE(r.dev->activations == 1);
+}
+
+// Everything the guest can read through config space and BAR0's common configuration.
+std::vector<uint64_t> guest_view(Rig& r) {
+    std::vector<uint64_t> v;
+    for (uint16_t reg = 0; reg < 0x100; reg += 4) v.push_back(r.cfg(reg, 4));
+    for (uint64_t f : {0x10u, 0x12u, 0x14u, 0x15u, 0x16u}) v.push_back(r.common(f, f == 0x14 || f == 0x15 ? 1 : 2));
+    const uint64_t selected = r.common(0x16, 2);
+    for (uint16_t q = 0; q < 3; ++q) {
+        r.set_common(0x16, q, 2);
+        for (uint64_t f : {0x18u, 0x1au, 0x1cu}) v.push_back(r.common(f, 2));
+        for (uint64_t f : {0x20u, 0x28u, 0x30u}) v.push_back(r.common(f, 8));
+    }
+    r.set_common(0x16, selected, 2);
+    for (uint64_t at = kMsixTableOffset; at < kMsixTableOffset + 4 * 16; at += 4) v.push_back(r.rd(at, 4));
+    return v;
+}
 
 }  // namespace
 
@@ -599,4 +653,131 @@ TEST_CASE("virtio-pci: concurrent vCPU accesses and event-loop interrupts") {
     stop = true;
     loop.join();
     CHECK(r.status() == (kAckDriver | kStatusFeaturesOk | kStatusDriverOk));
+}
+
+TEST_CASE("virtio-pci: save and restore carry the driver's whole set-up into a fresh function") {
+    Rig a;
+    bring_up(a);
+    // The guest moves BAR0 (as Linux may when it reassigns resources).
+    const uint64_t moved = a.bar0 + 0x10'0000;
+    a.cfg_write(0x10, moved & 0xffffffff, 4);
+    a.bar0 = moved;
+    a.pci->config_changed();  // config_generation 1, vector 0 fired
+    auto st = a.pci->save();
+    REQUIRE(st);
+    CHECK(a.dev->settles == 1);
+    CHECK(st->activated);
+    CHECK(st->device_type == 2);
+    REQUIRE(st->queues.size() == 3);
+    CHECK(st->queues[0].position == QueuePosition{.next_avail = 100, .signalled_used = 7});
+    CHECK(st->queues[1].position == QueuePosition{.next_avail = 101, .signalled_used = 7});
+    CHECK_FALSE(st->queues[2].position.has_value());
+    const auto before = guest_view(a);
+
+    Rig b;  // a new kestrel: same device, nothing set up
+    b.sink->fired.clear();
+    REQUIRE(b.pci->restore(*st));
+    b.root->reload(1);
+    CHECK(b.root->bar_address(1, 0) == moved);
+    b.bar0 = moved;
+    CHECK(guest_view(b) == before);
+    // The device continues from the saved positions, with what the driver negotiated.
+    REQUIRE(b.dev->activations == 1);
+    CHECK(b.dev->acked == kGoodFeatures);
+    REQUIRE(b.dev->queues.size() == 3);
+    CHECK(b.dev->queues[0].position == st->queues[0].position);
+    CHECK(b.dev->queues[1].position == st->queues[1].position);
+    CHECK(b.dev->queues[1].size == 64);
+    CHECK(b.dev->queues[1].desc.raw == 0x1'4000);
+    CHECK_FALSE(b.dev->queues[2].ready);
+    // MSI-X routes for the unmasked vectors; each enabled queue's vector fired once.
+    CHECK(b.sink->routes.size() == 3);
+    CHECK(b.sink->routes[2] == std::pair<uint64_t, uint32_t>{0xfee0'2000, 0x42});
+    CHECK(b.sink->fired == std::vector<uint16_t>{1, 2});
+    // The restored state saves back to itself (ISR aside: the restore's interrupts set it).
+    auto again = b.pci->save();
+    REQUIRE(again);
+    again->isr = st->isr;
+    CHECK(*again == *st);
+}
+
+TEST_CASE("virtio-pci: a stopped function restores without activating its device") {
+    Rig a;
+    REQUIRE(a.negotiate(kGoodFeatures));
+    auto st = a.pci->save();
+    REQUIRE(st);
+    CHECK(a.dev->settles == 0);
+    CHECK_FALSE(st->activated);
+    Rig b;
+    REQUIRE(b.pci->restore(*st));
+    CHECK(b.dev->activations == 0);
+    CHECK(b.status() == (kAckDriver | kStatusFeaturesOk));
+}
+
+TEST_CASE("virtio-pci: restoring into a running function resets its device first") {
+    Rig a;
+    bring_up(a);
+    auto st = a.pci->save();
+    REQUIRE(st);
+    const int resets = a.dev->resets;  // negotiate() began with a reset
+    REQUIRE(a.pci->restore(*st));
+    CHECK(a.dev->resets == resets + 1);
+    CHECK(a.dev->activations == 2);
+}
+
+TEST_CASE("virtio-pci: a hostile or mismatched state is refused and changes nothing") {
+    Rig a;
+    bring_up(a);
+    auto good = a.pci->save();
+    REQUIRE(good);
+    using Mutate = void (*)(VirtioPciDevice::State&);
+    const std::pair<const char*, Mutate> cases[] = {
+        {"device type", [](auto& s) { s.device_type = 1; }},
+        {"queues", [](auto& s) { s.queues.pop_back(); }},
+        {"not a power of two", [](auto& s) { s.queues[0].size = 48; }},
+        {"not a power of two", [](auto& s) { s.queues[1].size = 512; }},
+        {"MSI-X vector 9", [](auto& s) { s.queues[0].msix_vector = 9; }},
+        {"config_msix_vector", [](auto& s) { s.config_msix_vector = 4; }},
+        {"not a subset", [](auto& s) { s.driver_features |= uint64_t{1} << 40; }},
+        {"not a subset", [](auto& s) { s.driver_features &= ~kFeatureVersion1; }},
+        {"DRIVER_OK", [](auto& s) { s.status &= static_cast<uint8_t>(~kStatusDriverOk); }},
+        {"no position", [](auto& s) { s.queues[0].position.reset(); }},
+        {"a position", [](auto& s) { s.queues[2].position = QueuePosition{}; }},
+        {"read-only bits", [](auto& s) { s.config[0] ^= 1; }},          // vendor ID
+        {"read-only bits", [](auto& s) { s.config[0x10] |= 0x0f; }},    // BAR0 flag bits
+        {"read-only bits", [](auto& s) { s.config[0x40] ^= 0xff; }},    // a capability
+        {"bytes", [](auto& s) { s.config.resize(256); }},
+        {"vectors", [](auto& s) { s.msix.vectors.pop_back(); }},
+        {"DWORD aligned", [](auto& s) { s.msix.vectors[1].address_lo |= 2; }},
+        {"reserved vector control", [](auto& s) { s.msix.vectors[1].control = 2; }},
+        {"past vector", [](auto& s) { s.msix.pending[0] = uint64_t{1} << 40; }},
+    };
+    Rig b;
+    const auto fresh = guest_view(b);
+    for (const auto& [what_c, mutate] : cases) {
+        const std::string what = what_c;
+        CAPTURE(what);
+        VirtioPciDevice::State s = *good;
+        mutate(s);
+        auto r = b.pci->restore(s);
+        REQUIRE_FALSE(r);
+        CHECK(r.error().message.find(what) != std::string::npos);
+        CHECK(b.dev->activations == 0);
+        CHECK(b.dev->resets == 0);
+        CHECK(b.sink->routes.empty());
+        CHECK(guest_view(b) == fresh);
+    }
+}
+
+TEST_CASE("virtio-pci: a device that refuses its saved queues leaves the function reset") {
+    Rig a;
+    bring_up(a);
+    auto st = a.pci->save();
+    REQUIRE(st);
+    Rig b;
+    b.dev->fail_activate = true;
+    auto r = b.pci->restore(*st);
+    REQUIRE_FALSE(r);
+    CHECK(r.error().message.find("refused its queues") != std::string::npos);
+    CHECK(b.status() == 0);
 }

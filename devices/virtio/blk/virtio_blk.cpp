@@ -751,6 +751,40 @@ Result<void> VirtioBlk::finish_host_io(std::chrono::milliseconds limit) {
     }
     return {};
 }
+Result<QueuePositions> VirtioBlk::settle_queues() {
+    std::vector<std::shared_ptr<QueueWorker>> workers;
+    {
+        std::lock_guard lk(mu_);
+        workers = workers_;
+    }
+    QueuePositions out(num_queues_);
+    std::vector<bool> notify(workers.size(), false);
+    const auto deadline = std::chrono::steady_clock::now() + kSwapLimit;
+    for (size_t i = 0; i < workers.size(); ++i) {
+        const auto& w = workers[i];
+        if (!w) continue;
+        std::lock_guard lk(w->mu);
+        if (!w->active || !w->queue) continue;
+        // finish_host_io left the completions in the ring: they reach the used ring now (reap
+        // may resubmit a short transfer, hence the loop). Nothing new is popped while paused.
+        w->backend->reap();
+        while (w->backend->in_flight() > 0) {
+            auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+            if (left.count() <= 0 || !w->backend->wait_idle(left))
+                return fail("virtio-blk queue {}: {} request(s) still in host I/O", w->index, w->backend->in_flight());
+            w->backend->reap();
+        }
+        notify[i] = w->take_notify();
+        // A request waiting for budget or the rate limiter was popped last and not started.
+        auto pos = w->queue->position(w->waiting ? 1 : 0);
+        if (!pos) return std::unexpected(context(pos.error(), fmt::format("virtio-blk queue {}", w->index)));
+        out[i] = *pos;
+    }
+    for (size_t i = 0; i < workers.size(); ++i)
+        if (workers[i]) workers[i]->raise(notify[i]);
+    return out;
+}
+
 const BlkMetrics& VirtioBlk::metrics() const { return shared_->metrics; }
 
 }  // namespace kestrel

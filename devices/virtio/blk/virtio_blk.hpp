@@ -147,6 +147,9 @@ public:
     // Pause: every queue's requests in host I/O complete in the kernel (data is in guest RAM);
     // their completions wait in the rings for the event loop to run again.
     Result<void> finish_host_io(std::chrono::milliseconds limit) override;
+    // Completes what finish_host_io finished to the used rings (bounded by kSwapLimit for a
+    // short transfer it resubmits); a request waiting for budget or the limiter is handed back.
+    Result<QueuePositions> settle_queues() override;
 
     const BlkMetrics& metrics() const;
     void visit_metrics(MetricVisitor& v) const override {

@@ -155,6 +155,32 @@ void NetDataPath::raise(bool rx, bool tx) {
     }
 }
 
+Result<QueuePositions> NetDataPath::settle() {
+    QueuePositions out(2);
+    bool rx_n = false, tx_n = false;
+    {
+        std::lock_guard lk(mu_);
+        // Completions only: nothing is popped, sent or posted while the VM is paused. The
+        // eventfd stays signalled, so the loop looks again on resume.
+        ring_.reap([this](uint64_t tag, int32_t res) { on_completion(tag, res); });
+        // RX chains are filled in the order they were popped, so the held ones are the last.
+        if (rx_.q) {
+            auto pos = rx_.q->position(static_cast<uint16_t>(rx_held_.size()));
+            if (!pos) return std::unexpected(context(pos.error(), "virtio-net receiveq"));
+            out[net::kRxQueue] = *pos;
+        }
+        if (tx_.q) {
+            auto pos = tx_.q->position(tx_throttled_ ? 1 : 0);
+            if (!pos) return std::unexpected(context(pos.error(), "virtio-net transmitq (frames still going to the tap)"));
+            out[net::kTxQueue] = *pos;
+        }
+        rx_n = take_notify(rx_);
+        tx_n = take_notify(tx_);
+    }
+    raise(rx_n, tx_n);
+    return out;
+}
+
 void NetDataPath::deactivate() {
     std::lock_guard lk(mu_);
     active_ = false;

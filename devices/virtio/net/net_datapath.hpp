@@ -49,6 +49,8 @@ public:
     // registry) cancels and waits for the ring; false if the kernel did not let go in time.
     void deactivate();
     bool quiesce();
+    // VirtioDevice::settle_queues for this activation (paused VM, event loop parked).
+    Result<QueuePositions> settle();
 
 private:
     // io_uring tags: TX slot index, kRxTag | RX slot index, or kRxPollTag.

@@ -154,4 +154,14 @@ void VirtioNet::reset() {
 
 bool VirtioNet::needs_reset() const { return needs_reset_->load(); }
 
+Result<QueuePositions> VirtioNet::settle_queues() {
+    std::shared_ptr<NetDataPath> p;
+    {
+        std::lock_guard lk(mu_);
+        p = path_;
+    }
+    if (!p) return QueuePositions(2);
+    return p->settle();
+}
+
 }  // namespace kestrel

@@ -81,6 +81,10 @@ public:
     void queue_notify(uint16_t index) override;
     void reset() override;
     bool needs_reset() const override;
+    // TX frames the tap has taken complete; RX chains popped and not filled are handed back.
+    // Frames read from the tap but not yet delivered are not in a snapshot (lost, as on a
+    // wire). Refused while a TX write is still in the tap's io_uring.
+    Result<QueuePositions> settle_queues() override;
 
     const NetMetrics& metrics() const { return *metrics_; }
     void visit_metrics(MetricVisitor& v) const override {

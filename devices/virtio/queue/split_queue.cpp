@@ -46,6 +46,13 @@ Result<SplitQueue> SplitQueue::create(const GuestMemory& mem, const QueueConfig&
     st.used = cfg.used.raw;
     st.event_idx = acked_features & virtq::kFeatureEventIdx;
     st.indirect = acked_features & virtq::kFeatureIndirectDesc;
+    if (cfg.position) {
+        // Nothing was in flight when it was saved; the driver's avail idx is checked against
+        // next_avail by pop() like any other.
+        st.next_avail = st.next_used = cfg.position->next_avail;
+        st.signalled_used = cfg.position->signalled_used;
+        st.signalled_used_valid = cfg.position->signalled_used_valid;
+    }
     TRY(check_layout(mem, st));
     return SplitQueue(st);
 }
@@ -59,6 +66,14 @@ Result<SplitQueue> SplitQueue::restore(const GuestMemory& mem, const SplitQueueS
 }
 
 SplitQueueState SplitQueue::state() const { return st_; }
+
+Result<QueuePosition> SplitQueue::position(uint16_t unstarted) const {
+    if (in_flight() != unstarted)
+        return fail("{} request(s) in flight, {} of them not started", in_flight(), unstarted);
+    return QueuePosition{.next_avail = static_cast<uint16_t>(st_.next_avail - unstarted),
+                         .signalled_used = st_.signalled_used,
+                         .signalled_used_valid = st_.signalled_used_valid};
+}
 
 Result<uint16_t> SplitQueue::read_avail_idx(const GuestMemory& mem) const {
     auto idx = TRY(mem.read_obj<uint16_t>(GuestAddress(st_.avail + virtq::kAvailIdxOffset)));

@@ -47,11 +47,15 @@ public:
     // Checks (virtio 1.2 §2.7): queue enabled; size a power of two, 1..min(max_size, 32768);
     // desc 16-, avail 2-, used 4-byte aligned; each ring, at its full size for `size` (incl.
     // used_event / avail_event when VIRTIO_F_EVENT_IDX is in acked_features), inside guest RAM.
+    // With cfg.position (a restored device) the indices continue from there.
     static Result<SplitQueue> create(const GuestMemory& mem, const QueueConfig& cfg,
                                      uint16_t max_size, uint64_t acked_features);
     // Rebuilds a queue from state(), re-running the same checks on the ring placement.
     static Result<SplitQueue> restore(const GuestMemory& mem, const SplitQueueState& st);
     SplitQueueState state() const;
+    // For a snapshot (VirtioDevice::settle_queues): the position with the last `unstarted`
+    // popped chains handed back. Refused while any other chain is in flight.
+    Result<QueuePosition> position(uint16_t unstarted) const;
 
     // Takes the next available chain. nullopt: ring empty (with EVENT_IDX, avail_event has
     // been set so the driver's next addition notifies us, and the ring re-checked after

@@ -159,6 +159,15 @@ void VirtioRng::reset() {
     if (events) (void)events->remove(limiter_->timer_fd());
 }
 
+Result<QueuePositions> VirtioRng::settle_queues() {
+    std::lock_guard lock(mu_);
+    if (!queue_) return QueuePositions{std::nullopt};
+    // Requests are served whole as they are popped; only one the limiter refused waits.
+    auto pos = queue_->position(throttled_ ? 1 : 0);
+    if (!pos) return std::unexpected(context(pos.error(), "virtio-rng requestq"));
+    return QueuePositions{*pos};
+}
+
 bool VirtioRng::needs_reset() const {
     std::lock_guard lock(mu_);
     return needs_reset_;

@@ -48,6 +48,7 @@ public:
     void queue_notify(uint16_t index) override;
     void reset() override;
     bool needs_reset() const override;
+    Result<QueuePositions> settle_queues() override;
 
     const RngMetrics& metrics() const { return metrics_; }
     void visit_metrics(MetricVisitor& v) const override {

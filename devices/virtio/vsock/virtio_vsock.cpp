@@ -53,7 +53,57 @@ void VirtioVsock::read_config(uint64_t offset, std::span<uint8_t> data) {
 void VirtioVsock::write_config(uint64_t, std::span<const uint8_t>) {}
 
 Result<void> VirtioVsock::activate(ActivateContext ctx) {
+    bool restored = false;
+    for (const auto& q : ctx.queues) restored |= q.position.has_value();
+    {
+        std::lock_guard lk(core_->mu);
+        TRY(activate_locked(ctx));
+        if (!restored || !send_transport_reset_locked()) return {};
+    }
+    ctx.interrupt.signal_queue(vsock::kEventQueue);
+    return {};
+}
+
+// §5.10.6.7: the event in the driver's first event buffer; false when there is none (the
+// driver gave none: it then cannot learn of the reset, as with any device).
+bool VirtioVsock::send_transport_reset_locked() {
+    Core& c = *core_;
+    auto popped = c.event->pop(*c.mem);
+    if (!popped || !*popped) return false;
+    uint16_t head;
+    uint32_t len = 0;
+    if (auto* chain = std::get_if<DescriptorChain>(&**popped)) {
+        head = chain->head();
+        const vsock::Event ev{.id = 0};  // VIRTIO_VSOCK_EVENT_TRANSPORT_RESET
+        auto w = chain->write_from(*c.mem, std::span(reinterpret_cast<const uint8_t*>(&ev), sizeof ev));
+        if (w && *w == sizeof ev) len = sizeof ev;
+    } else {
+        head = std::get<MalformedChain>(**popped).head;
+    }
+    if (!c.event->add_used(*c.mem, head, len)) return false;
+    log::info("virtio-vsock: transport reset sent to the guest (restored: no connections)");
+    return true;
+}
+
+Result<QueuePositions> VirtioVsock::settle_queues() {
     std::lock_guard lk(core_->mu);
+    Core& c = *core_;
+    QueuePositions out(vsock::kNumQueues);
+    if (!c.active) return out;
+    // tx packets are handled whole when popped and event buffers only taken for a reset; rx
+    // buffers a read found nothing for wait in the stash, the chains popped last.
+    const std::pair<std::optional<SplitQueue>*, size_t> queues[] = {{&c.rx, c.rx_stash.size()}, {&c.tx, 0}, {&c.event, 0}};
+    for (size_t i = 0; i < vsock::kNumQueues; ++i) {
+        auto& [q, unstarted] = queues[i];
+        if (!*q) continue;
+        auto pos = (*q)->position(static_cast<uint16_t>(unstarted));
+        if (!pos) return std::unexpected(context(pos.error(), fmt::format("virtio-vsock queue {}", i)));
+        out[i] = *pos;
+    }
+    return out;
+}
+
+Result<void> VirtioVsock::activate_locked(const ActivateContext& ctx) {
     Core& c = *core_;
     if (c.active) c.reset_locked();
     if (ctx.queues.size() != vsock::kNumQueues)
@@ -103,7 +153,7 @@ void VirtioVsock::queue_notify(uint16_t index) {
             c.fill_rx();
             break;
         case vsock::kEventQueue:
-            break;  // buffers kept for a transport-reset event kestrel never sends
+            break;  // buffers kept for a transport-reset event (after a restore)
         default:
             log::debug("virtio-vsock: notify for non-existent queue {}", index);
             return;

@@ -45,8 +45,14 @@
 // max_connections * buf_alloc (64 MiB with the defaults). Beyond the cap, new host
 // connections are accepted and closed at once, and guest REQUESTs get RST.
 //
-// Event queue (§5.10.6.7): only used to tell the driver about a transport reset after
-// migration, which kestrel does not do yet; its buffers stay with the device untouched.
+// Event queue (§5.10.6.7): only used to tell the driver about a transport reset. An
+// activation that continues from saved queue positions (a restored snapshot, or device state
+// loaded into a VM) has no connections: the device puts VIRTIO_VSOCK_EVENT_TRANSPORT_RESET
+// in the driver's first event buffer, and the driver resets every connection it had
+// (Firecracker does the same after a snapshot restore). Otherwise its buffers stay untouched.
+//
+// Snapshots (settle_queues): rx buffers popped and not filled are handed back; connections
+// are not saved (host programs reconnect to the restored VM).
 //
 // reset() (§2.4): closes every connection (no RST: the driver is gone) and forgets the
 // queues; the listener stays bound so host programs can connect again after re-activation.
@@ -103,6 +109,7 @@ public:
     void queue_notify(uint16_t index) override;
     void reset() override;
     bool needs_reset() const override;
+    Result<QueuePositions> settle_queues() override;
 
     const VsockMetrics& metrics() const;
     void visit_metrics(MetricVisitor& v) const override { metrics().visit(v); }
@@ -117,6 +124,8 @@ public:
 
 private:
     VirtioVsock(std::shared_ptr<Core> core, uint64_t cid, uint16_t queue_size);
+    Result<void> activate_locked(const ActivateContext& ctx);  // core_->mu held
+    bool send_transport_reset_locked();                        // core_->mu held
 
     std::shared_ptr<Core> core_;
     uint64_t guest_cid_;

@@ -73,7 +73,7 @@ inline constexpr uint32_t kShutdownReceive = 1;  // sender will receive no more 
 inline constexpr uint32_t kShutdownSend = 2;     // sender will send no more data
 inline constexpr uint32_t kShutdownBoth = kShutdownReceive | kShutdownSend;
 
-// virtio 1.2 §5.10.6.7 struct virtio_vsock_event (kestrel never sends one; see VirtioVsock).
+// virtio 1.2 §5.10.6.7 struct virtio_vsock_event (sent after a restore; see VirtioVsock).
 struct Event {
     uint32_t id;  // 0x0; 0 = VIRTIO_VSOCK_EVENT_TRANSPORT_RESET
 };
