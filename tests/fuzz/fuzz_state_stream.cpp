@@ -11,8 +11,12 @@
 //               every mutation dies at the checksum; with it the fuzzer reaches the header,
 //               section and bound checks behind it.
 // A section whose id and version are a component's (vcpu/N, kvm-clock, uart/com1, rtc,
-// i8042, acpi-pm, ioapic, memory, memory-diff) also goes through that component's decoder, which must refuse it
+// i8042, acpi-pm, ioapic, memory, memory-diff, virtio/N) also goes through that component's decoder, which must refuse it
 // with a "state: " message or return a state that encodes back to exactly the payload.
+// A virtio/N payload is also XORed (cycled) onto the state of a virtio-rng function a driver
+// brought up (MSI-X, one queue, activated): that state, decoded, goes into a fresh function's
+// VirtioPciDevice::restore, which must refuse it or leave a function that saves back the
+// same state (ISR and pending bits aside: a restore raises every enabled queue's vector).
 // Each section's payload also drives its own Decoder: u8 op, then the field that op names
 // (op % 9: u8, u16, u32, u64, i64, bool, u32_max with max (op >> 4) * 17, bytes of length
 // op >> 4, string with max 64), until a read is refused or the payload is used up.
@@ -24,7 +28,9 @@
 #include "migration/crc64.hpp"
 #include "migration/legacy_state.hpp"
 #include "migration/memory_state.hpp"
+#include "devices/virtio/rng/virtio_rng.hpp"
 #include "migration/vcpu_state.hpp"
+#include "migration/virtio_state.hpp"
 #include "migration/state_stream.hpp"
 #include "tests/fuzz/fuzz_support.hpp"
 
@@ -74,6 +80,94 @@ void round_trip_with(const Section& s, const Result<T>& r, Encode encode) {
     check(e.bytes() == s.payload);
 }
 
+struct NullSink final : MsiSink {
+    void configure(uint16_t, uint64_t, uint32_t) override {}
+    void fire(uint16_t) override {}
+};
+
+Result<void> fixed_entropy(std::span<uint8_t> out) {
+    std::fill(out.begin(), out.end(), uint8_t{0x5a});
+    return {};
+}
+
+// A virtio-rng function on the fuzz memory, with its own registry; nothing is shared between
+// inputs but the memory, which is cleared.
+struct RngFunction {
+    FakeRegistry events;
+    std::shared_ptr<VirtioPciDevice> pci = std::make_shared<VirtioPciDevice>(
+        std::make_shared<VirtioRng>(fixed_entropy), memory(), events, std::make_shared<NullSink>());
+
+    void common(uint64_t offset, uint64_t value, size_t width) {
+        pci->bar_write(virtio_pci::kBar, virtio_pci::kCommonOffset + offset,
+                       std::span(reinterpret_cast<const uint8_t*>(&value), width));
+    }
+    // What Linux's driver leaves: features, MSI-X enabled with both vectors, queue 0 at
+    // 0x1000/0x2000/0x3000 (size 64, vector 1), DRIVER_OK.
+    void bring_up() {
+        common(0x14, 1, 1);
+        common(0x14, 3, 1);
+        common(0x08, 1, 4);
+        common(0x0c, 1, 4);  // VERSION_1
+        common(0x14, 11, 1);
+        for (uint16_t at = 0x40; at < 0x100; at += 4) {  // the MSI-X capability: enable
+            uint8_t id = 0;
+            pci->config_read(at, std::span(&id, 1));
+            if (id != msix::kCapabilityId) continue;
+            const uint16_t control = msix::kControlEnable;
+            pci->config_write(static_cast<uint16_t>(at + 2), std::span(reinterpret_cast<const uint8_t*>(&control), 2));
+        }
+        for (uint16_t v = 0; v < 2; ++v) {
+            const uint32_t entry[4] = {0xfee0'0000u + v * 0x1000u, 0, 0x40u + v, 0};
+            pci->bar_write(virtio_pci::kBar, virtio_pci::kMsixTableOffset + v * 16,
+                           std::span(reinterpret_cast<const uint8_t*>(entry), 16));
+        }
+        common(0x10, 0, 2);
+        common(0x16, 0, 2);
+        common(0x18, 64, 2);
+        common(0x20, 0x1000, 8);
+        common(0x28, 0x2000, 8);
+        common(0x30, 0x3000, 8);
+        common(0x1a, 1, 2);
+        common(0x1c, 1, 2);
+        common(0x14, 15, 1);
+    }
+};
+
+const std::vector<uint8_t>& brought_up_state() {
+    static const std::vector<uint8_t> bytes = [] {
+        clear_memory(memory());
+        RngFunction f;
+        f.bring_up();
+        auto st = f.pci->save();
+        check(st.has_value() && st->activated);
+        Encoder e;
+        encode(e, *st);
+        return e.bytes();
+    }();
+    return bytes;
+}
+
+void restore_virtio(const Section& s) {
+    std::vector<uint8_t> payload = brought_up_state();
+    if (!s.payload.empty())
+        for (size_t i = 0; i < payload.size(); ++i) payload[i] ^= s.payload[i % s.payload.size()];
+    auto st = decode_virtio(Section{s.id, kVirtioStateVersion, payload});
+    if (!st) {  // a bool that is no longer 0/1, a count past its bound, a length that moved
+        check_refusal(st.error());
+        return;
+    }
+    clear_memory(memory());
+    RngFunction f;
+    auto r = f.pci->restore(*st);
+    if (!r) return;
+    auto again = f.pci->save();
+    check(again.has_value());
+    again->isr = st->isr;
+    again->msix.pending = st->msix.pending;
+    check(*again == *st);
+    f.pci->device().queue_notify(0);  // the restored queue serves whatever the rings hold
+}
+
 void decode_component(const StateFile& f, const Section& s) {
     if (s.id == kMemorySection) {
         round_trip_with(s, decode_memory(s), [](Encoder& e, const auto& v) { encode_memory(e, v); });
@@ -93,6 +187,10 @@ void decode_component(const StateFile& f, const Section& s) {
     else if (s.id == kI8042Section) round_trip(s, decode_i8042(s));
     else if (s.id == kAcpiPmSection) round_trip(s, decode_acpi_pm(s));
     else if (s.id == kIoapicSection) round_trip(s, decode_ioapic(s));
+    else if (s.id.starts_with("virtio/")) {
+        round_trip(s, decode_virtio(s));
+        restore_virtio(s);
+    }
     else if (s.id == kKvmClockSection) {
         auto r = decode_kvm_clock(s);
         if (!r) check_refusal(r.error());

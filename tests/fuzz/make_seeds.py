@@ -340,7 +340,13 @@ def state_seeds():
     virtio = u8(0xf6) + u32(3) + u8(0xf7) + bytes(15) + u8(8) + u32(70) + bytes(70)
     good = [(b"uart/com1", 1, uart), (b"vcpu/0", 2, vcpu), (b"virtio-pci/00:03.0", 1, virtio)]
     one = state_file([(b"vcpu/0", 1, vcpu)])
+    # virtio/0: an all-zero payload XORs onto the brought-up rng function's state unchanged
+    # (restored as it was); one bit flipped in a queue's size makes it a refusal.
+    zero = bytes(8)
+    flip = bytes(2 + 4096 + 4 + 2 * 16 + 4 + 8 + 4 + 4 + 8 + 2 + 1 + 1 + 1 + 1 + 2 + 4) + u8(0x40)
     return {
+        "virtio-as-saved-fixcrc": u8(1) + state_file([(b"virtio/0", 1, zero)]),
+        "virtio-queue-size-fixcrc": u8(1) + state_file([(b"virtio/0", 1, flip)]),
         "three-sections": u8(0) + state_file(good),
         "three-sections-fixcrc": u8(1) + state_file(good),
         "empty": u8(0) + state_file([], cpu=b""),

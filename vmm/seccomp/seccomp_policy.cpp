@@ -196,6 +196,9 @@ std::vector<unsigned long> ioctls_for(ThreadKind kind) {
                 KVM_GET_DEBUGREGS, KVM_SET_DEBUGREGS, KVM_GET_LAPIC, KVM_SET_LAPIC, kvm::uapi::kGetMsrs,
                 kvm::uapi::kSetMsrs, kvm::uapi::kGetMsrIndexList, KVM_GET_VCPU_EVENTS, KVM_SET_VCPU_EVENTS,
                 KVM_GET_CLOCK, KVM_SET_CLOCK,
+                // ... and the virtio functions: restored MSI-X vectors get GSI routes, a
+                // restored virtio-net is activated again with the offloads its driver acked
+                kvm::uapi::kSetGsiRouting, TUNSETOFFLOAD,
                 KVM_GET_DIRTY_LOG};                   // PUT /snapshot/create: the pages a Diff holds
     case ThreadKind::Api:
     case ThreadKind::Serial:

@@ -6,8 +6,10 @@
 # both transfers finish with the right data, the guest's clock never went backwards and its
 # kernel logged no soft lockup or RCU stall (KVM_KVMCLOCK_CTRL told it about the pause).
 # While paused, the snapshot hooks on this real guest: PUT /vm/device-state/save (both vCPUs,
-# kvm-clock, the legacy devices), load of that file into the same VM, save again: each 204,
-# and the guest carries on after Resumed as above. (Guest RAM is not compared across the
+# kvm-clock, the legacy devices, the virtio functions with their queues — the disk's writes
+# and the download are in flight), load of that file into the same VM (every virtio device
+# reset and restored at its saved queue positions; vsock's guest connections get a transport
+# reset), save again: each 204, and the guest carries on after Resumed as above. (Guest RAM is not compared across the
 # load: KVM itself writes the guest's pvclock wall-clock structure when MSR_KVM_WALL_CLOCK_NEW
 # is set, as msr.rst says it does at every write of that MSR.)
 #@ timeout 420
