@@ -1,6 +1,7 @@
 #include "vmm/controller.hpp"
 
 #include <signal.h>
+#include <poll.h>
 #include <sys/epoll.h>
 #include <sys/signalfd.h>
 #include <sys/timerfd.h>
@@ -10,6 +11,7 @@
 
 #include <spdlog/sinks/basic_file_sink.h>
 
+#include "migration/migration_stream.hpp"
 #include "migration/state_stream.hpp"
 #include "vmm/api/api_server.hpp"
 #include "vmm/base/log.hpp"
@@ -17,6 +19,7 @@
 #include "vmm/metrics/collect.hpp"
 #include "vmm/metrics/fc_metrics.hpp"
 #include "vmm/metrics/prometheus.hpp"
+#include "vmm/migration_job.hpp"
 #include "vmm/rate_limits.hpp"
 #include "vmm/vcpu_loop.hpp"
 
@@ -32,7 +35,8 @@ namespace {
 constexpr const char* kVersion = KESTREL_VERSION;
 
 void log_exit(const GuestExit& e, int code) {
-    if (e.kind == ExitKind::PowerOff || e.kind == ExitKind::DebugExit || e.kind == ExitKind::Reset)
+    if (e.kind == ExitKind::PowerOff || e.kind == ExitKind::DebugExit || e.kind == ExitKind::Reset ||
+        e.kind == ExitKind::Migrated)
         log::info("{} (exit code {})", e.message, code);
     else
         log::error("{} (exit code {})", e.message, code);
@@ -77,6 +81,85 @@ VmConfig with_root_device(VmConfig cfg) {
 Controller::Controller(ControllerOptions o) : o_(std::move(o)), pending_(o_.config) {}
 
 Controller::~Controller() = default;
+
+Result<void> Controller::receive_migration() {
+    auto ep = TRY(migration::parse_endpoint(o_.incoming));
+    log::info("migration: waiting for the source on {}", ep.text);
+    UniqueFd fd = TRY(migration::accept_one(ep));
+    log::info("migration: the source connected; receiving");
+    migration::StreamReader in(fd.get());
+    std::unique_ptr<Vmm> vmm;
+    std::vector<Vmm::RamRegion> ram;
+    std::vector<uint8_t> state;
+    uint64_t pages = 0;
+    VmConfig cfg;
+    auto receive = [&]() -> Result<void> {
+        TRY(in.header());
+        for (;;) {
+            switch (TRY(in.next())) {
+            case migration::MessageType::Config: {
+                if (vmm) return bad_request("migration stream: a second CONFIG");
+                auto text = TRY(in.config());
+                auto j = json::parse(text, nullptr, /*allow_exceptions=*/false);
+                if (j.is_discarded()) return bad_request("migration stream: CONFIG is not valid JSON");
+                // The VM's shape from the source; host-side options stay this process's own.
+                cfg = TRY(api::apply_full_config(pending_, j));
+                vmm = TRY(Vmm::build_incoming(cfg));
+                ram = vmm->ram_regions();
+                log::info("migration: VM built from the source's configuration ({} vCPU(s), {} MiB)", cfg.cpus,
+                          cfg.memory_bytes >> 20);
+                break;
+            }
+            case migration::MessageType::Pages: {
+                if (!vmm) return bad_request("migration stream: PAGES before CONFIG");
+                const auto run = TRY(in.run());
+                const uint64_t len = uint64_t{run.count} * migration::kPageSize;
+                const Vmm::RamRegion* at = nullptr;
+                for (const auto& r : ram)
+                    if (run.gpa >= r.gpa && run.gpa - r.gpa <= r.size && len <= r.size - (run.gpa - r.gpa)) at = &r;
+                if (!at)
+                    return bad_request("migration stream: PAGES at {:#x} (+{:#x}) outside the guest's RAM", run.gpa, len);
+                TRY(in.page_data(std::span(at->host + (run.gpa - at->gpa), len)));
+                if ((pages + run.count) / 65536 != pages / 65536)
+                    log::info("migration: {} MiB received", (pages + run.count) * migration::kPageSize >> 20);
+                pages += run.count;
+                break;
+            }
+            case migration::MessageType::State:
+                if (!vmm) return bad_request("migration stream: STATE before CONFIG");
+                if (!state.empty()) return bad_request("migration stream: a second STATE");
+                state = TRY(in.state());
+                break;
+            case migration::MessageType::Done:
+                if (!vmm || state.empty()) return bad_request("migration stream: DONE before CONFIG and STATE");
+                return vmm->load_migration_state(state);
+            }
+        }
+    };
+    auto refuse = [&](const Error& e) -> Result<void> {
+        std::string why = e.what();
+        if (why.size() > migration::kMaxReasonBytes) why.resize(migration::kMaxReasonBytes);
+        const uint8_t no = 1;
+        const uint32_t n = static_cast<uint32_t>(why.size());
+        (void)migration::write_all(fd.get(), std::span(&no, 1));
+        (void)migration::write_all(fd.get(), std::span(reinterpret_cast<const uint8_t*>(&n), 4));
+        (void)migration::write_all(fd.get(), std::span(reinterpret_cast<const uint8_t*>(why.data()), why.size()));
+        return std::unexpected(context(e, "migration"));
+    };
+    if (auto r = receive(); !r) return refuse(r.error());
+    // The answer before the start: a source that never hears OK resumes its VM, so this one
+    // must not run then.
+    const uint8_t ok = 0;
+    if (auto r = migration::write_all(fd.get(), std::span(&ok, 1)); !r)
+        return std::unexpected(context(r.error(), "migration: answering the source (the VM stays there)"));
+    TRY(vmm->start());
+    seccomp::apply(seccomp::ThreadKind::Main);  // every other thread runs now
+    pending_ = cfg;
+    vmm_ = std::move(vmm);
+    started_at_ = std::chrono::steady_clock::now();
+    log::info("migration: received {} pages ({} MiB on the wire); the VM runs here", pages, in.bytes_read() >> 20);
+    return {};
+}
 
 Result<void> Controller::preboot_only(const char* what) const {
     if (vmm_) return not_allowed("{} is only possible before the guest starts (InstanceStart)", what);
@@ -164,6 +247,14 @@ Result<json> Controller::vm_info() const {
 }
 
 Result<json> Controller::dispatch(const ApiRequest& r) {
+    if (migration_ && migration_->running()) {
+        switch (r.op) {
+        case Op::PauseVm: case Op::ResumeVm: case Op::SnapshotCreate: case Op::SaveDeviceState:
+        case Op::LoadDeviceState: case Op::PatchDrive: case Op::Migrate: case Op::SendCtrlAltDel:
+            return not_allowed("a migration is under way (GET /migrate)");
+        default: break;
+        }
+    }
     switch (r.op) {
     case Op::GetInstanceInfo: return instance_info();
     case Op::GetVersion: return json{{"firecracker_version", kVersion}, {"kestrel_version", kVersion}};
@@ -303,6 +394,27 @@ Result<json> Controller::dispatch(const ApiRequest& r) {
         if (!vmm_) return not_allowed("the guest has not started");
         TRY(vmm_->load_device_state(std::get<std::string>(r.payload)));
         return json();
+    case Op::Migrate: {
+        if (!vmm_ || vmm_->state() != Vmm::State::Running) return not_allowed("migrate: only a running VM migrates");
+        TRY(migration::parse_endpoint(std::get<api::MigrateRequest>(r.payload).destination));
+        VmConfig running = vmm_->config();
+        running.cmdline = pending_.cmdline;
+        migration_.reset();  // a finished one
+        migration_ = std::make_unique<MigrationJob>(*vmm_, std::get<api::MigrateRequest>(r.payload),
+                                                    api::full_config_json(running).dump());
+        return json();
+    }
+    case Op::GetMigrate: {
+        if (!migration_) return not_allowed("no migration has been started (PUT /migrate)");
+        const auto p = migration_->progress();
+        json j = {{"phase", phase_name(p.phase)}, {"round", p.round}, {"pages_sent", p.pages_sent},
+                  {"bytes_sent", p.bytes_sent}, {"dirty_pages", p.dirty_pages}, {"dirty_rate_pages_s", p.dirty_rate},
+                  {"bandwidth_bytes_s", p.bandwidth}, {"expected_downtime_ms", p.expected_downtime_ms},
+                  {"total_ms", p.total_ms}};
+        if (p.phase == MigrationJob::Phase::Completed) j["downtime_ms"] = p.downtime_ms;
+        if (!p.error.empty()) j["error"] = p.error;
+        return j;
+    }
     }
     return bad_request("unknown request");
 }
@@ -396,7 +508,12 @@ int Controller::run() {
         }
         server = std::move(*s);
     }
-    if (o_.restore) {
+    if (!o_.incoming.empty()) {
+        if (auto r = receive_migration(); !r) {
+            log::error("--incoming: {}", r.error().what());
+            return kExitError;
+        }
+    } else if (o_.restore) {
         if (auto r = load_snapshot(*o_.restore); !r) {
             log::error("--restore: {}", r.error().what());
             return kExitError;
@@ -444,8 +561,20 @@ int Controller::run() {
             }
         }
     }
+    if (migration_ && migration_->progress().phase == MigrationJob::Phase::Completed) {
+        // The VM runs at the destination now. Whoever started the migration learns so from
+        // GET /migrate (`kestrel migrate` polls it): the API answers a little longer.
+        vmm_->stop(*ended);
+        const auto until = std::chrono::steady_clock::now() + kMigratedGrace;
+        while (std::chrono::steady_clock::now() < until) {
+            pollfd p{queue_->fd(), POLLIN, 0};
+            if (::poll(&p, 1, 100) > 0)
+                for (auto& item : queue_->take()) item.answer.set_value(handle(item.request));
+        }
+    }
     queue_->close();
     server.reset();
+    migration_.reset();  // cancelled if still running: the VM resumes, then stops here
     GuestExit how = vmm_ ? vmm_->stop(*ended) : *ended;
     if (auto r = flush_metrics(); !r) log::warn("metrics flush at exit: {}", r.error().what());
     int code = exit_code_for(how);

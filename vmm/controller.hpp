@@ -19,11 +19,13 @@ namespace kestrel {
 namespace metrics {
 class MetricsFile;
 }
+class MigrationJob;
 
 struct ControllerOptions {
     VmConfig config;
     bool start_now = false;    // boot at once (a kernel was given), else wait for InstanceStart
     std::optional<api::SnapshotLoadRequest> restore;  // `run --restore`: load this at once instead
+    std::string incoming;      // `run --incoming`: receive a live migration here at once instead
     std::string api_socket;    // empty: no API
     std::string instance_id = "kestrel";
     seccomp::Settings seccomp;  // --seccomp, --seccomp-test (vmm/seccomp/seccomp.hpp)
@@ -33,6 +35,8 @@ class Controller {
 public:
     // How often metrics_path gets a line while the VM runs (Firecracker's period).
     static constexpr std::chrono::seconds kMetricsPeriod{60};
+    // How long a source whose VM migrated still answers the API (GET /migrate: completed).
+    static constexpr std::chrono::milliseconds kMigratedGrace{1500};
 
     explicit Controller(ControllerOptions o);
     ~Controller();
@@ -47,6 +51,10 @@ private:
     Result<api::json> dispatch(const api::ApiRequest& r);
     // PUT /snapshot/load: a VM restored from a snapshot (Vmm::restore) in a kestrel with none.
     Result<void> load_snapshot(const api::SnapshotLoadRequest& req);
+    // --incoming: accepts one migration stream (migration/migration_stream.hpp), builds the
+    // VM it describes, fills its RAM, loads its state, answers the source and starts it.
+    // Anything wrong in the stream is refused with the reason (the source keeps its VM).
+    Result<void> receive_migration();
     Result<void> start_vm();
     Result<void> preboot_only(const char* what) const;
     Result<api::json> instance_info() const;
@@ -62,6 +70,7 @@ private:
     std::shared_ptr<api::RequestQueue> queue_;  // shared with the API thread (api_server.hpp)
     std::chrono::steady_clock::time_point started_at_{};
     std::unique_ptr<metrics::MetricsFile> metrics_file_;  // PUT /metrics, --config-file
+    std::unique_ptr<MigrationJob> migration_;  // PUT /migrate; joined before the VM stops
 };
 
 // Firecracker puts the root drive first (/dev/vda) and adds root= to the kernel command line:

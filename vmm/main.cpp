@@ -98,6 +98,11 @@ int main(int argc, char** argv) {
         "`kestrel snapshot`) and run it on; needs --restore-mem. The VM's shape comes from the snapshot; "
         "--serial, --debug-exit, --seccomp, --log-level and --api-sock from here");
     run->add_option("--restore-mem", restore_mem, "The snapshot's memory file (with --restore)");
+    std::string incoming;
+    run->add_option("--incoming", incoming,
+                    "Instead of booting a kernel, wait on unix:PATH or tcp:HOST:PORT for a live migration from "
+                    "another kestrel (PUT /migrate, `kestrel migrate`) and run the VM it sends; its configuration "
+                    "comes in the stream (its disks and taps must exist here)");
     std::string seccomp_mode = "kill", seccomp_test;
     run->add_option("--seccomp", seccomp_mode,
                     "Per-thread seccomp filters: kill (a forbidden syscall ends kestrel, naming the "
@@ -147,6 +152,18 @@ int main(int argc, char** argv) {
         ->required();
     merge_cmd->footer("Exit codes: 0 merged, 1 failed (named), 2 bad command line");
 
+    MigrateClientOptions mig_opts;
+    auto* mig_cmd = app.add_subcommand(
+        "migrate", "Live-migrate the VM a running kestrel serves to a kestrel waiting with `run --incoming`: "
+                   "PUT /migrate, then GET /migrate's progress until it ends (a line per second; one updated "
+                   "line on a terminal)");
+    mig_cmd->add_option("--api-sock", mig_opts.api_socket, "The source kestrel's API socket")->required();
+    mig_cmd->add_option("--to", mig_opts.destination, "unix:PATH or tcp:HOST:PORT of the destination")->required();
+    mig_cmd->add_option("--downtime-ms", mig_opts.downtime_ms, "The stop-and-copy target (default 50)");
+    mig_cmd->add_option("--max-bandwidth", mig_opts.max_bandwidth, "Bytes per second, 0 unlimited (default)");
+    mig_cmd->footer("Exit codes: 0 migrated (the source kestrel ends), 1 refused or failed (the VM keeps running "
+                    "in the source), 2 bad command line");
+
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
@@ -157,6 +174,10 @@ int main(int argc, char** argv) {
     if (*snap_cmd) {
         spdlog::set_level(spdlog::level::info);
         return run_snapshot_client(snap_opts);
+    }
+    if (*mig_cmd) {
+        spdlog::set_level(spdlog::level::info);
+        return run_migrate_client(mig_opts);
     }
     if (*merge_cmd) {
         spdlog::set_level(spdlog::level::info);
@@ -263,7 +284,13 @@ int main(int argc, char** argv) {
             return kExitUsage;
         }
     }
-    if (cfg.kernel.empty() && api_sock.empty() && restore_state.empty()) {
+    if (!incoming.empty() && (!cfg.kernel.empty() || !config_file.empty() || !cfg.disks.empty() ||
+                              !cfg.nets.empty() || cfg.vsock || !restore_state.empty())) {
+        log::error("--incoming takes the VM from the migration stream: no --kernel, --config-file, --disk, --net, "
+                   "--vsock or --restore");
+        return kExitUsage;
+    }
+    if (cfg.kernel.empty() && api_sock.empty() && restore_state.empty() && incoming.empty()) {
         log::error("--kernel is required (or --config-file with a boot-source, or --api-sock to "
                    "configure the VM through the API)");
         return kExitUsage;
@@ -274,6 +301,7 @@ int main(int argc, char** argv) {
     if (!restore_state.empty())
         o.restore = api::SnapshotLoadRequest{.snapshot_path = restore_state, .mem_path = restore_mem,
                                              .resume_vm = true, .enable_diff_snapshots = false};
+    o.incoming = incoming;
     o.api_socket = api_sock;
     o.instance_id = instance_id;
     o.seccomp.mode = *seccomp::parse_mode(seccomp_mode);

@@ -69,4 +69,44 @@ int run_snapshot_client(const SnapshotClientOptions& o) {
     return 0;
 }
 
+int run_migrate_client(const MigrateClientOptions& o) {
+    httplib::Client c(o.api_socket);
+    c.set_address_family(AF_UNIX);
+    json body = {{"destination", o.destination}, {"downtime_ms", o.downtime_ms}};
+    if (o.max_bandwidth) body["max_bandwidth"] = o.max_bandwidth;
+    if (auto r = call(c, "PUT", "/migrate", body); !r) {
+        log::error("migrate: {}", r.error().what());
+        return 1;
+    }
+    const bool tty = ::isatty(STDERR_FILENO);
+    for (int tick = 0;; ++tick) {
+        ::usleep(500'000);
+        auto p = call(c, "GET", "/migrate", nullptr);
+        if (!p) {
+            // A completed source ends its process, and its API with it.
+            log::error("migrate: {}", p.error().what());
+            return 1;
+        }
+        const std::string phase = p->value("phase", "?");
+        const std::string line = fmt::format(
+            "migrate: {} round {}, {} MiB sent at {} MiB/s, {} dirty pages, expected downtime {} ms, {:.1f} s",
+            phase, p->value("round", 0), p->value("bytes_sent", uint64_t{0}) >> 20,
+            p->value("bandwidth_bytes_s", uint64_t{0}) >> 20, p->value("dirty_pages", uint64_t{0}),
+            p->value("expected_downtime_ms", uint64_t{0}), static_cast<double>(p->value("total_ms", uint64_t{0})) / 1000);
+        if (phase == "completed") {
+            if (tty) std::fputs("\n", stderr);
+            log::info("migrate: completed in {} ms, downtime {} ms; the VM runs at {}", p->value("total_ms", uint64_t{0}),
+                      p->value("downtime_ms", uint64_t{0}), o.destination);
+            return 0;
+        }
+        if (phase == "failed" || phase == "cancelled") {
+            if (tty) std::fputs("\n", stderr);
+            log::error("migrate: {}: {}; the VM keeps running in the source", phase, p->value("error", std::string()));
+            return 1;
+        }
+        if (tty) std::fprintf(stderr, "\r%s\x1b[K", line.c_str());
+        else if (tick % 2 == 1) log::info("{}", line);
+    }
+}
+
 }  // namespace kestrel

@@ -6,6 +6,7 @@
 // `kestrel run --restore STATE --restore-mem MEM` or PUT /snapshot/load.
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 namespace kestrel {
@@ -19,5 +20,16 @@ struct SnapshotClientOptions {
 
 // Exit code: 0 taken, 1 refused or failed (said on stderr).
 int run_snapshot_client(const SnapshotClientOptions& o);
+
+// `kestrel migrate --api-sock SOCK --to DEST`: PUT /migrate, then GET /migrate every 0.5 s,
+// printing its progress, until completed (0) or failed (1, with the reason: the VM keeps
+// running in the source).
+struct MigrateClientOptions {
+    std::string api_socket;
+    std::string destination;
+    uint32_t downtime_ms = 50;
+    uint64_t max_bandwidth = 0;
+};
+int run_migrate_client(const MigrateClientOptions& o);
 
 }  // namespace kestrel

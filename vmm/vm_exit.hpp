@@ -13,7 +13,8 @@
 
 namespace kestrel {
 
-enum class ExitKind { PowerOff, Reset, TripleFault, HostCannotRun, DebugExit, Error, Signal };
+// Migrated: the VM now runs in the destination kestrel (vmm/migration_job.hpp).
+enum class ExitKind { PowerOff, Reset, TripleFault, HostCannotRun, DebugExit, Error, Signal, Migrated };
 
 struct GuestExit {
     ExitKind kind = ExitKind::Error;
@@ -31,7 +32,8 @@ inline constexpr int kExitHostCannotRun = 5;
 
 inline int exit_code_for(const GuestExit& e) {
     switch (e.kind) {
-    case ExitKind::PowerOff: return kExitPowerOff;
+    case ExitKind::PowerOff:
+    case ExitKind::Migrated: return kExitPowerOff;
     case ExitKind::Reset: return kExitReset;
     case ExitKind::TripleFault: return kExitTripleFault;
     case ExitKind::HostCannotRun: return kExitHostCannotRun;

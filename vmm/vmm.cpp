@@ -188,9 +188,10 @@ struct Vmm::Impl {
     // The MSRs a saved vCPU state holds (saveable_msrs), found at the first save or load.
     mutable std::optional<std::vector<uint32_t>> msrs;
 
-    // With `mem_fd` (a snapshot's memory file) guest RAM maps that file and holds the guest
-    // already: no ACPI tables, kernel or boot registers are written.
-    Result<void> build(int mem_fd = -1);
+    // With `from_state` (a snapshot, or an incoming migration) guest RAM gets the guest from
+    // elsewhere: no ACPI tables, kernel or boot registers are written. With `mem_fd` (a
+    // snapshot's memory file) guest RAM maps that file.
+    Result<void> build(int mem_fd = -1, bool from_state = false);
     // Per region, the pages written since the last call: KVM's log of the guest's writes OR
     // kestrel's own (GuestRegion::dirty). Both are cleared. Needs track_dirty_pages.
     Result<std::vector<std::vector<uint64_t>>> take_dirty() const;
@@ -221,7 +222,7 @@ Result<Vmm::Impl::Drive> Vmm::Impl::drive(std::string_view id) {
     return bad_request("drive '{}' does not exist", id);
 }
 
-Result<void> Vmm::Impl::build(int mem_fd) {
+Result<void> Vmm::Impl::build(int mem_fd, bool from_state) {
     auto& kvm_sys = sys.emplace(TRY(kvm::System::open()));
     int max_vcpus = kvm_sys.check_extension(KVM_CAP_MAX_VCPUS);
     if (max_vcpus > 0 && cfg.cpus > static_cast<uint32_t>(max_vcpus))
@@ -231,7 +232,7 @@ Result<void> Vmm::Impl::build(int mem_fd) {
                   "(slow; a stock Linux kernel cannot boot here)");
 
     auto& ram = mem.emplace(TRY(GuestMemory::create(ram_layout(cfg.memory_bytes), mem_fd)));
-    const bool restoring = mem_fd >= 0;
+    const bool restoring = from_state || mem_fd >= 0;
     // Guest RAM above 2 MiB may use transparent huge pages: KVM then maps it 2 MiB at a time
     // (fewer nested page faults and TLB misses; QEMU does the same). The low 2 MiB, where
     // kestrel writes the boot structures and ACPI tables, keeps small pages so a tiny guest
@@ -871,11 +872,62 @@ Result<std::unique_ptr<Vmm>> Vmm::restore(const VmConfig& cfg, const migration::
         d->serial_out = TRY(open_serial_output(cfg.serial));
         return {};
     }, /*boot_files=*/false));
-    TRY(d->build(mem_fd.get()));
+    TRY(d->build(mem_fd.get(), true));
     TRY(d->apply_state(file, {kConfigSection, kMemorySection}));  // a Diff was refused above
     log::info("snapshot restored: {} vCPU(s), {} MiB of guest memory mapped from '{}' (written by kestrel {} on {})",
               cfg.cpus, cfg.memory_bytes >> 20, mem_path, file.kestrel_version, file.cpu_summary);
     return std::unique_ptr<Vmm>(new Vmm(std::move(d)));
+}
+
+std::vector<Vmm::RamRegion> Vmm::ram_regions() const {
+    std::vector<RamRegion> out;
+    for (const auto& r : d_->mem->regions()) out.push_back({r.start().raw, r.size(), r.host_base()});
+    return out;
+}
+
+Result<void> Vmm::set_dirty_tracking(bool on) {
+    // KVM_SET_USER_MEMORY_REGION on an existing slot with only its flags changed (api.rst
+    // 4.35: a slot's flags may change while the VM runs).
+    const bool want = on || d_->cfg.track_dirty_pages;
+    for (uint32_t slot = 0; slot < d_->mem->regions().size(); ++slot) {
+        const auto& r = d_->mem->regions()[slot];
+        TRY(d_->vm->set_user_memory_region(slot, r.start().raw, r.size(), r.host_base(),
+                                           want ? KVM_MEM_LOG_DIRTY_PAGES : 0));
+        r.dirty().enable(want);
+    }
+    if (want) (void)TRY(d_->take_dirty());  // counted from now on
+    return {};
+}
+
+Result<std::vector<std::vector<uint64_t>>> Vmm::take_dirty_pages() { return d_->take_dirty(); }
+
+Result<std::vector<uint8_t>> Vmm::migration_state() const {
+    if (d_->state != State::Paused) return not_allowed("migration: the VM's state is only taken while paused");
+    migration::StateWriter w(KESTREL_VERSION, host_cpu_summary());
+    migration::encode_memory(w.section(kMemorySection, migration::kMemoryStateVersion), layout_of(*d_->mem));
+    TRY(d_->write_state(w));
+    return std::move(w).finish();
+}
+
+Result<std::unique_ptr<Vmm>> Vmm::build_incoming(const VmConfig& cfg) {
+    auto d = std::make_unique<Impl>();
+    d->cfg = cfg;
+    d->host = TRY(open_host_resources(cfg, [&]() -> Result<void> {
+        d->serial_out = TRY(open_serial_output(cfg.serial));
+        return {};
+    }, /*boot_files=*/false));
+    TRY(d->build(-1, /*from_state=*/true));
+    return std::unique_ptr<Vmm>(new Vmm(std::move(d)));
+}
+
+Result<void> Vmm::load_migration_state(std::span<const uint8_t> bytes) {
+    if (d_->state != State::Built) return not_allowed("migration: the state goes into a VM that has not started");
+    auto file = TRY(migration::StateFile::parse(bytes));
+    const migration::Section* ms = file.find(kMemorySection);
+    if (!ms) return bad_request("state: no section '{}'", kMemorySection);
+    if (TRY(migration::decode_memory(*ms)) != layout_of(*d_->mem))
+        return bad_request("state: section 'memory': not this VM's memory layout");
+    return d_->apply_state(file, {kMemorySection});
 }
 
 Result<void> Vmm::update_drive_rate_limiter(std::string_view drive_id, const RateLimiterConfig& change) {

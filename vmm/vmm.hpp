@@ -15,6 +15,7 @@
 
 #include <chrono>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -109,6 +110,27 @@ public:
     // never written); then every vCPU and device gets its saved state. Built, not started.
     static Result<std::unique_ptr<Vmm>> restore(const VmConfig& cfg, const migration::StateFile& file,
                                                  const std::string& mem_path);
+    // Live migration (vmm/migration_job.hpp drives the source, the controller the
+    // destination; migration/migration_stream.hpp is the wire):
+    // guest RAM as the source sends it (host mappings, valid while the Vmm lives);
+    struct RamRegion {
+        uint64_t gpa, size;
+        uint8_t* host;
+    };
+    std::vector<RamRegion> ram_regions() const;
+    // KVM's dirty log on every slot (as track_dirty_pages has it from the start) while a
+    // migration runs, and back to the configuration after; on, it forgets what was logged;
+    Result<void> set_dirty_tracking(bool on);
+    // per region, the pages written since the last call (KVM's log OR kestrel's own writes);
+    Result<std::vector<std::vector<uint64_t>>> take_dirty_pages();
+    // the paused VM's state file: the memory layout and every vCPU and device (save_device_state);
+    Result<std::vector<uint8_t>> migration_state() const;
+    // the destination: a VM of `cfg` (from the stream) with empty RAM and no boot, which
+    // load_migration_state fills with the source's vCPUs and devices (all or nothing) before
+    // start(). Its disks and taps are opened as for any VM: the source must have let go.
+    static Result<std::unique_ptr<Vmm>> build_incoming(const VmConfig& cfg);
+    Result<void> load_migration_state(std::span<const uint8_t> file);
+
     // The vCPUs' counters, the virtio devices by their configuration ids, the console.
     VmmMetricSources metric_sources() const;
     // Where each vCPU's thread is now (vcpu_loop.hpp VcpuThread::Phase), index = vCPU: its

@@ -48,6 +48,7 @@ Result<ApiRequest> parse_get(std::string_view path) {
     if (path == "/vm/info") return ApiRequest{Op::GetVmInfo, {}};
     if (path == "/vm/ram-digest") return ApiRequest{Op::GetRamDigest, {}};
     if (path == "/metrics") return ApiRequest{Op::GetMetrics, {}};
+    if (path == "/migrate") return ApiRequest{Op::GetMigrate, {}};
     return bad_request("GET {}: no such resource", path);
 }
 
@@ -76,6 +77,7 @@ Result<ApiRequest> parse_put(std::string_view path, const json& j) {
     }
     if (path == "/snapshot/create") return ApiRequest{Op::SnapshotCreate, TRY(parse_snapshot_create(j))};
     if (path == "/snapshot/load") return ApiRequest{Op::SnapshotLoad, TRY(parse_snapshot_load(j))};
+    if (path == "/migrate") return ApiRequest{Op::Migrate, TRY(parse_migrate(j))};
     return bad_request("PUT {}: no such resource", path);
 }
 

@@ -40,11 +40,13 @@ enum class Op {
     SnapshotLoad,      // PUT /snapshot/load
     SaveDeviceState,   // PUT /vm/device-state/save {"path"} (kestrel, for tests: paused VMs only)
     LoadDeviceState,   // PUT /vm/device-state/load {"path"}
+    Migrate,           // PUT /migrate (kestrel: live migration)
+    GetMigrate,        // GET /migrate: its progress
 };
 
 using Payload = std::variant<std::monostate, json, DiskConfig, DrivePatch, NetConfig, NetPatch, VsockConfig,
                              std::optional<RateLimiterConfig>, LoggerConfig, std::string, SnapshotCreateRequest,
-                             SnapshotLoadRequest>;
+                             SnapshotLoadRequest, MigrateRequest>;
 
 struct ApiRequest {
     Op op;

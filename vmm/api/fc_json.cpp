@@ -317,6 +317,24 @@ Result<SnapshotCreateRequest> parse_snapshot_create(const json& j) {
     return r;
 }
 
+Result<MigrateRequest> parse_migrate(const json& j) {
+    auto f = TRY(Fields::of(j, "migrate"));
+    MigrateRequest r;
+    r.destination = TRY(f.required(f.str("destination"), "destination"));
+    auto downtime = TRY(f.number("downtime_ms", 1, 60'000));
+    auto bandwidth = TRY(f.number("max_bandwidth", 0, uint64_t{1} << 40));
+    auto timeout = TRY(f.number("timeout_s", 1, 86'400));
+    TRY(f.finish());
+    if (!r.destination.starts_with("unix:") && !r.destination.starts_with("tcp:"))
+        return bad_request("migrate: destination '{}' is not unix:PATH or tcp:HOST:PORT", r.destination);
+    if (bandwidth && *bandwidth != 0 && *bandwidth < (1u << 20))
+        return bad_request("migrate: max_bandwidth {} is under 1 MiB/s (0: unlimited)", *bandwidth);
+    if (downtime) r.downtime_ms = static_cast<uint32_t>(*downtime);
+    if (bandwidth) r.max_bandwidth = *bandwidth;
+    if (timeout) r.timeout_s = static_cast<uint32_t>(*timeout);
+    return r;
+}
+
 Result<SnapshotLoadRequest> parse_snapshot_load(const json& j) {
     auto f = TRY(Fields::of(j, "snapshot/load"));
     SnapshotLoadRequest r;

@@ -72,6 +72,15 @@ struct SnapshotLoadRequest {
     bool enable_diff_snapshots = false;  // track dirty pages in the restored VM (for Diff snapshots)
     bool operator==(const SnapshotLoadRequest&) const = default;
 };
+// PUT /migrate (kestrel): live migration to a kestrel started with --incoming.
+struct MigrateRequest {
+    std::string destination;     // unix:PATH | tcp:HOST:PORT
+    uint32_t downtime_ms = 50;   // the stop-and-copy target
+    uint64_t max_bandwidth = 0;  // bytes/s, 0 = unlimited
+    uint32_t timeout_s = 600;    // the whole migration
+    bool operator==(const MigrateRequest&) const = default;
+};
+Result<MigrateRequest> parse_migrate(const json& j);
 Result<SnapshotCreateRequest> parse_snapshot_create(const json& j);
 Result<SnapshotLoadRequest> parse_snapshot_load(const json& j);
 

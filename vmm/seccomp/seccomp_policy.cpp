@@ -133,6 +133,9 @@ Policy main_thread(pid_t self) {
             "set_robust_list", "rseq",
             "timerfd_create"});  // a rate limiter a PATCH adds at run time
     p.push_back(allow("newfstatat"));  // by path: is a new image the same file as another drive's?
+    // PUT /migrate to tcp:HOST:PORT (its thread starts from here and keeps this filter)
+    p.push_back(allow_if("socket", {eq32(0, AF_INET)}));
+    p.push_back(allow_if("socket", {eq32(0, AF_INET6)}));
     p.push_back(allow_if("clone", {ArgCheck{0, CLONE_THREAD, CLONE_THREAD}}));
     p.push_back(Rule{"clone3", {}, ENOSYS});
     ioctls(p, ThreadKind::Main);
@@ -199,6 +202,7 @@ std::vector<unsigned long> ioctls_for(ThreadKind kind) {
                 // ... and the virtio functions: restored MSI-X vectors get GSI routes, a
                 // restored virtio-net is activated again with the offloads its driver acked
                 kvm::uapi::kSetGsiRouting, TUNSETOFFLOAD,
+                KVM_SET_USER_MEMORY_REGION,           // PUT /migrate: the dirty log on, then off
                 KVM_GET_DIRTY_LOG};                   // PUT /snapshot/create: the pages a Diff holds
     case ThreadKind::Api:
     case ThreadKind::Serial:

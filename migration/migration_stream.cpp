@@ -1,0 +1,247 @@
+#include "migration/migration_stream.hpp"
+
+#include <netdb.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+
+#include <cerrno>
+#include <charconv>
+#include <cstring>
+
+namespace kestrel::migration {
+
+namespace {
+
+constexpr uint8_t kMagic[8] = {'K', 'E', 'S', 'T', 'R', 'L', 'M', 'G'};
+
+template <typename T>
+std::span<const uint8_t> le(const T& v) {  // x86-64 is little-endian, as the stream
+    return std::span(reinterpret_cast<const uint8_t*>(&v), sizeof v);
+}
+
+template <typename T>
+std::span<uint8_t> le_out(T& v) {
+    return std::span(reinterpret_cast<uint8_t*>(&v), sizeof v);
+}
+
+Result<sockaddr_un> unix_address(const std::string& path) {
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    if (path.empty() || path.size() >= sizeof a.sun_path)
+        return bad_request("migration: unix socket path '{}' is empty or longer than {} bytes", path, sizeof a.sun_path - 1);
+    std::memcpy(a.sun_path, path.c_str(), path.size() + 1);
+    return a;
+}
+
+}  // namespace
+
+Result<Endpoint> parse_endpoint(std::string_view s) {
+    Endpoint e;
+    e.text = std::string(s);
+    if (s.starts_with("unix:")) {
+        e.kind = Endpoint::Kind::Unix;
+        e.path = std::string(s.substr(5));
+        TRY(unix_address(e.path));
+        return e;
+    }
+    if (s.starts_with("tcp:")) {
+        std::string_view rest = s.substr(4);
+        auto colon = rest.rfind(':');
+        if (colon == std::string_view::npos || colon == 0)
+            return bad_request("migration: '{}' is not tcp:HOST:PORT", s);
+        std::string_view host = rest.substr(0, colon), port = rest.substr(colon + 1);
+        if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+        unsigned p = 0;
+        auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), p);
+        if (ec != std::errc() || end != port.data() + port.size() || p == 0 || p > 65535)
+            return bad_request("migration: '{}': port '{}' is not 1..65535", s, port);
+        e.kind = Endpoint::Kind::Tcp;
+        e.host = std::string(host);
+        e.port = static_cast<uint16_t>(p);
+        return e;
+    }
+    return bad_request("migration: '{}' is not unix:PATH or tcp:HOST:PORT", s);
+}
+
+namespace {
+
+Result<UniqueFd> tcp_socket(const Endpoint& e, bool listen_side) {
+    addrinfo hints{};
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = listen_side ? AI_PASSIVE : 0;
+    addrinfo* res = nullptr;
+    const std::string port = std::to_string(e.port);
+    if (int rc = ::getaddrinfo(e.host.c_str(), port.c_str(), &hints, &res); rc != 0)
+        return bad_request("migration: {}: {}", e.text, ::gai_strerror(rc));
+    std::string last = "no address";
+    for (addrinfo* ai = res; ai; ai = ai->ai_next) {
+        UniqueFd fd(::socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol));
+        if (!fd) continue;
+        int one = 1;
+        if (listen_side) {
+            ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+            if (::bind(fd.get(), ai->ai_addr, ai->ai_addrlen) == 0 && ::listen(fd.get(), 1) == 0) {
+                ::freeaddrinfo(res);
+                return fd;
+            }
+        } else if (::connect(fd.get(), ai->ai_addr, ai->ai_addrlen) == 0) {
+            ::freeaddrinfo(res);
+            return fd;
+        }
+        last = std::strerror(errno);
+    }
+    ::freeaddrinfo(res);
+    return fail("migration: {} {}: {}", listen_side ? "listening on" : "connecting to", e.text, last);
+}
+
+}  // namespace
+
+Result<UniqueFd> connect_to(const Endpoint& e) {
+    if (e.kind == Endpoint::Kind::Tcp) return tcp_socket(e, false);
+    auto a = TRY(unix_address(e.path));
+    UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    if (!fd) return fail_errno("migration: socket");
+    if (::connect(fd.get(), reinterpret_cast<const sockaddr*>(&a), sizeof a) != 0)
+        return fail_errno("migration: connecting to {}", e.text);
+    return fd;
+}
+
+Result<UniqueFd> accept_one(const Endpoint& e) {
+    UniqueFd lfd;
+    if (e.kind == Endpoint::Kind::Tcp) {
+        lfd = TRY(tcp_socket(e, true));
+    } else {
+        auto a = TRY(unix_address(e.path));
+        lfd = UniqueFd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+        if (!lfd) return fail_errno("migration: socket");
+        if (::bind(lfd.get(), reinterpret_cast<const sockaddr*>(&a), sizeof a) != 0 || ::listen(lfd.get(), 1) != 0)
+            return fail_errno("migration: listening on {}", e.text);
+    }
+    int fd;
+    do fd = ::accept4(lfd.get(), nullptr, nullptr, SOCK_CLOEXEC);
+    while (fd < 0 && errno == EINTR);
+    if (e.kind == Endpoint::Kind::Unix) ::unlink(e.path.c_str());
+    if (fd < 0) return fail_errno("migration: accepting on {}", e.text);
+    return UniqueFd(fd);
+}
+
+Result<void> write_all(int fd, std::span<const uint8_t> data) {
+    while (!data.empty()) {
+        ssize_t n = ::send(fd, data.data(), data.size(), MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return fail_errno("migration: sending");
+        data = data.subspan(static_cast<size_t>(n));
+    }
+    return {};
+}
+
+Result<void> read_exact(int fd, std::span<uint8_t> data, std::string_view what) {
+    while (!data.empty()) {
+        ssize_t n = ::read(fd, data.data(), data.size());
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) return fail_errno("migration stream: reading {}", what);
+        if (n == 0) return bad_request("migration stream: it ended in {} (the source stopped sending)", what);
+        data = data.subspan(static_cast<size_t>(n));
+    }
+    return {};
+}
+
+Result<void> StreamWriter::put(std::span<const uint8_t> b) {
+    TRY(write_all(fd_, b));
+    sent_ += b.size();
+    return {};
+}
+
+Result<void> StreamWriter::header() {
+    TRY(put(kMagic));
+    return put(le(kStreamVersion));
+}
+
+Result<void> StreamWriter::config(std::string_view json) {
+    const uint8_t type = static_cast<uint8_t>(MessageType::Config);
+    const uint32_t n = static_cast<uint32_t>(json.size());
+    if (json.size() > kMaxConfigBytes) return fail("migration: the configuration is {} bytes, over {}", json.size(), kMaxConfigBytes);
+    TRY(put(le(type)));
+    TRY(put(le(n)));
+    return put(std::span(reinterpret_cast<const uint8_t*>(json.data()), json.size()));
+}
+
+Result<void> StreamWriter::pages(uint64_t gpa, std::span<const uint8_t> data) {
+    const uint8_t type = static_cast<uint8_t>(MessageType::Pages);
+    const uint32_t count = static_cast<uint32_t>(data.size() / kPageSize);
+    TRY(put(le(type)));
+    TRY(put(le(gpa)));
+    TRY(put(le(count)));
+    return put(data);
+}
+
+Result<void> StreamWriter::state(std::span<const uint8_t> file) {
+    const uint8_t type = static_cast<uint8_t>(MessageType::State);
+    const uint64_t n = file.size();
+    TRY(put(le(type)));
+    TRY(put(le(n)));
+    return put(file);
+}
+
+Result<void> StreamWriter::done() {
+    const uint8_t type = static_cast<uint8_t>(MessageType::Done);
+    return put(le(type));
+}
+
+Result<void> StreamReader::get(std::span<uint8_t> b, std::string_view what) {
+    TRY(read_exact(fd_, b, what));
+    read_ += b.size();
+    return {};
+}
+
+Result<void> StreamReader::header() {
+    uint8_t magic[8];
+    uint32_t version = 0;
+    TRY(get(magic, "its header"));
+    if (std::memcmp(magic, kMagic, sizeof magic) != 0)
+        return bad_request("migration stream: no KESTRLMG header (not a kestrel migration stream)");
+    TRY(get(le_out(version), "its header"));
+    if (version != kStreamVersion)
+        return bad_request("migration stream: version {}, this kestrel reads {}", version, kStreamVersion);
+    return {};
+}
+
+Result<MessageType> StreamReader::next() {
+    uint8_t type = 0;
+    TRY(get(le_out(type), "a message type"));
+    if (type < 1 || type > 4) return bad_request("migration stream: message type {} at byte {}", type, read_ - 1);
+    return static_cast<MessageType>(type);
+}
+
+Result<std::string> StreamReader::config() {
+    uint32_t n = 0;
+    TRY(get(le_out(n), "CONFIG's length"));
+    if (n > kMaxConfigBytes) return bad_request("migration stream: CONFIG of {} bytes, over {}", n, kMaxConfigBytes);
+    std::string s(n, '\0');
+    TRY(get(std::span(reinterpret_cast<uint8_t*>(s.data()), n), "CONFIG"));
+    return s;
+}
+
+Result<StreamReader::Run> StreamReader::run() {
+    Run r{};
+    TRY(get(le_out(r.gpa), "a PAGES header"));
+    TRY(get(le_out(r.count), "a PAGES header"));
+    if (r.gpa % kPageSize != 0 || r.count == 0 || r.count > kMaxRunPages)
+        return bad_request("migration stream: PAGES at {:#x}, {} pages: not page aligned or not 1..{}", r.gpa, r.count,
+                           kMaxRunPages);
+    return r;
+}
+
+Result<void> StreamReader::page_data(std::span<uint8_t> into) { return get(into, "PAGES data"); }
+
+Result<std::vector<uint8_t>> StreamReader::state() {
+    uint64_t n = 0;
+    TRY(get(le_out(n), "STATE's length"));
+    if (n > kMaxStateBytes) return bad_request("migration stream: STATE of {} bytes, over {}", n, kMaxStateBytes);
+    std::vector<uint8_t> b(n);
+    TRY(get(b, "STATE"));
+    return b;
+}
+
+}  // namespace kestrel::migration

@@ -1,0 +1,92 @@
+// The live-migration stream between two kestrel processes: where it goes (unix:PATH or
+// tcp:HOST:PORT), and its framing. The destination treats every byte as hostile: every
+// length and page address is checked before anything is sized or written by it.
+//
+// Stream (integers little-endian):
+//   "KESTRLMG" u32 version (1)                                  source -> destination
+//   then messages, each u8 type and its body:
+//     1 CONFIG  u32 length (<= 1 MiB), the VM configuration as GET /vm/config's JSON
+//     2 PAGES   u64 guest-physical address (4 KiB aligned), u32 count (1..kMaxRunPages),
+//               count x 4096 bytes: a run of guest pages (pre-copy rounds; re-sent when dirtied)
+//     3 STATE   u64 length (<= kMaxStateBytes), a state file (migration/state_stream.hpp:
+//               CRC-64 over it) with every vCPU and device of the paused source
+//     4 DONE    nothing: the destination answers
+//   destination -> source, after DONE: u8 0 and the VM runs there, or u8 1, u32 length
+//   (<= 4096), the reason it refused (the source then resumes its VM).
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "vmm/base/error.hpp"
+#include "vmm/base/fd.hpp"
+
+namespace kestrel::migration {
+
+inline constexpr uint32_t kStreamVersion = 1;
+inline constexpr uint64_t kPageSize = 4096;
+inline constexpr uint32_t kMaxRunPages = 256;  // 1 MiB per PAGES message
+inline constexpr uint32_t kMaxConfigBytes = 1 << 20;
+inline constexpr uint64_t kMaxStateBytes = 64ull << 20;
+inline constexpr uint32_t kMaxReasonBytes = 4096;
+
+enum class MessageType : uint8_t { Config = 1, Pages = 2, State = 3, Done = 4 };
+
+struct Endpoint {
+    enum class Kind { Unix, Tcp } kind = Kind::Unix;
+    std::string path;  // unix
+    std::string host;  // tcp
+    uint16_t port = 0;
+    std::string text;  // as given
+};
+// "unix:PATH" or "tcp:HOST:PORT" (HOST a name or address; [v6] in brackets).
+Result<Endpoint> parse_endpoint(std::string_view s);
+Result<UniqueFd> connect_to(const Endpoint& e);
+// Listens and returns the one connection accepted (a unix socket's file is removed after).
+Result<UniqueFd> accept_one(const Endpoint& e);
+
+// Whole writes and reads on a blocking stream socket; a short read is "the stream ended".
+Result<void> write_all(int fd, std::span<const uint8_t> data);
+Result<void> read_exact(int fd, std::span<uint8_t> data, std::string_view what);
+
+class StreamWriter {
+public:
+    explicit StreamWriter(int fd) : fd_(fd) {}
+    Result<void> header();
+    Result<void> config(std::string_view json);
+    Result<void> pages(uint64_t gpa, std::span<const uint8_t> data);  // whole pages
+    Result<void> state(std::span<const uint8_t> file);
+    Result<void> done();
+    uint64_t bytes_sent() const { return sent_; }
+
+private:
+    Result<void> put(std::span<const uint8_t> b);
+    int fd_;
+    uint64_t sent_ = 0;
+};
+
+class StreamReader {
+public:
+    explicit StreamReader(int fd) : fd_(fd) {}
+    Result<void> header();
+    Result<MessageType> next();  // the type of the next message
+    Result<std::string> config();
+    // A PAGES message's header; the caller checks the range, then reads count pages.
+    struct Run {
+        uint64_t gpa;
+        uint32_t count;
+    };
+    Result<Run> run();
+    Result<void> page_data(std::span<uint8_t> into);
+    Result<std::vector<uint8_t>> state();
+    uint64_t bytes_read() const { return read_; }
+
+private:
+    Result<void> get(std::span<uint8_t> b, std::string_view what);
+    int fd_;
+    uint64_t read_ = 0;
+};
+
+}  // namespace kestrel::migration
