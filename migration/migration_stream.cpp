@@ -8,6 +8,8 @@
 #include <charconv>
 #include <cstring>
 
+#include "migration/crc32c.hpp"
+
 namespace kestrel::migration {
 
 namespace {
@@ -141,21 +143,59 @@ Result<void> read_exact(int fd, std::span<uint8_t> data, std::string_view what) 
         ssize_t n = ::read(fd, data.data(), data.size());
         if (n < 0 && errno == EINTR) continue;
         if (n < 0) return fail_errno("migration stream: reading {}", what);
-        if (n == 0) return bad_request("migration stream: it ended in {} (the source stopped sending)", what);
+        if (n == 0) return bad_request("migration stream: it ended in {} (the other side closed the connection)", what);
         data = data.subspan(static_cast<size_t>(n));
     }
     return {};
 }
 
+Result<void> send_answer(int fd, const Result<void>& outcome) {
+    if (outcome) {
+        const uint8_t ok = 0;
+        return write_all(fd, std::span(&ok, 1));
+    }
+    std::string why = outcome.error().what();
+    if (why.size() > kMaxReasonBytes) why.resize(kMaxReasonBytes);
+    const uint8_t no = 1;
+    const uint32_t n = static_cast<uint32_t>(why.size());
+    TRY(write_all(fd, std::span(&no, 1)));
+    TRY(write_all(fd, le(n)));
+    return write_all(fd, std::span(reinterpret_cast<const uint8_t*>(why.data()), why.size()));
+}
+
+Result<void> read_answer(int fd, std::string_view when) {
+    uint8_t answer = 1;
+    TRY(read_exact(fd, std::span(&answer, 1), fmt::format("the destination's answer for {}", when)));
+    if (answer == 0) return {};
+    uint32_t n = 0;
+    std::string reason = "(no reason given)";
+    if (answer == 1 && read_exact(fd, le_out(n), "the refusal") && n <= kMaxReasonBytes) {
+        std::string s(n, '\0');
+        if (read_exact(fd, std::span(reinterpret_cast<uint8_t*>(s.data()), n), "the refusal")) reason = s;
+    }
+    return fail("the destination refused {}: {}", when, reason);
+}
+
 Result<void> StreamWriter::put(std::span<const uint8_t> b) {
     TRY(write_all(fd_, b));
     sent_ += b.size();
+    crc_ = crc32c(b, crc_);
+    return {};
+}
+
+Result<void> StreamWriter::end() {
+    const uint32_t c = crc_;
+    TRY(write_all(fd_, le(c)));
+    sent_ += sizeof c;
+    crc_ = 0;
     return {};
 }
 
 Result<void> StreamWriter::header() {
     TRY(put(kMagic));
-    return put(le(kStreamVersion));
+    TRY(put(le(kStreamVersion)));
+    crc_ = 0;  // the header has no CRC of its own: a wrong one is refused by name
+    return {};
 }
 
 Result<void> StreamWriter::config(std::string_view json) {
@@ -164,16 +204,29 @@ Result<void> StreamWriter::config(std::string_view json) {
     if (json.size() > kMaxConfigBytes) return fail("migration: the configuration is {} bytes, over {}", json.size(), kMaxConfigBytes);
     TRY(put(le(type)));
     TRY(put(le(n)));
-    return put(std::span(reinterpret_cast<const uint8_t*>(json.data()), json.size()));
+    TRY(put(std::span(reinterpret_cast<const uint8_t*>(json.data()), json.size())));
+    return end();
 }
 
 Result<void> StreamWriter::pages(uint64_t gpa, std::span<const uint8_t> data) {
     const uint8_t type = static_cast<uint8_t>(MessageType::Pages);
     const uint32_t count = static_cast<uint32_t>(data.size() / kPageSize);
+    // Guest RAM changes under a running guest (pre-copy sends it anyway; the dirty log sends
+    // it again): the CRC must be over the bytes that go out, so they are copied first.
+    staging_.assign(data.begin(), data.end());
     TRY(put(le(type)));
     TRY(put(le(gpa)));
     TRY(put(le(count)));
-    return put(data);
+    TRY(put(staging_));
+    return end();
+}
+
+Result<void> StreamWriter::zero(uint64_t gpa, uint32_t count) {
+    const uint8_t type = static_cast<uint8_t>(MessageType::Zero);
+    TRY(put(le(type)));
+    TRY(put(le(gpa)));
+    TRY(put(le(count)));
+    return end();
 }
 
 Result<void> StreamWriter::state(std::span<const uint8_t> file) {
@@ -181,17 +234,45 @@ Result<void> StreamWriter::state(std::span<const uint8_t> file) {
     const uint64_t n = file.size();
     TRY(put(le(type)));
     TRY(put(le(n)));
-    return put(file);
+    TRY(put(file));
+    return end();
 }
 
 Result<void> StreamWriter::done() {
     const uint8_t type = static_cast<uint8_t>(MessageType::Done);
-    return put(le(type));
+    TRY(put(le(type)));
+    return end();
 }
 
 Result<void> StreamReader::get(std::span<uint8_t> b, std::string_view what) {
     TRY(read_exact(fd_, b, what));
     read_ += b.size();
+    crc_ = crc32c(b, crc_);
+    return {};
+}
+
+namespace {
+const char* type_name(MessageType t) {
+    switch (t) {
+    case MessageType::Config: return "CONFIG";
+    case MessageType::Pages: return "PAGES";
+    case MessageType::State: return "STATE";
+    case MessageType::Done: return "DONE";
+    case MessageType::Zero: return "ZERO";
+    }
+    return "?";
+}
+}  // namespace
+
+Result<void> StreamReader::end() {
+    const uint32_t want = crc_;
+    uint32_t got = 0;
+    TRY(read_exact(fd_, le_out(got), "a message's CRC"));
+    read_ += sizeof got;
+    crc_ = 0;
+    if (got != want)
+        return bad_request("migration stream: {} ending at byte {}: CRC-32C {:#010x}, the data's is {:#010x} "
+                           "(corrupted on the way)", type_name(type_), read_, got, want);
     return {};
 }
 
@@ -202,6 +283,7 @@ Result<void> StreamReader::header() {
     if (std::memcmp(magic, kMagic, sizeof magic) != 0)
         return bad_request("migration stream: no KESTRLMG header (not a kestrel migration stream)");
     TRY(get(le_out(version), "its header"));
+    crc_ = 0;
     if (version != kStreamVersion)
         return bad_request("migration stream: version {}, this kestrel reads {}", version, kStreamVersion);
     return {};
@@ -209,9 +291,11 @@ Result<void> StreamReader::header() {
 
 Result<MessageType> StreamReader::next() {
     uint8_t type = 0;
+    crc_ = 0;
     TRY(get(le_out(type), "a message type"));
-    if (type < 1 || type > 4) return bad_request("migration stream: message type {} at byte {}", type, read_ - 1);
-    return static_cast<MessageType>(type);
+    if (type < 1 || type > 5) return bad_request("migration stream: message type {} at byte {}", type, read_ - 1);
+    type_ = static_cast<MessageType>(type);
+    return type_;
 }
 
 Result<std::string> StreamReader::config() {
@@ -220,6 +304,7 @@ Result<std::string> StreamReader::config() {
     if (n > kMaxConfigBytes) return bad_request("migration stream: CONFIG of {} bytes, over {}", n, kMaxConfigBytes);
     std::string s(n, '\0');
     TRY(get(std::span(reinterpret_cast<uint8_t*>(s.data()), n), "CONFIG"));
+    TRY(end());
     return s;
 }
 
@@ -228,8 +313,8 @@ Result<StreamReader::Run> StreamReader::run() {
     TRY(get(le_out(r.gpa), "a PAGES header"));
     TRY(get(le_out(r.count), "a PAGES header"));
     if (r.gpa % kPageSize != 0 || r.count == 0 || r.count > kMaxRunPages)
-        return bad_request("migration stream: PAGES at {:#x}, {} pages: not page aligned or not 1..{}", r.gpa, r.count,
-                           kMaxRunPages);
+        return bad_request("migration stream: {} at {:#x}, {} pages: not page aligned or not 1..{}", type_name(type_),
+                           r.gpa, r.count, kMaxRunPages);
     return r;
 }
 
@@ -241,6 +326,7 @@ Result<std::vector<uint8_t>> StreamReader::state() {
     if (n > kMaxStateBytes) return bad_request("migration stream: STATE of {} bytes, over {}", n, kMaxStateBytes);
     std::vector<uint8_t> b(n);
     TRY(get(b, "STATE"));
+    TRY(end());
     return b;
 }
 

@@ -109,6 +109,26 @@ std::string cpuid_difference(const std::vector<kvm_cpuid_entry2>& saved, const s
 
 void encode_kvm_clock(Encoder& e, uint64_t clock_ns) { e.put_u64(clock_ns); }
 
+void encode(Encoder& e, const KvmIrqchipState& s) {
+    for (const auto& c : s.chips) put_struct(e, c);
+    put_struct(e, s.pit);
+}
+
+Result<KvmIrqchipState> decode_kvm_irqchip(const Section& sec) {
+    Decoder d = TRY(Decoder::of(sec, kKvmIrqchipVersion));
+    KvmIrqchipState s;
+    static constexpr const char* kNames[] = {"pic_master", "pic_slave", "ioapic"};
+    for (uint32_t i = 0; i < 3; ++i) {
+        TRY(get_struct(d, sec.id, kNames[i], s.chips[i]));
+        if (s.chips[i].chip_id != i)
+            return bad_request("state: section '{}': field '{}': chip_id {}, expected {}", sec.id, kNames[i],
+                               s.chips[i].chip_id, i);
+    }
+    TRY(get_struct(d, sec.id, "pit", s.pit));
+    TRY(d.finish());
+    return s;
+}
+
 Result<uint64_t> decode_kvm_clock(const Section& sec) {
     Decoder d = TRY(Decoder::of(sec, kKvmClockVersion));
     uint64_t clock = TRY(d.u64("clock"));

@@ -13,6 +13,9 @@
 //   msrs u32 count (<= kMaxMsrs) then count x (u32 index, u64 value),
 //   events kvm_vcpu_events
 // Section "kvm-clock", version 1: clock u64 (ns, KVM_GET_CLOCK).
+// Section "kvm-irqchip", version 1 (only with --pit: KVM's own PIC, IOAPIC and i8254):
+//   pic_master kvm_irqchip, pic_slave kvm_irqchip, ioapic kvm_irqchip (KVM_GET_IRQCHIP with
+//   chip_id 0, 1, 2; the chip_id is checked), pit kvm_pit_state2 (KVM_GET_PIT2).
 // CPUID is held to be compared, not set: a restoring kestrel derives its own from the
 // configuration and its host, and refuses a snapshot whose CPUID differs (a guest that saw
 // features this host lacks would fault on them).
@@ -61,5 +64,14 @@ std::string cpuid_difference(const std::vector<kvm_cpuid_entry2>& saved, const s
 
 void encode_kvm_clock(Encoder& e, uint64_t clock_ns);
 Result<uint64_t> decode_kvm_clock(const Section& s);
+
+inline constexpr uint32_t kKvmIrqchipVersion = 1;
+inline constexpr const char* kKvmIrqchipSection = "kvm-irqchip";
+struct KvmIrqchipState {
+    std::array<kvm_irqchip, 3> chips{};  // index = chip_id: PIC master, PIC slave, IOAPIC
+    kvm_pit_state2 pit{};
+};
+void encode(Encoder& e, const KvmIrqchipState& s);
+Result<KvmIrqchipState> decode_kvm_irqchip(const Section& s);
 
 }  // namespace kestrel::migration

@@ -112,6 +112,32 @@ TEST_CASE("vcpu state: the kvm-clock section") {
     CHECK_FALSE(decode_kvm_clock(cut).has_value());
 }
 
+TEST_CASE("vcpu state: the kvm-irqchip section (--pit) round-trips and checks each chip_id") {
+    KvmIrqchipState st;
+    for (uint32_t i = 0; i < 3; ++i) {
+        st.chips[i].chip_id = i;
+        st.chips[i].chip.pic.irr = static_cast<uint8_t>(0x10 + i);
+    }
+    st.chips[2].chip.ioapic.redirtbl[5].bits = 0x1234'5678'9abc;
+    st.pit.channels[0].count = 0xffff;
+    st.pit.flags = 1;
+    StateWriter w("test", "cpu");
+    encode(w.section(kKvmIrqchipSection, kKvmIrqchipVersion), st);
+    auto f = StateFile::parse(*std::move(w).finish());
+    REQUIRE(f.has_value());
+    auto back = decode_kvm_irqchip(f->sections[0]);
+    REQUIRE(back);
+    CHECK(std::memcmp(&*back, &st, sizeof st) == 0);
+    Section swapped = f->sections[0];
+    swapped.payload[4] = 1;  // pic_master's chip_id says slave
+    auto r = decode_kvm_irqchip(swapped);
+    REQUIRE_FALSE(r);
+    CHECK(contains(r.error().message, "chip_id 1, expected 0"));
+    Section cut = f->sections[0];
+    cut.payload.pop_back();
+    CHECK_FALSE(decode_kvm_irqchip(cut));
+}
+
 TEST_CASE("vcpu state: hostile payloads are refused naming the field") {
     SUBCASE("a register block of another size") {
         Section sec = section_of(busy_vcpu());

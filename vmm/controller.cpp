@@ -7,6 +7,7 @@
 #include <sys/timerfd.h>
 #include <unistd.h>
 
+#include <cstring>
 #include <fstream>
 
 #include <spdlog/sinks/basic_file_sink.h>
@@ -93,66 +94,81 @@ Result<void> Controller::receive_migration() {
     std::vector<uint8_t> state;
     uint64_t pages = 0;
     VmConfig cfg;
+    // Where a run of `count` pages at `gpa` lies in guest RAM; refused unless wholly inside.
+    auto place = [&](const migration::StreamReader::Run& run) -> Result<uint8_t*> {
+        const uint64_t len = uint64_t{run.count} * migration::kPageSize;
+        for (const auto& r : ram)
+            if (run.gpa >= r.gpa && run.gpa - r.gpa <= r.size && len <= r.size - (run.gpa - r.gpa))
+                return r.host + (run.gpa - r.gpa);
+        return bad_request("migration stream: pages at {:#x} (+{:#x}) outside the guest's RAM", run.gpa, len);
+    };
+    auto count = [&](uint32_t n) {
+        if ((pages + n) / 65536 != pages / 65536)
+            log::info("migration: {} MiB received", (pages + n) * migration::kPageSize >> 20);
+        pages += n;
+    };
     auto receive = [&]() -> Result<void> {
         TRY(in.header());
+        if (TRY(in.next()) != migration::MessageType::Config)
+            return bad_request("migration stream: it does not start with CONFIG");
+        auto text = TRY(in.config());
+        auto j = json::parse(text, nullptr, /*allow_exceptions=*/false);
+        if (j.is_discarded()) return bad_request("migration stream: CONFIG is not valid JSON");
+        // The VM's shape from the source; host-side options stay this process's own.
+        cfg = TRY(api::apply_full_config(pending_, j));
+        for (const auto& [from, to] : o_.remap) {
+            for (auto& d : cfg.disks)
+                if (d.path == from) d.path = to;
+            for (auto& n : cfg.nets)
+                if (n.tap == from) n.tap = to;
+            if (cfg.vsock && cfg.vsock->socket == from) cfg.vsock->socket = to;
+        }
+        vmm = TRY(Vmm::build_incoming(cfg));
+        ram = vmm->ram_regions();
+        log::info("migration: VM built from the source's configuration ({} vCPU(s), {} MiB)", cfg.cpus,
+                  cfg.memory_bytes >> 20);
+        TRY(migration::send_answer(fd.get(), {}));
         for (;;) {
             switch (TRY(in.next())) {
-            case migration::MessageType::Config: {
-                if (vmm) return bad_request("migration stream: a second CONFIG");
-                auto text = TRY(in.config());
-                auto j = json::parse(text, nullptr, /*allow_exceptions=*/false);
-                if (j.is_discarded()) return bad_request("migration stream: CONFIG is not valid JSON");
-                // The VM's shape from the source; host-side options stay this process's own.
-                cfg = TRY(api::apply_full_config(pending_, j));
-                vmm = TRY(Vmm::build_incoming(cfg));
-                ram = vmm->ram_regions();
-                log::info("migration: VM built from the source's configuration ({} vCPU(s), {} MiB)", cfg.cpus,
-                          cfg.memory_bytes >> 20);
+            case migration::MessageType::Config: return bad_request("migration stream: a second CONFIG");
+            case migration::MessageType::Pages: {
+                const auto run = TRY(in.run());
+                uint8_t* at = TRY(place(run));
+                TRY(in.page_data(std::span(at, uint64_t{run.count} * migration::kPageSize)));
+                TRY(in.end());
+                count(run.count);
                 break;
             }
-            case migration::MessageType::Pages: {
-                if (!vmm) return bad_request("migration stream: PAGES before CONFIG");
+            case migration::MessageType::Zero: {
                 const auto run = TRY(in.run());
-                const uint64_t len = uint64_t{run.count} * migration::kPageSize;
-                const Vmm::RamRegion* at = nullptr;
-                for (const auto& r : ram)
-                    if (run.gpa >= r.gpa && run.gpa - r.gpa <= r.size && len <= r.size - (run.gpa - r.gpa)) at = &r;
-                if (!at)
-                    return bad_request("migration stream: PAGES at {:#x} (+{:#x}) outside the guest's RAM", run.gpa, len);
-                TRY(in.page_data(std::span(at->host + (run.gpa - at->gpa), len)));
-                if ((pages + run.count) / 65536 != pages / 65536)
-                    log::info("migration: {} MiB received", (pages + run.count) * migration::kPageSize >> 20);
-                pages += run.count;
+                uint8_t* at = TRY(place(run));
+                TRY(in.end());
+                std::memset(at, 0, uint64_t{run.count} * migration::kPageSize);
+                count(run.count);
                 break;
             }
             case migration::MessageType::State:
-                if (!vmm) return bad_request("migration stream: STATE before CONFIG");
                 if (!state.empty()) return bad_request("migration stream: a second STATE");
                 state = TRY(in.state());
                 break;
             case migration::MessageType::Done:
-                if (!vmm || state.empty()) return bad_request("migration stream: DONE before CONFIG and STATE");
-                return vmm->load_migration_state(state);
+                TRY(in.end());
+                if (state.empty()) return bad_request("migration stream: DONE before STATE");
+                TRY(vmm->load_migration_state(state));
+                return vmm->acquire_images();  // the source has let go of them
             }
         }
     };
-    auto refuse = [&](const Error& e) -> Result<void> {
-        std::string why = e.what();
-        if (why.size() > migration::kMaxReasonBytes) why.resize(migration::kMaxReasonBytes);
-        const uint8_t no = 1;
-        const uint32_t n = static_cast<uint32_t>(why.size());
-        (void)migration::write_all(fd.get(), std::span(&no, 1));
-        (void)migration::write_all(fd.get(), std::span(reinterpret_cast<const uint8_t*>(&n), 4));
-        (void)migration::write_all(fd.get(), std::span(reinterpret_cast<const uint8_t*>(why.data()), why.size()));
-        return std::unexpected(context(e, "migration"));
-    };
-    if (auto r = receive(); !r) return refuse(r.error());
+    if (auto r = receive(); !r) {
+        (void)migration::send_answer(fd.get(), r);  // the source resumes its VM and says why
+        return std::unexpected(context(r.error(), "migration"));
+    }
     // The answer before the start: a source that never hears OK resumes its VM, so this one
     // must not run then.
-    const uint8_t ok = 0;
-    if (auto r = migration::write_all(fd.get(), std::span(&ok, 1)); !r)
+    if (auto r = migration::send_answer(fd.get(), {}); !r)
         return std::unexpected(context(r.error(), "migration: answering the source (the VM stays there)"));
     TRY(vmm->start());
+    vmm->announce_network();
     seccomp::apply(seccomp::ThreadKind::Main);  // every other thread runs now
     pending_ = cfg;
     vmm_ = std::move(vmm);

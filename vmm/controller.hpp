@@ -8,6 +8,8 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "vmm/api/request_queue.hpp"
 #include "vmm/seccomp/seccomp.hpp"
@@ -26,6 +28,9 @@ struct ControllerOptions {
     bool start_now = false;    // boot at once (a kernel was given), else wait for InstanceStart
     std::optional<api::SnapshotLoadRequest> restore;  // `run --restore`: load this at once instead
     std::string incoming;      // `run --incoming`: receive a live migration here at once instead
+    // `run --remap FROM=TO` (with --incoming): a disk path, tap name or vsock socket path of
+    // the source's configuration that is FROM is TO here (another host's layout).
+    std::vector<std::pair<std::string, std::string>> remap;
     std::string api_socket;    // empty: no API
     std::string instance_id = "kestrel";
     seccomp::Settings seccomp;  // --seccomp, --seccomp-test (vmm/seccomp/seccomp.hpp)

@@ -32,10 +32,10 @@ Result<void> check_not_given_twice(const std::string& path, std::vector<DiskIden
 }
 
 Result<std::unique_ptr<VirtioBlk>> open_disk(const DiskConfig& d, uint32_t cpus,
-                                             std::vector<DiskIdentity>& seen) {
+                                             std::vector<DiskIdentity>& seen, bool lock) {
     TRY(check_not_given_twice(d.path, seen));
     VirtioBlkOptions o{d.path, d.read_only, d.direct, d.serial,
-                       static_cast<uint16_t>(d.queues ? d.queues : cpus), 256};
+                       static_cast<uint16_t>(d.queues ? d.queues : cpus), 256, lock};
     auto blk = VirtioBlk::create(o);
     if (!blk) return std::unexpected(context(blk.error(), fmt::format("--disk '{}'", d.path)));
     return std::move(*blk);
@@ -74,7 +74,8 @@ Result<void> check_memory(uint64_t bytes) {
 }  // namespace
 
 Result<HostResources> open_host_resources(const VmConfig& cfg,
-                                          const std::function<Result<void>()>& open_serial, bool boot_files) {
+                                          const std::function<Result<void>()>& open_serial, bool boot_files,
+                                          bool lock_images) {
     using K = ConfigItem::Kind;
     HostResources r;
     r.disks.resize(cfg.disks.size());
@@ -90,7 +91,7 @@ Result<HostResources> open_host_resources(const VmConfig& cfg,
             break;
         case K::Memory: TRY(check_memory(cfg.memory_bytes)); break;
         case K::Serial: TRY(open_serial()); break;
-        case K::Disk: r.disks[item.index] = TRY(open_disk(cfg.disks[item.index], cfg.cpus, seen)); break;
+        case K::Disk: r.disks[item.index] = TRY(open_disk(cfg.disks[item.index], cfg.cpus, seen, lock_images)); break;
         case K::Net: r.nets[item.index] = TRY(open_net(cfg.nets[item.index])); break;
         case K::Vsock: r.vsock = TRY(open_vsock(*cfg.vsock)); break;
         }

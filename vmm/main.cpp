@@ -99,6 +99,10 @@ int main(int argc, char** argv) {
         "--serial, --debug-exit, --seccomp, --log-level and --api-sock from here");
     run->add_option("--restore-mem", restore_mem, "The snapshot's memory file (with --restore)");
     std::string incoming;
+    std::vector<std::string> remaps;
+    run->add_option("--remap", remaps,
+                    "With --incoming: FROM=TO, a disk path, tap name or vsock socket path of the source's "
+                    "configuration that is TO on this host (repeatable)");
     run->add_option("--incoming", incoming,
                     "Instead of booting a kernel, wait on unix:PATH or tcp:HOST:PORT for a live migration from "
                     "another kestrel (PUT /migrate, `kestrel migrate`) and run the VM it sends; its configuration "
@@ -302,6 +306,14 @@ int main(int argc, char** argv) {
         o.restore = api::SnapshotLoadRequest{.snapshot_path = restore_state, .mem_path = restore_mem,
                                              .resume_vm = true, .enable_diff_snapshots = false};
     o.incoming = incoming;
+    for (const auto& m : remaps) {
+        auto eq = m.find('=');
+        if (eq == std::string::npos || eq == 0 || eq + 1 == m.size() || incoming.empty()) {
+            log::error("--remap '{}': FROM=TO, with --incoming", m);
+            return kExitUsage;
+        }
+        o.remap.emplace_back(m.substr(0, eq), m.substr(eq + 1));
+    }
     o.api_socket = api_sock;
     o.instance_id = instance_id;
     o.seccomp.mode = *seccomp::parse_mode(seccomp_mode);

@@ -67,10 +67,14 @@ void MigrationJob::set_phase(Phase ph) {
 }
 
 void MigrationJob::run() {
-    bool paused = false;
-    auto r = migrate(paused);
+    bool paused = false, images_released = false;
+    auto r = migrate(paused, images_released);
     if (!r) {
-        // Nothing is lost: the VM carries on here.
+        // Nothing is lost: the VM carries on here, with its disks locked again.
+        if (images_released)
+            if (auto rr = vmm_.acquire_images(); !rr)
+                log::error("migration: the disk images cannot be locked again ({}); the VM resumes without "
+                           "their locks", rr.error().what());
         if (paused)
             if (auto rr = vmm_.resume(); !rr) log::error("migration: resuming the VM: {}", rr.error().what());
         if (auto rr = vmm_.set_dirty_tracking(false); !rr) log::warn("migration: {}", rr.error().what());
@@ -95,8 +99,9 @@ Result<void> MigrationJob::send_round(migration::StreamWriter& w, const std::vec
     const uint64_t sent0 = w.bytes_sent();
     for (size_t ri = 0; ri < regions.size(); ++ri) {
         const auto& r = regions[ri];
+        auto is_zero = [&](uint64_t page) { return std::memcmp(r.host + page * kPage, zero, kPage) == 0; };
         auto wanted = [&](uint64_t page) {
-            if (!dirty) return std::memcmp(r.host + page * kPage, zero, kPage) != 0;
+            if (!dirty) return !is_zero(page);  // round 0: the destination's RAM is zero already
             return ((*dirty)[ri][page / 64] >> (page % 64) & 1) != 0;
         };
         const uint64_t n = r.size / kPage;
@@ -106,8 +111,16 @@ Result<void> MigrationJob::send_round(migration::StreamWriter& w, const std::vec
                 ++p;
                 continue;
             }
+            // A run of pages that are all zero goes as a ZERO marker, a run of others as PAGES.
+            const bool zeros = dirty && is_zero(p);
             uint64_t q = p + 1;
-            while (q < n && q - p < migration::kMaxRunPages && wanted(q)) ++q;
+            while (q < n && q - p < migration::kMaxRunPages && wanted(q) && (!dirty || is_zero(q) == zeros)) ++q;
+            if (zeros) {
+                TRY(w.zero(r.gpa + p * kPage, static_cast<uint32_t>(q - p)));
+                pages += q - p;
+                p = q;
+                continue;
+            }
             TRY(w.pages(r.gpa + p * kPage, std::span(r.host + p * kPage, (q - p) * kPage)));
             pages += q - p;
             {
@@ -126,7 +139,7 @@ Result<void> MigrationJob::send_round(migration::StreamWriter& w, const std::vec
     return {};
 }
 
-Result<void> MigrationJob::migrate(bool& paused) {
+Result<void> MigrationJob::migrate(bool& paused, bool& images_released) {
     auto ep = TRY(migration::parse_endpoint(req_.destination));
     UniqueFd fd = TRY(migration::connect_to(ep));
     sock_.store(fd.get());
@@ -134,6 +147,9 @@ Result<void> MigrationJob::migrate(bool& paused) {
     migration::StreamWriter w(fd.get());
     TRY(w.header());
     TRY(w.config(config_json_));
+    // The handshake: the destination builds the VM (memory, devices and their backing) and
+    // says whether it can take it before a page goes.
+    TRY(migration::read_answer(fd.get(), "the configuration"));
     TRY(vmm_.set_dirty_tracking(true));
     set_phase(Phase::Precopy);
     log::info("migration to {}: pre-copy of {} MiB of guest RAM", req_.destination,
@@ -185,20 +201,10 @@ Result<void> MigrationJob::migrate(bool& paused) {
     uint64_t pages = 0;
     TRY(send_round(w, &last, pages));
     TRY(w.state(state));
+    TRY(vmm_.release_images());
+    images_released = true;
     TRY(w.done());
-    uint8_t answer = 1;
-    TRY(migration::read_exact(fd.get(), std::span(&answer, 1), "the destination's answer"));
-    if (answer != 0) {
-        uint32_t n = 0;
-        std::string reason = "(no reason given)";
-        if (migration::read_exact(fd.get(), std::span(reinterpret_cast<uint8_t*>(&n), 4), "the refusal") &&
-            n <= migration::kMaxReasonBytes) {
-            std::string s(n, '\0');
-            if (migration::read_exact(fd.get(), std::span(reinterpret_cast<uint8_t*>(s.data()), n), "the refusal"))
-                reason = s;
-        }
-        return fail("the destination refused the VM: {}", reason);
-    }
+    TRY(migration::read_answer(fd.get(), "the VM"));
     const uint64_t downtime = ms_since(stop_at);
     {
         std::lock_guard lk(mu_);

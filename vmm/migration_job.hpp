@@ -6,7 +6,8 @@
 //      no longer than `downtime_ms` at the bandwidth measured so far (or kMaxRounds pass:
 //      then it stops anyway and says how long the downtime was expected to be);
 //   4. pause the VM, send the last dirty pages and the state file (every vCPU and device),
-//      DONE; the destination answers. On OK the VM has moved: this kestrel ends (exit 0,
+//      hand the disk images over (fsync, unlock), DONE; the destination locks them and
+//      answers. On OK the VM has moved: this kestrel ends (exit 0,
 //      "migrated"). On any failure before that — destination refuses or dies, the stream
 //      breaks, timeout_s passes — the VM resumes here as if nothing happened and GET /migrate
 //      says why: nothing is lost.
@@ -55,7 +56,7 @@ public:
 
 private:
     void run();
-    Result<void> migrate(bool& paused);
+    Result<void> migrate(bool& paused, bool& images_released);
     Result<void> send_round(migration::StreamWriter& w, const std::vector<std::vector<uint64_t>>* dirty,
                             uint64_t& pages);
     void set_phase(Phase p);

@@ -202,6 +202,17 @@ struct Vmm::Impl {
     Result<void> apply_state(const migration::StateFile& file, std::initializer_list<std::string_view> extra);
     Result<void> build_devices();
     Result<void> pause_devices();
+    // --pit: KVM's PIC, IOAPIC and PIT (migration/vcpu_state.hpp "kvm-irqchip").
+    Result<migration::KvmIrqchipState> kernel_irqchip_state() const {
+        migration::KvmIrqchipState s;
+        for (uint32_t i = 0; i < 3; ++i) s.chips[i] = TRY(vm->get_irqchip(i));
+        s.pit = TRY(vm->get_pit2());
+        return s;
+    }
+    Result<void> set_kernel_irqchip_state(const migration::KvmIrqchipState& s) {
+        for (const auto& c : s.chips) TRY(vm->set_irqchip(c));
+        return vm->set_pit2(s.pit);
+    }
 
     // Drive `id` (its drive_id): its configuration, device (blks) and PCI transport. Disks
     // are the first virtio functions, in cfg.disks order (add_virtio_devices).
@@ -579,6 +590,7 @@ Result<void> Vmm::Impl::write_state(migration::StateWriter& w) const {
         encode(w.section(vcpu_section(static_cast<uint32_t>(i)), kVcpuStateVersion), st);
     }
     encode_kvm_clock(w.section(kKvmClockSection, kKvmClockVersion), TRY(vm->get_clock()).clock);
+    if (kernel_irqchip) encode(w.section(kKvmIrqchipSection, kKvmIrqchipVersion), TRY(kernel_irqchip_state()));
     encode(w.section(kUartSection, kLegacyStateVersion), uart->save());
     encode(w.section(kRtcSection, kLegacyStateVersion), rtc->save());
     encode(w.section(kI8042Section, kLegacyStateVersion), i8042->save());
@@ -600,7 +612,8 @@ Result<void> Vmm::Impl::apply_state(const migration::StateFile& file, std::initi
         for (size_t i = 0; i < nvirtio; ++i)
             if (id == virtio_section(static_cast<uint32_t>(i))) return true;
         return id == kKvmClockSection || id == kUartSection || id == kRtcSection || id == kI8042Section ||
-               id == kAcpiPmSection || (id == kIoapicSection && has_ioapic);
+               id == kAcpiPmSection || (id == kIoapicSection && has_ioapic) ||
+               (id == kKvmIrqchipSection && kernel_irqchip);
     };
     for (const auto& sec : file.sections)
         if (!known(sec.id)) return bad_request("state: section '{}': this VM has no such component", sec.id);
@@ -617,6 +630,7 @@ Result<void> Vmm::Impl::apply_state(const migration::StateFile& file, std::initi
         I8042::State kbd;
         AcpiPmDevice::State pm;
         std::optional<IoApic::State> io;
+        std::optional<KvmIrqchipState> irqchip;
         std::vector<VirtioPciDevice::State> virtio;
     };
     Decoded d;
@@ -633,6 +647,7 @@ Result<void> Vmm::Impl::apply_state(const migration::StateFile& file, std::initi
     d.kbd = TRY(decode_i8042(*TRY(section(kI8042Section))));
     d.pm = TRY(decode_acpi_pm(*TRY(section(kAcpiPmSection))));
     if (has_ioapic) d.io = TRY(decode_ioapic(*TRY(section(kIoapicSection))));
+    if (kernel_irqchip) d.irqchip = TRY(decode_kvm_irqchip(*TRY(section(kKvmIrqchipSection))));
     for (size_t i = 0; i < nvirtio; ++i)
         d.virtio.push_back(TRY(decode_virtio(*TRY(section(virtio_section(static_cast<uint32_t>(i)))))));
 
@@ -644,6 +659,8 @@ Result<void> Vmm::Impl::apply_state(const migration::StateFile& file, std::initi
         vcpus_before.push_back(TRY(capture_vcpu(*v, *msrs)));
     }
     const kvm_clock_data clock_before = TRY(vm->get_clock());
+    std::optional<KvmIrqchipState> irqchip_before;
+    if (kernel_irqchip) irqchip_before = TRY(kernel_irqchip_state());
     std::vector<VirtioPciDevice::State> virtio_before;
     for (size_t i = 0; i < nvirtio; ++i) {
         auto st = virtio->devices()[i]->save();
@@ -663,6 +680,12 @@ Result<void> Vmm::Impl::apply_state(const migration::StateFile& file, std::initi
         clock.clock = d.clock;
         if (auto r = vm->set_clock(clock); !r)
             return bad_request("state: section '{}': KVM refused it: {}", kKvmClockSection, r.error().message);
+        if (d.irqchip) {
+            // Before the devices: a restored line level or pending PIT interrupt is KVM's.
+            undo.push_back([&] { (void)set_kernel_irqchip_state(*irqchip_before); });
+            if (auto r = set_kernel_irqchip_state(*d.irqchip); !r)
+                return bad_request("state: section '{}': KVM refused it: {}", kKvmIrqchipSection, r.error().message);
+        }
         undo.push_back([&, b = uart->save()] { (void)uart->restore(b); });
         TRY(uart->restore(d.uart));
         undo.push_back([&, b = rtc->save()] { (void)rtc->restore(b); });
@@ -790,9 +813,6 @@ Result<void> Vmm::snapshot(const std::string& state_path, const std::string& mem
     if (d_->state != State::Paused)
         return not_allowed("snapshot: the VM is {}; a snapshot is only taken while paused", state_name(d_->state));
     const VmConfig& c = d_->cfg;
-    if (d_->kernel_irqchip)
-        return not_allowed("snapshot: this VM uses --pit (KVM's PIC, IOAPIC and PIT), whose state snapshots do not "
-                           "hold yet");
     if (diff && !c.track_dirty_pages)
         return not_allowed("snapshot: a Diff snapshot needs dirty page tracking (machine-config track_dirty_pages: "
                            "true before the start, or enable_diff_snapshots at snapshot load)");
@@ -841,7 +861,6 @@ Result<std::string> Vmm::snapshot_config(const migration::StateFile& file) {
 
 Result<std::unique_ptr<Vmm>> Vmm::restore(const VmConfig& cfg, const migration::StateFile& file,
                                           const std::string& mem_path) {
-    if (cfg.pit) return bad_request("snapshot: its configuration uses --pit, whose state snapshots do not hold yet");
     // The memory layout must be the one this configuration builds.
     const migration::Section* ms = file.find(kMemorySection);
     if (!ms) return bad_request("snapshot: the state file has no '{}' section", kMemorySection);
@@ -915,9 +934,34 @@ Result<std::unique_ptr<Vmm>> Vmm::build_incoming(const VmConfig& cfg) {
     d->host = TRY(open_host_resources(cfg, [&]() -> Result<void> {
         d->serial_out = TRY(open_serial_output(cfg.serial));
         return {};
-    }, /*boot_files=*/false));
+    }, /*boot_files=*/false, /*lock_images=*/false));
     TRY(d->build(-1, /*from_state=*/true));
     return std::unique_ptr<Vmm>(new Vmm(std::move(d)));
+}
+
+Result<void> Vmm::release_images() {
+    for (size_t i = 0; i < d_->blks.size(); ++i) {
+        if (auto r = d_->blks[i]->sync_and_unlock_image(); !r) {
+            for (size_t j = 0; j < i; ++j) (void)d_->blks[j]->lock_image();
+            return r;
+        }
+    }
+    return {};
+}
+
+Result<void> Vmm::acquire_images() {
+    for (size_t i = 0; i < d_->blks.size(); ++i) {
+        if (auto r = d_->blks[i]->lock_image(); !r) {
+            for (size_t j = 0; j < i; ++j) (void)d_->blks[j]->sync_and_unlock_image();
+            return r;
+        }
+    }
+    return {};
+}
+
+void Vmm::announce_network() {
+    for (const auto& n : d_->nets)
+        if (auto r = n->announce(); !r) log::warn("{}", r.error().what());
 }
 
 Result<void> Vmm::load_migration_state(std::span<const uint8_t> bytes) {

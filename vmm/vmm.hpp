@@ -97,7 +97,7 @@ public:
     // (sparse: zero pages are holes), then the state file at `state_path` (both written beside
     // their names and renamed): sections "config" (`config_json`, the configuration as GET
     // /vm/config gives it), "memory" (the RAM regions) and what save_device_state writes.
-    // Refused for VMs with --pit: its state is not held yet. With
+    // With --pit, KVM's PIC, IOAPIC and PIT go in it too (section kvm-irqchip). With
     // track_dirty_pages a Full snapshot also starts the next Diff's count afresh.
     // `diff`: only the pages changed since the last snapshot (or the start) go into the
     // memory file, the rest are holes (needs track_dirty_pages; the state file is complete).
@@ -130,6 +130,14 @@ public:
     // start(). Its disks and taps are opened as for any VM: the source must have let go.
     static Result<std::unique_ptr<Vmm>> build_incoming(const VmConfig& cfg);
     Result<void> load_migration_state(std::span<const uint8_t> file);
+    // The disks change hands at the end: the paused source fsyncs and unlocks every image,
+    // the destination locks them (refused: someone else still has one), a failed migration
+    // locks them at the source again. All or nothing.
+    Result<void> release_images();
+    Result<void> acquire_images();
+    // The destination, once the VM runs: every network interface announces the guest's MAC
+    // (VirtioNet::announce) so switches learn where it is now.
+    void announce_network();
 
     // The vCPUs' counters, the virtio devices by their configuration ids, the console.
     VmmMetricSources metric_sources() const;

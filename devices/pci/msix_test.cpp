@@ -167,3 +167,38 @@ TEST_CASE("msix: a table without a sink only tracks pending bits") {
     w32(t, 12, 0);
     CHECK_FALSE(t.pending(0));
 }
+
+TEST_CASE("msix: save and restore carry the table and PBA; restore configures and delivers") {
+    auto sink = std::make_shared<FakeSink>();
+    MsixTable a(4, sink);
+    a.set_control(kEnable | kMaskAll);
+    program(a, 0, 0xfee0'0000, 0x41);
+    program(a, 1, 0xfee0'1000, 0x42);
+    w32(a, 0 * 16 + 12, 0);  // unmask 0 and 1; 2 and 3 stay masked
+    w32(a, 1 * 16 + 12, 0);
+    a.notify(1);  // function masked: pending
+    a.notify(3);
+    const auto st = a.save();
+    CHECK(st.pending == std::vector<uint64_t>{0b1010});
+
+    auto sink2 = std::make_shared<FakeSink>();
+    MsixTable b(4, sink2);
+    REQUIRE(b.restore(st, kEnable));  // the guest's control word: enabled, function unmasked
+    CHECK(b.save().vectors == st.vectors);
+    // Unmasked vectors get their messages; vector 1's pending interrupt is delivered, 3 stays.
+    CHECK(sink2->configured.size() == 2);
+    CHECK(sink2->fired == std::vector<uint16_t>{1});
+    CHECK(pba(b) == 0b1000);
+    CHECK(r32(b, 1 * 16 + 8) == 0x42);
+
+    auto bad = st;
+    bad.vectors.pop_back();
+    CHECK_FALSE(b.restore(bad, kEnable));
+    bad = st;
+    bad.vectors[2].control = 0x3;
+    CHECK_FALSE(b.restore(bad, kEnable));
+    bad = st;
+    bad.pending[0] = 1u << 5;
+    CHECK_FALSE(b.restore(bad, kEnable));
+    CHECK(b.save().vectors == st.vectors);  // refused: unchanged
+}

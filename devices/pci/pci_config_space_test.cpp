@@ -126,3 +126,37 @@ TEST_CASE("pci config space: accesses past the end are harmless") {
     c.read(0x100, ext);
     CHECK(ext[0] == 0);  // conventional function: extended space is zero
 }
+
+TEST_CASE("pci config space: a saved image restores; read-only bits that differ are refused") {
+    PciConfigSpace a(test_identity());
+    REQUIRE(a.add_memory_bar({.index = 0, .size = 0x4000, .is_64bit = true, .prefetchable = false}));
+    const uint8_t body[4] = {1, 2, 3, 4}, writable[4] = {0, 0xff, 0, 0};
+    REQUIRE(a.add_capability(0x09, body, writable));
+    a.set_bar_address(0, 0xc000'0000);
+    const uint16_t cmd = pci_reg::kCommandMemorySpace;
+    a.write(pci_reg::kCommand, std::span(reinterpret_cast<const uint8_t*>(&cmd), 2));
+    a.set_u8(0x40 + 3, 0x77);  // the capability's writable byte
+    std::vector<uint8_t> image(a.image().begin(), a.image().end());
+
+    PciConfigSpace b(test_identity());
+    REQUIRE(b.add_memory_bar({.index = 0, .size = 0x4000, .is_64bit = true, .prefetchable = false}));
+    REQUIRE(b.add_capability(0x09, body, writable));
+    REQUIRE(b.restore(image));
+    CHECK(b.bar_address(0) == 0xc000'0000);
+    CHECK(b.memory_enabled());
+    CHECK(b.u8(0x40 + 3) == 0x77);
+
+    PciConfigSpace c(test_identity());
+    REQUIRE(c.add_memory_bar({.index = 0, .size = 0x4000, .is_64bit = true, .prefetchable = false}));
+    REQUIRE(c.add_capability(0x09, body, writable));
+    auto bad = image;
+    bad[0x40 + 2] ^= 1;  // a read-only capability byte
+    auto r = c.restore(bad);
+    REQUIRE_FALSE(r);
+    CHECK(r.error().message.find("byte 0x42") != std::string::npos);
+    bad = image;
+    bad[pci_reg::kBar0] |= 0x3;  // address bits below the BAR's size are read-only
+    CHECK_FALSE(c.restore(bad));
+    CHECK_FALSE(c.restore(std::span(image).first(256)));
+    CHECK(c.bar_address(0) == 0);  // refused: unchanged
+}

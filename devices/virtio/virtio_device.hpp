@@ -37,7 +37,7 @@ struct QueueConfig {
     bool ready = false;    // queue_enable
     GuestAddress desc, avail, used;
     // A restored device continues from here (SplitQueue::create takes it); nullopt: from 0.
-    std::optional<QueuePosition> position;
+    std::optional<QueuePosition> position = std::nullopt;
 };
 
 // One position per virtqueue (index = queue number); nullopt for a queue not enabled.

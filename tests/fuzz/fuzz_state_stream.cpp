@@ -11,7 +11,7 @@
 //               every mutation dies at the checksum; with it the fuzzer reaches the header,
 //               section and bound checks behind it.
 // A section whose id and version are a component's (vcpu/N, kvm-clock, uart/com1, rtc,
-// i8042, acpi-pm, ioapic, memory, memory-diff, virtio/N) also goes through that component's decoder, which must refuse it
+// i8042, acpi-pm, ioapic, kvm-irqchip, memory, memory-diff, virtio/N) also goes through that component's decoder, which must refuse it
 // with a "state: " message or return a state that encodes back to exactly the payload.
 // A virtio/N payload is also XORed (cycled) onto the state of a virtio-rng function a driver
 // brought up (MSI-X, one queue, activated): that state, decoded, goes into a fresh function's
@@ -187,6 +187,7 @@ void decode_component(const StateFile& f, const Section& s) {
     else if (s.id == kI8042Section) round_trip(s, decode_i8042(s));
     else if (s.id == kAcpiPmSection) round_trip(s, decode_acpi_pm(s));
     else if (s.id == kIoapicSection) round_trip(s, decode_ioapic(s));
+    else if (s.id == kKvmIrqchipSection) round_trip(s, decode_kvm_irqchip(s));
     else if (s.id.starts_with("virtio/")) {
         round_trip(s, decode_virtio(s));
         restore_virtio(s);

@@ -160,6 +160,7 @@ Result<void> apply_machine_config(VmConfig& cfg, const json& j, bool patch) {
     auto dirty = TRY(f.boolean("track_dirty_pages"));
     auto tmpl = TRY(f.str("cpu_template"));
     auto huge = TRY(f.str("huge_pages"));
+    auto pit = TRY(f.boolean("pit"));  // kestrel: --pit (GET /vm/config has it when set)
     TRY(f.finish());
     if (!patch && (!vcpus || !mib)) return bad_request("machine-config: vcpu_count and mem_size_mib are required");
     if (tmpl && *tmpl != "None") return bad_request("machine-config: cpu_template '{}' is not supported (only None)", *tmpl);
@@ -172,6 +173,7 @@ Result<void> apply_machine_config(VmConfig& cfg, const json& j, bool patch) {
     else if (!patch) cfg.smt = false;
     if (dirty) cfg.track_dirty_pages = *dirty;
     else if (!patch) cfg.track_dirty_pages = false;
+    if (pit) cfg.pit = *pit;
     return {};
 }
 
@@ -421,11 +423,13 @@ Result<VmConfig> apply_full_config(VmConfig cfg, const json& j) {
 }
 
 json machine_config_json(const VmConfig& cfg) {
-    return {{"vcpu_count", cfg.cpus},
-            {"mem_size_mib", cfg.memory_bytes >> 20},
-            {"smt", cfg.smt},
-            {"track_dirty_pages", cfg.track_dirty_pages},
-            {"huge_pages", "Transparent"}};
+    json j = {{"vcpu_count", cfg.cpus},
+              {"mem_size_mib", cfg.memory_bytes >> 20},
+              {"smt", cfg.smt},
+              {"track_dirty_pages", cfg.track_dirty_pages},
+              {"huge_pages", "Transparent"}};
+    if (cfg.pit) j["pit"] = true;  // kestrel's --pit: a snapshot or migration keeps it
+    return j;
 }
 
 json drive_json(const DiskConfig& d) {

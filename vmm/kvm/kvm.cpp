@@ -292,6 +292,16 @@ Result<void> Vm::get_dirty_log(uint32_t slot, std::span<uint64_t> bitmap) const 
 Result<kvm_clock_data> Vm::get_clock() const { return get<kvm_clock_data>(fd_.get(), KVM_GET_CLOCK, "KVM_GET_CLOCK"); }
 Result<void> Vm::set_clock(const kvm_clock_data& c) { return set(fd_.get(), KVM_SET_CLOCK, c, "KVM_SET_CLOCK"); }
 
+Result<kvm_irqchip> Vm::get_irqchip(uint32_t chip_id) const {
+    kvm_irqchip c{};
+    c.chip_id = chip_id;
+    if (::ioctl(fd_.get(), KVM_GET_IRQCHIP, &c) != 0) return fail_errno("KVM_GET_IRQCHIP chip {}", chip_id);
+    return c;
+}
+Result<void> Vm::set_irqchip(const kvm_irqchip& c) { return set(fd_.get(), KVM_SET_IRQCHIP, c, "KVM_SET_IRQCHIP"); }
+Result<kvm_pit_state2> Vm::get_pit2() const { return get<kvm_pit_state2>(fd_.get(), KVM_GET_PIT2, "KVM_GET_PIT2"); }
+Result<void> Vm::set_pit2(const kvm_pit_state2& p) { return set(fd_.get(), KVM_SET_PIT2, p, "KVM_SET_PIT2"); }
+
 Result<kvm_mp_state> Vcpu::get_mp_state() const {
     return get<kvm_mp_state>(fd_.get(), KVM_GET_MP_STATE, "KVM_GET_MP_STATE");
 }

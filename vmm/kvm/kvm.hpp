@@ -67,6 +67,12 @@ public:
     // The kvm-clock base every vCPU's clock derives from (api.rst §4.88/§4.89).
     Result<kvm_clock_data> get_clock() const;
     Result<void> set_clock(const kvm_clock_data& c);
+    // The in-kernel PIC/IOAPIC (chip_id 0 master PIC, 1 slave PIC, 2 IOAPIC; api.rst §4.26/
+    // §4.27 KVM_GET/SET_IRQCHIP) and i8254 (§4.75 KVM_GET/SET_PIT2), with create_irqchip.
+    Result<kvm_irqchip> get_irqchip(uint32_t chip_id) const;
+    Result<void> set_irqchip(const kvm_irqchip& c);
+    Result<kvm_pit_state2> get_pit2() const;
+    Result<void> set_pit2(const kvm_pit_state2& p);
 
 private:
     explicit Vm(UniqueFd fd) : fd_(std::move(fd)) {}

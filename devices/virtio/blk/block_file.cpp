@@ -9,7 +9,11 @@
 
 namespace kestrel {
 
-Result<BlockFile> BlockFile::open(const std::string& path, bool read_only, bool direct) {
+Result<void> BlockFile::lock() const { return image_lock::acquire(fd_.get(), path_, read_only_); }
+
+Result<void> BlockFile::unlock() const { return image_lock::release(fd_.get()); }
+
+Result<BlockFile> BlockFile::open(const std::string& path, bool read_only, bool direct, bool lock) {
     // A block device is opened O_EXCL: the kernel then refuses it while it is mounted or
     // another O_EXCL user (mkfs, a device mapper target, another VMM) holds it, which no
     // file lock would show. Known before opening so the flag can be chosen.
@@ -38,7 +42,7 @@ Result<BlockFile> BlockFile::open(const std::string& path, bool read_only, bool 
 
     // QEMU's lock bytes (image_lock.hpp) rather than flock(2): QEMU and libvirt see them,
     // and they give kestrel-against-kestrel the same answer flock did.
-    TRY(image_lock::acquire(fd.get(), path, read_only));
+    if (lock) TRY(image_lock::acquire(fd.get(), path, read_only));
     return BlockFile(std::move(fd), path, read_only, direct, blkdev, size);
 }
 

@@ -30,7 +30,13 @@ public:
     static constexpr uint64_t kSectorSize = 512;        // virtio 1.2 §5.2.6: sectors are 512 B
     static constexpr uint64_t kDirectAlignment = 512;
 
-    static Result<BlockFile> open(const std::string& path, bool read_only, bool direct);
+    // Without `lock` the image is opened unlocked (a live migration's destination, which
+    // lock()s it once the source has let go).
+    static Result<BlockFile> open(const std::string& path, bool read_only, bool direct, bool lock = true);
+    // QEMU's lock bytes (image_lock.hpp): taken (refused when another user conflicts), and
+    // dropped.
+    Result<void> lock() const;
+    Result<void> unlock() const;
 
     BlockFile(BlockFile&&) = default;
     BlockFile& operator=(BlockFile&&) = default;

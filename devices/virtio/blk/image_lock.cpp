@@ -95,6 +95,16 @@ std::string other_holders(int fd) {
     return out;
 }
 
+Result<void> release(int fd) {
+    struct flock fl {};
+    fl.l_type = F_UNLCK;
+    fl.l_whence = SEEK_SET;
+    fl.l_start = kPermBase;
+    fl.l_len = kSharedBase + kPermCount - kPermBase;
+    if (::fcntl(fd, F_OFD_SETLK, &fl) == 0) return {};
+    return fail_errno("F_OFD_SETLK F_UNLCK");
+}
+
 Result<void> acquire(int fd, const std::string& path, bool read_only) {
     const unsigned perm = bit(Perm::ConsistentRead) | (read_only ? 0 : bit(Perm::Write));
     const unsigned unshared = bit(Perm::Write);

@@ -37,6 +37,10 @@ inline constexpr long kSharedBase = 200;  // RAW_LOCK_SHARED_BASE: "I do not sha
 // shows it, which process has the image open. The locks go with the fd's last close.
 Result<void> acquire(int fd, const std::string& path, bool read_only);
 
+// Drops every lock acquire() took on `fd` (a live migration hands the image to the destination
+// kestrel; acquire() takes them again if it comes back).
+Result<void> release(int fd);
+
 // "qemu-system-x86 (pid 1234)" for the other processes that have the file behind `fd` open,
 // as far as /proc lets this process see; empty when none is visible.
 std::string other_holders(int fd);

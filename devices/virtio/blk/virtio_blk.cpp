@@ -439,7 +439,7 @@ Result<std::unique_ptr<VirtioBlk>> VirtioBlk::create(const VirtioBlkOptions& opt
         (opts.queue_size & (opts.queue_size - 1)) != 0)
         return fail("virtio-blk: queue size {} is not a power of 2 in 2..{}", opts.queue_size,
                     virtq::kMaxQueueSize);
-    auto file = BlockFile::open(opts.path, opts.read_only, opts.direct);
+    auto file = BlockFile::open(opts.path, opts.read_only, opts.direct, opts.lock_image);
     if (!file) return std::unexpected(file.error());
     // Always there (unlimited until told otherwise), so PATCH can limit a drive at run time.
     auto limiter = RateLimiter::create();
@@ -715,6 +715,21 @@ Result<void> VirtioBlk::replace_file(BlockFile file, std::chrono::milliseconds l
     stopped.clear();
     for (size_t i = 0; i < workers.size(); ++i) workers[i]->raise(notify[i]);
     return done;
+}
+
+Result<void> VirtioBlk::sync_and_unlock_image() {
+    std::lock_guard file_lock(file_mu_);
+    if (!file_.read_only() && ::fsync(file_.fd()) != 0) return fail_errno("fsync of disk image '{}'", file_.path());
+    return file_.unlock();
+}
+
+Result<void> VirtioBlk::lock_image() {
+    std::lock_guard file_lock(file_mu_);
+    if (auto r = file_.lock(); !r) {
+        (void)file_.unlock();  // none of it kept
+        return r;
+    }
+    return {};
 }
 
 Result<void> VirtioBlk::refresh_capacity() {

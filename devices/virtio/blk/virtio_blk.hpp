@@ -105,6 +105,7 @@ struct VirtioBlkOptions {
     std::string serial;          // GET_ID answer, at most 20 bytes
     uint16_t num_queues = 1;     // VIRTIO_BLK_F_MQ; the VMM passes its vCPU count
     uint16_t queue_size = 256;   // max queue size offered, power of 2
+    bool lock_image = true;      // false: a migration destination locks it later (lock_image())
 };
 
 class VirtioBlk final : public VirtioDevice {
@@ -164,6 +165,11 @@ public:
         return config_.capacity;
     }
     const std::string& path() const { return file_.path(); }
+    // Live migration hands the image over between two kestrels: the source writes what it
+    // has to the image (fsync) and drops its lock, the destination takes it (refused while
+    // someone else holds it); a failed migration takes the source's back.
+    Result<void> sync_and_unlock_image();
+    Result<void> lock_image();
 
     // How long replace_file() lets requests under way finish before it gives up.
     static constexpr std::chrono::milliseconds kSwapLimit{2000};

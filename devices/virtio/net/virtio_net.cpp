@@ -1,6 +1,7 @@
 #include "devices/virtio/net/virtio_net.hpp"
 
 #include <sys/epoll.h>
+#include <sys/uio.h>
 
 #include <algorithm>
 #include <cstring>
@@ -153,6 +154,26 @@ void VirtioNet::reset() {
 }
 
 bool VirtioNet::needs_reset() const { return needs_reset_->load(); }
+
+Result<void> VirtioNet::announce(int count) {
+    // Ethernet II to ff:ff:ff:ff:ff:ff from the guest's MAC, type 0x8035 (RARP); the ARP-shaped
+    // body: hardware type 1 (Ethernet), protocol 0x0800, lengths 6 and 4, opcode 3, sender and
+    // target hardware address the guest's MAC, protocol addresses 0; padded to 60 bytes.
+    const MacAddress m = mac();
+    std::array<uint8_t, 60> frame{};
+    std::fill_n(frame.begin(), 6, uint8_t{0xff});
+    std::copy(m.begin(), m.end(), frame.begin() + 6);
+    const uint8_t head[] = {0x80, 0x35, 0x00, 0x01, 0x08, 0x00, 6, 4, 0x00, 0x03};
+    std::copy(std::begin(head), std::end(head), frame.begin() + 12);
+    std::copy(m.begin(), m.end(), frame.begin() + 22);
+    std::copy(m.begin(), m.end(), frame.begin() + 32);
+    std::array<uint8_t, Tap::kVnetHdrBytes> hdr{};  // no offloads
+    iovec iov[2] = {{hdr.data(), hdr.size()}, {frame.data(), frame.size()}};
+    for (int i = 0; i < count; ++i)
+        if (::writev(tap_.fd(), iov, 2) < 0 && errno != EAGAIN)
+            return fail_errno("virtio-net: announcing the guest's MAC on tap '{}'", tap_.name());
+    return {};
+}
 
 Result<QueuePositions> VirtioNet::settle_queues() {
     std::shared_ptr<NetDataPath> p;

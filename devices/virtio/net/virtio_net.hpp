@@ -97,6 +97,10 @@ public:
     RateLimiter& tx_rate_limiter() const { return *tx_limiter_; }
     MacAddress mac() const;
     const Tap& tap() const { return tap_; }
+    // After a live migration: tells the network where the guest's MAC is now, as QEMU does for
+    // a NIC without VIRTIO_NET_F_GUEST_ANNOUNCE (qemu_announce_self): broadcast RARP frames
+    // (RFC 903, opcode 3) from the guest's MAC, written to the tap, `count` of them.
+    Result<void> announce(int count = 3);
 
 private:
     VirtioNet(Tap tap, MacAddress mac, uint16_t queue_size, std::shared_ptr<RateLimiter> rx,

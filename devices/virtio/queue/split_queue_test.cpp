@@ -315,3 +315,42 @@ TEST_CASE("split queue: state() / restore() round trip") {
         CHECK_FALSE(SplitQueue::restore(mem, bad));
     }
 }
+
+TEST_CASE("split queue: a saved position hands back unstarted chains and a new queue continues from it") {
+    GuestMemory mem = make_test_memory();
+    MockDriver drv(mem, GuestAddress(kQueueArea), kQueueAreaSize, 8);
+    auto q = SplitQueue::create(mem, drv.config(), 256, kAllRingFeatures);
+    REQUIRE(q);
+    for (int i = 0; i < 3; ++i) drv.add_chain({}, {4});
+    drv.kick();
+    CHECK(drain(*q, mem) == 3);
+    const uint16_t a = drv.add_chain({}, {4});
+    const uint16_t b = drv.add_chain({}, {4});
+    CHECK(b != a);
+    drv.kick();
+    auto ca = std::get<DescriptorChain>(**q->pop(mem));
+    auto cb = std::get<DescriptorChain>(**q->pop(mem));
+    CHECK(ca.head() == a);
+    // a is in flight, b was popped but not started: no position while a is in flight.
+    CHECK_FALSE(q->position(1));
+    REQUIRE(q->add_used(mem, a, 4));
+    auto pos = q->position(1);  // b handed back
+    REQUIRE(pos);
+    CHECK(pos->next_avail == 4);
+    CHECK_FALSE(q->position(2));  // more handed back than are in flight
+    // The queue itself is unchanged: it still holds b.
+    CHECK(q->in_flight() == 1);
+
+    // A new device continues from the position: b is popped again, the used ring goes on.
+    QueueConfig c = drv.config();
+    c.position = *pos;
+    auto q2 = SplitQueue::create(mem, c, 256, kAllRingFeatures);
+    REQUIRE(q2);
+    CHECK(q2->next_avail() == 4);
+    CHECK(q2->next_used() == 4);
+    auto again = std::get<DescriptorChain>(**q2->pop(mem));
+    CHECK(again.head() == cb.head());
+    REQUIRE(q2->add_used(mem, again.head(), 4));
+    CHECK(drv.used_idx() == 5);
+    CHECK_FALSE(q2->pop(mem)->has_value());
+}
