@@ -4,15 +4,18 @@ its 12 MiB checked on each pass, the pass count in its own RAM; exit 91 if a pag
 held).
 
 migrate_live: kestrel A boots the guest through the API. Refused: a destination that is not
-  unix:/tcp: (400), GET /migrate before any migration (400). A destination nobody listens on:
-  the migration fails (GET /migrate: failed, "connecting") and the guest runs on. Fault
-  injection: a destination killed (SIGKILL) in the middle of pre-copy (max_bandwidth 1 MiB/s
-  keeps it there): failed, A's VM keeps running and its passes go on. Hostile streams into
-  `run --incoming`: PAGES before CONFIG, and PAGES outside the guest's RAM after a good
-  CONFIG: each destination answers the refusal and exits 1 naming it. Then `kestrel migrate
-  --to unix:...` into a fresh destination: exit 0, A exits 0 ("migrated"), and the guest
-  carries on in B from the pass after A's last (never "dirty_pages: start", never a bad page),
-  B's GET / says Running."""
+  unix:/tcp: (400), GET /migrate before any migration (400). Fault injection, the guest running
+  on at the source after each (GET /migrate: failed, with the reason): a destination nobody
+  listens on; a destination killed (SIGKILL) in the middle of pre-copy (max_bandwidth 1 MiB/s
+  keeps it there; PATCH /vm Paused meanwhile is refused); after the source paused its VM, a
+  (fake) destination that refuses the VM at DONE and one that hangs up without answering.
+  Hostile streams into `run --incoming`, each refused with the reason answered and exit 1: a
+  stream not starting with CONFIG, pages outside the guest's RAM (after the handshake's OK), a
+  flipped bit (CRC-32C), a stream cut mid-message, a configuration this host cannot hold.
+  Then `kestrel migrate --to unix:...` into a fresh destination: exit 0, A exits 0
+  ("migrated"), and the guest carries on in B from the pass after A's last (never
+  "dirty_pages: start", never a bad page), B's GET / says Running; and on through PUT /migrate
+  into two more new kestrels, checked the same way each time."""
 
 import json
 import os
@@ -23,12 +26,40 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "api"))
 from api_client import Kestrel, ProtocolError  # noqa: E402
 from kvm_api_case import Checks  # noqa: E402
 from kvm_snapshot_case import wait_passes, whole_passes  # noqa: E402
+
+
+def _crc32c_table():
+    t = []
+    for i in range(256):
+        c = i
+        for _ in range(8):
+            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
+        t.append(c)
+    return t
+
+
+_CRC32C = _crc32c_table()
+
+
+def crc32c(data, crc=0):
+    """CRC-32C (migration/crc32c.hpp), a byte at a time."""
+    c = crc ^ 0xffffffff
+    t = _CRC32C
+    for b in data:
+        c = t[(c ^ b) & 0xff] ^ (c >> 8)
+    return c ^ 0xffffffff
+
+
+def msg(body):
+    """One stream message: type byte and body, then its CRC-32C (migration_stream.hpp)."""
+    return body + struct.pack("<I", crc32c(body))
 
 
 def wait_for(pred, timeout):
@@ -59,6 +90,66 @@ def incoming(args, tmp, name, opts):
     if not wait_for(lambda: os.path.exists(path) or k.proc.poll() is not None, 15):
         raise RuntimeError(f"{name}: no migration socket")
     return k, path
+
+
+def recv_exact(s, n):
+    b = b""
+    while len(b) < n:
+        chunk = s.recv(n - len(b))
+        if not chunk:
+            raise RuntimeError("fake destination: the stream ended")
+        b += chunk
+    return b
+
+
+def fake_destination(path, at_done):
+    """A destination that reads a whole migration stream (answering OK to CONFIG), checking
+    each CRC, then does `at_done(sock)`: the source has paused its VM by then. Returns the
+    thread and a dict that gets 'messages' (type counts) or 'error'."""
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(path)
+    srv.listen(1)
+    result = {}
+
+    def serve():
+        try:
+            s, _ = srv.accept()
+            counts = {}
+            recv_exact(s, 12)
+            while True:
+                t = recv_exact(s, 1)
+                if t == b"\x01":
+                    body = recv_exact(s, 4)
+                    body += recv_exact(s, struct.unpack("<I", body)[0])
+                elif t == b"\x02":
+                    body = recv_exact(s, 12)
+                    body += recv_exact(s, struct.unpack("<QI", body)[1] * 4096)
+                elif t == b"\x05":
+                    body = recv_exact(s, 12)
+                elif t == b"\x03":
+                    body = recv_exact(s, 8)
+                    body += recv_exact(s, struct.unpack("<Q", body)[0])
+                else:
+                    body = b""
+                crc = struct.unpack("<I", recv_exact(s, 4))[0]
+                if crc != crc32c(t + body):
+                    raise RuntimeError(f"fake destination: CRC mismatch on type {t!r}")
+                counts[t[0]] = counts.get(t[0], 0) + 1
+                if t == b"\x01":
+                    s.sendall(b"\x00")
+                if t == b"\x04":
+                    break
+            result["messages"] = counts
+            at_done(s)
+            s.close()
+        except (OSError, RuntimeError, struct.error) as e:
+            result["error"] = str(e)
+        finally:
+            srv.close()
+
+    th = threading.Thread(target=serve, daemon=True)
+    th.start()
+    return th, result
 
 
 def hostile(args, tmp, name, opts, messages):
@@ -121,17 +212,49 @@ def run_migrate_live(args, guest, tmp):
         c.status(a.api.get("/"), 200, "GET / after the failed migration")
         c.expect(a.api.get("/").json.get("state") == "Running", f"A is {a.api.get('/').json}")
 
+        # Failures after the source paused its VM: a destination that refuses the VM at DONE,
+        # and one that hangs up without an answer. The VM resumes at the source each time.
+        for name, at_done, want in [
+                ("refuses", lambda s: s.sendall(b"\x01" + struct.pack("<I", 11) + b"no, thanks."), "no, thanks."),
+                ("hangs-up", lambda s: None, "it ended in the destination's answer for the VM")]:
+            path = os.path.join(tmp, name + ".mig")
+            th, res = fake_destination(path, at_done)
+            before = whole_passes(a.out)[-1]
+            c.status(a.api.put("/migrate", {"destination": "unix:" + path}), 204, f"PUT /migrate to a destination that {name}")
+            j = migration_ends(a)
+            th.join(10)
+            c.expect(j.get("phase") == "failed" and want in j.get("error", ""), f"destination that {name}: {j}")
+            c.expect(res.get("messages", {}).get(3) == 1 and res.get("messages", {}).get(4) == 1,
+                     f"destination that {name} did not get STATE and DONE: {res}")
+            c.expect(wait_passes(a, before + 2), f"the guest stopped after a destination that {name}: {a.out[-200:]!r}")
+            details.append(f"destination that {name}: {j.get('error')!r}; stream {res.get('messages')}")
+
         # Hostile streams into --incoming: refused and named, nothing runs.
-        code, answer, err = hostile(args, tmp, "b2", opts, b"\x02" + struct.pack("<QI", 0x200000, 1) + bytes(4096))
-        c.expect(code == 1 and answer[:1] == b"\x01" and b"PAGES before CONFIG" in answer,
+        code, answer, err = hostile(args, tmp, "b2", opts, msg(b"\x02" + struct.pack("<QI", 0x200000, 1) + bytes(4096)))
+        c.expect(code == 1 and answer[:1] == b"\x01" and b"does not start with CONFIG" in answer,
                  f"PAGES before CONFIG: exit {code}, answer {answer[:120]!r}")
-        c.expect("PAGES before CONFIG" in err, f"destination's message: {err[-300:]!r}")
+        c.expect("does not start with CONFIG" in err, f"destination's message: {err[-300:]!r}")
         cfg = json.dumps(a.api.get("/vm/config").json).encode()
+        config = msg(b"\x01" + struct.pack("<I", len(cfg)) + cfg)
         code, answer, err = hostile(args, tmp, "b3", opts,
-                                    b"\x01" + struct.pack("<I", len(cfg)) + cfg +
-                                    b"\x02" + struct.pack("<QI", 0xfff000, 2) + bytes(8192))
-        c.expect(code == 1 and b"outside the guest's RAM" in answer,
+                                    config + msg(b"\x02" + struct.pack("<QI", 0xfff000, 2) + bytes(8192)))
+        # The handshake's OK for the configuration, then the refusal.
+        c.expect(code == 1 and answer[:1] == b"\x00" and answer[1:2] == b"\x01" and b"outside the guest's RAM" in answer,
                  f"PAGES past RAM: exit {code}, answer {answer[:160]!r}, {err[-300:]!r}")
+        page = msg(b"\x02" + struct.pack("<QI", 0x200000, 1) + bytes(4096))
+        flipped = page[:100] + bytes([page[100] ^ 1]) + page[101:]
+        code, answer, err = hostile(args, tmp, "b5", opts, config + flipped)
+        c.expect(code == 1 and b"CRC-32C" in answer, f"a flipped bit: exit {code}, answer {answer[:200]!r}")
+        # The source gone mid-message (killed, the connection cut): refused, nothing runs.
+        code, answer, err = hostile(args, tmp, "b7", opts, config + page[:2000])
+        c.expect(code == 1 and b"it ended in PAGES data" in answer + err.encode(),
+                 f"a stream cut short: exit {code}, {err[-300:]!r}")
+        bigger = json.loads(cfg)
+        bigger["machine-config"]["mem_size_mib"] = 1 << 20  # 1 TiB: more than this host has
+        big = json.dumps(bigger).encode()
+        code, answer, err = hostile(args, tmp, "b6", opts, msg(b"\x01" + struct.pack("<I", len(big)) + big))
+        c.expect(code == 1 and answer[:1] == b"\x01" and b"memory" in answer,
+                 f"1 TiB configuration: exit {code}, answer {answer[:200]!r}")
 
         # The migration itself, through the command line.
         b, path = incoming(args, tmp, "b4", opts)
@@ -155,7 +278,26 @@ def run_migrate_live(args, guest, tmp):
             summary = [l for l in cli.stderr.decode(errors="replace").splitlines() if "completed" in l]
             details.append(f"A's last pass {last}, B's first {passes[:1]}; {summary[-1] if summary else ''} "
                            f"({time.monotonic() - t0:.2f} s with the CLI)")
-            b.stop()
+            # On, twice more, through PUT /migrate: each time into a new kestrel.
+            src = b
+            for hop in ("c", "d"):
+                nxt, path = incoming(args, tmp, hop, opts)
+                c.status(src.api.put("/migrate", {"destination": "unix:" + path}), 204, f"PUT /migrate to {hop}")
+                j = migration_ends(src)
+                c.expect(j.get("phase") == "completed", f"migration to {hop}: {j}")
+                code, _ = src.stop(timeout=15)
+                c.expect(code == 0, f"the source before {hop} exited {code}")
+                last = whole_passes(src.out)[-1]
+                c.expect(wait_passes(nxt, last + 2), f"{hop} did not go on past pass {last}: {nxt.out[-300:]!r}")
+                c.expect(b"dirty_pages: start" not in nxt.out and b"bad page" not in nxt.out,
+                         f"{hop}'s guest started over or lost a page: {nxt.out[:300]!r}")
+                details.append(f"to {hop}: downtime {j.get('downtime_ms')} ms, total {j.get('total_ms')} ms, "
+                               f"{j.get('pages_sent')} pages")
+                if src is not b:
+                    src.__exit__(None, None, None)
+                src = nxt
+            src.stop()
+            src.__exit__(None, None, None)
     return not c.problems, "; ".join(c.problems), "\n".join(details)
 
 

@@ -23,7 +23,9 @@ snapshot_diff: the guest with track_dirty_pages and 2 vCPUs: a Full snapshot, mo
   Full's memory file gives exactly the second Full's memory; a second Diff at once holds no page
   (tracking restarts at each snapshot); the Diff's state file alone is refused by load (merge
   first); the merged snapshot restores in a new process and the guest carries on. A Diff of a
-  VM without track_dirty_pages is refused."""
+  VM without track_dirty_pages is refused.
+snapshot_pit: the guest under --pit (KVM's PIC/IOAPIC/PIT saved as section kvm-irqchip)
+  snapshotted and restored with `kestrel run --restore`; it carries on."""
 
 import os
 import re
@@ -297,11 +299,41 @@ def run_snapshot_diff(args, guest, tmp):
     return True, "; ".join(details), ""
 
 
+def run_snapshot_pit(args, guest, tmp):
+    """snapshot_pit: the guest booted from the command line with --pit (KVM's PIC, IOAPIC and
+    PIT): its snapshot holds section kvm-irqchip and "pit": true in its configuration, and
+    `kestrel run --restore` brings the guest back with them; it carries on from its pass."""
+    c = Checks()
+    state, mem = os.path.join(tmp, "p.state"), os.path.join(tmp, "p.mem")
+    opts = ("--serial", "stdio", "--debug-exit")
+    with Kestrel(args.vmm, os.path.join(tmp, "p.sock"), "--kernel", guest, "--memory", "16M", "--pit", *opts) as k:
+        k.wait_ready()
+        if not c.expect(wait_passes(k, 3), f"the guest did not reach pass 3: {k.out[-300:]!r}"):
+            k.stop()
+            return False, "; ".join(c.problems), k.stderr_text()[-1500:]
+        c.expect(k.api.get("/vm/config").json.get("machine-config", {}).get("pit") is True,
+                 f"GET /vm/config: {k.api.get('/vm/config').json.get('machine-config')}")
+        c.status(k.api.patch("/vm", {"state": "Paused"}), 204, "PATCH /vm Paused")
+        c.status(k.api.put("/snapshot/create", {"snapshot_path": state, "mem_file_path": mem}), 204,
+                 "PUT /snapshot/create with --pit")
+        last = whole_passes(k.out)[-1]
+        k.stop()
+    _, sections = state_file.parse(open(state, "rb").read())
+    ids = [s[0] for s in sections]
+    c.expect("kvm-irqchip" in ids and "ioapic" not in ids, f"sections {ids}")
+    with Kestrel(args.vmm, os.path.join(tmp, "p2.sock"), "--restore", state, "--restore-mem", mem, *opts) as k:
+        k.wait_ready()
+        c.expect(wait_passes(k, last + 2), f"the restored --pit guest did not go on past {last}: {k.out[-300:]!r}")
+        c.expect(b"dirty_pages: start" not in k.out and b"bad page" not in k.out, f"{k.out[:300]!r}")
+        k.stop()
+    return not c.problems, "; ".join(c.problems), f"A's last pass {last}; sections {ids}"
+
+
 def run(args, case, guest):
     """Returns (passed, reason, details) as run_case does."""
     tmp = tempfile.mkdtemp(prefix="ksnap-")  # short: unix socket paths are limited to 107 bytes
     try:
-        fn = run_snapshot_diff if case.name == "snapshot_diff" else run_snapshot_cycle
+        fn = {"snapshot_diff": run_snapshot_diff, "snapshot_pit": run_snapshot_pit}.get(case.name, run_snapshot_cycle)
         return fn(args, os.path.abspath(guest), tmp)
     except (OSError, RuntimeError, ProtocolError, ValueError) as e:
         return False, f"{type(e).__name__}: {e}", ""

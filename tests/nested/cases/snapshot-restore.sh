@@ -1,7 +1,8 @@
 #!/bin/sh
 # Snapshot of a real Linux guest, restored in a new kestrel process (issue 9). The guest (2
 # vCPUs) has ext4 on a virtio-blk root drive, virtio-net on a tap, vsock and virtio-rng; a
-# long-running worker appends to a file on that ext4 and samples /proc/uptime. L1 takes a
+# long-running worker appends to a file on that ext4 and samples /proc/uptime, a writer keeps
+# fsync'ed writes in flight (guest half: guest-cases/carry-on.sh). L1 takes a
 # snapshot (`kestrel snapshot --keep-paused`), ends that kestrel (SIGTERM), and runs
 # `kestrel run --restore` on the two files. The restored guest must carry on where it was:
 # the same worker process alive and still counting, its clock never backwards, a file
@@ -14,7 +15,7 @@
 #@ guest-modules virtio_pci virtio_blk virtio_net virtio-rng vsock vmw_vsock_virtio_transport
 #@ guest-binaries /usr/sbin/mkfs.ext4 /usr/bin/socat
 #@ l1-binaries /usr/bin/socat /usr/sbin/fsck.ext4
-#@ expect-line ^KESTREL-GUEST-CASE-END snapshot-restore rc=0$
+#@ expect-line ^KESTREL-GUEST-CASE-END carry-on rc=0$
 #@ reject-line KESTREL-GUEST-MODULE-FAILED
 #@ allow-line ^kestrel: error: stopped by signal 15 \(exit code 143\)$
 #@ reject-line soft lockup|rcu_sched self-detected stall|rcu: INFO|EXT4-fs error|I/O error
@@ -30,7 +31,7 @@
 #@ expect-value guest.cached.sha256 == $guest.cached.sha256_before
 #@ expect-value guest.after.readback == ok
 #@ expect-value guest.rng.bytes == 512
-#@ expect-value l1.net.msg == net-after-restore
+#@ expect-value l1.net.msg == net-afterwards
 #@ expect-value guest.umount == ok
 #@ expect-value l1.fsck.rc == 0
 . /nested/case-lib.sh
@@ -46,14 +47,14 @@ timeout 400 socat -u TCP-LISTEN:5005,reuseaddr CREATE:/tmp/snap-net &
 net_pid=$!
 
 token="kestrel.token=snapshot-restore-$(head -c 4 /dev/urandom | od -An -tx1 | tr -d ' \n')"
-args="console=ttyS0 reboot=k panic=-1 $token quiet kestrel.case=snapshot-restore"
+args="console=ttyS0 reboot=k panic=-1 $token quiet kestrel.case=carry-on"
 echo "NESTED-CMDLINE $args"
 "$KESTREL" run --api-sock "$api" --serial "file:$con" --log-level info \
   --kernel "$L2/vmlinuz" --initrd "$L2/initrd.cpio.gz" --cpus 2 --memory 256M \
   --disk /tmp/snap-root.img --net "tap=$tap,mac=52:54:00:12:34:57" --vsock "cid=3,socket=$sock" --rng \
   --cmdline "$args" > /tmp/snap-source.log 2>&1 &
 kpid=$!
-for i in $(seq 1200); do grep -q KESTREL-SNAPSHOT-NOW "$con" 2>/dev/null && break; sleep 0.25; done
+for i in $(seq 1200); do grep -q KESTREL-CARRY-ON-READY "$con" 2>/dev/null && break; sleep 0.25; done
 t0=$(cut -d' ' -f1 /proc/uptime)
 "$KESTREL" snapshot --api-sock "$api" --keep-paused /tmp/snap.state /tmp/snap.mem
 nested_value l1.snapshot.rc $?

@@ -1,7 +1,8 @@
 #!/bin/sh
-# Guest half of snapshot-restore: ext4 on /dev/vda with one file synced and one left in the
-# page cache, a worker that keeps counting into a file on it and samples /proc/uptime, then
-# KESTREL-SNAPSHOT-NOW; after the restore (L1 says so over vsock) everything must carry on.
+# Guest half of snapshot-restore and migrate-live: ext4 on /dev/vda with one file synced and
+# one left in the page cache, a worker that keeps counting into a file on it and samples
+# /proc/uptime, a writer that keeps fsync'ed writes in flight, then KESTREL-CARRY-ON-READY;
+# after the restore or migration (L1 says so over vsock) everything must carry on.
 . /etc/kestrel/guest-lib.sh
 GUEST_DMESG='virtio|vd[a-z]|eth0|vsock|EXT4|lockup|rcu|clock'
 wait_for /dev/vda || fail "no /dev/vda"
@@ -25,14 +26,16 @@ value guest.cached.sha256_before "$(sha256 /mnt/cached)"
     sleep 0.1
   done ) &
 worker=$!
+( while [ ! -e /tmp/stop ]; do dd if=/dev/zero of=/mnt/busy bs=64k count=64 conv=fsync 2>/dev/null; done ) &
+writer=$!
 timeout 300 socat -u VSOCK-LISTEN:1234 CREATE:/tmp/msg &
 listener=$!
 sleep 2
 read -r n _ < /mnt/count
 value guest.worker.pid_before "$worker"
 value guest.worker.count_before "$n"
-echo "KESTREL-SNAPSHOT-NOW"
-wait "$listener" || fail "no vsock message after the restore"
+echo "KESTREL-CARRY-ON-READY"
+wait "$listener" || fail "no vsock message from L1 afterwards"
 value guest.restored.msg "$(head -n 1 /tmp/msg)"
 sleep 1
 value guest.worker.pid_after "$worker"
@@ -48,8 +51,9 @@ cp /tmp/after /mnt/after && sync || fail "writing /mnt/after failed"
 echo 3 > /proc/sys/vm/drop_caches
 [ "$(sha256 /mnt/after)" = "$(sha256 /tmp/after)" ] && value guest.after.readback ok
 value guest.rng.bytes "$(head -c 512 /dev/hwrng | wc -c)"
-echo net-after-restore | timeout 30 socat -u - TCP:10.0.4.1:5005 || fail "net after restore failed"
+echo net-afterwards | timeout 30 socat -u - TCP:10.0.4.1:5005 || fail "net afterwards failed"
 : > /tmp/stop
 wait "$worker"
+wait "$writer"
 umount /mnt && value guest.umount ok
 dmesg | grep -iE 'lockup|stall|clocksource|EXT4-fs error|vsock' | sed 's/^/guest-dmesg: /'

@@ -1,0 +1,108 @@
+#!/bin/sh
+# Live-migration benchmark, kestrel and QEMU side by side in this one L1 (tools/bench-migrate.sh
+# builds the run; settings in /nested/bench/params). Each VMM runs the same Debian vmlinux with
+# /l2/migrate.cpio.gz (guest/migrate-init.sh: a heartbeat every second, BENCH_DIRTY MiB of RAM
+# rewritten over and over), 2 vCPUs, BENCH_MEMORY MiB, no devices, and migrates it to a second
+# instance of itself in L1 over a unix socket, downtime target 50 ms on both:
+#   kestrel: destination `kestrel run --incoming unix:...`, PUT /migrate, GET /migrate until
+#            completed: its total_ms and downtime_ms (source's pause -> destination's OK);
+#   qemu:    -M microvm, destination `-incoming unix:...`, QMP migrate-set-parameters
+#            downtime-limit 50 and migrate, query-migrate until completed: total-time and
+#            downtime (QEMU's own figures, measured the same way on the source).
+# Each run then checks the destination's guest goes on (a new heartbeat line) and prints
+# `BENCH-RESULT vmm=V round=R total_ms=T downtime_ms=D ok=0|1`. Rounds rotate the order.
+#@ timeout 7200
+#@ l1-binaries /usr/bin/qemu-system-x86_64 /usr/bin/curl /usr/bin/socat
+#@ allow-line .
+. /nested/bench/lib.sh
+initrd=/l2/migrate.cpio.gz
+cmdline="console=ttyS0 reboot=k panic=-1 quiet bench.dirty=$BENCH_DIRTY"
+api=/tmp/bm-src.sock
+
+beats() { grep -c BENCH-MIG-BEAT "$1" 2>/dev/null || echo 0; }
+wait_line() { # FILE PATTERN SECONDS
+  local i=0
+  while [ "$i" -lt $(( $3 * 10 )) ]; do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.1; i=$((i + 1)); done
+  return 1
+}
+qmp() { # SOCKET COMMAND-JSON...: the answers, one per line
+  local s=$1
+  shift
+  { echo '{"execute": "qmp_capabilities"}'; for c in "$@"; do echo "$c"; done; sleep 0.3; } |
+    socat -t 2 - UNIX-CONNECT:"$s" 2>/dev/null | grep -v '"QMP"'
+}
+num() { sed -n "s/.*\"$1\": *\([0-9]*\).*/\1/p" | head -n 1; }
+
+run_kestrel() { # ROUND
+  rm -f "$api" /tmp/bm.mig /tmp/bm-src.con /tmp/bm-dst.con
+  "$KESTREL" run --incoming unix:/tmp/bm.mig --serial file:/tmp/bm-dst.con > /tmp/bm-dst.log 2>&1 &
+  local dst=$! src total=0 down=0 ok=0 j phase i=0
+  "$KESTREL" run --api-sock "$api" --serial file:/tmp/bm-src.con --kernel /l2/vmlinux --initrd "$initrd" \
+    --cpus 2 --memory "${BENCH_MEMORY}M" --cmdline "$cmdline" > /tmp/bm-src.log 2>&1 &
+  src=$!
+  if wait_line /tmp/bm-src.con BENCH-MIG-BEAT 120 && [ -S /tmp/bm.mig ]; then
+    sleep 2
+    curl -s -o /dev/null --unix-socket "$api" -X PUT http://localhost/migrate \
+      -d '{"destination": "unix:/tmp/bm.mig", "downtime_ms": 50}'
+    while [ "$i" -lt 1200 ]; do
+      j=$(curl -s --unix-socket "$api" http://localhost/migrate)
+      phase=$(echo "$j" | sed -n 's/.*"phase":"\([a-z-]*\)".*/\1/p')
+      case $phase in completed|failed|cancelled|"") break ;; esac
+      sleep 0.1; i=$((i + 1))
+    done
+    echo "bench-migrate: kestrel round $1: $j"
+    total=$(echo "$j" | sed -n 's/.*"total_ms":\([0-9]*\).*/\1/p')
+    down=$(echo "$j" | sed -n 's/.*"downtime_ms":\([0-9]*\).*/\1/p')
+    local before
+    before=$(beats /tmp/bm-dst.con)
+    [ "$phase" = completed ] && sleep 2.5 && [ "$(beats /tmp/bm-dst.con)" -gt "$before" ] && ok=1
+  fi
+  kill "$src" "$dst" 2>/dev/null; wait "$src" "$dst" 2>/dev/null
+  [ "$ok" = 1 ] || { echo "bench-migrate: kestrel round $1 failed"; tail -5 /tmp/bm-src.log /tmp/bm-dst.log; }
+  echo "BENCH-RESULT vmm=kestrel round=$1 total_ms=${total:-0} downtime_ms=${down:-0} ok=$ok"
+}
+
+run_qemu() { # ROUND
+  rm -f /tmp/bq.mig /tmp/bq-src.qmp /tmp/bq-dst.qmp /tmp/bq-src.con /tmp/bq-dst.con
+  local common="-M microvm -enable-kvm -cpu host -smp 2 -m $BENCH_MEMORY -nodefaults -no-user-config -display none -no-reboot -kernel /l2/vmlinux -initrd $initrd"
+  # shellcheck disable=SC2086
+  $QEMU $common -append "$cmdline" -serial file:/tmp/bq-dst.con -qmp unix:/tmp/bq-dst.qmp,server=on,wait=off \
+    -incoming unix:/tmp/bq.mig > /tmp/bq-dst.log 2>&1 &
+  local dst=$! src total=0 down=0 ok=0 j status i=0
+  # shellcheck disable=SC2086
+  $QEMU $common -append "$cmdline" -serial file:/tmp/bq-src.con -qmp unix:/tmp/bq-src.qmp,server=on,wait=off \
+    > /tmp/bq-src.log 2>&1 &
+  src=$!
+  if wait_line /tmp/bq-src.con BENCH-MIG-BEAT 120 && [ -S /tmp/bq-dst.qmp ]; then
+    sleep 2
+    qmp /tmp/bq-src.qmp '{"execute": "migrate-set-parameters", "arguments": {"downtime-limit": 50}}' \
+      '{"execute": "migrate", "arguments": {"uri": "unix:/tmp/bq.mig"}}' > /dev/null
+    while [ "$i" -lt 1200 ]; do
+      j=$(qmp /tmp/bq-src.qmp '{"execute": "query-migrate"}' | tail -n 1)
+      status=$(echo "$j" | sed -n 's/.*"status": *"\([a-z-]*\)".*/\1/p' | head -n 1)
+      case $status in completed|failed|cancelled|"") break ;; esac
+      sleep 0.1; i=$((i + 1))
+    done
+    echo "bench-migrate: qemu round $1: $j"
+    total=$(echo "$j" | num total-time)
+    down=$(echo "$j" | num downtime)
+    local before
+    before=$(beats /tmp/bq-dst.con)
+    [ "$status" = completed ] && sleep 2.5 && [ "$(beats /tmp/bq-dst.con)" -gt "$before" ] && ok=1
+  fi
+  kill "$src" "$dst" 2>/dev/null; wait "$src" "$dst" 2>/dev/null
+  [ "$ok" = 1 ] || { echo "bench-migrate: qemu round $1 failed"; tail -5 /tmp/bq-src.log /tmp/bq-dst.log; }
+  echo "BENCH-RESULT vmm=qemu round=$1 total_ms=${total:-0} downtime_ms=${down:-0} ok=$ok"
+}
+
+r=1
+while [ "$r" -le "$BENCH_ROUNDS" ]; do
+  for v in $(bench_order "$r" "$BENCH_VMMS"); do
+    case $v in
+      kestrel) run_kestrel "$r" ;;
+      qemu) run_qemu "$r" ;;
+    esac
+  done
+  r=$((r + 1))
+done
+echo "BENCH-DONE"
