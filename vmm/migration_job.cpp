@@ -194,7 +194,9 @@ Result<void> MigrationJob::migrate(bool& paused, bool& images_released) {
     const auto stop_at = Clock::now();
     TRY(vmm_.pause());
     paused = true;
+    const uint64_t pause_ms = ms_since(stop_at);
     auto state = TRY(vmm_.migration_state());
+    const uint64_t state_ms = ms_since(stop_at) - pause_ms;
     auto last = TRY(vmm_.take_dirty_pages());
     for (size_t ri = 0; ri < last.size(); ++ri)
         for (size_t i = 0; i < last[ri].size(); ++i) last[ri][i] |= dirty[ri][i];
@@ -204,7 +206,10 @@ Result<void> MigrationJob::migrate(bool& paused, bool& images_released) {
     TRY(vmm_.release_images());
     images_released = true;
     TRY(w.done());
+    const uint64_t sent_ms = ms_since(stop_at);
     TRY(migration::read_answer(fd.get(), "the VM"));
+    log::info("migration: downtime {} ms: pause {} ms, state {} ms, last pages and state sent at {} ms, the "
+              "destination's OK at {} ms", ms_since(stop_at), pause_ms, state_ms, sent_ms, ms_since(stop_at));
     const uint64_t downtime = ms_since(stop_at);
     {
         std::lock_guard lk(mu_);

@@ -530,14 +530,22 @@ std::string host_cpu_summary() {
 
 // The MSRs saved for every vCPU: KVM's index list (KVM_GET_MSR_INDEX_LIST), sorted (IA32_TSC
 // 0x10 before TSC_DEADLINE 0x6e0, as KVM needs them back), minus those this vCPU cannot read
-// (features the host CPU lacks: KVM_GET_MSRS stops at the first).
+// (features the host CPU lacks). KVM_GET_MSRS stops at the first it cannot read and says how
+// many it read: one call per unreadable MSR, not one per MSR (a migration's downtime has it).
 Result<std::vector<uint32_t>> saveable_msrs(const kvm::System& sys, const kvm::Vcpu& vcpu) {
     auto list = TRY(sys.msr_index_list());
     std::sort(list.begin(), list.end());
     list.erase(std::unique(list.begin(), list.end()), list.end());
     std::vector<uint32_t> out;
-    for (uint32_t msr : list)
-        if (vcpu.get_msrs({msr})) out.push_back(msr);
+    std::vector<kvm_msr_entry> entries;
+    for (size_t at = 0; at < list.size();) {
+        entries.assign(list.size() - at, kvm_msr_entry{});
+        for (size_t i = 0; i < entries.size(); ++i) entries[i].index = list[at + i];
+        const size_t n = TRY(vcpu.count_readable_msrs(entries));
+        out.insert(out.end(), list.begin() + static_cast<std::ptrdiff_t>(at),
+                   list.begin() + static_cast<std::ptrdiff_t>(at + n));
+        at += n + 1;  // past the one it could not read
+    }
     return out;
 }
 
@@ -652,20 +660,25 @@ Result<void> Vmm::Impl::apply_state(const migration::StateFile& file, std::initi
         d.virtio.push_back(TRY(decode_virtio(*TRY(section(virtio_section(static_cast<uint32_t>(i)))))));
 
     // What is there now, to put back if a device or KVM refuses a value (reserved bits, an
-    // index, a control register KVM rejects): a refused file changes nothing.
+    // index, a control register KVM rejects): a refused file changes nothing. A VM that has
+    // never run (a snapshot's or migration's, thrown away if this fails) needs none of it.
+    const bool keep_undo = state != State::Built;
     std::vector<VcpuState> vcpus_before;
-    for (const auto& v : vcpus) {
-        if (!msrs) msrs = TRY(saveable_msrs(*sys, *v));
-        vcpus_before.push_back(TRY(capture_vcpu(*v, *msrs)));
-    }
-    const kvm_clock_data clock_before = TRY(vm->get_clock());
+    kvm_clock_data clock_before{};
     std::optional<KvmIrqchipState> irqchip_before;
-    if (kernel_irqchip) irqchip_before = TRY(kernel_irqchip_state());
     std::vector<VirtioPciDevice::State> virtio_before;
-    for (size_t i = 0; i < nvirtio; ++i) {
-        auto st = virtio->devices()[i]->save();
-        if (!st) return std::unexpected(context(st.error(), virtio_section(static_cast<uint32_t>(i))));
-        virtio_before.push_back(std::move(*st));
+    if (keep_undo) {
+        for (const auto& v : vcpus) {
+            if (!msrs) msrs = TRY(saveable_msrs(*sys, *v));
+            vcpus_before.push_back(TRY(capture_vcpu(*v, *msrs)));
+        }
+        clock_before = TRY(vm->get_clock());
+        if (kernel_irqchip) irqchip_before = TRY(kernel_irqchip_state());
+        for (size_t i = 0; i < nvirtio; ++i) {
+            auto st = virtio->devices()[i]->save();
+            if (!st) return std::unexpected(context(st.error(), virtio_section(static_cast<uint32_t>(i))));
+            virtio_before.push_back(std::move(*st));
+        }
     }
     std::vector<std::function<void()>> undo;  // pushed before each step: a half-applied step is undone too
     auto apply = [&]() -> Result<void> {
@@ -705,7 +718,8 @@ Result<void> Vmm::Impl::apply_state(const migration::StateFile& file, std::initi
     }();
     if (!apply) {
         // Putting back what was read from KVM and the devices themselves.
-        for (auto it = undo.rbegin(); it != undo.rend(); ++it) (*it)();
+        if (keep_undo)
+            for (auto it = undo.rbegin(); it != undo.rend(); ++it) (*it)();
         return std::unexpected(apply.error());
     }
     return {};

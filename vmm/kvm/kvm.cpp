@@ -336,6 +336,12 @@ Result<std::vector<kvm_msr_entry>> Vcpu::get_msrs(const std::vector<uint32_t>& i
     return entries;
 }
 
+Result<size_t> Vcpu::count_readable_msrs(std::span<kvm_msr_entry> entries) const {
+    int n = flex_ioctl(fd_.get(), uapi::kGetMsrs, entries);
+    if (n < 0) return fail_errno("KVM_GET_MSRS");
+    return static_cast<size_t>(n);
+}
+
 Result<kvm_translation> Vcpu::translate(uint64_t linear) const {
     kvm_translation t{};
     t.linear_address = linear;

@@ -114,6 +114,8 @@ public:
     Result<void> set_vcpu_events(const kvm_vcpu_events& e);
     // The values of `indices`, in that order; refuses (naming it) an MSR KVM does not read.
     Result<std::vector<kvm_msr_entry>> get_msrs(const std::vector<uint32_t>& indices) const;
+    // KVM_GET_MSRS over `entries` (indices set): how many it read before the first it cannot.
+    Result<size_t> count_readable_msrs(std::span<kvm_msr_entry> entries) const;
     // Tells a kvm-clock guest it was paused by the host, so it does not take the time it was
     // stopped for a soft lockup (api.rst §4.93 KVM_KVMCLOCK_CTRL). Ok(false) when the guest
     // has not enabled kvm-clock (nothing to tell).

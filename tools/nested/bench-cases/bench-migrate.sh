@@ -19,7 +19,7 @@ initrd=/l2/migrate.cpio.gz
 cmdline="console=ttyS0 reboot=k panic=-1 quiet bench.dirty=$BENCH_DIRTY"
 api=/tmp/bm-src.sock
 
-beats() { grep -c BENCH-MIG-BEAT "$1" 2>/dev/null || echo 0; }
+beats() { local n; n=$(grep -c BENCH-MIG-BEAT "$1" 2>/dev/null); echo "${n:-0}"; }
 wait_line() { # FILE PATTERN SECONDS
   local i=0
   while [ "$i" -lt $(( $3 * 10 )) ]; do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.1; i=$((i + 1)); done
@@ -58,7 +58,7 @@ run_kestrel() { # ROUND
     [ "$phase" = completed ] && sleep 2.5 && [ "$(beats /tmp/bm-dst.con)" -gt "$before" ] && ok=1
   fi
   kill "$src" "$dst" 2>/dev/null; wait "$src" "$dst" 2>/dev/null
-  [ "$ok" = 1 ] || { echo "bench-migrate: kestrel round $1 failed"; tail -5 /tmp/bm-src.log /tmp/bm-dst.log; }
+  [ "$ok" = 1 ] || { echo "bench-migrate: kestrel round $1 failed"; tail -n 5 /tmp/bm-src.log /tmp/bm-dst.log /tmp/bm-src.con /tmp/bm-dst.con; }
   echo "BENCH-RESULT vmm=kestrel round=$1 total_ms=${total:-0} downtime_ms=${down:-0} ok=$ok"
 }
 
@@ -78,7 +78,8 @@ run_qemu() { # ROUND
     qmp /tmp/bq-src.qmp '{"execute": "migrate-set-parameters", "arguments": {"downtime-limit": 50}}' \
       '{"execute": "migrate", "arguments": {"uri": "unix:/tmp/bq.mig"}}' > /dev/null
     while [ "$i" -lt 1200 ]; do
-      j=$(qmp /tmp/bq-src.qmp '{"execute": "query-migrate"}' | tail -n 1)
+      # The answer's line, not an event (STOP, MIGRATION...) that came with it.
+      j=$(qmp /tmp/bq-src.qmp '{"execute": "query-migrate"}' | grep '"return"' | tail -n 1)
       status=$(echo "$j" | sed -n 's/.*"status": *"\([a-z-]*\)".*/\1/p' | head -n 1)
       case $status in completed|failed|cancelled|"") break ;; esac
       sleep 0.1; i=$((i + 1))
@@ -91,7 +92,7 @@ run_qemu() { # ROUND
     [ "$status" = completed ] && sleep 2.5 && [ "$(beats /tmp/bq-dst.con)" -gt "$before" ] && ok=1
   fi
   kill "$src" "$dst" 2>/dev/null; wait "$src" "$dst" 2>/dev/null
-  [ "$ok" = 1 ] || { echo "bench-migrate: qemu round $1 failed"; tail -5 /tmp/bq-src.log /tmp/bq-dst.log; }
+  [ "$ok" = 1 ] || { echo "bench-migrate: qemu round $1 failed"; tail -n 5 /tmp/bq-src.log /tmp/bq-dst.log /tmp/bq-src.con /tmp/bq-dst.con; }
   echo "BENCH-RESULT vmm=qemu round=$1 total_ms=${total:-0} downtime_ms=${down:-0} ok=$ok"
 }
 
