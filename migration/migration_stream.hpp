@@ -34,6 +34,7 @@ inline constexpr uint32_t kMaxRunPages = 256;  // 1 MiB per PAGES message
 inline constexpr uint32_t kMaxConfigBytes = 1 << 20;
 inline constexpr uint64_t kMaxStateBytes = 64ull << 20;
 inline constexpr uint32_t kMaxReasonBytes = 4096;
+inline constexpr size_t kBufferBytes = 1 << 20;  // what goes out (and is read) at a time
 
 enum class MessageType : uint8_t { Config = 1, Pages = 2, State = 3, Done = 4, Zero = 5 };
 
@@ -66,16 +67,18 @@ public:
     Result<void> pages(uint64_t gpa, std::span<const uint8_t> data);  // whole pages
     Result<void> zero(uint64_t gpa, uint32_t count);
     Result<void> state(std::span<const uint8_t> file);
-    Result<void> done();
+    Result<void> done();   // and flushes
+    // Sends what is gathered (config() and done() do it themselves: an answer follows them).
+    Result<void> flush();
     uint64_t bytes_sent() const { return sent_; }
 
 private:
-    Result<void> put(std::span<const uint8_t> b);  // counted into the message's CRC
+    Result<void> put(std::span<const uint8_t> b);  // gathered, counted into the message's CRC
     Result<void> end();                            // the CRC, then a new message
     int fd_;
     uint64_t sent_ = 0;
     uint32_t crc_ = 0;
-    std::vector<uint8_t> staging_;  // a PAGES run as it goes out
+    std::vector<uint8_t> out_;  // messages not sent yet
 };
 
 class StreamReader {
@@ -104,6 +107,8 @@ private:
     uint64_t read_ = 0;
     uint32_t crc_ = 0;
     MessageType type_ = MessageType::Done;
+    std::vector<uint8_t> in_;  // read from fd_, not yet handed out from pos_ on
+    size_t pos_ = 0;
 };
 
 }  // namespace kestrel::migration

@@ -121,6 +121,7 @@ TEST_CASE("migration stream: a message changed on the way is refused by its CRC"
             StreamWriter w(p.fds[0]);
             REQUIRE(w.header());
             REQUIRE(w.pages(0x1000, std::vector<uint8_t>(kPageSize, 0x5a)));
+            REQUIRE(w.flush());
             ::shutdown(p.fds[0], SHUT_WR);
         });
         uint8_t buf[8192];
@@ -128,6 +129,7 @@ TEST_CASE("migration stream: a message changed on the way is refused by its CRC"
         while ((n = ::read(p.fds[1], buf, sizeof buf)) > 0) bytes.insert(bytes.end(), buf, buf + n);
         writer.join();
     }
+    REQUIRE(bytes.size() == 12 + 1 + 8 + 4 + kPageSize + 4);
     bytes[12 + 1 + 8 + 4 + 100] ^= 0x04;  // one bit of the page data
     Pair p;
     REQUIRE(write_all(p.fds[0], bytes));

@@ -136,7 +136,7 @@ Result<void> MigrationJob::send_round(migration::StreamWriter& w, const std::vec
             }
         }
     }
-    return {};
+    return w.flush();
 }
 
 Result<void> MigrationJob::migrate(bool& paused, bool& images_released) {
@@ -179,7 +179,10 @@ Result<void> MigrationJob::migrate(bool& paused, bool& images_released) {
         }
         log::info("migration: round {}: {} pages in {} ms, {} dirty since ({} MiB/s)", round, pages, elapsed_ms, left,
                   bandwidth >> 20);
-        if (expected <= req_.downtime_ms) break;
+        // Half the target for the last pages: the other half is for the state (vCPUs and
+        // devices captured here, loaded there). Round 0 always has a dirty round after it: it
+        // is the long one, and what the guest wrote meanwhile is the most.
+        if (round > 0 && expected <= req_.downtime_ms / 2) break;
         if (round + 1 >= kMaxRounds) {
             log::warn("migration: {} rounds without reaching downtime_ms {} (the guest writes {} pages/s); stopping "
                       "anyway, expected downtime {} ms", kMaxRounds, req_.downtime_ms, left * 1000 / elapsed_ms,
@@ -198,18 +201,21 @@ Result<void> MigrationJob::migrate(bool& paused, bool& images_released) {
     auto state = TRY(vmm_.migration_state());
     const uint64_t state_ms = ms_since(stop_at) - pause_ms;
     auto last = TRY(vmm_.take_dirty_pages());
+    const uint64_t dirty_ms = ms_since(stop_at);
     for (size_t ri = 0; ri < last.size(); ++ri)
         for (size_t i = 0; i < last[ri].size(); ++i) last[ri][i] |= dirty[ri][i];
     uint64_t pages = 0;
     TRY(send_round(w, &last, pages));
+    const uint64_t pages_ms = ms_since(stop_at);
     TRY(w.state(state));
     TRY(vmm_.release_images());
     images_released = true;
     TRY(w.done());
     const uint64_t sent_ms = ms_since(stop_at);
     TRY(migration::read_answer(fd.get(), "the VM"));
-    log::info("migration: downtime {} ms: pause {} ms, state {} ms, last pages and state sent at {} ms, the "
-              "destination's OK at {} ms", ms_since(stop_at), pause_ms, state_ms, sent_ms, ms_since(stop_at));
+    log::info("migration: downtime {} ms: pause {} ms, state {} ms ({} bytes), dirty log at {} ms, {} last pages "
+              "sent at {} ms, state and DONE at {} ms, the destination's OK at {} ms", ms_since(stop_at), pause_ms,
+              state_ms, state.size(), dirty_ms, pages, pages_ms, sent_ms, ms_since(stop_at));
     const uint64_t downtime = ms_since(stop_at);
     {
         std::lock_guard lk(mu_);

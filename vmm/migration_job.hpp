@@ -3,8 +3,9 @@
 //   1. connect to the destination (kestrel run --incoming), send the configuration;
 //   2. round 0: every non-zero page of guest RAM, with KVM's dirty log on;
 //   3. rounds 1..: the pages written since the round before, until what is left would take
-//      no longer than `downtime_ms` at the bandwidth measured so far (or kMaxRounds pass:
-//      then it stops anyway and says how long the downtime was expected to be);
+//      no longer than half of `downtime_ms` at the bandwidth measured so far (the other half
+//      is for the state) — at least one such round — or kMaxRounds pass (then it stops anyway
+//      and says how long the downtime was expected to be);
 //   4. pause the VM, send the last dirty pages and the state file (every vCPU and device),
 //      hand the disk images over (fsync, unlock), DONE; the destination locks them and
 //      answers. On OK the VM has moved: this kestrel ends (exit 0,

@@ -35,9 +35,9 @@ num() { sed -n "s/.*\"$1\": *\([0-9]*\).*/\1/p" | head -n 1; }
 
 run_kestrel() { # ROUND
   rm -f "$api" /tmp/bm.mig /tmp/bm-src.con /tmp/bm-dst.con
-  "$KESTREL" run --incoming unix:/tmp/bm.mig --serial file:/tmp/bm-dst.con > /tmp/bm-dst.log 2>&1 &
+  "$KESTREL" run --incoming unix:/tmp/bm.mig --serial file:/tmp/bm-dst.con --log-level info > /tmp/bm-dst.log 2>&1 &
   local dst=$! src total=0 down=0 ok=0 j phase i=0
-  "$KESTREL" run --api-sock "$api" --serial file:/tmp/bm-src.con --kernel /l2/vmlinux --initrd "$initrd" \
+  "$KESTREL" run --api-sock "$api" --serial file:/tmp/bm-src.con --log-level info --kernel /l2/vmlinux --initrd "$initrd" \
     --cpus 2 --memory "${BENCH_MEMORY}M" --cmdline "$cmdline" > /tmp/bm-src.log 2>&1 &
   src=$!
   if wait_line /tmp/bm-src.con BENCH-MIG-BEAT 120 && [ -S /tmp/bm.mig ]; then
@@ -58,6 +58,8 @@ run_kestrel() { # ROUND
     [ "$phase" = completed ] && sleep 2.5 && [ "$(beats /tmp/bm-dst.con)" -gt "$before" ] && ok=1
   fi
   kill "$src" "$dst" 2>/dev/null; wait "$src" "$dst" 2>/dev/null
+  grep -E 'migration: (round|downtime)' /tmp/bm-src.log | sed 's/^/bench-migrate: kestrel: /'
+  grep -E 'migration: state loaded' /tmp/bm-dst.log | sed 's/^/bench-migrate: kestrel destination: /'
   [ "$ok" = 1 ] || { echo "bench-migrate: kestrel round $1 failed"; tail -n 5 /tmp/bm-src.log /tmp/bm-dst.log /tmp/bm-src.con /tmp/bm-dst.con; }
   echo "BENCH-RESULT vmm=kestrel round=$1 total_ms=${total:-0} downtime_ms=${down:-0} ok=$ok"
 }
