@@ -953,24 +953,26 @@ Result<std::unique_ptr<Vmm>> Vmm::build_incoming(const VmConfig& cfg) {
     return std::unique_ptr<Vmm>(new Vmm(std::move(d)));
 }
 
-Result<void> Vmm::release_images() {
-    for (size_t i = 0; i < d_->blks.size(); ++i) {
-        if (auto r = d_->blks[i]->sync_and_unlock_image(); !r) {
-            for (size_t j = 0; j < i; ++j) (void)d_->blks[j]->lock_image();
+namespace {
+// `step` on every disk, or (one refuses) `back` on those it was done to.
+Result<void> on_every_disk(const std::vector<std::shared_ptr<VirtioBlk>>& blks, Result<void> (VirtioBlk::*step)(),
+                           Result<void> (VirtioBlk::*back)()) {
+    for (size_t i = 0; i < blks.size(); ++i) {
+        if (auto r = (*blks[i].*step)(); !r) {
+            for (size_t j = 0; j < i; ++j) (void)(*blks[j].*back)();
             return r;
         }
     }
     return {};
 }
+}  // namespace
+
+Result<void> Vmm::release_images() {
+    return on_every_disk(d_->blks, &VirtioBlk::sync_and_unlock_image, &VirtioBlk::lock_image);
+}
 
 Result<void> Vmm::acquire_images() {
-    for (size_t i = 0; i < d_->blks.size(); ++i) {
-        if (auto r = d_->blks[i]->lock_image(); !r) {
-            for (size_t j = 0; j < i; ++j) (void)d_->blks[j]->sync_and_unlock_image();
-            return r;
-        }
-    }
-    return {};
+    return on_every_disk(d_->blks, &VirtioBlk::lock_image, &VirtioBlk::sync_and_unlock_image);
 }
 
 void Vmm::announce_network() {

@@ -57,6 +57,21 @@ nested_value() {
   echo "NESTED-VALUE $1 $2"
 }
 
+# vsock_tell SOCKET PORT MESSAGE: through kestrel's hybrid vsock socket (`CONNECT PORT`), one
+# line to a guest listener, retried once a second for up to a minute (a restored or migrated
+# guest's kestrel may still be starting); prints what the attempts came to.
+vsock_tell() {
+  local i=0
+  while [ "$i" -lt 60 ]; do
+    i=$((i + 1))
+    [ -S "$1" ] && printf 'CONNECT %s\n%s\n' "$2" "$3" | timeout 20 socat -t 5 - UNIX-CONNECT:"$1" > /tmp/vsock-tell 2>/dev/null &&
+      head -n 1 /tmp/vsock-tell | grep -q '^OK ' && break
+    sleep 1
+  done
+  echo "l1: vsock reply after $i attempt(s): $(head -n 1 /tmp/vsock-tell 2>/dev/null)"
+  rm -f /tmp/vsock-tell
+}
+
 # nested_sha256 FILE: the hex digest alone.
 nested_sha256() {
   sha256sum "$1" | cut -d' ' -f1

@@ -65,14 +65,7 @@ nested_value l1.source.said_migrated "$(grep -c 'the VM migrated to unix:/tmp/mi
 echo "--- source kestrel log"; cat /tmp/mig-a.log; echo "--- source console"; cat "$con"
 # The guest's peer address follows it to the destination's tap.
 ip addr del 10.0.4.1/24 dev kt5 && ip addr add 10.0.4.1/24 dev kt6
-i=0
-while [ "$i" -lt 60 ]; do
-  i=$((i + 1))
-  printf 'CONNECT 1234\nmigrated-by-l1\n' | timeout 20 socat -t 5 - UNIX-CONNECT:/tmp/mig-b.vsock > /tmp/mig-reply 2>/dev/null
-  head -n 1 /tmp/mig-reply | grep -q '^OK ' && break
-  sleep 1
-done
-echo "l1: vsock reply after $i attempt(s): $(head -n 1 /tmp/mig-reply)"
+vsock_tell /tmp/mig-b.vsock 1234 migrated-by-l1
 wait "$dst"
 rc=$?
 read -r t1 _ < /proc/uptime
@@ -85,5 +78,5 @@ nested_value l1.net.msg "$(cat /tmp/mig-net 2>/dev/null)"
 fsck.ext4 -fn /tmp/mig-root.img
 nested_value l1.fsck.rc $?
 ip link del kt5 2>/dev/null; ip link del kt6 2>/dev/null
-rm -f /tmp/mig-root.img "$con" "$con.2" /tmp/mig-net /tmp/mig-reply /tmp/mig-a.vsock /tmp/mig-b.vsock
+rm -f /tmp/mig-root.img "$con" "$con.2" /tmp/mig-net /tmp/mig-a.vsock /tmp/mig-b.vsock
 exit "$rc"

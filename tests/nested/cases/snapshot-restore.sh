@@ -72,15 +72,7 @@ read -r t0 _ < /proc/uptime
   --serial "file:$con.2" --log-level info > /tmp/snap-restored.log 2>&1 &
 kpid=$!
 # Tell the guest it was restored: its vsock listener (up before the snapshot) answers again.
-i=0
-while [ "$i" -lt 60 ]; do
-  i=$((i + 1))
-  sleep 1
-  [ -S "$sock" ] || continue
-  printf 'CONNECT 1234\nrestored-by-l1\n' | timeout 20 socat -t 5 - UNIX-CONNECT:"$sock" > /tmp/snap-reply 2>/dev/null
-  head -n 1 /tmp/snap-reply | grep -q '^OK ' && break
-done
-echo "l1: vsock reply after $i attempt(s): $(head -n 1 /tmp/snap-reply)"
+vsock_tell "$sock" 1234 restored-by-l1
 wait "$kpid"
 rc=$?
 read -r t1 _ < /proc/uptime
@@ -93,5 +85,5 @@ nested_value l1.net.msg "$(cat /tmp/snap-net 2>/dev/null)"
 fsck.ext4 -fn /tmp/snap-root.img
 nested_value l1.fsck.rc $?
 ip link del "$tap" 2>/dev/null || tunctl -d "$tap" > /dev/null
-rm -f /tmp/snap-root.img /tmp/snap.state /tmp/snap.mem "$con" "$con.2" /tmp/snap-net /tmp/snap-reply "$sock"
+rm -f /tmp/snap-root.img /tmp/snap.state /tmp/snap.mem "$con" "$con.2" /tmp/snap-net "$sock"
 exit "$rc"
