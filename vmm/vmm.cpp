@@ -195,6 +195,17 @@ struct Vmm::Impl {
     // Per region, the pages written since the last call: KVM's log of the guest's writes OR
     // kestrel's own (GuestRegion::dirty). Both are cleared. Needs track_dirty_pages.
     Result<std::vector<std::vector<uint64_t>>> take_dirty() const;
+    // With track_dirty_pages, what a migration took from the dirty log (it reads the same
+    // log) is kept here for the next Diff snapshot, which would otherwise miss those pages.
+    mutable std::vector<std::vector<uint64_t>> diff_carry;
+    void carry_for_diff(const std::vector<std::vector<uint64_t>>& bits) const {
+        if (!cfg.track_dirty_pages) return;
+        if (diff_carry.empty()) diff_carry.resize(bits.size());
+        for (size_t r = 0; r < bits.size(); ++r) {
+            if (diff_carry[r].empty()) diff_carry[r].assign(bits[r].size(), 0);
+            for (size_t i = 0; i < bits[r].size(); ++i) diff_carry[r][i] |= bits[r][i];
+        }
+    }
     // The vCPUs', kvm-clock's and the emulated devices' sections (paused VM).
     Result<void> write_state(migration::StateWriter& w) const;
     // Puts them back from `file`, all or nothing; sections named in `extra` are the
@@ -836,7 +847,11 @@ Result<void> Vmm::snapshot(const std::string& state_path, const std::string& mem
     TRY(d_->write_state(w));
     // What changed since the last snapshot (or the start): a Diff writes it, a Full resets it.
     std::optional<std::vector<std::vector<uint64_t>>> dirty;
-    if (c.track_dirty_pages) dirty = TRY(d_->take_dirty());
+    if (c.track_dirty_pages) {
+        dirty = TRY(d_->take_dirty());
+        d_->carry_for_diff(*dirty);  // what a migration took meanwhile counts too
+        dirty = std::exchange(d_->diff_carry, {});
+    }
     // A snapshot that is not written leaves those pages counted as changed for the next one.
     auto failed = [&](Error e) {
         if (dirty)
@@ -928,11 +943,15 @@ Result<void> Vmm::set_dirty_tracking(bool on) {
                                            want ? KVM_MEM_LOG_DIRTY_PAGES : 0));
         r.dirty().enable(want);
     }
-    if (want) (void)TRY(d_->take_dirty());  // counted from now on
+    if (want) d_->carry_for_diff(TRY(d_->take_dirty()));  // counted from now on (a Diff keeps it)
     return {};
 }
 
-Result<std::vector<std::vector<uint64_t>>> Vmm::take_dirty_pages() { return d_->take_dirty(); }
+Result<std::vector<std::vector<uint64_t>>> Vmm::take_dirty_pages() {
+    auto bits = TRY(d_->take_dirty());
+    d_->carry_for_diff(bits);
+    return bits;
+}
 
 Result<std::vector<uint8_t>> Vmm::migration_state() const {
     if (d_->state != State::Paused) return not_allowed("migration: the VM's state is only taken while paused");
