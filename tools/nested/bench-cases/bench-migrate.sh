@@ -42,11 +42,12 @@ run_kestrel() { # ROUND
   src=$!
   if wait_line /tmp/bm-src.con BENCH-MIG-BEAT 120 && [ -S /tmp/bm.mig ]; then
     sleep 2
-    curl -s -o /dev/null --unix-socket "$api" -X PUT http://localhost/migrate \
+    curl -s -m 10 -o /dev/null --unix-socket "$api" -X PUT http://localhost/migrate \
       -d '{"destination": "unix:/tmp/bm.mig", "downtime_ms": 50}'
     while [ "$i" -lt 1200 ]; do
-      j=$(curl -s --unix-socket "$api" http://localhost/migrate)
+      j=$(curl -s -m 10 --unix-socket "$api" http://localhost/migrate)
       phase=$(echo "$j" | sed -n 's/.*"phase":"\([a-z-]*\)".*/\1/p')
+      [ $((i % 50)) = 49 ] && echo "bench-migrate: kestrel round $1 at $((i / 10)) s: $j"
       case $phase in completed|failed|cancelled|"") break ;; esac
       sleep 0.1; i=$((i + 1))
     done
