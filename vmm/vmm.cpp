@@ -192,6 +192,14 @@ struct Vmm::Impl {
     // elsewhere: no ACPI tables, kernel or boot registers are written. With `mem_fd` (a
     // snapshot's memory file) guest RAM maps that file.
     Result<void> build(int mem_fd = -1, bool from_state = false);
+    // `cfg`'s host resources (host_resources.hpp) and the serial output, in the order written.
+    Result<void> open_host(bool boot_files, bool lock_images) {
+        host = TRY(open_host_resources(cfg, [this]() -> Result<void> {
+            serial_out = TRY(open_serial_output(cfg.serial));
+            return {};
+        }, boot_files, lock_images));
+        return {};
+    }
     // Per region, the pages written since the last call: KVM's log of the guest's writes OR
     // kestrel's own (GuestRegion::dirty). Both are cleared. Needs track_dirty_pages.
     Result<std::vector<std::vector<uint64_t>>> take_dirty() const;
@@ -373,10 +381,7 @@ Result<std::unique_ptr<Vmm>> Vmm::build(const VmConfig& cfg) {
     d->cfg = cfg;
     // Every file, device and socket first, in the order written (host_resources.hpp): a bad
     // path is the most common mistake, and it is reported before anything is built.
-    d->host = TRY(open_host_resources(cfg, [&]() -> Result<void> {
-        d->serial_out = TRY(open_serial_output(cfg.serial));
-        return {};
-    }));
+    TRY(d->open_host(/*boot_files=*/true, /*lock_images=*/true));
     // An inherited tap (`--net fd=N`) is named by the kernel (TUNGETIFF): config() reports
     // that name, so GET /vm/config gives a host_dev_name that can be fed back.
     for (size_t i = 0; i < d->cfg.nets.size(); ++i)
@@ -916,10 +921,7 @@ Result<std::unique_ptr<Vmm>> Vmm::restore(const VmConfig& cfg, const migration::
                            migration::total_size(saved));
     auto d = std::make_unique<Impl>();
     d->cfg = cfg;
-    d->host = TRY(open_host_resources(cfg, [&]() -> Result<void> {
-        d->serial_out = TRY(open_serial_output(cfg.serial));
-        return {};
-    }, /*boot_files=*/false));
+    TRY(d->open_host(/*boot_files=*/false, /*lock_images=*/true));
     TRY(d->build(mem_fd.get(), true));
     TRY(d->apply_state(file, {kConfigSection, kMemorySection}));  // a Diff was refused above
     log::info("snapshot restored: {} vCPU(s), {} MiB of guest memory mapped from '{}' (written by kestrel {} on {})",
@@ -964,10 +966,7 @@ Result<std::vector<uint8_t>> Vmm::migration_state() const {
 Result<std::unique_ptr<Vmm>> Vmm::build_incoming(const VmConfig& cfg) {
     auto d = std::make_unique<Impl>();
     d->cfg = cfg;
-    d->host = TRY(open_host_resources(cfg, [&]() -> Result<void> {
-        d->serial_out = TRY(open_serial_output(cfg.serial));
-        return {};
-    }, /*boot_files=*/false, /*lock_images=*/false));
+    TRY(d->open_host(/*boot_files=*/false, /*lock_images=*/false));
     TRY(d->build(-1, /*from_state=*/true));
     return std::unique_ptr<Vmm>(new Vmm(std::move(d)));
 }
