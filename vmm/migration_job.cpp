@@ -142,6 +142,11 @@ Result<void> MigrationJob::send_round(migration::StreamWriter& w, const std::vec
 Result<void> MigrationJob::migrate(bool& paused, bool& images_released) {
     auto ep = TRY(migration::parse_endpoint(req_.destination));
     UniqueFd fd = TRY(migration::connect_to(ep));
+    // A destination that stops reading (or answering) cannot hold the source past timeout_s:
+    // a blocked send or read fails then, and the VM resumes here.
+    const timeval limit{.tv_sec = static_cast<time_t>(req_.timeout_s), .tv_usec = 0};
+    ::setsockopt(fd.get(), SOL_SOCKET, SO_SNDTIMEO, &limit, sizeof limit);
+    ::setsockopt(fd.get(), SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit);
     sock_.store(fd.get());
     if (cancel_.load()) return fail("cancelled");
     migration::StreamWriter w(fd.get());

@@ -133,9 +133,11 @@ Policy main_thread(pid_t self) {
             "set_robust_list", "rseq",
             "timerfd_create"});  // a rate limiter a PATCH adds at run time
     p.push_back(allow("newfstatat"));  // by path: is a new image the same file as another drive's?
-    // PUT /migrate to tcp:HOST:PORT (its thread starts from here and keeps this filter)
+    // PUT /migrate to tcp:HOST:PORT (its thread starts from here and keeps this filter), and
+    // the migration socket's send/receive time limits
     p.push_back(allow_if("socket", {eq32(0, AF_INET)}));
     p.push_back(allow_if("socket", {eq32(0, AF_INET6)}));
+    p.push_back(allow("setsockopt"));
     p.push_back(allow_if("clone", {ArgCheck{0, CLONE_THREAD, CLONE_THREAD}}));
     p.push_back(Rule{"clone3", {}, ENOSYS});
     ioctls(p, ThreadKind::Main);
