@@ -18,6 +18,10 @@ packages=(
   clang-16 libclang-rt-16-dev
   # benchmarks
   time hyperfine fio
+  # pods: containerd shim protocol (protoc + the .proto files of containerd's shim API, its
+  # events and types, gogoproto options and google.rpc.Status; ttrpc's Go sources for reference)
+  protobuf-compiler libprotobuf-dev golang-github-containerd-containerd-dev
+  golang-github-gogo-protobuf-dev golang-github-gogo-googleapis-dev golang-github-containerd-ttrpc-dev
 )
 
 if [[ $(id -u) -ne 0 ]]; then
