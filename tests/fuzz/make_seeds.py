@@ -357,6 +357,58 @@ def state_seeds():
     }
 
 
+# ---- ttrpc frames (cni-shim/ttrpc/frame.hpp; protobuf encoded by hand) ----------------------
+
+def pb_varint(v):
+    v &= 0xffffffffffffffff
+    out = b""
+    while True:
+        b, v = v & 0x7f, v >> 7
+        out += bytes([b | (0x80 if v else 0)])
+        if not v:
+            return out
+
+
+def pb_bytes(field, data): return pb_varint(field << 3 | 2) + pb_varint(len(data)) + data
+def pb_int(field, v): return pb_varint(field << 3) + pb_varint(v)
+
+
+def ttrpc_frame(stream, typ, data, flags=0):
+    return struct.pack(">IIBB", len(data), stream, typ, flags) + data
+
+
+def ttrpc_request(service, method, payload=b"", timeout_nano=0, ns=None):
+    out = pb_bytes(1, service) + pb_bytes(2, method) + pb_bytes(3, payload)
+    if timeout_nano:
+        out += pb_int(4, timeout_nano)
+    if ns is not None:
+        out += pb_bytes(5, pb_bytes(1, b"containerd-namespace-ttrpc") + pb_bytes(2, ns))
+    return out
+
+
+def ttrpc_seeds():
+    # Input: u8 count of chunk lengths, the lengths (each + 1), then the stream.
+    create = ttrpc_request(b"containerd.task.v2.Task", b"Create", pb_bytes(1, b"c1") + pb_bytes(2, b"/run/b"),
+                           2_000_000_000, b"k8s.io")
+    wait = ttrpc_request(b"containerd.task.v2.Task", b"Wait", pb_bytes(1, b"c1"), ns=b"default")
+    ok = pb_bytes(2, b"\x08\x2a")
+    unimplemented = pb_bytes(1, pb_int(1, 12) + pb_bytes(2, b"service x"))
+    forward = ttrpc_request(b"containerd.services.events.ttrpc.v1.Events", b"Forward",
+                            pb_bytes(1, pb_bytes(2, b"default") + pb_bytes(3, b"/tasks/exit") +
+                                     pb_bytes(4, pb_bytes(1, b"containerd.events.TaskExit") + pb_bytes(2, pb_int(5, 137)))))
+    return {
+        "create-whole": u8(0) + ttrpc_frame(1, 1, create),
+        "create-byte-chunks": u8(10) + bytes(10) + ttrpc_frame(1, 1, create),
+        "wait-and-create-split": u8(3) + u8(3) + u8(11) + u8(0) + ttrpc_frame(1, 1, wait) + ttrpc_frame(3, 1, create),
+        "responses": u8(0) + ttrpc_frame(1, 2, ok) + ttrpc_frame(3, 2, unimplemented) + ttrpc_frame(5, 2, b""),
+        "forward": u8(1) + u8(4) + ttrpc_frame(1, 1, forward),
+        # Refused: over 4 MiB (its data would follow), stream data of newer ttrpc, then a request.
+        "oversized-then-request": u8(0) + struct.pack(">IIBB", (4 << 20) + 1, 7, 1, 0) + ttrpc_frame(9, 1, wait),
+        "data-type-then-request": u8(0) + ttrpc_frame(1, 3, b"abc", 2) + ttrpc_frame(3, 1, wait),
+        "truncated": u8(0) + ttrpc_frame(1, 1, create)[:-5],
+    }
+
+
 TARGETS = {
     "fuzz-ioapic": ioapic_seeds,
     "fuzz-msix": msix_seeds,
@@ -368,6 +420,7 @@ TARGETS = {
     "fuzz-virtqueue": virtqueue_seeds,
     "fuzz-api-request": api_seeds,
     "fuzz-state-stream": state_seeds,
+    "fuzz-ttrpc-frame": ttrpc_seeds,
 }
 
 
