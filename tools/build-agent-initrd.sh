@@ -41,15 +41,23 @@ nested_busybox_root "$root"
 nested_need_kernel
 nested_add_modules "$root" "$modules"
 install -m 0755 "$agent" "$root/sbin/kestrel-agent"
+# pivot_root(2) refuses to move the initramfs (rootfs has no parent mount), and every
+# container pivots: so init copies itself to a tmpfs and switch_roots there first.
 cat > "$root/init" <<INIT
 #!/bin/sh
-# kestrel pod VM init: load the drivers, then the agent becomes PID 1.
+# kestrel pod VM init: load the drivers, move to a tmpfs root, then the agent becomes PID 1.
 mount -t proc proc /proc
 while read -r m; do
   insmod "/lib/modules/\$m" || echo "kestrel-init: insmod \$m failed"
 done < /etc/kestrel/modules
+mkdir -p /newroot
+mount -t tmpfs -o mode=0755 tmpfs /newroot
+for e in /*; do
+  case \$e in /newroot|/proc|/lib) ;; *) cp -a "\$e" /newroot/ ;; esac
+done
+mkdir -p /newroot/proc /newroot/lib
 umount /proc
-exec /sbin/kestrel-agent --init --listen vsock:$port
+exec switch_root /newroot /sbin/kestrel-agent --init --listen vsock:$port
 INIT
 chmod 0755 "$root/init"
 mkdir -p "$(dirname "$out")"

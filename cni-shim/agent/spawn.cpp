@@ -266,8 +266,17 @@ int decoded_status(int st) {
     // pivot_root(".", ".") stacks the old root on the new one; detaching it leaves only the
     // container's (pivot_root(2), NOTES).
     if (::fchdir(root) < 0) die_errno(sync, "chdir to the rootfs");
-    if (::syscall(SYS_pivot_root, ".", ".") < 0) die_errno(sync, "pivot_root");
-    if (::umount2(".", MNT_DETACH) < 0) die_errno(sync, "detach the old root");
+    if (::syscall(SYS_pivot_root, ".", ".") == 0) {
+        if (::umount2(".", MNT_DETACH) < 0) die_errno(sync, "detach the old root");
+    } else if (errno == EINVAL) {
+        // The agent's root is an initramfs, which pivot_root cannot move (it has no parent
+        // mount): move the rootfs over / and chroot, as runc --no-pivot does. The old root
+        // stays under it in this mount namespace, out of the process's sight.
+        if (::mount(".", "/", nullptr, MS_MOVE, nullptr) < 0) die_errno(sync, "move the rootfs to /");
+        if (::chroot(".") < 0) die_errno(sync, "chroot");
+    } else {
+        die_errno(sync, "pivot_root");
+    }
     if (::chdir("/") < 0) die_errno(sync, "chdir /");
     ::close(root);
     if (spec.root_readonly && ::mount(nullptr, "/", nullptr, MS_BIND | MS_REMOUNT | MS_RDONLY, nullptr) < 0)
