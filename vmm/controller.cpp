@@ -154,11 +154,13 @@ Result<void> Controller::receive_migration() {
             case migration::MessageType::Done:
                 TRY(in.end());
                 if (state.empty()) return bad_request("migration stream: DONE before STATE");
+                // The source has let go of its disks and taps; the taps must be there
+                // before the state activates the network devices.
                 const auto t0 = std::chrono::steady_clock::now();
-                TRY(vmm->load_migration_state(state));
+                TRY(vmm->acquire_backends());
                 const auto t1 = std::chrono::steady_clock::now();
-                TRY(vmm->acquire_images());  // the source has let go of them
-                log::info("migration: state loaded in {} us, disks locked in {} us",
+                TRY(vmm->load_migration_state(state));
+                log::info("migration: disks locked and taps attached in {} us, state loaded in {} us",
                           std::chrono::duration_cast<std::chrono::microseconds>(t1 - t0).count(),
                           std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t1).count());
                 return {};

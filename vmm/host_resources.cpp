@@ -41,9 +41,10 @@ Result<std::unique_ptr<VirtioBlk>> open_disk(const DiskConfig& d, uint32_t cpus,
     return std::move(*blk);
 }
 
-Result<std::unique_ptr<VirtioNet>> open_net(const NetConfig& n) {
+Result<std::unique_ptr<VirtioNet>> open_net(const NetConfig& n, bool attach_later) {
     VirtioNetOptions o;
     o.tap = n.tap;
+    o.attach_later = attach_later && n.fd < 0;  // an inherited fd is this process's own
     if (n.fd >= 0) o.tap_fd = ::dup(n.fd);  // the device owns what it is given
     if (n.mac) o.mac = *n.mac;
     const std::string what = n.fd >= 0 ? fmt::format("fd={}", n.fd) : fmt::format("tap={}", n.tap);
@@ -75,7 +76,7 @@ Result<void> check_memory(uint64_t bytes) {
 
 Result<HostResources> open_host_resources(const VmConfig& cfg,
                                           const std::function<Result<void>()>& open_serial, bool boot_files,
-                                          bool lock_images) {
+                                          bool incoming) {
     using K = ConfigItem::Kind;
     HostResources r;
     r.disks.resize(cfg.disks.size());
@@ -91,8 +92,8 @@ Result<HostResources> open_host_resources(const VmConfig& cfg,
             break;
         case K::Memory: TRY(check_memory(cfg.memory_bytes)); break;
         case K::Serial: TRY(open_serial()); break;
-        case K::Disk: r.disks[item.index] = TRY(open_disk(cfg.disks[item.index], cfg.cpus, seen, lock_images)); break;
-        case K::Net: r.nets[item.index] = TRY(open_net(cfg.nets[item.index])); break;
+        case K::Disk: r.disks[item.index] = TRY(open_disk(cfg.disks[item.index], cfg.cpus, seen, /*lock=*/!incoming)); break;
+        case K::Net: r.nets[item.index] = TRY(open_net(cfg.nets[item.index], incoming)); break;
         case K::Vsock: r.vsock = TRY(open_vsock(*cfg.vsock)); break;
         }
     }

@@ -29,10 +29,11 @@ struct HostResources {
 // `open_serial` opens the serial sink when its turn comes; the caller keeps it. Also checks
 // --memory against the host's RAM + swap at its place in the order. Without `boot_files`
 // (a VM restored from a snapshot: its RAM holds the guest) the kernel and initrd are not opened.
-// Without `lock_images` (a live migration's destination) disks are opened unlocked: the source
-// still has them until it hands them over (VirtioBlk::lock_image).
+// For a live migration's destination (`incoming`) disks are opened unlocked and taps only
+// checked to exist: the source still has them until it hands them over
+// (Vmm::acquire_backends).
 Result<HostResources> open_host_resources(const VmConfig& cfg,
                                           const std::function<Result<void>()>& open_serial,
-                                          bool boot_files = true, bool lock_images = true);
+                                          bool boot_files = true, bool incoming = false);
 
 }  // namespace kestrel

@@ -67,14 +67,14 @@ void MigrationJob::set_phase(Phase ph) {
 }
 
 void MigrationJob::run() {
-    bool paused = false, images_released = false;
-    auto r = migrate(paused, images_released);
+    bool paused = false, released = false;
+    auto r = migrate(paused, released);
     if (!r) {
-        // Nothing is lost: the VM carries on here, with its disks locked again.
-        if (images_released)
-            if (auto rr = vmm_.acquire_images(); !rr)
-                log::error("migration: the disk images cannot be locked again ({}); the VM resumes without "
-                           "their locks", rr.error().what());
+        // Nothing is lost: the VM carries on here, with its disks locked and taps attached again.
+        if (released)
+            if (auto rr = vmm_.acquire_backends(); !rr)
+                log::error("migration: taking the disks and taps back: {}; the VM resumes without it",
+                           rr.error().what());
         if (paused)
             if (auto rr = vmm_.resume(); !rr) log::error("migration: resuming the VM: {}", rr.error().what());
         if (auto rr = vmm_.set_dirty_tracking(false); !rr) log::warn("migration: {}", rr.error().what());
@@ -139,7 +139,7 @@ Result<void> MigrationJob::send_round(migration::StreamWriter& w, const std::vec
     return w.flush();
 }
 
-Result<void> MigrationJob::migrate(bool& paused, bool& images_released) {
+Result<void> MigrationJob::migrate(bool& paused, bool& released) {
     auto ep = TRY(migration::parse_endpoint(req_.destination));
     UniqueFd fd = TRY(migration::connect_to(ep));
     // A destination that stops reading (or answering) cannot hold the source past timeout_s:
@@ -213,8 +213,8 @@ Result<void> MigrationJob::migrate(bool& paused, bool& images_released) {
     TRY(send_round(w, &last, pages));
     const uint64_t pages_ms = ms_since(stop_at);
     TRY(w.state(state));
-    TRY(vmm_.release_images());
-    images_released = true;
+    TRY(vmm_.release_backends());
+    released = true;
     TRY(w.done());
     const uint64_t sent_ms = ms_since(stop_at);
     TRY(migration::read_answer(fd.get(), "the VM"));

@@ -57,7 +57,7 @@ public:
 
 private:
     void run();
-    Result<void> migrate(bool& paused, bool& images_released);
+    Result<void> migrate(bool& paused, bool& released);
     Result<void> send_round(migration::StreamWriter& w, const std::vector<std::vector<uint64_t>>* dirty,
                             uint64_t& pages);
     void set_phase(Phase p);

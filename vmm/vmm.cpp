@@ -193,11 +193,11 @@ struct Vmm::Impl {
     // snapshot's memory file) guest RAM maps that file.
     Result<void> build(int mem_fd = -1, bool from_state = false);
     // `cfg`'s host resources (host_resources.hpp) and the serial output, in the order written.
-    Result<void> open_host(bool boot_files, bool lock_images) {
+    Result<void> open_host(bool boot_files, bool incoming) {
         host = TRY(open_host_resources(cfg, [this]() -> Result<void> {
             serial_out = TRY(open_serial_output(cfg.serial));
             return {};
-        }, boot_files, lock_images));
+        }, boot_files, incoming));
         return {};
     }
     // Per region, the pages written since the last call: KVM's log of the guest's writes OR
@@ -381,11 +381,11 @@ Result<std::unique_ptr<Vmm>> Vmm::build(const VmConfig& cfg) {
     d->cfg = cfg;
     // Every file, device and socket first, in the order written (host_resources.hpp): a bad
     // path is the most common mistake, and it is reported before anything is built.
-    TRY(d->open_host(/*boot_files=*/true, /*lock_images=*/true));
+    TRY(d->open_host(/*boot_files=*/true, /*incoming=*/false));
     // An inherited tap (`--net fd=N`) is named by the kernel (TUNGETIFF): config() reports
     // that name, so GET /vm/config gives a host_dev_name that can be fed back.
     for (size_t i = 0; i < d->cfg.nets.size(); ++i)
-        if (d->cfg.nets[i].tap.empty() && d->host.nets[i]) d->cfg.nets[i].tap = d->host.nets[i]->tap().name();
+        if (d->cfg.nets[i].tap.empty() && d->host.nets[i]) d->cfg.nets[i].tap = d->host.nets[i]->tap_name();
     TRY(d->build());
     return std::unique_ptr<Vmm>(new Vmm(std::move(d)));
 }
@@ -921,7 +921,7 @@ Result<std::unique_ptr<Vmm>> Vmm::restore(const VmConfig& cfg, const migration::
                            migration::total_size(saved));
     auto d = std::make_unique<Impl>();
     d->cfg = cfg;
-    TRY(d->open_host(/*boot_files=*/false, /*lock_images=*/true));
+    TRY(d->open_host(/*boot_files=*/false, /*incoming=*/false));
     TRY(d->build(mem_fd.get(), true));
     TRY(d->apply_state(file, {kConfigSection, kMemorySection}));  // a Diff was refused above
     log::info("snapshot restored: {} vCPU(s), {} MiB of guest memory mapped from '{}' (written by kestrel {} on {})",
@@ -966,7 +966,7 @@ Result<std::vector<uint8_t>> Vmm::migration_state() const {
 Result<std::unique_ptr<Vmm>> Vmm::build_incoming(const VmConfig& cfg) {
     auto d = std::make_unique<Impl>();
     d->cfg = cfg;
-    TRY(d->open_host(/*boot_files=*/false, /*lock_images=*/false));
+    TRY(d->open_host(/*boot_files=*/false, /*incoming=*/true));
     TRY(d->build(-1, /*from_state=*/true));
     return std::unique_ptr<Vmm>(new Vmm(std::move(d)));
 }
@@ -985,12 +985,31 @@ Result<void> on_every_disk(const std::vector<std::shared_ptr<VirtioBlk>>& blks, 
 }
 }  // namespace
 
-Result<void> Vmm::release_images() {
-    return on_every_disk(d_->blks, &VirtioBlk::sync_and_unlock_image, &VirtioBlk::lock_image);
+Result<void> Vmm::release_backends() {
+    TRY(on_every_disk(d_->blks, &VirtioBlk::sync_and_unlock_image, &VirtioBlk::lock_image));
+    for (size_t i = 0; i < d_->nets.size(); ++i) {
+        if (d_->cfg.nets[i].fd >= 0) continue;
+        if (auto r = d_->nets[i]->detach_tap(); !r) {
+            (void)acquire_backends();
+            return r;
+        }
+    }
+    return {};
 }
 
-Result<void> Vmm::acquire_images() {
-    return on_every_disk(d_->blks, &VirtioBlk::lock_image, &VirtioBlk::sync_and_unlock_image);
+Result<void> Vmm::acquire_backends() {
+    Result<void> first;
+    auto keep = [&](Result<void> r) {
+        if (!r && first) first = std::move(r);
+    };
+    for (size_t i = 0; i < d_->nets.size(); ++i) {
+        if (d_->nets[i]->tap_attached()) continue;
+        auto tap = Tap::open_by_name(d_->cfg.nets[i].tap);
+        if (!tap) keep(std::unexpected(context(tap.error(), fmt::format("--net tap={}", d_->cfg.nets[i].tap))));
+        else keep(d_->nets[i]->attach_tap(std::move(*tap)));
+    }
+    keep(on_every_disk(d_->blks, &VirtioBlk::lock_image, &VirtioBlk::sync_and_unlock_image));
+    return first;
 }
 
 void Vmm::announce_network() {

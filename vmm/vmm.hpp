@@ -127,14 +127,19 @@ public:
     Result<std::vector<uint8_t>> migration_state() const;
     // the destination: a VM of `cfg` (from the stream) with empty RAM and no boot, which
     // load_migration_state fills with the source's vCPUs and devices (all or nothing) before
-    // start(). Its disks and taps are opened as for any VM: the source must have let go.
+    // start(). Its disks are opened unlocked and its taps not attached (they must exist):
+    // acquire_backends() takes them once the source has let go.
     static Result<std::unique_ptr<Vmm>> build_incoming(const VmConfig& cfg);
     Result<void> load_migration_state(std::span<const uint8_t> file);
-    // The disks change hands at the end: the paused source fsyncs and unlocks every image,
-    // the destination locks them (refused: someone else still has one), a failed migration
-    // locks them at the source again. All or nothing.
-    Result<void> release_images();
-    Result<void> acquire_images();
+    // Disks and taps change hands at the end, so the source and destination may share a
+    // host: the paused source fsyncs and unlocks every image and detaches every tap it
+    // opened by name (VirtioNet::detach_tap; an inherited tap fd stays: it cannot be opened
+    // again, and a multi_queue tap takes another user), the destination attaches the taps
+    // and locks the images (refused: someone else still has one), a failed migration takes
+    // them back at the source. release_backends is all or nothing; acquire_backends tries
+    // every one and returns the first error.
+    Result<void> release_backends();
+    Result<void> acquire_backends();
     // The destination, once the VM runs: every network interface announces the guest's MAC
     // (VirtioNet::announce) so switches learn where it is now.
     void announce_network();

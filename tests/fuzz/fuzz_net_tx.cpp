@@ -190,7 +190,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     check(!dev.needs_reset());
     // Frames the guest had no buffers for wait in the tap; the next input starts empty.
     static std::array<uint8_t, 1 << 16> sink;
-    while (::read(dev.tap().fd(), sink.data(), sink.size()) > 0) {
+    while (::read(dev.tap_fd(), sink.data(), sink.size()) > 0) {
     }
     MemorySnapshot before(mem);
     dev.queue_notify(net::kRxQueue);

@@ -206,7 +206,9 @@ std::vector<unsigned long> ioctls_for(ThreadKind kind) {
                 kvm::uapi::kSetGsiRouting, TUNSETOFFLOAD,
                 KVM_SET_USER_MEMORY_REGION,           // PUT /migrate: the dirty log on, then off
                 KVM_GET_IRQCHIP, KVM_SET_IRQCHIP, KVM_GET_PIT2, KVM_SET_PIT2,  // --pit's state
-                KVM_GET_DIRTY_LOG};                   // PUT /snapshot/create: the pages a Diff holds
+                KVM_GET_DIRTY_LOG,                    // PUT /snapshot/create: the pages a Diff holds
+                // a failed migration attaches the taps it handed over again (Tap::open_by_name)
+                SIOCGIFINDEX, TUNSETIFF, TUNSETVNETHDRSZ};
     case ThreadKind::Api:
     case ThreadKind::Serial:
         return {};

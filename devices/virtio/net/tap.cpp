@@ -32,7 +32,7 @@ ifreq make_ifreq(const std::string& name, short flags) {
 
 }  // namespace
 
-Result<Tap> Tap::open_by_name(std::string name) {
+Result<void> Tap::check_exists(const std::string& name) {
     TRY(check_name(name));
     // The interface must exist before TUNSETIFF: given an unknown name, TUNSETIFF would
     // create a fresh tap that nobody bridged, and it would vanish with our fd. The lookup
@@ -40,6 +40,11 @@ Result<Tap> Tap::open_by_name(std::string name) {
     // which shows the namespace of whoever mounted sysfs.
     if (::if_nametoindex(name.c_str()) == 0)
         return fail("tap '{}' does not exist: create it with ip tuntap add {} mode tap", name, name);
+    return {};
+}
+
+Result<Tap> Tap::open_by_name(std::string name) {
+    TRY(check_exists(name));
 
     UniqueFd fd(::open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC));
     if (!fd) return fail_errno("cannot open /dev/net/tun for tap '{}' (is the tun module loaded?)", name);

@@ -25,6 +25,8 @@ public:
     // Takes ownership of `fd`, a /dev/net/tun fd already attached (TUNSETIFF) by the caller
     // with IFF_TAP | IFF_NO_PI | IFF_VNET_HDR. It is made non-blocking.
     static Result<Tap> from_fd(int fd);
+    // What open_by_name checks before attaching: a valid name of an existing interface.
+    static Result<void> check_exists(const std::string& name);
 
     // TUNSETOFFLOAD for what the driver acked: the tap may then hand us frames with partial
     // checksums (TUN_F_CSUM, for VIRTIO_NET_F_GUEST_CSUM) and TCP super-frames (TUN_F_TSO4/6,

@@ -26,22 +26,30 @@ Result<std::unique_ptr<VirtioNet>> VirtioNet::create(VirtioNetOptions opts) {
         return fail("virtio-net: queue size {} is not a power of 2 in 2..{}", opts.queue_size, virtq::kMaxQueueSize);
     if (opts.mac && ((*opts.mac)[0] & 1)) return fail("virtio-net: MAC address is multicast");
     if (!opts.tap.empty() && opts.tap_fd >= 0) return fail("virtio-net: give a tap name or a tap fd, not both");
-    Result<Tap> tap = opts.tap_fd >= 0 ? Tap::from_fd(opts.tap_fd)
-                      : opts.tap.empty() ? Result<Tap>(fail("virtio-net: no tap given"))
-                                         : Tap::open_by_name(opts.tap);
-    if (!tap) return std::unexpected(tap.error());
-    MacAddress mac = opts.mac ? *opts.mac : default_mac(tap->name());
+    if (opts.attach_later && opts.tap.empty()) return fail("virtio-net: a tap attached later needs its name");
+    std::optional<Tap> tap;
+    if (opts.attach_later) {
+        TRY(Tap::check_exists(opts.tap));
+    } else {
+        Result<Tap> t = opts.tap_fd >= 0 ? Tap::from_fd(opts.tap_fd)
+                        : opts.tap.empty() ? Result<Tap>(fail("virtio-net: no tap given"))
+                                           : Tap::open_by_name(opts.tap);
+        if (!t) return std::unexpected(t.error());
+        tap = std::move(*t);
+    }
+    std::string name = tap ? tap->name() : opts.tap;
+    MacAddress mac = opts.mac ? *opts.mac : default_mac(name);
     auto rx = RateLimiter::create();
     if (!rx) return std::unexpected(context(rx.error(), "virtio-net"));
     auto tx = RateLimiter::create();
     if (!tx) return std::unexpected(context(tx.error(), "virtio-net"));
     return std::unique_ptr<VirtioNet>(
-        new VirtioNet(std::move(*tap), mac, opts.queue_size, std::move(*rx), std::move(*tx)));
+        new VirtioNet(std::move(tap), std::move(name), mac, opts.queue_size, std::move(*rx), std::move(*tx)));
 }
 
-VirtioNet::VirtioNet(Tap tap, MacAddress mac, uint16_t queue_size, std::shared_ptr<RateLimiter> rx,
-                     std::shared_ptr<RateLimiter> tx)
-    : tap_(std::move(tap)), queue_size_(queue_size), metrics_(std::make_shared<NetMetrics>()),
+VirtioNet::VirtioNet(std::optional<Tap> tap, std::string tap_name, MacAddress mac, uint16_t queue_size,
+                     std::shared_ptr<RateLimiter> rx, std::shared_ptr<RateLimiter> tx)
+    : tap_(std::move(tap)), tap_name_(std::move(tap_name)), queue_size_(queue_size), metrics_(std::make_shared<NetMetrics>()),
       needs_reset_(std::make_shared<std::atomic<bool>>(false)), rx_limiter_(std::move(rx)),
       tx_limiter_(std::move(tx)) {
     features_ = virtq::kFeatureVersion1 | virtq::kFeatureEventIdx | virtq::kFeatureIndirectDesc |
@@ -79,6 +87,8 @@ Result<void> VirtioNet::activate(ActivateContext ctx) {
     if (!(ctx.acked_features & virtq::kFeatureVersion1))
         return fail("virtio-net: driver did not accept VIRTIO_F_VERSION_1 (legacy headers are not supported)");
     if (ctx.queues.size() > 2) return fail("virtio-net: {} queues configured, device has 2", ctx.queues.size());
+    if (!tap_) return fail("virtio-net: tap '{}' is not attached", tap_name_);
+    Activation act{&ctx.mem, &ctx.interrupt, &ctx.events, ctx.acked_features, ctx.queues};
     NetDataPath::Setup s{&ctx.mem, &ctx.interrupt, metrics_, needs_reset_, ctx.acked_features, {}, {},
                          kRxSlots, rx_limiter_, tx_limiter_};
     for (uint16_t i = 0; i < ctx.queues.size(); ++i) {
@@ -87,8 +97,8 @@ Result<void> VirtioNet::activate(ActivateContext ctx) {
         if (!q) return std::unexpected(context(q.error(), fmt::format("virtio-net queue {}", i)));
         (i == net::kRxQueue ? s.rx : s.tx).emplace(std::move(*q));
     }
-    if (auto r = tap_.set_offload(ctx.acked_features); !r) return std::unexpected(r.error());
-    auto path = NetDataPath::create(tap_.fd(), std::move(s));
+    if (auto r = tap_->set_offload(ctx.acked_features); !r) return std::unexpected(r.error());
+    auto path = NetDataPath::create(tap_->fd(), std::move(s));
     if (!path) return std::unexpected(context(path.error(), "virtio-net"));
     std::shared_ptr<NetDataPath> p = *path;
     if (auto r = ctx.events.add(p->event_fd(), EPOLLIN, [p](uint32_t) { p->on_event(); }); !r)
@@ -109,6 +119,7 @@ Result<void> VirtioNet::activate(ActivateContext ctx) {
         std::lock_guard lk(mu_);
         path_ = p;
         events_ = &ctx.events;
+        activation_ = std::move(act);
     }
     p->wake();  // the event loop posts the first tap reads (io_uring submits happen there only)
     return {};
@@ -135,22 +146,72 @@ void VirtioNet::reset() {
         p = std::move(path_);
         path_.reset();
         events = std::exchange(events_, nullptr);
+        activation_.reset();
+    }
+    if (p && !stop_path(std::move(p), events)) log::error("virtio-net: tap I/O did not stop on reset; leaking its buffers");
+    needs_reset_->store(false);
+}
+
+bool VirtioNet::stop_path(std::shared_ptr<NetDataPath> p, EventRegistry* events) {
+    p->deactivate();
+    // Outside every lock: a registry may wait for a running callback, which takes the path's.
+    if (events) {
+        (void)events->remove(p->event_fd());
+        (void)events->remove(rx_limiter_->timer_fd());
+        (void)events->remove(tx_limiter_->timer_fd());
+    }
+    if (p->quiesce()) return true;
+    keep_forever(std::move(p));  // the kernel still holds requests into its buffers
+    return false;
+}
+
+Result<void> VirtioNet::detach_tap() {
+    if (!tap_) return {};
+    std::shared_ptr<NetDataPath> p;
+    EventRegistry* events;
+    {
+        std::lock_guard lk(mu_);
+        p = path_;
+        events = events_;
     }
     if (p) {
-        p->deactivate();
-        // Outside every lock: a registry may wait for a running callback, which takes the path's.
-        if (events) {
-            (void)events->remove(p->event_fd());
-            (void)events->remove(rx_limiter_->timer_fd());
-            (void)events->remove(tx_limiter_->timer_fd());
+        auto pos = p->settle();
+        if (!pos) return std::unexpected(context(pos.error(), fmt::format("virtio-net: detaching tap '{}'", tap_name_)));
+        {
+            std::lock_guard lk(mu_);
+            path_.reset();
+            events_ = nullptr;
+            for (size_t i = 0; i < activation_->queues.size() && i < pos->size(); ++i)
+                activation_->queues[i].position = (*pos)[i];
         }
-        if (!p->quiesce()) {
-            // The kernel still holds requests into this path's buffers: keep them alive.
-            log::error("virtio-net: tap I/O did not stop on reset; leaking its buffers");
-            keep_forever(std::move(p));
+        // Frames read from the tap and not yet delivered go, as in a snapshot (settle_queues).
+        if (!stop_path(std::move(p), events))
+            return fail("virtio-net: tap '{}' I/O did not stop; it stays attached", tap_name_);
+    }
+    tap_.reset();
+    log::info("virtio-net: tap '{}' detached", tap_name_);
+    return {};
+}
+
+Result<void> VirtioNet::attach_tap(Tap tap) {
+    if (tap_) return fail("virtio-net: tap '{}' is attached already", tap_name_);
+    tap_ = std::move(tap);
+    std::optional<Activation> act;
+    {
+        std::lock_guard lk(mu_);
+        act = std::exchange(activation_, std::nullopt);
+    }
+    if (act) {
+        auto r = activate({*act->mem, act->acked, act->queues, *act->irq, *act->events});
+        if (!r) {
+            tap_.reset();
+            std::lock_guard lk(mu_);
+            activation_ = std::move(act);
+            return std::unexpected(context(r.error(), fmt::format("virtio-net: resuming on tap '{}'", tap_name_)));
         }
     }
-    needs_reset_->store(false);
+    log::info("virtio-net: tap '{}' attached", tap_name_);
+    return {};
 }
 
 bool VirtioNet::needs_reset() const { return needs_reset_->load(); }
@@ -169,9 +230,10 @@ Result<void> VirtioNet::announce(int count) {
     std::copy(m.begin(), m.end(), frame.begin() + 32);
     std::array<uint8_t, Tap::kVnetHdrBytes> hdr{};  // no offloads
     iovec iov[2] = {{hdr.data(), hdr.size()}, {frame.data(), frame.size()}};
+    if (!tap_) return fail("virtio-net: tap '{}' is not attached; the guest's MAC is not announced", tap_name_);
     for (int i = 0; i < count; ++i)
-        if (::writev(tap_.fd(), iov, 2) < 0 && errno != EAGAIN)
-            return fail_errno("virtio-net: announcing the guest's MAC on tap '{}'", tap_.name());
+        if (::writev(tap_->fd(), iov, 2) < 0 && errno != EAGAIN)
+            return fail_errno("virtio-net: announcing the guest's MAC on tap '{}'", tap_name_);
     return {};
 }
 

@@ -54,6 +54,9 @@ struct VirtioNetOptions {
     std::string tap;             // name of an existing tap interface, or
     int tap_fd = -1;             // a tap fd set up by the caller (see Tap::from_fd); owned after create
     std::optional<MacAddress> mac;  // default: default_mac(tap name)
+    // A live migration's destination: `tap` must exist but is attached by attach_tap() just
+    // before the VM's state is loaded (the source holds it until then, see detach_tap).
+    bool attach_later = false;
     uint16_t queue_size = 256;   // max queue size offered, power of 2
 };
 
@@ -96,17 +99,41 @@ public:
     RateLimiter& rx_rate_limiter() const { return *rx_limiter_; }
     RateLimiter& tx_rate_limiter() const { return *tx_limiter_; }
     MacAddress mac() const;
-    const Tap& tap() const { return tap_; }
+    const std::string& tap_name() const { return tap_name_; }
+    int tap_fd() const { return tap_ ? tap_->fd() : -1; }  // -1 while detached
+    bool tap_attached() const { return tap_.has_value(); }
+
+    // A live migration hands the tap over (a tap without multi_queue takes one user): the
+    // source detaches it once the paused VM's state is taken, the destination attaches it
+    // just before loading that state, and a failed migration attaches it again at the
+    // source. Detached, the device has no data path; frames for the guest wait in the tap
+    // or, with nobody attached, the host drops them, as a wire would.
+    // detach_tap: paused VM only (it settles the queues, see settle_queues); closes the tap.
+    Result<void> detach_tap();
+    // Attaches `tap`; a device that was active when detached carries on where it stopped.
+    Result<void> attach_tap(Tap tap);
     // After a live migration: tells the network where the guest's MAC is now, as QEMU does for
     // a NIC without VIRTIO_NET_F_GUEST_ANNOUNCE (qemu_announce_self): broadcast RARP frames
     // (RFC 903, opcode 3) from the guest's MAC, written to the tap, `count` of them.
     Result<void> announce(int count = 3);
 
 private:
-    VirtioNet(Tap tap, MacAddress mac, uint16_t queue_size, std::shared_ptr<RateLimiter> rx,
-              std::shared_ptr<RateLimiter> tx);
+    VirtioNet(std::optional<Tap> tap, std::string tap_name, MacAddress mac, uint16_t queue_size,
+              std::shared_ptr<RateLimiter> rx, std::shared_ptr<RateLimiter> tx);
+    // Tears the data path down (reset and detach_tap); false if the kernel kept its buffers.
+    bool stop_path(std::shared_ptr<NetDataPath> p, EventRegistry* events);
 
-    Tap tap_;
+    // What activate() was given, for attach_tap to activate again (queue positions then set).
+    struct Activation {
+        GuestMemory* mem;
+        VirtioInterrupt* irq;
+        EventRegistry* events;
+        uint64_t acked;
+        std::vector<QueueConfig> queues;
+    };
+
+    std::optional<Tap> tap_;  // nullopt while detached (or not yet attached)
+    std::string tap_name_;
     uint16_t queue_size_;
     uint64_t features_;
     net::Config config_{};
@@ -114,9 +141,10 @@ private:
     std::shared_ptr<std::atomic<bool>> needs_reset_;
     std::shared_ptr<RateLimiter> rx_limiter_, tx_limiter_;  // unlimited until told otherwise
 
-    std::mutex mu_;  // guards path_ and events_
+    std::mutex mu_;  // guards path_, events_ and activation_
     std::shared_ptr<NetDataPath> path_;
     EventRegistry* events_ = nullptr;
+    std::optional<Activation> activation_;  // while active, and while detached after being active
 };
 
 }  // namespace kestrel

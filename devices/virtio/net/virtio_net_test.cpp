@@ -647,3 +647,91 @@ TEST_CASE("VirtioNet RX rate limit: frames wait in the device and the tap, none 
     CHECK(w <= kFrames - 2);
     CHECK(w == rig.dev->rx_rate_limiter().throttled());
 }
+
+TEST_CASE("VirtioNet: detach_tap lets another user take the tap; attach_tap carries on where it stopped") {
+    Rig rig;
+    auto posted = rig.post_rx(4, 2048);
+    auto before = test_frame(70, 8);
+    REQUIRE(rig.pkt->send(before).has_value());
+    CHECK(rig.wait_used(*rig.rx, 1)[0].first == posted[0]);
+    // A tap without multi_queue takes one user: while the device holds it, nobody else can.
+    CHECK_FALSE(Tap::open_by_name("kt0").has_value());
+
+    REQUIRE(rig.dev->detach_tap().has_value());
+    CHECK_FALSE(rig.dev->tap_attached());
+    CHECK(rig.dev->tap_fd() == -1);
+    CHECK(rig.events.size() == 0);
+    CHECK(rig.dev->tap_name() == "kt0");
+    CHECK(rig.dev->detach_tap().has_value());  // detached already: nothing to do
+    auto no_announce = rig.dev->announce(1);
+    REQUIRE_FALSE(no_announce.has_value());
+    CHECK(no_announce.error().what() == "virtio-net: tap 'kt0' is not attached; the guest's MAC is not announced");
+
+    {
+        // The other side of a live migration on this host can attach it now.
+        auto other = Tap::open_by_name("kt0");
+        REQUIRE_MESSAGE(other.has_value(), (other ? "" : other.error().what()));
+    }
+    auto tap = Tap::open_by_name("kt0");
+    REQUIRE_MESSAGE(tap.has_value(), (tap ? "" : tap.error().what()));
+    REQUIRE(rig.dev->attach_tap(std::move(*tap)).has_value());
+    CHECK(rig.dev->tap_attached());
+    CHECK(rig.dev->tap_fd() >= 0);
+    CHECK(rig.events.size() > 0);
+    rig.events.dispatch(0);  // the wake-up that posts the tap reads again
+
+    // The receive buffers the driver posted before the hand-over are used, in order, from
+    // where the device stopped (a device starting over from index 0 would reuse posted[0]).
+    auto f = test_frame(100, 9);
+    REQUIRE(rig.pkt->send(f).has_value());
+    auto used = rig.wait_used(*rig.rx, 1);
+    CHECK(used[0].first == posted[1]);
+    auto bytes = rig.rx->read_writable(used[0].first, used[0].second);
+    CHECK(std::vector<uint8_t>(bytes.begin() + net::kHdrBytes, bytes.end()) == f);
+    auto g = test_frame(80, 6);
+    rig.send({g});
+    auto got = rig.pkt->recv_incoming(2000);
+    REQUIRE(got.has_value());
+    CHECK(*got == g);
+
+    // One tap at a time.
+    REQUIRE(NetnsScope::ip("tuntap add kt1 mode tap").has_value());
+    auto second = Tap::open_by_name("kt1");
+    REQUIRE(second.has_value());
+    auto twice = rig.dev->attach_tap(std::move(*second));
+    REQUIRE_FALSE(twice.has_value());
+    CHECK(twice.error().what() == "virtio-net: tap 'kt0' is attached already");
+}
+
+TEST_CASE("VirtioNet attach_later: the tap must exist, and the device cannot run until it is attached") {
+    auto ns = NetnsScope::enter();
+    REQUIRE_MESSAGE(ns.has_value(), (ns ? "" : ns.error().what()));
+    VirtioNetOptions o;
+    o.tap = "kt5";
+    o.attach_later = true;
+    auto missing = VirtioNet::create(o);
+    REQUIRE_FALSE(missing.has_value());
+    CHECK(missing.error().what() == "tap 'kt5' does not exist: create it with ip tuntap add kt5 mode tap");
+
+    REQUIRE(NetnsScope::ip("tuntap add kt5 mode tap").has_value());
+    auto d = VirtioNet::create(o);
+    REQUIRE_MESSAGE(d.has_value(), (d ? "" : d.error().what()));
+    CHECK_FALSE((*d)->tap_attached());
+    // Created without attaching: the tap is still free for the migration's source.
+    CHECK(Tap::open_by_name("kt5").has_value());
+
+    GuestRegionSpec spec{GuestAddress(0), 2 * kArea};
+    auto mem = GuestMemory::create(std::span(&spec, 1));
+    REQUIRE(mem.has_value());
+    MockDriver rx(*mem, GuestAddress(0), kArea, kQueueSize), tx(*mem, GuestAddress(kArea), kArea, kQueueSize);
+    FakeRegistry events;
+    CountingInterrupt irq;
+    auto r = (*d)->activate(ActivateContext{*mem, (*d)->device_features(), {rx.config(), tx.config()}, irq, events});
+    REQUIRE_FALSE(r.has_value());
+    CHECK(r.error().what() == "virtio-net: tap 'kt5' is not attached");
+
+    o.tap.clear();
+    auto nameless = VirtioNet::create(o);
+    REQUIRE_FALSE(nameless.has_value());
+    CHECK(nameless.error().what() == "virtio-net: a tap attached later needs its name");
+}
