@@ -1,0 +1,68 @@
+#include "cni-shim/shim/rootfs.hpp"
+
+#include <sys/mount.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include <doctest/doctest.h>
+
+using namespace kestrel::shim;
+
+TEST_CASE("parse_mount_options splits flags from filesystem data") {
+    auto a = parse_mount_options({"ro", "nosuid", "lowerdir=/a:/b", "upperdir=/u", "workdir=/w"});
+    REQUIRE(a);
+    CHECK(a->flags == (MS_RDONLY | MS_NOSUID));
+    CHECK(a->data == "lowerdir=/a:/b,upperdir=/u,workdir=/w");
+    a = parse_mount_options({"rbind", "ro", "rw"});
+    REQUIRE(a);
+    CHECK(a->flags == (MS_BIND | MS_REC));
+    CHECK_FALSE(parse_mount_options({"lowerdir=/a,upperdir=/etc"}));  // smuggled option
+    CHECK_FALSE(parse_mount_options({""}));
+}
+
+TEST_CASE("mount_rootfs refuses types it does not know before mounting anything") {
+    auto r = mount_rootfs({{"nfs", "server:/x", "", {}}}, "/nonexistent-kestrel-dir");
+    REQUIRE_FALSE(r);
+    CHECK(r.error().message.find("'nfs' is not supported") != std::string::npos);
+}
+
+TEST_CASE("ext4 images: sized from the tree, populated by mke2fs -d") {
+    char t[] = "/tmp/kestrel-rootfs-XXXXXX";
+    std::filesystem::path d = ::mkdtemp(t);
+    std::filesystem::create_directories(d / "tree/bin");
+    std::ofstream(d / "tree/bin/hello") << std::string(100000, 'h');
+    std::filesystem::create_symlink("hello", d / "tree/bin/link");
+    auto sz = measure_tree((d / "tree").string());
+    REQUIRE(sz);
+    CHECK(sz->inodes == 4);  // root, bin, hello, link
+    CHECK(sz->bytes == 100000 + 5);
+    auto bytes = ext4_image_bytes(*sz);
+    CHECK(bytes % (1 << 20) == 0);
+    CHECK(bytes >= 16u << 20);
+    CHECK(ext4_image_bytes({1u << 30, 10}) > (1u << 30));
+
+    std::string img = (d / "root.ext4").string();
+    auto built = build_ext4_image((d / "tree").string(), img);
+    REQUIRE_MESSAGE(built, built.error().what());
+    CHECK(std::filesystem::file_size(img) == bytes);
+    // The image holds the file: read it back with debugfs (e2fsprogs, like mke2fs).
+    auto cat = run_command({"debugfs", "-R", "stat /bin/hello", img});
+    REQUIRE_MESSAGE(cat, cat.error().what());
+    CHECK(cat->find("Size: 100000") != std::string::npos);
+    auto fsck = run_command({"e2fsck", "-fn", img});
+    CHECK_MESSAGE(fsck.has_value(), (fsck ? std::string() : fsck.error().what()));
+
+    CHECK_FALSE(build_ext4_image((d / "missing").string(), (d / "x.ext4").string()));
+    std::filesystem::remove_all(d);
+}
+
+TEST_CASE("run_command reports a failing command with its output") {
+    auto r = run_command({"sh", "-c", "echo oops >&2; exit 3"});
+    REQUIRE_FALSE(r);
+    CHECK(r.error().message.find("oops") != std::string::npos);
+    auto ok = run_command({"sh", "-c", "echo fine"});
+    REQUIRE(ok);
+    CHECK(*ok == "fine\n");
+}
