@@ -103,13 +103,14 @@ Result<void> write_file(const std::string& path, const std::string& content) {
 }
 
 // The daemonized shim: serves the Task service on `listener` until Shutdown.
-[[noreturn]] void serve(UniqueFd listener, const Flags& f, ShimIdentity id) {
+[[noreturn]] void serve(UniqueFd listener, const Flags& f, ShimIdentity id, const std::string& log_dir) {
     const char* ttrpc_address = std::getenv("TTRPC_ADDRESS");
     auto vm_cfg = load_pod_vm_config(config_path());
     if (!vm_cfg) {
         spdlog::error("{}", vm_cfg.error().what());
         std::_Exit(1);
     }
+    vm_cfg->log_dir = log_dir;
     std::mutex mu;
     std::condition_variable cv;
     bool exit_requested = false;
@@ -188,7 +189,11 @@ int do_start(const Flags& f) {
         return 1;
     }
     ::chmod(id.socket_path.c_str(), 0600);
-    std::string log = id.state_dir + "/shim.log";
+    // KESTREL_SHIM_LOG_DIR (tests): logs kept after the pod is gone, one set per pod key.
+    const char* keep = std::getenv("KESTREL_SHIM_LOG_DIR");
+    std::string log_dir = keep && *keep && keep[0] == '/' ? fmt::format("{}/{}", keep, key) : id.state_dir;
+    std::filesystem::create_directories(log_dir, ec);
+    std::string log = log_dir + "/shim.log";
     std::fflush(stdout);
     pid_t pid = ::fork();
     if (pid < 0) {
@@ -210,7 +215,7 @@ int do_start(const Flags& f) {
         spdlog::set_default_logger(spdlog::stderr_logger_mt("shim"));
         spdlog::set_level(spdlog::level::info);
         spdlog::flush_on(spdlog::level::info);
-        serve(std::move(*listener), f, id);
+        serve(std::move(*listener), f, id, log_dir);
     }
     if (auto w = write_file(bundle + "/address", address); !w) {
         std::fprintf(stderr, "kestrel shim start: %s\n", w.error().what().c_str());

@@ -74,8 +74,9 @@ Result<std::unique_ptr<PodVm>> PodVm::boot(const PodVmConfig& cfg, const std::st
     vm->used_.assign(cfg.spare_drives, false);
 
     std::string api = vm->api_sock();
-    std::string log = state_dir + "/kestrel.log";
-    std::string console = "file:" + state_dir + "/console.log";
+    std::string logs = cfg.log_dir.empty() ? state_dir : cfg.log_dir;
+    std::string log = logs + "/kestrel.log";
+    std::string console = "file:" + logs + "/console.log";
     std::vector<std::string> argv = {cfg.kestrel, "run", "--api-sock", api, "--serial", console, "--log-level", "info"};
     // Everything the child needs is made before fork: the shim has threads, so the child
     // may only make async-signal-safe calls.

@@ -32,6 +32,9 @@ struct PodVmConfig {
     std::uint32_t spare_drives = 4;  // container rootfs slots: /dev/vda.. in drive order
     std::uint32_t agent_port = 1024;
     std::chrono::seconds boot_timeout{180};
+    // Where kestrel.log and console.log go: the pod's state directory when empty (removed
+    // with the pod); tests set KESTREL_SHIM_LOG_DIR to keep them.
+    std::string log_dir;
 };
 
 // Reads the JSON config at `path` (fields as PodVmConfig, all optional); a missing file
