@@ -64,16 +64,24 @@ void EventPublisher::run() {
             if (queue_.empty()) return;
             item = std::move(queue_.front());
             queue_.pop_front();
+            sending_ = true;
         }
-        if (address_.empty()) continue;  // no TTRPC_ADDRESS: nobody to tell
-        for (int attempt = 0; attempt < 5; ++attempt) {
+        for (int attempt = 0; attempt < 5 && !address_.empty(); ++attempt) {
             auto r = ttrpc::call_once(address_, "containerd.services.events.ttrpc.v1.Events", "Forward", item,
                                       ttrpc::CallOptions{ns_, std::chrono::seconds(5)});
             if (r) break;
             spdlog::warn("Events/Forward to {}: {} (attempt {})", address_, r.error().message, attempt + 1);
             ::usleep(200'000);
         }
+        std::lock_guard lk(mu_);
+        sending_ = false;
+        cv_.notify_all();
     }
+}
+
+void EventPublisher::drain(std::chrono::milliseconds timeout) {
+    std::unique_lock lk(mu_);
+    cv_.wait_for(lk, timeout, [&] { return queue_.empty() && !sending_; });
 }
 
 }  // namespace kestrel::shim

@@ -4,6 +4,7 @@
 // crashes on an empty one — with the event packed as containerd 1.6's typeurl resolves it.
 #pragma once
 
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -42,6 +43,9 @@ public:
     EventPublisher(std::string ttrpc_address, std::string ns);
     ~EventPublisher();  // sends what is queued (bounded by the per-call timeout), then stops
     void publish(std::string_view topic, const google::protobuf::Message& event);
+    // Waits until everything published so far was sent (or dropped), at most `timeout`:
+    // before the shim exits, so containerd hears of the last exits and deletes.
+    void drain(std::chrono::milliseconds timeout);
 
 private:
     void run();
@@ -50,6 +54,7 @@ private:
     std::condition_variable cv_;
     std::deque<std::string> queue_;
     bool stopping_ = false;
+    bool sending_ = false;
     std::thread thread_;
 };
 

@@ -136,6 +136,7 @@ Result<void> write_file(const std::string& path, const std::string& content) {
     server.stop();
     service.stop_vm();
     server.shutdown();
+    service.drain_events(std::chrono::seconds(10));
     ::unlink(id.socket_path.c_str());
     std::error_code ec;
     std::filesystem::remove_all(id.state_dir, ec);

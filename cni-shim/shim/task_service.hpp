@@ -36,6 +36,7 @@ public:
 
     // Kills the VM (if any): for the shim's exit.
     void stop_vm();
+    void drain_events(std::chrono::milliseconds timeout) { events_->drain(timeout); }
 
 private:
     struct Proc;

@@ -3,8 +3,10 @@
 # containerd-shim-kestrel-v2: `ctr run --runtime io.containerd.kestrel.v2` with containerd's
 # state under /tmp, a local OCI image (tools/build-pod-image.sh, no registry), the native
 # snapshotter (L1 has no overlay module). The container's output and exit code must reach
-# ctr; its memory and command line must be the pod VM's, not L1's; afterwards no kestrel,
-# shim, socket or state directory may be left.
+# ctr; its memory and command line must be the pod VM's, not L1's. Then a detached
+# container: exec (output, exit code), ps, pause/resume (the VM), SIGTERM, delete; then a
+# SIGKILLed shim, cleaned up by containerd through the shim's `delete`. Afterwards no
+# kestrel, shim, socket, state directory or bundle mount may be left.
 # Needs: tools/build-pod-image.sh DIR, then run-tests --l1-extra DIR --cases pod-ctr.
 #@ timeout 900
 #@ expect-script-rc 0
@@ -13,6 +15,15 @@
 #@ expect-value l1.ctr.rc == 7
 #@ expect-value l1.ctr.guest_cmdline_has_agent_initrd == 1
 #@ expect-value l1.ctr.memtotal_kb < 300000
+#@ expect-line ^POD-EXEC-OUT exec says hi$
+#@ expect-value l1.exec.rc == 3
+#@ expect-value l1.ps.lines >= 2
+#@ expect-value l1.paused.status == PAUSED
+#@ expect-value l1.resumed.status == RUNNING
+#@ expect-value l1.killed.status == STOPPED
+#@ expect-value l1.c3.kestrel_before == 1
+#@ expect-value l1.c3.status_after_shim_kill == STOPPED
+#@ expect-value l1.left.mounts == 0
 #@ expect-value l1.left.kestrel == 0
 #@ expect-value l1.left.shim == 0
 #@ expect-value l1.left.sockets == 0
@@ -51,11 +62,50 @@ nested_value l1.ctr.memtotal_kb "$(awk '/^MemTotal/ { print $2 }' $d/out)"
 # The pod VM's command line is the shim's (reboot=k), L1's is not.
 if grep -q 'reboot=k' $d/out && ! grep -q 'reboot=k' /proc/cmdline; then has=1; else has=0; fi
 nested_value l1.ctr.guest_cmdline_has_agent_initrd "$has"
+
+# Phase 2: a detached container; exec, pids, pause/resume, SIGTERM, delete.
+procs() {  # number of processes whose command line matches the regex $1 (L1's busybox has no pgrep)
+  n=0
+  for f in /proc/[0-9]*/cmdline; do tr '\0' ' ' < "$f" 2>/dev/null | grep -q -- "$1" && n=$((n + 1)); done
+  echo $n
+}
+$c run -d --snapshotter native --runtime io.containerd.kestrel.v2 docker.io/kestrel/busybox:test c2 sh -c 'sleep 1000'
+timeout 120 $c task exec --exec-id e1 c2 sh -c 'echo exec says hi; hostname; exit 3' > $d/exec.out 2>&1
+nested_value l1.exec.rc "$?"
+sed 's/^/POD-EXEC-OUT /' $d/exec.out
+$c task ps c2 | sed 's/^/POD-PS /'
+nested_value l1.ps.lines "$($c task ps c2 | tail -n +2 | grep -c '[0-9]')"
+$c task pause c2
+nested_value l1.paused.status "$($c task ls | awk '$1 == "c2" { print $3 }')"
+$c task resume c2
+nested_value l1.resumed.status "$($c task ls | awk '$1 == "c2" { print $3 }')"
+$c task kill c2
+i=0
+while [ "$($c task ls | awk '$1 == "c2" { print $3 }')" != STOPPED ] && [ $i -lt 60 ]; do sleep 1; i=$((i + 1)); done
+nested_value l1.killed.status "$($c task ls | awk '$1 == "c2" { print $3 }')"
+$c task delete c2 | sed 's/^/POD-DELETE /'
+$c container delete c2
+
+# Phase 3: the shim of a running pod is SIGKILLed: containerd's cleanup runs the shim's
+# `delete`, which must kill the pod's kestrel and remove its socket and state.
+$c run -d --snapshotter native --runtime io.containerd.kestrel.v2 docker.io/kestrel/busybox:test c3 sh -c 'sleep 1000'
+nested_value l1.c3.kestrel_before "$(procs '[/]nested/bin/kestrel')"
+for f in /proc/[0-9]*/cmdline; do
+  if tr '\0' ' ' < "$f" 2>/dev/null | grep -q '^[^ ]*containerd-shim-kestrel-v2 '; then
+    p=${f#/proc/}; p=${p%/cmdline}; echo "killing shim $p"; kill -9 "$p"
+  fi
+done
+i=0
+while [ "$($c task ls | awk '$1 == "c3" { print $3 }')" != STOPPED ] && [ $i -lt 60 ]; do sleep 1; i=$((i + 1)); done
+nested_value l1.c3.status_after_shim_kill "$($c task ls | awk '$1 == "c3" { print $3 }')"
+$c task delete c3 >/dev/null 2>&1
+$c container delete c3
 sleep 2
-nested_value l1.left.kestrel "$(pgrep -f /nested/bin/kestrel | wc -l)"
-nested_value l1.left.shim "$(pgrep -f containerd-shim-kestrel | wc -l)"
+nested_value l1.left.kestrel "$(procs '[/]nested/bin/kestrel')"
+nested_value l1.left.shim "$(procs '[c]ontainerd-shim-kestrel')"
 nested_value l1.left.sockets "$(ls /run/containerd/s 2>/dev/null | grep -c kestrel)"
 nested_value l1.left.state "$(ls /run/kestrel-shim 2>/dev/null | wc -l)"
+nested_value l1.left.mounts "$(grep -c ' /tmp/ctd/state' /proc/mounts)"
 for f in $d/logs/*/*; do echo "== $f"; tail -n 40 "$f"; done
 echo "== containerd.log"; grep -v 'level=info' $d/containerd.log | tail -n 30
 kill $ctd; wait $ctd 2>/dev/null
