@@ -147,9 +147,17 @@ Result<nlohmann::json> AgentClient::call(nlohmann::json request, std::chrono::mi
     }
     request["id"] = id;
     std::string op = request.value("op", "");
+    std::string frame = encode_agent_frame(request);
+    // The agent closes the whole control connection on an oversized frame (PROTOCOL.md
+    // "Frames"): refuse such a request here, so one big spec cannot cut the pod off.
+    if (frame.size() - 4 > kMaxAgentFrame) {
+        std::lock_guard lk(mu_);
+        pending_.erase(id);
+        return bad_request("agent {}: request of {} bytes, more than the agent's 1 MiB frame limit", op, frame.size() - 4);
+    }
     {
         std::lock_guard lk(write_mu_);
-        if (auto w = ttrpc::write_all(fd_.get(), encode_agent_frame(request)); !w) {
+        if (auto w = ttrpc::write_all(fd_.get(), frame); !w) {
             std::lock_guard lk2(mu_);
             pending_.erase(id);
             return std::unexpected(context(w.error(), "agent " + op));

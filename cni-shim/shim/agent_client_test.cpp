@@ -97,6 +97,11 @@ TEST_CASE("AgentClient against the real kestrel-agent: ping, errors by path, ids
     for (int i = 0; i < 8; ++i) ts.emplace_back([&] { if ((*client)->call(json{{"op", "ping"}})) ++ok; });
     for (auto& t : ts) t.join();
     CHECK(ok == 8);
+    // Oversized: refused before sending; the connection stays usable.
+    auto big = (*client)->call(json{{"op", "ping"}, {"pad", std::string(kMaxAgentFrame, 'x')}});
+    REQUIRE_FALSE(big);
+    CHECK(big.error().message.find("1 MiB") != std::string::npos);
+    CHECK((*client)->call(json{{"op", "ping"}}));
     auto bye = (*client)->call(json{{"op", "shutdown"}});
     CHECK(bye);
     int st = 0;

@@ -219,6 +219,7 @@ TaskService::Reply TaskService::create(std::string_view payload) {
     if (m.group != id_.group) {
         return status(Code::InvalidArgument, fmt::format("container {} belongs to pod {}, this shim serves pod {}", req.id(), m.group, id_.group));
     }
+    if (req.rootfs_size() > 64) return status(Code::InvalidArgument, fmt::format("{} rootfs mounts, more than 64", req.rootfs_size()));
     StdioPaths paths{req.stdin(), req.stdout(), req.stderr(), req.terminal()};
     if (paths.terminal) paths.err.clear();  // one pty for all three (containerd still names a stderr FIFO)
     TRY_RESULT(check_stdio_paths(paths));
