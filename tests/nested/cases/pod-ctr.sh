@@ -17,6 +17,9 @@
 #@ expect-value l1.ctr.guest_cmdline_has_agent_initrd == 1
 #@ expect-value l1.ctr.memtotal_kb < 300000
 #@ expect-line ^POD-EXEC-OUT exec says hi$
+#@ expect-line ^POD-STDIN-OUT line two$
+#@ expect-line ^POD-STDIN-OUT stdin closed$
+#@ expect-value l1.stdin.rc == 0
 #@ expect-value l1.exec.rc == 3
 #@ expect-value l1.ps.lines >= 1
 #@ expect-value l1.paused.status == PAUSED
@@ -68,6 +71,12 @@ nested_value l1.ctr.memtotal_kb "$(awk '/^MemTotal/ { print $2 }' $d/out)"
 # The pod VM's command line is the shim's (reboot=k), L1's is not.
 if grep -q 'reboot=k' $d/out && ! grep -q 'reboot=k' /proc/cmdline; then has=1; else has=0; fi
 nested_value l1.ctr.guest_cmdline_has_agent_initrd "$has"
+
+# Phase 1b: stdin through the FIFO to the process, EOF when ctr's stdin ends.
+printf 'line one\nline two\n' | timeout 300 $c run --snapshotter native --runtime io.containerd.kestrel.v2 --rm \
+  docker.io/kestrel/busybox:test c1b sh -c 'cat; echo stdin closed' > $d/in.out 2>&1
+nested_value l1.stdin.rc "$?"
+sed 's/^/POD-STDIN-OUT /' $d/in.out
 
 # Phase 2: a detached container; exec, pids, pause/resume, SIGTERM, delete.
 procs() {  # number of processes whose command line matches the regex $1 (L1's busybox has no pgrep)
