@@ -7,6 +7,7 @@
 #   /usr/local/bin/containerd-shim-kestrel-v2 (+ its shared libraries): on containerd's PATH,
 #                                        since containerd 1.6 ignores runtime_path
 #   /etc/kestrel/shim.json               the shim's VM settings for L1 (kestrel, /l2/vmlinux)
+#   /nested/pod-modules/overlay.ko       overlayfs for L1 (containerd's overlayfs snapshotter)
 #
 # usage: build-pod-image.sh OUTDIR [--build DIR]   (DIR: the meson build dir, default build)
 set -euo pipefail
@@ -29,6 +30,10 @@ rm -rf "$out"; mkdir -p "$out/usr/share/kestrel" "$out/usr/local/bin" "$out/etc/
 install -s -m 0755 "$shim" "$out/usr/local/bin/containerd-shim-kestrel-v2"  # stripped: L1 is an initramfs
 nested_add_libraries "$out" "$shim"
 "$nested_root/tools/build-agent-initrd.sh" "$out/usr/share/kestrel/pod-initrd.cpio.gz" --agent "$agent" >/dev/null
+# L1's own modules lack overlayfs; containerd's overlayfs snapshotter (the usual one, and
+# the one whose layers the shim caches images by) needs it: the case insmods this copy.
+nested_need_kernel
+install -D -m 0644 "$nested_kernel/modules/kernel/fs/overlayfs/overlay.ko" "$out/nested/pod-modules/overlay.ko"
 cat > "$out/etc/kestrel/shim.json" <<'JSON'
 {"kestrel": "/nested/bin/kestrel", "kernel": "/l2/vmlinux",
  "initrd": "/usr/share/kestrel/pod-initrd.cpio.gz", "vcpus": 1, "memory_mib": 256, "boot_timeout_s": 600}
@@ -46,7 +51,7 @@ with tarfile.open(fileobj=layer_buf, mode='w', format=tarfile.GNU_FORMAT) as t:
     for d in ('bin', 'etc', 'proc', 'sys', 'dev', 'tmp', 'root'):
         ti = tarfile.TarInfo(d); ti.type = tarfile.DIRTYPE; ti.mode = 0o755; t.addfile(ti)
     add(t, 'bin/busybox', open('/bin/busybox', 'rb').read(), 0o755)
-    for app in ('sh', 'echo', 'cat', 'uname', 'ls', 'sleep', 'true', 'false', 'id', 'hostname', 'env', 'ps', 'mount'):
+    for app in ('sh', 'echo', 'cat', 'uname', 'ls', 'sleep', 'true', 'false', 'id', 'hostname', 'env', 'ps', 'mount', 'tty', 'stty', 'grep'):
         ti = tarfile.TarInfo('bin/' + app); ti.type = tarfile.SYMTYPE; ti.linkname = 'busybox'; t.addfile(ti)
     add(t, 'etc/passwd', b'root:x:0:0:root:/root:/bin/sh\n')
     add(t, 'etc/group', b'root:x:0:\n')

@@ -43,6 +43,10 @@ Result<PodVmConfig> load_pod_vm_config(const std::string& path) {
         else if (k == "kernel") TRY(str(c.kernel));
         else if (k == "initrd") TRY(str(c.initrd));
         else if (k == "cmdline") TRY(str(c.cmdline));
+        else if (k == "image_cache_dir") {
+            if (!v.is_string()) return bad_request("{}: {}: expected a string", path, k);
+            c.image_cache_dir = v.get<std::string>();
+        }
         else if (k == "vcpus") TRY(num(c.vcpus, 1, 254));
         else if (k == "memory_mib") TRY(num(c.memory_mib, 64, 1 << 20));
         else if (k == "spare_drives") TRY(num(c.spare_drives, 1, 20));  // vda..vdt
@@ -56,6 +60,16 @@ Result<PodVmConfig> load_pod_vm_config(const std::string& path) {
     return c;
 }
 
+namespace {
+// A 1 MiB zero image (kestrel refuses empty ones), a new file per use: see PodVm::detach.
+Result<std::string> make_placeholder(const std::string& state_dir, std::uint32_t slot, std::uint64_t gen) {
+    std::string p = fmt::format("{}/drives/spare{}-{}.img", state_dir, slot, gen);
+    UniqueFd f(::open(p.c_str(), O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0600));
+    if (!f || ::ftruncate(f.get(), 1 << 20) != 0) return fail_errno("create {}", p);
+    return p;
+}
+}  // namespace
+
 Result<std::unique_ptr<PodVm>> PodVm::boot(const PodVmConfig& cfg, const std::string& state_dir,
                                            std::function<void(int)> on_exit) {
     std::unique_ptr<PodVm> vm(new PodVm());
@@ -66,10 +80,7 @@ Result<std::unique_ptr<PodVm>> PodVm::boot(const PodVmConfig& cfg, const std::st
     fs::create_directories(state_dir + "/drives", ec);
     if (ec) return fail("mkdir {}/drives: {}", state_dir, ec.message());
     for (std::uint32_t i = 0; i < cfg.spare_drives; ++i) {
-        // A 1 MiB placeholder per slot: kestrel refuses empty images.
-        std::string p = fmt::format("{}/drives/spare{}.img", state_dir, i);
-        UniqueFd f(::open(p.c_str(), O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0600));
-        if (!f || ::ftruncate(f.get(), 1 << 20) != 0) return fail_errno("create {}", p);
+        vm->placeholder_.push_back(TRY(make_placeholder(state_dir, i, 0)));
     }
     vm->used_.assign(cfg.spare_drives, false);
 
@@ -117,11 +128,13 @@ Result<std::unique_ptr<PodVm>> PodVm::boot(const PodVmConfig& cfg, const std::st
     TRY(api_call(api, "PUT", "/boot-source",
                  json{{"kernel_image_path", cfg.kernel}, {"initrd_path", cfg.initrd}, {"boot_args", cfg.cmdline}}.dump()));
     TRY(api_call(api, "PUT", "/machine-config", json{{"vcpu_count", cfg.vcpus}, {"mem_size_mib", cfg.memory_mib}}.dump()));
+    // Read-only: the guest mounts rootfs images read-only under a tmpfs overlay, and a
+    // read-only drive takes kestrel's shared image lock, so one cached image serves many pods.
     for (std::uint32_t i = 0; i < cfg.spare_drives; ++i) {
         std::string id = fmt::format("spare{}", i);
         TRY(api_call(api, "PUT", "/drives/" + id,
-                     json{{"drive_id", id}, {"path_on_host", fmt::format("{}/drives/{}.img", state_dir, id)},
-                          {"is_root_device", false}, {"is_read_only", false}}.dump()));
+                     json{{"drive_id", id}, {"path_on_host", vm->placeholder_[i]},
+                          {"is_root_device", false}, {"is_read_only", true}}.dump()));
     }
     TRY(api_call(api, "PUT", "/vsock", json{{"guest_cid", 3}, {"uds_path", vm->vsock_path()}}.dump()));
     TRY(api_call(api, "PUT", "/actions", json{{"action_type", "InstanceStart"}}.dump(), std::chrono::seconds(60)));
@@ -164,9 +177,18 @@ Result<void> PodVm::detach(int index) {
     std::lock_guard lk(mu_);
     if (index < 0 || static_cast<std::size_t>(index) >= used_.size()) return fail("no drive slot {}", index);
     std::string id = fmt::format("spare{}", index);
-    TRY(api_call(api_sock(), "PATCH", "/drives/" + id,
-                 json{{"drive_id", id}, {"path_on_host", fmt::format("{}/drives/{}.img", state_dir_, id)}}.dump()));
-    used_[static_cast<std::size_t>(index)] = false;
+    // A fresh placeholder file, not the slot's first one again: kestrel (as measured in
+    // pod-ctr) refuses to swap back to an image this drive used before ("holds a write
+    // lock"), so each detach swaps to a new file and removes the old one.
+    auto i = static_cast<std::size_t>(index);
+    std::string fresh = TRY(make_placeholder(state_dir_, static_cast<std::uint32_t>(index), ++generation_));
+    if (auto r = api_call(api_sock(), "PATCH", "/drives/" + id, json{{"drive_id", id}, {"path_on_host", fresh}}.dump()); !r) {
+        ::unlink(fresh.c_str());
+        return std::unexpected(r.error());
+    }
+    ::unlink(placeholder_[i].c_str());
+    placeholder_[i] = fresh;
+    used_[i] = false;
     return {};
 }
 

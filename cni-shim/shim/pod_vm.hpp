@@ -32,6 +32,8 @@ struct PodVmConfig {
     std::uint32_t spare_drives = 4;  // container rootfs slots: /dev/vda.. in drive order
     std::uint32_t agent_port = 1024;
     std::chrono::seconds boot_timeout{180};
+    // Rootfs images of image layers, shared by every pod (rootfs.hpp cached_image); "" = off.
+    std::string image_cache_dir = "/var/lib/kestrel-shim/images";
     // Where kestrel.log and console.log go: the pod's state directory when empty (removed
     // with the pod); tests set KESTREL_SHIM_LOG_DIR to keep them.
     std::string log_dir;
@@ -75,6 +77,8 @@ private:
     pid_t pid_ = -1;
     std::mutex mu_;
     std::vector<bool> used_;
+    std::vector<std::string> placeholder_;  // each slot's current placeholder image
+    std::uint64_t generation_ = 0;
     std::thread monitor_;
     std::function<void(int)> on_exit_;
 };

@@ -139,6 +139,53 @@ Result<std::string> run_command(const std::vector<std::string>& argv) {
     return out;
 }
 
+std::optional<CacheableRootfs> cacheable_rootfs(const std::vector<RootfsMount>& mounts) {
+    if (mounts.size() != 1 || mounts[0].type != "overlay") return std::nullopt;
+    std::string lower, upper;
+    for (const auto& o : mounts[0].options) {
+        if (o.starts_with("lowerdir=")) lower = o.substr(9);
+        else if (o.starts_with("upperdir=")) upper = o.substr(9);
+    }
+    if (lower.empty() || lower.find(',') != std::string::npos || lower.front() != '/') return std::nullopt;
+    if (!upper.empty()) {
+        std::error_code ec;
+        if (!std::filesystem::is_empty(upper, ec) || ec) return std::nullopt;
+    }
+    std::uint64_t h = 0xcbf29ce484222325ULL;  // FNV-1a 64
+    for (unsigned char ch : lower) {
+        h ^= ch;
+        h *= 0x100000001b3ULL;
+    }
+    CacheableRootfs r;
+    r.key = fmt::format("{:016x}", h);
+    if (lower.find(':') == std::string::npos) {
+        // overlayfs wants two lower layers when there is no upper: one layer is a bind.
+        r.lowers_only.push_back({"bind", lower, "", {"bind", "ro"}});
+    } else {
+        r.lowers_only.push_back({"overlay", "overlay", "", {"ro", "lowerdir=" + lower}});
+    }
+    return r;
+}
+
+Result<std::string> cached_image(const CacheableRootfs& r, const std::string& cache_dir, const std::string& mount_dir) {
+    std::string path = fmt::format("{}/{}.ext4", cache_dir, r.key);
+    if (::access(path.c_str(), R_OK) == 0) return path;
+    std::error_code ec;
+    std::filesystem::create_directories(cache_dir, ec);
+    if (ec) return fail("mkdir {}: {}", cache_dir, ec.message());
+    int n = TRY(mount_rootfs(r.lowers_only, mount_dir));
+    std::string tmp = fmt::format("{}.tmp.{}", path, ::getpid());
+    auto built = build_ext4_image(mount_dir, tmp);
+    unmount_all(mount_dir, n);
+    if (!built) return std::unexpected(built.error());
+    if (::rename(tmp.c_str(), path.c_str()) != 0) {
+        auto e = fail_errno("rename {}", path);
+        ::unlink(tmp.c_str());
+        return e;
+    }
+    return path;
+}
+
 Result<void> build_ext4_image(const std::string& dir, const std::string& image) {
     TreeSize t = TRY(measure_tree(dir));
     std::uint64_t bytes = ext4_image_bytes(t);

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -44,6 +45,21 @@ std::uint64_t ext4_image_bytes(const TreeSize& t);
 // Creates `image` as ext4 populated from `dir` (mke2fs -d, no journal: the guest mounts it
 // read-only). The message of a failure carries mke2fs's output.
 Result<void> build_ext4_image(const std::string& dir, const std::string& image);
+
+// Per-image cache (issue 10 part 3: the second container of an image must not rebuild it).
+// A rootfs that is one overlay mount (containerd's overlayfs snapshotter) whose upper
+// directory is still empty holds exactly its image's layers, named by the lowerdir list:
+// that list is the cache key. Anything else (bind mounts of a writable snapshot, an upper
+// layer with content) is not cacheable.
+struct CacheableRootfs {
+    std::string key;              // 16 hex digits
+    std::vector<RootfsMount> lowers_only;  // mounts of just the image layers, read-only
+};
+std::optional<CacheableRootfs> cacheable_rootfs(const std::vector<RootfsMount>& mounts);
+
+// Returns <cache_dir>/<key>.ext4, building it from `lowers_only` mounted on `mount_dir` when
+// absent (built beside it and renamed into place, so a half-built image is never used).
+Result<std::string> cached_image(const CacheableRootfs& r, const std::string& cache_dir, const std::string& mount_dir);
 
 // Runs argv (no shell), returns its combined output (first 4 KiB) or fails with it.
 Result<std::string> run_command(const std::vector<std::string>& argv);

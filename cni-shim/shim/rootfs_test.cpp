@@ -66,3 +66,39 @@ TEST_CASE("run_command reports a failing command with its output") {
     REQUIRE(ok);
     CHECK(*ok == "fine\n");
 }
+
+TEST_CASE("cacheable_rootfs: a fresh overlay of image layers is keyed by its lowerdir list") {
+    char t[] = "/tmp/kestrel-cache-XXXXXX";
+    std::filesystem::path d = ::mkdtemp(t);
+    std::filesystem::create_directories(d / "up1");
+    std::filesystem::create_directories(d / "up2");
+    std::filesystem::create_directories(d / "full");
+    std::ofstream(d / "full/file") << "x";
+    auto ov = [&](const std::string& lower, const std::string& upper) {
+        return std::vector<RootfsMount>{{"overlay", "overlay", "", {"index=off", "workdir=/w", "upperdir=" + upper, "lowerdir=" + lower}}};
+    };
+    auto a = cacheable_rootfs(ov("/s/2/fs:/s/1/fs", (d / "up1").string()));
+    auto b = cacheable_rootfs(ov("/s/2/fs:/s/1/fs", (d / "up2").string()));
+    REQUIRE(a);
+    REQUIRE(b);
+    CHECK(a->key == b->key);  // two containers of one image
+    CHECK(a->key.size() == 16);
+    REQUIRE(a->lowers_only.size() == 1);
+    CHECK(a->lowers_only[0].type == "overlay");
+    CHECK(a->lowers_only[0].options == std::vector<std::string>{"ro", "lowerdir=/s/2/fs:/s/1/fs"});
+    auto other = cacheable_rootfs(ov("/s/3/fs:/s/1/fs", (d / "up1").string()));
+    REQUIRE(other);
+    CHECK(other->key != a->key);
+    auto one = cacheable_rootfs(ov("/s/1/fs", (d / "up1").string()));
+    REQUIRE(one);
+    CHECK(one->lowers_only[0].type == "bind");  // overlayfs needs two lowers without an upper
+    CHECK_FALSE(cacheable_rootfs(ov("/s/2/fs:/s/1/fs", (d / "full").string())));  // upper has content
+    CHECK_FALSE(cacheable_rootfs({{"bind", "/snap/5/fs", "", {"rbind", "rw"}}}));  // native snapshotter
+    CHECK_FALSE(cacheable_rootfs({}));
+    // A cached image is used as it is, nothing mounted.
+    std::ofstream(d / (a->key + ".ext4")) << "img";
+    auto hit = cached_image(*a, d.string(), "/nonexistent-mount-dir");
+    REQUIRE(hit);
+    CHECK(*hit == (d / (a->key + ".ext4")).string());
+    std::filesystem::remove_all(d);
+}

@@ -40,6 +40,7 @@ struct TaskService::Container {
     std::vector<RootfsMount> rootfs;
     int slot = -1;
     std::string image;
+    bool image_shared = false;  // from the per-image cache: never removed with the container
     std::shared_ptr<Proc> init = std::make_shared<Proc>();
     std::map<std::string, std::shared_ptr<Proc>> execs;
 };
@@ -251,21 +252,34 @@ TaskService::Reply TaskService::create(std::string_view payload) {
         root_dir = !p.empty() && p.front() == '/' ? p : bundle + "/" + p;
     }
     ::mkdir(root_dir.c_str(), 0755);
-    auto mounted = mount_rootfs(c->rootfs, root_dir);
-    if (!mounted) return undo(mounted.error());
-    c->image = fmt::format("{}/drives/{}.ext4", id_.state_dir, c->id);
-    auto built = build_ext4_image(root_dir, c->image);
-    unmount_all(root_dir, *mounted);
-    if (!built) return undo(context(built.error(), "rootfs image"));
+    auto cacheable = vm_cfg_.image_cache_dir.empty() ? std::nullopt : cacheable_rootfs(c->rootfs);
+    if (cacheable) {
+        auto img = cached_image(*cacheable, vm_cfg_.image_cache_dir, root_dir);
+        if (!img) return undo(context(img.error(), "rootfs image"));
+        spdlog::info("container {}: rootfs image {} (cached per image)", c->id, *img);
+        c->image = *img;
+        c->image_shared = true;
+    } else {
+        auto mounted = mount_rootfs(c->rootfs, root_dir);
+        if (!mounted) return undo(mounted.error());
+        c->image = fmt::format("{}/drives/{}.ext4", id_.state_dir, c->id);
+        auto built = build_ext4_image(root_dir, c->image);
+        unmount_all(root_dir, *mounted);
+        if (!built) return undo(context(built.error(), "rootfs image"));
+        spdlog::info("container {}: rootfs image {} (built for it)", c->id, c->image);
+    }
+    auto drop_image = [&] {
+        if (!c->image_shared) ::unlink(c->image.c_str());
+    };
     auto slot = vm_->attach(c->image);
     if (!slot) {
-        ::unlink(c->image.c_str());
+        drop_image();
         return undo(slot.error());
     }
     c->slot = slot->index;
     auto cleanup_drive = [&] {
         (void)vm_->detach(c->slot);
-        ::unlink(c->image.c_str());
+        drop_image();
     };
 
     std::shared_ptr<AgentClient> agent;
@@ -454,7 +468,7 @@ TaskService::Reply TaskService::remove(std::string_view payload) {
         if (vm_ && c->slot >= 0) {
             if (auto r = vm_->detach(c->slot); !r) spdlog::warn("detach {}: {}", c->id, r.error().what());
         }
-        if (!c->image.empty()) ::unlink(c->image.c_str());
+        if (!c->image.empty() && !c->image_shared) ::unlink(c->image.c_str());
         ev::TaskDelete e;
         e.set_container_id(req.id());
         e.set_pid(p->pid);

@@ -11,7 +11,7 @@
 # Needs: tools/build-pod-image.sh DIR, then run-tests --l1-extra DIR --cases pod-ctr.
 #@ timeout 900
 #@ expect-script-rc 0
-#@ l1-binaries /usr/bin/containerd /usr/bin/ctr /usr/sbin/mke2fs /usr/sbin/runc?
+#@ l1-binaries /usr/bin/containerd /usr/bin/ctr /usr/sbin/mke2fs /usr/bin/script /usr/sbin/runc?
 #@ expect-line ^POD-CTR-OUT hello from a kestrel pod$
 #@ expect-value l1.ctr.rc == 7
 #@ expect-value l1.ctr.guest_cmdline_has_agent_initrd == 1
@@ -20,6 +20,16 @@
 #@ expect-line ^POD-STDIN-OUT line two$
 #@ expect-line ^POD-STDIN-OUT stdin closed$
 #@ expect-value l1.stdin.rc == 0
+#@ expect-value l1.tty.rc == 5
+#@ expect-line ^POD-TTY-OUT (\^@)?stdin and stdout are a terminal$
+#@ expect-value l1.events.c1_exit == 1
+#@ expect-value l1.events.c1_start == 1
+#@ expect-value l1.events.c1_create == 1
+#@ expect-value l1.events.c1_delete == 1
+#@ expect-value l1.events.e1_added == 1
+#@ expect-value l1.events.e1_started == 1
+#@ expect-value l1.events.c2_paused == 1
+#@ expect-value l1.events.c2_resumed == 1
 #@ expect-value l1.exec.rc == 3
 #@ expect-value l1.ps.lines >= 1
 #@ expect-value l1.paused.status == PAUSED
@@ -33,6 +43,12 @@
 #@ expect-value l1.pod.same_vm == 1
 #@ expect-value l1.pod.sandbox_after_app_delete == RUNNING
 #@ expect-value l1.left.mounts == 0
+#@ expect-line ^POD-OVERLAY-OUT overlay run 1$
+#@ expect-line ^POD-OVERLAY-OUT overlay run 2$
+#@ expect-value l1.overlay.cache_files_1 == 1
+#@ expect-value l1.overlay.cache_files_2 == 1
+#@ expect-value l1.overlay.cache_id_2 == $l1.overlay.cache_id_1
+#@ expect-value l1.overlay.cached_creates == 2
 #@ expect-value l1.left.kestrel == 0
 #@ expect-value l1.left.shim == 0
 #@ expect-value l1.left.sockets == 0
@@ -52,12 +68,17 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 [ttrpc]
   address = "$d/containerd.sock.ttrpc"
 TOML
+# overlayfs before containerd starts: its overlayfs snapshotter checks for it at load.
+insmod /nested/pod-modules/overlay.ko || echo "pod-ctr: insmod overlay failed"
 KESTREL_SHIM_LOG_DIR=$d/logs containerd --config $d/config.toml > $d/containerd.log 2>&1 &
 ctd=$!
 i=0
 while [ ! -S $d/containerd.sock ] && [ $i -lt 60 ]; do sleep 1; i=$((i + 1)); done
 c="ctr -a $d/containerd.sock -n default"
 $c images import --snapshotter native /usr/share/kestrel/busybox-oci.tar
+# containerd's view of the shim's events: they must decode (envelope and type URL resolved).
+$c events > $d/events 2>&1 &
+events=$!
 t0=$(date +%s)
 timeout 600 $c run --snapshotter native --runtime io.containerd.kestrel.v2 --rm docker.io/kestrel/busybox:test c1 \
   sh -c 'echo hello from a kestrel pod; grep MemTotal /proc/meminfo; cat /proc/cmdline; exit 7' > $d/out 2> $d/err
@@ -77,6 +98,12 @@ printf 'line one\nline two\n' | timeout 300 $c run --snapshotter native --runtim
   docker.io/kestrel/busybox:test c1b sh -c 'cat; echo stdin closed' > $d/in.out 2>&1
 nested_value l1.stdin.rc "$?"
 sed 's/^/POD-STDIN-OUT /' $d/in.out
+
+# Phase 1c: a terminal (ctr run -t needs one of its own: script(1) gives it a pty). The
+# line may start with "^@": the pty's echo of a NUL byte typed in from script's side.
+timeout 300 script -qec "$c run -t --snapshotter native --runtime io.containerd.kestrel.v2 --rm docker.io/kestrel/busybox:test c1t sh -c '[ -t 0 ] && [ -t 1 ] && echo stdin and stdout are a terminal; exit 5'" /dev/null > $d/tty.out 2>&1
+nested_value l1.tty.rc "$?"
+tr -d '\r\000' < $d/tty.out | sed 's/^/POD-TTY-OUT /'
 
 # Phase 2: a detached container; exec, pids, pause/resume, SIGTERM, delete.
 procs() {  # number of processes whose command line matches the regex $1 (L1's busybox has no pgrep)
@@ -143,12 +170,33 @@ $c task kill -s SIGKILL pod1
 sleep 2
 $c task delete pod1 | sed 's/^/POD-DELETE /'
 $c container delete pod1
+# Phase 5: the overlayfs snapshotter; the second container of an image reuses the first
+# one's rootfs image (per-image cache, keyed by the layers) instead of building it again.
+$c images import /usr/share/kestrel/busybox-oci.tar
+for n in 1 2; do
+  timeout 300 $c run --runtime io.containerd.kestrel.v2 --rm docker.io/kestrel/busybox:test ov$n \
+    sh -c "echo overlay run $n; exit 0" | sed 's/^/POD-OVERLAY-OUT /'
+  nested_value l1.overlay.cache_files_$n "$(ls /var/lib/kestrel-shim/images/*.ext4 2>/dev/null | wc -l)"
+  nested_value l1.overlay.cache_id_$n "$(stat -c %i-%Y /var/lib/kestrel-shim/images/*.ext4 2>/dev/null | head -n 1)"
+done
+nested_value l1.overlay.cached_creates "$(cat $d/logs/*/shim.log | grep -c 'cached per image')"
+
 sleep 2
 nested_value l1.left.kestrel "$(procs '[/]nested/bin/kestrel')"
 nested_value l1.left.shim "$(procs '[c]ontainerd-shim-kestrel')"
 nested_value l1.left.sockets "$(ls /run/containerd/s 2>/dev/null | grep -c kestrel)"
 nested_value l1.left.state "$(ls /run/kestrel-shim 2>/dev/null | wc -l)"
 nested_value l1.left.mounts "$(grep -c ' /tmp/ctd/state' /proc/mounts)"
+kill $events
+sed 's/^/POD-EVENT /' $d/events
+nested_value l1.events.c1_exit "$(grep -c '/tasks/exit .*"container_id":"c1".*"exit_status":7' $d/events)"
+nested_value l1.events.c1_start "$(grep -c '/tasks/start .*"container_id":"c1"' $d/events)"
+nested_value l1.events.c1_create "$(grep -c '/tasks/create .*"container_id":"c1"' $d/events)"
+nested_value l1.events.c1_delete "$(grep -c '/tasks/delete .*"container_id":"c1"' $d/events)"
+nested_value l1.events.e1_started "$(grep -c '/tasks/exec-started .*"exec_id":"e1"' $d/events)"
+nested_value l1.events.e1_added "$(grep -c '/tasks/exec-added .*"exec_id":"e1"' $d/events)"
+nested_value l1.events.c2_paused "$(grep -c '/tasks/paused .*"container_id":"c2"' $d/events)"
+nested_value l1.events.c2_resumed "$(grep -c '/tasks/resumed .*"container_id":"c2"' $d/events)"
 for f in $d/logs/*/*; do echo "== $f"; tail -n 40 "$f"; done
 echo "== containerd.log"; grep -v 'level=info' $d/containerd.log | tail -n 30
 kill $ctd; wait $ctd 2>/dev/null
