@@ -11,6 +11,7 @@
 
 #include "cni-shim/proto/events_task.pb.h"
 #include "cni-shim/proto/shim.pb.h"
+#include "cni-shim/shim/metrics.hpp"
 #include "cni-shim/shim/pod_key.hpp"
 #include "cni-shim/shim/rootfs.hpp"
 #include "cni-shim/ttrpc/unix_socket.hpp"
@@ -591,11 +592,19 @@ TaskService::Reply TaskService::pids(std::string_view payload) {
 TaskService::Reply TaskService::stats(std::string_view payload) {
     auto req = TRY_STATUS(parse<task::StatsRequest>(payload));
     TRY_STATUS(check_id("id", req.id()));
-    std::lock_guard lk(mu_);
-    if (!containers_.contains(req.id())) return status(Code::NotFound, fmt::format("no container {}", req.id()));
-    // Not yet: containerd's cgroups v2 Metrics message is not generated here. Empty is
-    // what containerd tolerates (no stats rather than an error).
-    return task::StatsResponse().SerializeAsString();
+    std::shared_ptr<AgentClient> agent;
+    {
+        std::lock_guard lk(mu_);
+        if (!containers_.contains(req.id())) return status(Code::NotFound, fmt::format("no container {}", req.id()));
+        agent = agent_;
+    }
+    if (!agent) return status(Code::FailedPrecondition, "the pod VM is not running");
+    // The container's cgroup inside the guest (PROTOCOL.md `stats`).
+    json s = TRY_RESULT(agent->call(json{{"op", "stats"}, {"container", req.id()}}));
+    task::StatsResponse resp;
+    resp.mutable_stats()->set_type_url(std::string(kCgroup2MetricsType));
+    resp.mutable_stats()->set_value(encode_cgroup2_metrics(s));
+    return resp.SerializeAsString();
 }
 
 TaskService::Reply TaskService::connect(std::string_view payload) {

@@ -32,6 +32,8 @@
 #@ expect-value l1.events.c2_resumed == 1
 #@ expect-value l1.exec.rc == 3
 #@ expect-value l1.ps.lines >= 1
+#@ expect-value l1.metrics.pids >= 1
+#@ expect-value l1.metrics.memory > 0
 #@ expect-value l1.paused.status == PAUSED
 #@ expect-value l1.resumed.status == RUNNING
 #@ expect-value l1.killed.status == STOPPED
@@ -117,6 +119,9 @@ nested_value l1.exec.rc "$?"
 sed 's/^/POD-EXEC-OUT /' $d/exec.out
 $c task ps c2 | sed 's/^/POD-PS /'
 nested_value l1.ps.lines "$($c task ps c2 | tail -n +2 | grep -c '[0-9]')"
+$c task metrics c2 | sed 's/^/POD-METRICS /'
+nested_value l1.metrics.pids "$($c task metrics c2 | awk '$1 == "pids.current" { print $2 }')"
+nested_value l1.metrics.memory "$($c task metrics c2 | awk '$1 == "memory.usage" { print $2 }')"
 $c task pause c2
 nested_value l1.paused.status "$($c task ls | awk '$1 == "c2" { print $3 }')"
 $c task resume c2
