@@ -31,6 +31,21 @@ Result<void> set_blocking(int fd) {
 }
 }  // namespace
 
+std::uint32_t json_u32(const nlohmann::json& j, const char* key) {
+    if (!j.is_object()) return 0;
+    auto it = j.find(key);
+    if (it == j.end() || !it->is_number_integer()) return 0;
+    if (!it->is_number_unsigned() && it->get<std::int64_t>() < 0) return 0;
+    if (it->get<std::uint64_t>() > 0xffffffffu) return 0;
+    return it->get<std::uint32_t>();
+}
+
+bool json_true(const nlohmann::json& j, const char* key) {
+    if (!j.is_object()) return false;
+    auto it = j.find(key);
+    return it != j.end() && it->is_boolean() && it->get<bool>();
+}
+
 std::string encode_agent_frame(const nlohmann::json& j) {
     std::string body = j.dump();
     auto n = static_cast<std::uint32_t>(body.size());
@@ -116,7 +131,7 @@ void AgentClient::read_loop() {
                 spdlog::warn("agent exit event with bad ids ignored");
                 continue;
             }
-            if (j.contains("status") && j["status"].is_number_unsigned()) e.status = j["status"].get<std::uint32_t>();
+            e.status = json_u32(j, "status");
             if (j.contains("exited_at_ns") && j["exited_at_ns"].is_number_integer()) e.exited_at_ns = j["exited_at_ns"].get<std::int64_t>();
             if (on_exit_) on_exit_(std::move(e));
             continue;
@@ -146,7 +161,7 @@ Result<nlohmann::json> AgentClient::call(nlohmann::json request, std::chrono::mi
         pending_.emplace(id, std::nullopt);
     }
     request["id"] = id;
-    std::string op = request.value("op", "");
+    std::string op = request.contains("op") && request["op"].is_string() ? request["op"].get<std::string>() : "";
     std::string frame = encode_agent_frame(request);
     // The agent closes the whole control connection on an oversized frame (PROTOCOL.md
     // "Frames"): refuse such a request here, so one big spec cannot cut the pod off.
@@ -168,7 +183,7 @@ Result<nlohmann::json> AgentClient::call(nlohmann::json request, std::chrono::mi
     auto answer = std::move(pending_[id]);
     pending_.erase(id);
     if (!answer) return fail("agent {}: {}", op, got ? "connection closed" : "no answer in time");
-    if (answer->value("ok", false) != true) {
+    if (!json_true(*answer, "ok")) {
         std::string err = (*answer).contains("error") && (*answer)["error"].is_string() ? (*answer)["error"].get<std::string>() : "failed";
         return bad_request("agent {}: {}", op, err);
     }

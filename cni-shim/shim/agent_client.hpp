@@ -27,6 +27,11 @@ namespace kestrel::shim {
 inline constexpr std::uint32_t kMaxAgentFrame = 1u << 20;
 
 std::string encode_agent_frame(const nlohmann::json& j);
+// Field readers for the agent's answers that never throw (the guest is untrusted: a field
+// of the wrong type reads as absent). u32: 0 unless an unsigned integer <= UINT32_MAX.
+std::uint32_t json_u32(const nlohmann::json& j, const char* key);
+bool json_true(const nlohmann::json& j, const char* key);
+
 // Reads one frame from a blocking fd. Fails on EOF, a bad length or bad JSON.
 Result<nlohmann::json> read_agent_frame(int fd);
 

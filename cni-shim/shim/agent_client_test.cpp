@@ -113,3 +113,40 @@ TEST_CASE("AgentClient against the real kestrel-agent: ping, errors by path, ids
     CHECK_FALSE((*client)->call(json{{"op", "ping"}}));
     std::filesystem::remove_all(dir);
 }
+
+TEST_CASE("answers of the wrong types read as absent, never throw") {
+    using nlohmann::json;
+    CHECK(json_u32(json{{"pid", 42}}, "pid") == 42);
+    CHECK(json_u32(json::parse(R"({"pid":"42"})"), "pid") == 0);
+    CHECK(json_u32(json::parse(R"({"pid":-1})"), "pid") == 0);
+    CHECK(json_u32(json::parse(R"({"pid":4294967296})"), "pid") == 0);
+    CHECK(json_u32(json::parse("[1]"), "pid") == 0);
+    CHECK(json_true(json::parse(R"({"ok":true})"), "ok"));
+    CHECK_FALSE(json_true(json::parse(R"({"ok":"yes"})"), "ok"));
+    CHECK_FALSE(json_true(json::parse(R"({"ok":1})"), "ok"));
+    CHECK_FALSE(json_true(json::parse("null"), "ok"));
+}
+
+TEST_CASE("AgentClient: a hostile peer's odd answers fail the call, not the shim") {
+    int sp[2];
+    REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM, 0, sp) == 0);
+    UniqueFd peer(sp[0]);
+    std::atomic<int> exits{0};
+    auto client = AgentClient::open(UniqueFd(sp[1]), [&](AgentExit e) { if (e.status == 0) ++exits; });
+    REQUIRE(client);
+    std::thread guest([&] {
+        auto req = read_agent_frame(peer.get());
+        REQUIRE(req);
+        auto id = (*req)["id"].get<std::uint64_t>();
+        // junk between answers: an event with bad types, an answer to nobody, a non-bool ok
+        (void)ttrpc::write_all(peer.get(), encode_agent_frame(json{{"event", "exit"}, {"container", "../x"}, {"status", "s"}}));
+        (void)ttrpc::write_all(peer.get(), encode_agent_frame(json{{"event", "exit"}, {"container", "c"}, {"status", "s"}}));
+        (void)ttrpc::write_all(peer.get(), encode_agent_frame(json{{"id", 999999}, {"ok", true}}));
+        (void)ttrpc::write_all(peer.get(), encode_agent_frame(json{{"id", id}, {"ok", "true"}, {"error", 5}}));
+    });
+    auto r = (*client)->call(json{{"op", "ping"}}, std::chrono::seconds(5));
+    guest.join();
+    REQUIRE_FALSE(r);
+    CHECK(r.error().message == "agent ping: failed");
+    CHECK(exits == 1);  // the one with a valid container id, its bad status read as 0
+}

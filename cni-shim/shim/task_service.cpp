@@ -111,9 +111,15 @@ TaskService::~TaskService() { stop_vm(); }
 
 void TaskService::register_on(ttrpc::Server& server) {
     auto reg = [&](const char* method, auto fn) {
-        server.register_method(kService, method, [this, fn, method](const ttrpc::CallContext& ctx, std::string_view p) {
+        server.register_method(kService, method, [fn, method](const ttrpc::CallContext& ctx, std::string_view p) -> Reply {
             spdlog::info("{} ({} bytes)", method, p.size());
-            return fn(ctx, p);
+            // Last line of defence: a library throwing on odd input (nlohmann, protobuf,
+            // std) fails this call, not the shim and with it every container of the pod.
+            try {
+                return fn(ctx, p);
+            } catch (const std::exception& e) {
+                return status(Code::Internal, fmt::format("{}: {}", method, e.what()));
+            }
         });
     };
     reg("Create", [this](auto&, auto p) { return create(p); });
@@ -182,7 +188,7 @@ Result<std::unique_ptr<ProcessIo>> TaskService::attach_stdio(const std::string& 
         UniqueFd fd = TRY(vsock_connect(vm_->vsock_path(), vm_->agent_port(), std::chrono::seconds(10)));
         TRY(ttrpc::write_all(fd.get(), encode_agent_frame(json{{"op", "attach"}, {"container", container}, {"exec", exec}, {"stream", stream}})));
         json answer = TRY(read_agent_frame(fd.get()));
-        if (answer.value("ok", false) != true) return fail("agent attach {}: {}", stream, answer.dump());
+        if (!json_true(answer, "ok")) return fail("agent attach {}: {}", stream, answer.dump().substr(0, 300));
         return fd;
     };
     if (!paths.out.empty()) {
@@ -296,7 +302,7 @@ TaskService::Reply TaskService::create(std::string_view payload) {
         cleanup_drive();
         return undo(created.error());
     }
-    std::uint32_t pid = created->value("pid", 0u);
+    std::uint32_t pid = json_u32(*created, "pid");
     auto io = attach_stdio(c->id, "", paths);
     if (!io) {
         (void)agent->call(json{{"op", "delete"}, {"container", c->id}});
@@ -338,7 +344,7 @@ TaskService::Reply TaskService::start(std::string_view payload) {
     }
     if (!agent) return status(Code::FailedPrecondition, "the pod VM is not running");
     auto r = TRY_RESULT(agent->call(json{{"op", "start"}, {"container", req.id()}, {"exec", req.exec_id()}}));
-    std::uint32_t pid = r.value("pid", 0u);
+    std::uint32_t pid = json_u32(r, "pid");
     {
         std::lock_guard lk(mu_);
         p->pid = pid;
