@@ -31,6 +31,8 @@
 #@ expect-value l1.events.c2_paused == 1
 #@ expect-value l1.events.c2_resumed == 1
 #@ expect-value l1.exec.rc == 3
+#@ expect-value l1.exec_tty.rc == 4
+#@ expect-line ^POD-EXEC-TTY-OUT (\^@)?exec has a terminal$
 #@ expect-value l1.ps.lines >= 1
 #@ expect-value l1.metrics.pids >= 1
 #@ expect-value l1.metrics.memory > 0
@@ -117,6 +119,9 @@ $c run -d --snapshotter native --runtime io.containerd.kestrel.v2 docker.io/kest
 timeout 120 $c task exec --exec-id e1 c2 sh -c 'echo exec says hi; hostname; exit 3' > $d/exec.out 2>&1
 nested_value l1.exec.rc "$?"
 sed 's/^/POD-EXEC-OUT /' $d/exec.out
+timeout 120 script -qec "$c task exec -t --exec-id e2 c2 sh -c '[ -t 0 ] && [ -t 1 ] && echo exec has a terminal; exit 4'" /dev/null > $d/exectty.out 2>&1
+nested_value l1.exec_tty.rc "$?"
+tr -d '\r\000' < $d/exectty.out | sed 's/^/POD-EXEC-TTY-OUT /'
 $c task ps c2 | sed 's/^/POD-PS /'
 nested_value l1.ps.lines "$($c task ps c2 | tail -n +2 | grep -c '[0-9]')"
 $c task metrics c2 | sed 's/^/POD-METRICS /'
