@@ -212,6 +212,12 @@ int do_start(const Flags& f) {
         ::dup2(lf >= 0 ? lf : null, 2);
         if (null > 2) ::close(null);
         if (lf > 2) ::close(lf);
+        // Only the listener survives as fd 3: anything else the caller leaked (a second
+        // copy of containerd's output pipe would keep containerd waiting) is closed.
+        int lfd = listener->release();
+        if (lfd != 3 && (::dup2(lfd, 3) < 0 || ::close(lfd) != 0)) std::_Exit(1);
+        ::close_range(4, ~0U, 0);
+        *listener = UniqueFd(3);
         if (::chdir(id.state_dir.c_str()) != 0) std::_Exit(1);
         spdlog::set_default_logger(spdlog::stderr_logger_mt("shim"));
         spdlog::set_level(spdlog::level::info);

@@ -39,7 +39,8 @@ Run run_shim(const std::vector<std::string>& args, const std::string& cwd, const
         ::dup2(p[1], 1);
         ::dup2(p[1], 2);
         ::close(p[0]);
-        ::close(p[1]);  // only fds 1 and 2 on the pipe, as containerd's exec.Cmd leaves it
+        // p[1] is left open too (not close-on-exec): the daemon must not keep it, or this
+        // read would never see EOF.
         if (::chdir(cwd.c_str()) != 0) ::_exit(126);
         ::setenv("KESTREL_SHIM_STATE_ROOT", (root + "/state").c_str(), 1);
         ::setenv("KESTREL_SHIM_SOCKET_DIR", (root + "/s").c_str(), 1);
