@@ -156,10 +156,16 @@ Result<void> Controller::receive_migration() {
                 if (state.empty()) return bad_request("migration stream: DONE before STATE");
                 // The source has let go of its disks and taps; the taps must be there
                 // before the state activates the network devices.
+                // Refused, this side lets go of them again before answering, so the source
+                // can take them back at once (its process exiting would be too late).
                 const auto t0 = std::chrono::steady_clock::now();
-                TRY(vmm->acquire_backends());
+                auto r = vmm->acquire_backends();
                 const auto t1 = std::chrono::steady_clock::now();
-                TRY(vmm->load_migration_state(state));
+                if (r) r = vmm->load_migration_state(state);
+                if (!r) {
+                    (void)vmm->release_backends();
+                    return r;
+                }
                 log::info("migration: disks locked and taps attached in {} us, state loaded in {} us",
                           std::chrono::duration_cast<std::chrono::microseconds>(t1 - t0).count(),
                           std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t1).count());
