@@ -440,7 +440,7 @@ Result<json> Controller::dispatch(const ApiRequest& r) {
         json j = {{"phase", phase_name(p.phase)}, {"round", p.round}, {"pages_sent", p.pages_sent},
                   {"bytes_sent", p.bytes_sent}, {"dirty_pages", p.dirty_pages}, {"dirty_rate_pages_s", p.dirty_rate},
                   {"bandwidth_bytes_s", p.bandwidth}, {"expected_downtime_ms", p.expected_downtime_ms},
-                  {"total_ms", p.total_ms}};
+                  {"cpu_throttle_pct", p.throttle_pct}, {"eta_ms", p.eta_ms}, {"total_ms", p.total_ms}};
         if (p.phase == MigrationJob::Phase::Completed) j["downtime_ms"] = p.downtime_ms;
         if (!p.error.empty()) j["error"] = p.error;
         return j;

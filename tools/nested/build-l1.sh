@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the L1 initramfs for the nested test host: busybox-static, the KVM modules of the
-# fetched Debian kernel (irqbypass, kvm, ccp if present, kvm_amd, tun, loop, fuse), kestrel with its shared
+# fetched Debian kernel (irqbypass, kvm, ccp if present, kvm_amd, tun, bridge for the migration benchmark, loop, fuse), kestrel with its shared
 # libraries and dynamic loader, the L2 artefacts under /l2 (vmlinuz, vmlinux, initrd.cpio.gz)
 # and the case scripts under /nested/cases. /init is tools/nested/l1-init.sh.
 #
@@ -46,7 +46,7 @@ fi
 root=$(mktemp -d); trap 'rm -rf "$root"' EXIT
 nested_busybox_root "$root"
 install -m 0755 "$here/l1-init.sh" "$root/init"
-nested_add_modules "$root" "virt/lib/irqbypass.ko arch/x86/kvm/kvm.ko drivers/crypto/ccp/ccp.ko? arch/x86/kvm/kvm-amd.ko drivers/net/tun.ko drivers/block/loop.ko? fs/fuse/fuse.ko?"
+nested_add_modules "$root" "virt/lib/irqbypass.ko arch/x86/kvm/kvm.ko drivers/crypto/ccp/ccp.ko? arch/x86/kvm/kvm-amd.ko drivers/net/tun.ko net/bridge/bridge.ko drivers/block/loop.ko? fs/fuse/fuse.ko?"
 
 mkdir -p "$root/nested/bin" "$root/nested/cases" "$root/l2"
 if [[ -n $kestrel ]]; then
