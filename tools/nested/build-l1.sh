@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Builds the L1 initramfs for the nested test host: busybox-static, modules of the fetched
 # Debian kernel (irqbypass, kvm, ccp if present, kvm_amd, tun, bridge for the migration
-# benchmark, loop, fuse), kestrel with its shared libraries and dynamic loader, the L2 artefacts under /l2 (vmlinuz, vmlinux, initrd.cpio.gz)
-# and the case scripts under /nested/cases. /init is tools/nested/l1-init.sh.
+# benchmark, loop, fuse), kestrel with its shared libraries and dynamic loader, the L2
+# artefacts under /l2 (vmlinuz, vmlinux, initrd.cpio.gz) and the case scripts under
+# /nested/cases. /init is tools/nested/l1-init.sh.
 #
 # usage: build-l1.sh OUT.cpio[.gz] [--kestrel PATH | --no-kestrel] [--cases "NAME|PATH ..."]
 #                    [--guest-initrd FILE] [--guest-modules LIST] [--guest-binaries LIST]
