@@ -219,6 +219,16 @@ Result<size_t> Socket::count_ingress_filters(int ifindex, const std::string& nam
     return static_cast<size_t>(nl_cache_nitems(raw));
 }
 
+Result<bool> Socket::has_our_priority(int ifindex, const std::string& name) {
+    nl_cache* raw = nullptr;
+    if (int e = rtnl_cls_alloc_cache(sk_.get(), ifindex, kIngressHandle, &raw); e < 0)
+        return fail("'{}': listing ingress filters: {}", name, nlerr(e));
+    Cache cache(raw);
+    for (nl_object* o = nl_cache_get_first(raw); o; o = nl_cache_get_next(o))
+        if (rtnl_cls_get_prio(as<rtnl_cls>(o)) == kFilterPriority) return true;
+    return false;
+}
+
 Result<void> Socket::add_redirect(int from, const std::string& from_name, int to, const std::string& to_name) {
     std::unique_ptr<rtnl_cls, ClsFree> cls(rtnl_cls_alloc());
     std::unique_ptr<rtnl_act, ActFree> act(rtnl_act_alloc());

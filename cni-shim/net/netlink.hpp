@@ -69,6 +69,9 @@ public:
     Result<void> add_ingress_qdisc(int ifindex, const std::string& name);
     Result<void> delete_ingress_qdisc(int ifindex, const std::string& name);  // absent: ok
     Result<size_t> count_ingress_filters(int ifindex, const std::string& name);
+    // Whether the ingress qdisc holds a filter at kFilterPriority (ours, or in our way: u32
+    // adds a second filter to an existing priority instead of refusing it).
+    Result<bool> has_our_priority(int ifindex, const std::string& name);
     // u32 match-all at kFilterPriority on `from`'s ingress: mirred egress redirect to `to`.
     Result<void> add_redirect(int from, const std::string& from_name, int to, const std::string& to_name);
     Result<void> delete_redirect(int from, const std::string& from_name);  // absent: ok

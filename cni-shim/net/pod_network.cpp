@@ -1,11 +1,13 @@
 #include "cni-shim/net/pod_network.hpp"
 
+// <net/if.h> before any header that pulls in <linux/if.h> (linux/libc-compat.h).
+#include <net/if.h>
+#include <net/if_arp.h>
+
 #include <arpa/inet.h>
 #include <fcntl.h>
-#include <linux/if_arp.h>
 #include <linux/if_tun.h>
 #include <linux/rtnetlink.h>
-#include <net/if.h>
 #include <sys/ioctl.h>
 
 #include <functional>
@@ -143,6 +145,9 @@ Result<PodNetwork> attach_here(const std::string& netns_path) {
             CNINET_TRY(sock.add_ingress_qdisc(veth.ifindex, veth.name));
             undo.add([&sock, veth] { (void)sock.delete_ingress_qdisc(veth.ifindex, veth.name); });
         }
+        if (CNINET_TRY(sock.has_our_priority(veth.ifindex, veth.name)))
+            return fail("'{}': its ingress qdisc already has a filter at priority {} (left by an earlier attach? "
+                        "detach first)", veth.name, nl::kFilterPriority);
         CNINET_TRY(sock.add_redirect(veth.ifindex, veth.name, tap_index, tap));
         undo.add([&sock, veth] { (void)sock.delete_redirect(veth.ifindex, veth.name); });
         net.interfaces.push_back(std::move(p));
@@ -162,12 +167,16 @@ Result<void> detach_here() {
     // pod's traffic rather than leave it to the namespace (not that anyone is left to care).
     for (const auto& l : links) {
         if (is_our_tap(l) || (l.flags & IFF_LOOPBACK) != 0) continue;
-        auto before = sock.count_ingress_filters(l.ifindex, l.name);
-        if (!before) continue;  // no ingress qdisc: nothing of ours
+        auto ours = sock.has_our_priority(l.ifindex, l.name);
+        if (!ours) {
+            note(std::unexpected(ours.error()));
+            continue;
+        }
+        if (!*ours) continue;
         auto removed = sock.delete_redirect(l.ifindex, l.name);
         note(removed);
-        if (!removed || *before == 0) continue;
-        // Leave an ingress qdisc someone else still uses.
+        if (!removed) continue;
+        // Leave an ingress qdisc that still holds someone else's filters.
         auto after = sock.count_ingress_filters(l.ifindex, l.name);
         if (after && *after == 0) note(sock.delete_ingress_qdisc(l.ifindex, l.name));
     }

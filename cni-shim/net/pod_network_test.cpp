@@ -28,14 +28,6 @@ std::string unique(const char* what) { return fmt::format("kt{}-{}", what, ::get
         std::move(r_).value();                                             \
     })
 
-Mac mac_of(const std::string& text) {
-    Mac m{};
-    unsigned v[6];
-    REQUIRE(std::sscanf(text.c_str(), "%x:%x:%x:%x:%x:%x", &v[0], &v[1], &v[2], &v[3], &v[4], &v[5]) == 6);
-    for (int i = 0; i < 6; ++i) m[i] = static_cast<uint8_t>(v[i]);
-    return m;
-}
-
 Mac mac_at(const Bytes& f, size_t off) {
     Mac m;
     std::copy(f.begin() + static_cast<long>(off), f.begin() + static_cast<long>(off + 6), m.begin());
@@ -214,7 +206,7 @@ TEST_CASE("attach: a CNI bridge pod namespace becomes a tap the guest can use; d
     auto tap_filters = pod.exec("tc filter show dev tap0_kestrel ingress");
     CHECK_MESSAGE(contains(tap_filters.out, "mirred (Egress Redirect to device eth0) stolen"), tap_filters.out);
     auto tap_link = pod.ip("link show tap0_kestrel");
-    CHECK_MESSAGE(contains(tap_link.out, "mtu 1500") && contains(tap_link.out, ",UP"), tap_link.out);
+    CHECK_MESSAGE((contains(tap_link.out, "mtu 1500") && contains(tap_link.out, ",UP")), tap_link.out);
 
     // The guest: ARP for the gateway, ping it, then answer the node's ping.
     Mac mac = itf.mac;
@@ -259,13 +251,14 @@ TEST_CASE("attach: two CNI networks give two taps; a failure half-way leaves not
     // interface and must undo the first.
     REQUIRE_OK(sh_ok(fmt::format("ip netns exec {} tc qdisc add dev eth1 ingress", pod.name())));
     REQUIRE_OK(sh_ok(fmt::format("ip netns exec {} tc filter add dev eth1 parent ffff: prio {} protocol all u32 "
-                                 "match u32 0 0 action drop", pod.name(), nl::kFilterPriority)));
+                                 "match u32 0 0 classid 1:1", pod.name(), nl::kFilterPriority)));
     auto failed = attach_pod_network(pod.path());
     REQUIRE_FALSE(failed.has_value());
     CHECK_MESSAGE(contains(failed.error(), "'eth1'"), failed.error());
     CHECK_FALSE(contains(pod.ip("link show").out, "kestrel"));
     CHECK_FALSE(contains(pod.exec("tc qdisc show dev eth0").out, "ingress"));
-    CHECK(contains(pod.exec("tc filter show dev eth1 ingress").out, "gact action drop"));  // theirs, untouched
+    auto theirs = pod.exec("tc filter show dev eth1 ingress").out;
+    CHECK_MESSAGE(contains(theirs, "flowid 1:1"), theirs);  // untouched
     REQUIRE_OK(sh_ok(fmt::format("ip netns exec {} tc qdisc del dev eth1 ingress", pod.name())));
 
     auto pn = REQUIRE_OK(attach_pod_network(pod.path()));
@@ -299,7 +292,7 @@ TEST_CASE("attach: errors for a missing namespace, a non-namespace file and a na
     std::string missing = "/run/netns/" + unique("missing");
     auto r = attach_pod_network(missing);
     REQUIRE_FALSE(r.has_value());
-    CHECK_MESSAGE(contains(r.error(), missing) && contains(r.error(), "No such file"), r.error());
+    CHECK_MESSAGE((contains(r.error(), missing) && contains(r.error(), "No such file")), r.error());
     CHECK(detach_pod_network(missing).has_value());  // already gone: nothing to do
 
     auto not_net = attach_pod_network("/proc/self/ns/uts");
