@@ -119,7 +119,7 @@ private:
 class CniNetwork {
 public:
     CniNetwork(const NamedNetns& node, std::string bridge, std::string subnet_prefix, bool default_route,
-               std::string state_dir)
+               std::string state_dir, unsigned mtu = 1500)
         : node_(node), bridge_(std::move(bridge)), prefix_(std::move(subnet_prefix)), dir_(std::move(state_dir)) {
         nlohmann::json ipam = {
             {"type", "host-local"},
@@ -131,7 +131,7 @@ public:
             {"cniVersion", "0.4.0"},
             {"name", "kestrel-test-" + bridge_},
             {"plugins", {{{"type", "bridge"}, {"bridge", bridge_}, {"isGateway", true}, {"ipMasq", false},
-                          {"ipam", ipam}}}},
+                          {"mtu", mtu}, {"ipam", ipam}}}},
         };
     }
     CniNetwork(const CniNetwork&) = delete;
@@ -207,6 +207,10 @@ inline uint32_t ipv4(const std::string& s) {
     in_addr a{};
     ::inet_pton(AF_INET, s.c_str(), &a);
     return ntohl(a.s_addr);
+}
+
+inline std::string ip_text(uint32_t ip) {
+    return fmt::format("{}.{}.{}.{}", ip >> 24, (ip >> 16) & 0xff, (ip >> 8) & 0xff, ip & 0xff);
 }
 
 inline void put16(Bytes& b, size_t off, uint16_t v) {

@@ -61,7 +61,7 @@ Mac guest_arp(int fd, const Mac& mac, uint32_t ip, uint32_t target_ip) {
         CHECK(mac_at(*f, 22) == mac_at(*f, 6));           // sender MAC = frame source
         return mac_at(*f, 22);
     }
-    FAIL("no ARP reply for ", target_ip, " on the tap within 5 s");
+    FAIL("no ARP reply for ", ip_text(target_ip), " on the tap within 5 s");
     return {};
 }
 
@@ -91,7 +91,7 @@ void guest_ping(int fd, const Mac& mac, uint32_t ip, const Mac& dst_mac, uint32_
         CHECK(Bytes(f->begin() + 42, f->begin() + 42 + static_cast<long>(payload.size())) == payload);
         return;
     }
-    FAIL("no ICMP echo reply from ", dst_ip, " on the tap within 5 s");
+    FAIL("no ICMP echo reply from ", ip_text(dst_ip), " on the tap within 5 s");
 }
 
 // A raw ICMP socket in `ns` (a socket keeps the namespace it was made in).
@@ -243,7 +243,7 @@ TEST_CASE("attach: two CNI networks give two taps; a failure half-way leaves not
     auto node = REQUIRE_OK(NamedNetns::create(unique("node2")));
     auto pod = REQUIRE_OK(NamedNetns::create(unique("pod2")));
     CniNetwork net0(node, "kcni0", "10.88.8", true, dir0.path());
-    CniNetwork net1(node, "kcni1", "10.88.9", false, dir1.path());
+    CniNetwork net1(node, "kcni1", "10.88.9", false, dir1.path(), 1400);
     auto r0 = REQUIRE_OK(net0.add(unique("ctr"), pod.path(), "eth0"));
     auto r1 = REQUIRE_OK(net1.add(unique("ctr"), pod.path(), "eth1"));
 
@@ -271,6 +271,10 @@ TEST_CASE("attach: two CNI networks give two taps; a failure half-way leaves not
         CHECK(itf.name == fmt::format("eth{}", i));
         CHECK(itf.tap_name == fmt::format("tap{}_kestrel", i));
         CHECK(itf.mac_string() == cni_sandbox_mac(*results[i], pod.path()));
+        unsigned mtu = i == 0 ? 1500 : 1400;
+        CHECK(itf.mtu == mtu);
+        auto tap_link = pod.ip("link show " + itf.tap_name).out;
+        CHECK_MESSAGE(contains(tap_link, fmt::format("mtu {} ", mtu)), tap_link);
         std::string cidr = cni_address(*results[i]);
         REQUIRE(itf.addresses.size() == 1);
         CHECK(fmt::format("{}/{}", itf.addresses[0].address, itf.addresses[0].prefix_len) == cidr);
