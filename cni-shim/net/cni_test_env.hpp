@@ -118,15 +118,18 @@ private:
 // as prevResult; DEL runs the plugins in reverse order with the ADD's Result).
 class CniNetwork {
 public:
+    // `subnet_prefix` "10.88.7" gives 10.88.7.0/24 with gateway .1; a non-empty `v6_prefix`
+    // "fd00:88:7:" adds fd00:88:7::/64 with gateway ::1 (dual stack).
     CniNetwork(const NamedNetns& node, std::string bridge, std::string subnet_prefix, bool default_route,
-               std::string state_dir, unsigned mtu = 1500)
+               std::string state_dir, unsigned mtu = 1500, std::string v6_prefix = {})
         : node_(node), bridge_(std::move(bridge)), prefix_(std::move(subnet_prefix)), dir_(std::move(state_dir)) {
-        nlohmann::json ipam = {
-            {"type", "host-local"},
-            {"dataDir", dir_ + "/ipam"},
-            {"ranges", {{{{"subnet", prefix_ + ".0/24"}, {"gateway", gateway()}}}}},
-        };
-        if (default_route) ipam["routes"] = {{{"dst", "0.0.0.0/0"}}};
+        nlohmann::json ranges = {{{{"subnet", prefix_ + ".0/24"}, {"gateway", gateway()}}}};
+        if (!v6_prefix.empty()) ranges.push_back({{{"subnet", v6_prefix + ":/64"}, {"gateway", v6_prefix + ":1"}}});
+        nlohmann::json ipam = {{"type", "host-local"}, {"dataDir", dir_ + "/ipam"}, {"ranges", ranges}};
+        if (default_route) {
+            ipam["routes"] = {{{"dst", "0.0.0.0/0"}}};
+            if (!v6_prefix.empty()) ipam["routes"].push_back({{"dst", "::/0"}});
+        }
         conflist_ = {
             {"cniVersion", "0.4.0"},
             {"name", "kestrel-test-" + bridge_},

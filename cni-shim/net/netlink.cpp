@@ -246,7 +246,9 @@ Result<void> Socket::add_redirect(int from, const std::string& from_name, int to
     // tc-mirred(8), OPTIONS: "egress redirect" sends the frame out of `to` as if `to`
     // transmitted it, and the frame is consumed (TC_ACT_STOLEN): the pod namespace's own
     // stack never sees it. DESCRIPTION: redirecting from an ingress qdisc is the supported
-    // use. Kata Containers' tcfilter mode pairs its tap and veth the same way.
+    // use. Kata Containers' tcfilter network model (runtime-rs network_model/
+    // tc_filter_model.rs) pairs its tap and veth the same way: ingress qdisc on each, a u32
+    // match-all filter redirecting to the other.
     if (int e = rtnl_tc_set_kind(tc(act.get()), "mirred"); e < 0) return fail("{}: mirred: {}", step, nlerr(e));
     rtnl_mirred_set_action(act.get(), TCA_EGRESS_REDIR);
     rtnl_mirred_set_policy(act.get(), TC_ACT_STOLEN);

@@ -226,10 +226,7 @@ TEST_CASE("attach: a CNI bridge pod namespace becomes a tap the guest can use; d
     CHECK(pod.exec("tc filter show dev eth0 ingress").out.empty());
     REQUIRE_OK(detach_pod_network(pod.path()));  // idempotent
 
-    // The veth works as before for the namespace itself.
-    auto ping_back = node.exec("true");
-    CHECK(ping_back.status == 0);
-
+    CHECK(std::filesystem::exists(net.ipam_dir() + "/" + pod_ip));  // host-local's lease, until DEL
     REQUIRE_OK(net.del());
     auto links = pod.ip("-o link show").out;
     CHECK_FALSE(contains(links, "eth0"));
@@ -242,7 +239,7 @@ TEST_CASE("attach: two CNI networks give two taps; a failure half-way leaves not
     TempDir dir0, dir1;
     auto node = REQUIRE_OK(NamedNetns::create(unique("node2")));
     auto pod = REQUIRE_OK(NamedNetns::create(unique("pod2")));
-    CniNetwork net0(node, "kcni0", "10.88.8", true, dir0.path());
+    CniNetwork net0(node, "kcni0", "10.88.8", true, dir0.path(), 1500, "fd00:88:8:");
     CniNetwork net1(node, "kcni1", "10.88.9", false, dir1.path(), 1400);
     auto r0 = REQUIRE_OK(net0.add(unique("ctr"), pod.path(), "eth0"));
     auto r1 = REQUIRE_OK(net1.add(unique("ctr"), pod.path(), "eth1"));
@@ -276,13 +273,24 @@ TEST_CASE("attach: two CNI networks give two taps; a failure half-way leaves not
         auto tap_link = pod.ip("link show " + itf.tap_name).out;
         CHECK_MESSAGE(contains(tap_link, fmt::format("mtu {} ", mtu)), tap_link);
         std::string cidr = cni_address(*results[i]);
-        REQUIRE(itf.addresses.size() == 1);
+        REQUIRE(itf.addresses.size() == (i == 0 ? 2 : 1));  // eth0 is dual stack; no fe80:: address
         CHECK(fmt::format("{}/{}", itf.addresses[0].address, itf.addresses[0].prefix_len) == cidr);
         uint32_t ip = ipv4(itf.addresses[0].address), gw = ipv4(nets[i]->gateway());
         Mac gw_mac = guest_arp(itf.tap_fd.get(), itf.mac, ip, gw);
         guest_ping(itf.tap_fd.get(), itf.mac, ip, gw_mac, gw, 9);
     }
     CHECK(pn.interfaces[0].default_gateway(AF_INET) == "10.88.8.1");
+    CHECK(pn.interfaces[0].default_gateway(AF_INET6) == "fd00:88:8::1");
+    const IpAddress& v6 = pn.interfaces[0].addresses[1];
+    CHECK(v6.family == AF_INET6);
+    CHECK_MESSAGE((v6.address.starts_with("fd00:88:8::") && v6.prefix_len == 64), v6.address);
+    bool v6_subnet = false;
+    for (const auto& r : pn.interfaces[0].routes) {
+        CHECK_FALSE(r.destination.starts_with("fe80:"));
+        v6_subnet |= r.family == AF_INET6 && r.destination == "fd00:88:8::" && r.prefix_len == 64;
+    }
+    CHECK(v6_subnet);
+    CHECK(pn.interfaces[1].default_gateway(AF_INET6).empty());
     CHECK(pn.interfaces[1].default_gateway(AF_INET).empty());
 
     REQUIRE_OK(detach_pod_network(pod.path()));
