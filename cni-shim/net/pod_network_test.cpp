@@ -226,6 +226,14 @@ TEST_CASE("attach: a CNI bridge pod namespace becomes a tap the guest can use; d
     CHECK(pod.exec("tc filter show dev eth0 ingress").out.empty());
     REQUIRE_OK(detach_pod_network(pod.path()));  // idempotent
 
+    // Attachable again (a pod VM restarted), and the new tap works.
+    pn = REQUIRE_OK(attach_pod_network(pod.path()));
+    REQUIRE(pn.interfaces.size() == 1);
+    guest_ping(pn.interfaces[0].tap_fd.get(), mac, ip, gw_mac, gw, 3);
+    REQUIRE_OK(detach_pod_network(pod.path()));
+    CHECK_FALSE(contains(pod.ip("link show").out, "kestrel"));
+    CHECK_FALSE(contains(pod.exec("tc qdisc show dev eth0").out, "ingress"));
+
     CHECK(std::filesystem::exists(net.ipam_dir() + "/" + pod_ip));  // host-local's lease, until DEL
     REQUIRE_OK(net.del());
     auto links = pod.ip("-o link show").out;
