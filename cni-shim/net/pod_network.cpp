@@ -217,19 +217,4 @@ Result<void> detach_pod_network(const std::string& netns_path) {
     return r;
 }
 
-Result<std::string> kernel_ip_param(const PodInterface& itf, const std::string& guest_device) {
-    const IpAddress* v4 = nullptr;
-    for (const auto& a : itf.addresses)
-        if (a.family == AF_INET) {
-            v4 = &a;
-            break;
-        }
-    if (!v4) return fail("'{}' has no IPv4 address for the kernel's ip= parameter", itf.name);
-    uint32_t mask = v4->prefix_len == 0 ? 0 : ~uint32_t{0} << (32 - v4->prefix_len);
-    in_addr m{htonl(mask)};
-    char mask_text[INET_ADDRSTRLEN] = {};
-    ::inet_ntop(AF_INET, &m, mask_text, sizeof mask_text);
-    return fmt::format("ip={}::{}:{}::{}:off", v4->address, itf.default_gateway(AF_INET), mask_text, guest_device);
-}
-
 }  // namespace kestrel::cninet

@@ -22,6 +22,9 @@
 // the copy it hands to kestrel (`kestrel run --net fd=N,mac=MAC`). Its virtio-net header is
 // the kernel's default 10 bytes until kestrel sets its own size (TUNSETVNETHDRSZ), no
 // offloads are enabled, and it is blocking.
+//
+// What the guest must configure on its side (MAC, MTU, addresses, routes) is in the returned
+// PodInterfaces; guest_config.hpp turns it into a kernel parameter or JSON for the agent.
 #pragma once
 
 #include <array>
@@ -80,14 +83,5 @@ Result<PodNetwork> attach_pod_network(const std::string& netns_path);
 // attach (the shim may have restarted since), is idempotent, and a namespace that no longer
 // exists is success (its taps and qdiscs went with it).
 Result<void> detach_pod_network(const std::string& netns_path);
-
-// The Linux kernel's `ip=` boot parameter (Documentation/admin-guide/nfs/nfsroot.rst:
-// ip=<client-ip>:<server-ip>:<gw-ip>:<netmask>:<hostname>:<device>:<autoconf>) configuring
-// `guest_device` statically with the interface's first IPv4 address and default gateway,
-// e.g. "ip=10.88.0.5::10.88.0.1:255.255.255.0::eth0:off". The kernel configures one
-// interface this way and takes no MTU or extra routes: the rest of an interface (and every
-// other interface) is for the guest agent, from the PodInterface fields. Error when the
-// interface has no IPv4 address.
-Result<std::string> kernel_ip_param(const PodInterface& itf, const std::string& guest_device = "eth0");
 
 }  // namespace kestrel::cninet

@@ -2,6 +2,7 @@
 // plugins, with the test acting as the guest on the returned tap fds. Needs root: without
 // it the tests FAIL with the reason.
 #include "cni-shim/net/pod_network.hpp"
+#include "cni-shim/net/guest_config.hpp"
 
 #include <doctest/doctest.h>
 #include <netinet/in.h>
@@ -198,6 +199,11 @@ TEST_CASE("attach: a CNI bridge pod namespace becomes a tap the guest can use; d
     CHECK(subnet_route);
     CHECK(REQUIRE_OK(kernel_ip_param(itf)) == fmt::format("ip={}::10.88.7.1:255.255.255.0::eth0:off", pod_ip));
     REQUIRE(itf.tap_fd);
+    auto guest = nlohmann::json::parse(guest_network_json(pn));
+    MESSAGE("guest network: ", guest.dump());
+    CHECK(guest["interfaces"][0]["mac"] == cni_mac);
+    CHECK(guest["interfaces"][0]["addresses"][0] == cidr);
+    CHECK(guest["interfaces"][0]["routes"].size() == itf.routes.size());
 
     // The tc objects, as iproute2 reads them back.
     auto veth_filters = pod.exec("tc filter show dev eth0 ingress");
@@ -340,4 +346,27 @@ TEST_CASE("kernel_ip_param: netmask from the prefix, gateway from the default ro
     CHECK(kernel_ip_param(itf).value() == "ip=192.168.3.17:::255.255.240.0::eth0:off");
     itf.addresses.pop_back();
     CHECK_FALSE(kernel_ip_param(itf).has_value());
+}
+
+TEST_CASE("guest_network_json: every interface with CIDR addresses, routes with explicit default prefixes") {
+    PodNetwork net;
+    PodInterface a;
+    a.name = "eth0";
+    a.mac = {0x0a, 0x58, 0x0a, 0x58, 0x00, 0x05};
+    a.mtu = 1500;
+    a.addresses = {{AF_INET, "10.88.0.5", 24}, {AF_INET6, "fd00::5", 64}};
+    a.routes = {{AF_INET, "", 0, "10.88.0.1"}, {AF_INET, "10.88.0.0", 24, ""}, {AF_INET6, "", 0, "fd00::1"}};
+    PodInterface b;
+    b.name = "net1";
+    b.mac = {0x02, 0, 0, 0, 0, 1};
+    b.mtu = 9000;
+    net.interfaces.push_back(std::move(a));
+    net.interfaces.push_back(std::move(b));
+    auto j = nlohmann::json::parse(guest_network_json(net));
+    CHECK(j == nlohmann::json::parse(R"({"interfaces": [
+        {"name": "eth0", "mac": "0a:58:0a:58:00:05", "mtu": 1500,
+         "addresses": ["10.88.0.5/24", "fd00::5/64"],
+         "routes": [{"dst": "0.0.0.0/0", "via": "10.88.0.1"}, {"dst": "10.88.0.0/24"},
+                    {"dst": "::/0", "via": "fd00::1"}]},
+        {"name": "net1", "mac": "02:00:00:00:00:01", "mtu": 9000, "addresses": [], "routes": []}]})"));
 }
