@@ -163,8 +163,8 @@ Result<void> detach_here() {
     auto note = [&errors](const Result<void>& r) {
         if (!r) errors += (errors.empty() ? "" : "; ") + r.error();
     };
-    // Filters first, taps last: a filter redirecting to a deleted tap would drop the
-    // pod's traffic rather than leave it to the namespace (not that anyone is left to care).
+    // The veths' filters first, the taps last (with the tap go its own qdisc and filter), so
+    // no veth filter is ever left redirecting into a device that is gone.
     for (const auto& l : links) {
         if (is_our_tap(l) || (l.flags & IFF_LOOPBACK) != 0) continue;
         auto ours = sock.has_our_priority(l.ifindex, l.name);
