@@ -5,7 +5,8 @@
 # the veth's MAC; the guest configures that address, pings the gateway, and answers L1's
 # pings of the pod IP; then detach and CNI DEL leave nothing.
 # L1 needs (not in the default L1 yet): /nested/bin/kestrel-podnet with its libraries, the
-# modules llc stp bridge veth sch_ingress cls_u32 act_mirred under /nested/podnet-modules/. iproute2 is
+# modules llc stp bridge veth sch_ingress cls_u32 act_mirred under /nested/podnet-modules/
+# (cni-shim/net/podnet-l1-extra.sh DIR, then run-tests --cases pod-net --l1-extra DIR). iproute2 is
 # called by path: busybox's ip (first on L1's PATH) has no netns.
 #@ timeout 400
 #@ expect-rc 0
