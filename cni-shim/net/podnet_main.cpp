@@ -48,7 +48,8 @@ int attach(const std::string& netns, char** cmd) {
     if (auto ip = kernel_ip_param(net->interfaces.front())) ::setenv("KESTREL_IP_PARAM", ip->c_str(), 1);
     ::execvp(cmd[0], cmd);
     std::fprintf(stderr, "kestrel-podnet: exec %s: %s\n", cmd[0], std::strerror(errno));
-    return 127;  // the taps go with our fds
+    if (auto r = detach_pod_network(netns); !r) std::fprintf(stderr, "kestrel-podnet: %s\n", r.error().c_str());
+    return 127;
 }
 
 }  // namespace
