@@ -4,10 +4,9 @@
 # node), kestrel-podnet pairs a tap with it by tc mirred and execs kestrel on the tap fd with
 # the veth's MAC; the guest configures that address, pings the gateway, and answers L1's
 # pings of the pod IP; then detach and CNI DEL leave nothing.
-# L1 needs (not in the default L1 yet): /nested/bin/kestrel-podnet with its libraries, the
-# modules llc stp bridge veth sch_ingress cls_u32 act_mirred under /nested/podnet-modules/
-# (cni-shim/net/podnet-l1-extra.sh DIR, then run-tests --cases pod-net --l1-extra DIR). iproute2 is
-# called by path: busybox's ip (first on L1's PATH) has no netns.
+# L1 has kestrel-podnet (from kestrel's build dir) and the modules bridge, veth, sch_ingress,
+# cls_u32, act_mirred (tools/nested/build-l1.sh). iproute2 is called by path: busybox's ip
+# (first on L1's PATH) has no netns.
 #@ timeout 400
 #@ expect-rc 0
 #@ guest-modules virtio_pci virtio_net
@@ -23,7 +22,7 @@
 #@ expect-value l1.after.pod_links == 1
 . /nested/case-lib.sh
 for m in llc stp bridge veth sch_ingress cls_u32 act_mirred; do
-  insmod "/nested/podnet-modules/$m.ko" 2>/dev/null || grep -q "^$m " /proc/modules || { echo "no module $m"; exit 1; }
+  grep -q "^$m " /proc/modules || { echo "no module $m in L1"; exit 1; }
 done
 [ -x /nested/bin/kestrel-podnet ] || { echo "no /nested/bin/kestrel-podnet"; exit 1; }
 mkdir -p /run/netns /var/run
