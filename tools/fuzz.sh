@@ -22,7 +22,7 @@ cd "$root"
 total=${1:-300}
 targets=(${FUZZ_TARGETS:-fuzz-virtqueue fuzz-virtio-pci-common fuzz-blk-request fuzz-net-tx
          fuzz-vsock-packet fuzz-pci-config fuzz-msix fuzz-ioapic fuzz-api-request fuzz-api-http
-         fuzz-state-stream fuzz-ttrpc-frame})
+         fuzz-state-stream fuzz-ttrpc-frame fuzz-agent-request})
 share=$(( total / ${#targets[@]} ))
 (( share < 5 )) && share=5
 build=build-fuzz

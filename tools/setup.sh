@@ -23,6 +23,7 @@ packages=(
   protobuf-compiler libprotobuf-dev golang-github-containerd-containerd-dev
   golang-github-gogo-protobuf-dev golang-github-gogo-googleapis-dev golang-github-containerd-ttrpc-dev
   containerd  # the nested pod cases run containerd 1.6 and ctr in L1
+  libnl-route-3-dev containernetworking-plugins  # pods: netlink for cni-shim/net; the CNI bridge + host-local plugins its tests run
 )
 
 if [[ $(id -u) -ne 0 ]]; then

@@ -156,10 +156,16 @@ Result<void> Controller::receive_migration() {
                 if (state.empty()) return bad_request("migration stream: DONE before STATE");
                 // The source has let go of its disks and taps; the taps must be there
                 // before the state activates the network devices.
+                // Refused, this side lets go of them again before answering, so the source
+                // can take them back at once (its process exiting would be too late).
                 const auto t0 = std::chrono::steady_clock::now();
-                TRY(vmm->acquire_backends());
+                auto r = vmm->acquire_backends();
                 const auto t1 = std::chrono::steady_clock::now();
-                TRY(vmm->load_migration_state(state));
+                if (r) r = vmm->load_migration_state(state);
+                if (!r) {
+                    (void)vmm->release_backends();
+                    return r;
+                }
                 log::info("migration: disks locked and taps attached in {} us, state loaded in {} us",
                           std::chrono::duration_cast<std::chrono::microseconds>(t1 - t0).count(),
                           std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t1).count());
@@ -434,7 +440,7 @@ Result<json> Controller::dispatch(const ApiRequest& r) {
         json j = {{"phase", phase_name(p.phase)}, {"round", p.round}, {"pages_sent", p.pages_sent},
                   {"bytes_sent", p.bytes_sent}, {"dirty_pages", p.dirty_pages}, {"dirty_rate_pages_s", p.dirty_rate},
                   {"bandwidth_bytes_s", p.bandwidth}, {"expected_downtime_ms", p.expected_downtime_ms},
-                  {"total_ms", p.total_ms}};
+                  {"cpu_throttle_pct", p.throttle_pct}, {"eta_ms", p.eta_ms}, {"total_ms", p.total_ms}};
         if (p.phase == MigrationJob::Phase::Completed) j["downtime_ms"] = p.downtime_ms;
         if (!p.error.empty()) j["error"] = p.error;
         return j;

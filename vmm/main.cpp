@@ -165,6 +165,8 @@ int main(int argc, char** argv) {
     mig_cmd->add_option("--to", mig_opts.destination, "unix:PATH or tcp:HOST:PORT of the destination")->required();
     mig_cmd->add_option("--downtime-ms", mig_opts.downtime_ms, "The stop-and-copy target (default 50)");
     mig_cmd->add_option("--max-bandwidth", mig_opts.max_bandwidth, "Bytes per second, 0 unlimited (default)");
+    mig_cmd->add_flag("--auto-converge", mig_opts.auto_converge,
+                      "Throttle the vCPUs while the guest dirties memory faster than the link sends it");
     mig_cmd->footer("Exit codes: 0 migrated (the source kestrel ends), 1 refused or failed (the VM keeps running "
                     "in the source), 2 bad command line");
 

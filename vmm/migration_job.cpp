@@ -69,6 +69,11 @@ void MigrationJob::set_phase(Phase ph) {
 void MigrationJob::run() {
     bool paused = false, released = false;
     auto r = migrate(paused, released);
+    vmm_.set_cpu_throttle(0);
+    {
+        std::lock_guard lk(mu_);
+        p_.throttle_pct = 0;
+    }
     if (!r) {
         // Nothing is lost: the VM carries on here, with its disks locked and taps attached again.
         if (released)
@@ -97,7 +102,13 @@ Result<void> MigrationJob::send_round(migration::StreamWriter& w, const std::vec
     const auto regions = vmm_.ram_regions();
     const auto t0 = Clock::now();
     const uint64_t sent0 = w.bytes_sent();
-    for (size_t ri = 0; ri < regions.size(); ++ri) {
+    // For the ETA: the pages this round may still send. Round 0 counts every page not yet
+    // looked at (zero ones are skipped, so it overestimates), later rounds the dirty ones.
+    uint64_t todo = 0, before = 0;
+    if (dirty) todo = count_pages(*dirty);
+    else
+        for (const auto& r : regions) todo += r.size / kPage;
+    for (size_t ri = 0; ri < regions.size(); before += regions[ri].size / kPage, ++ri) {
         const auto& r = regions[ri];
         auto is_zero = [&](uint64_t page) { return std::memcmp(r.host + page * kPage, zero, kPage) == 0; };
         auto wanted = [&](uint64_t page) {
@@ -124,9 +135,13 @@ Result<void> MigrationJob::send_round(migration::StreamWriter& w, const std::vec
             TRY(w.pages(r.gpa + p * kPage, std::span(r.host + p * kPage, (q - p) * kPage)));
             pages += q - p;
             {
+                const uint64_t done = dirty ? pages : before + q;
+                const uint64_t rate = (w.bytes_sent() - sent0) * 1000 / std::max<uint64_t>(ms_since(t0), 1);
                 std::lock_guard lk(mu_);
                 p_.pages_sent += q - p;
                 p_.bytes_sent = w.bytes_sent();
+                // This round's rest at this round's pace, then the stop-and-copy.
+                p_.eta_ms = (todo > done && rate ? (todo - done) * kPage * 1000 / rate : 0) + p_.expected_downtime_ms;
             }
             p = q;
             if (req_.max_bandwidth) {  // stay under the cap on average over the round
@@ -162,6 +177,7 @@ Result<void> MigrationJob::migrate(bool& paused, bool& released) {
 
     const auto deadline = started_ + std::chrono::seconds(req_.timeout_s);
     uint64_t bandwidth = 0;  // bytes/s, measured
+    unsigned throttle = 0, outrun = 0;  // auto_converge: the throttle, rounds in a row outrun
     std::vector<std::vector<uint64_t>> dirty;
     for (int round = 0;; ++round) {
         if (Clock::now() > deadline) return fail("timeout_s {} passed in pre-copy round {}", req_.timeout_s, round);
@@ -188,6 +204,18 @@ Result<void> MigrationJob::migrate(bool& paused, bool& released) {
         // devices captured here, loaded there). Round 0 always has a dirty round after it: it
         // is the long one, and what the guest wrote meanwhile is the most.
         if (round > 0 && expected <= req_.downtime_ms / 2) break;
+        if (req_.auto_converge && round > 0) {
+            outrun = left * kPage * 2 > w.bytes_sent() - bytes0 ? outrun + 1 : 0;
+            if (outrun >= 2 && throttle < Vmm::kMaxThrottlePct) {
+                throttle = std::min(throttle ? throttle + kThrottleStep : kThrottleInitial, Vmm::kMaxThrottlePct);
+                outrun = 0;
+                vmm_.set_cpu_throttle(throttle);
+                std::lock_guard lk(mu_);
+                p_.throttle_pct = throttle;
+                log::info("migration: the guest dirties {} pages/s, more than the link takes: vCPUs throttled to {}%",
+                          left * 1000 / elapsed_ms, throttle);
+            }
+        }
         if (round + 1 >= kMaxRounds) {
             log::warn("migration: {} rounds without reaching downtime_ms {} (the guest writes {} pages/s); stopping "
                       "anyway, expected downtime {} ms", kMaxRounds, req_.downtime_ms, left * 1000 / elapsed_ms,

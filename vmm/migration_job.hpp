@@ -5,7 +5,8 @@
 //   3. rounds 1..: the pages written since the round before, until what is left would take
 //      no longer than half of `downtime_ms` at the bandwidth measured so far (the other half
 //      is for the state) — at least one such round — or kMaxRounds pass (then it stops anyway
-//      and says how long the downtime was expected to be);
+//      and says how long the downtime was expected to be); with auto_converge, vCPUs are
+//      throttled more and more while the guest outruns the link;
 //   4. pause the VM, send the last dirty pages and the state file (every vCPU and device),
 //      hand the disk images over (fsync, unlock), DONE; the destination locks them and
 //      answers. On OK the VM has moved: this kestrel ends (exit 0,
@@ -31,6 +32,11 @@ namespace kestrel {
 class MigrationJob {
 public:
     static constexpr int kMaxRounds = 30;
+    // auto_converge, as QEMU's defaults have it: when for two rounds in a row the guest
+    // dirtied more than half of what a round sent (it outruns the link), the vCPUs are
+    // throttled (Vmm::set_cpu_throttle) at kThrottleInitial %, then kThrottleStep % more each
+    // time it happens again; back to 0 when the migration ends, however it ends.
+    static constexpr unsigned kThrottleInitial = 20, kThrottleStep = 10;
     enum class Phase { Connecting, Precopy, StopAndCopy, Completed, Failed, Cancelled };
 
     struct Progress {
@@ -41,6 +47,8 @@ public:
         uint64_t dirty_rate = 0;         // pages/s written by the guest in the last round
         uint64_t bandwidth = 0;          // bytes/s of the last round
         uint64_t expected_downtime_ms = 0;
+        unsigned throttle_pct = 0;       // auto_converge's vCPU throttle now
+        uint64_t eta_ms = 0;             // estimate: this round's rest, then the downtime
         uint64_t downtime_ms = 0;        // measured, once completed
         uint64_t total_ms = 0;
         std::string error;

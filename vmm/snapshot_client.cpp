@@ -74,6 +74,7 @@ int run_migrate_client(const MigrateClientOptions& o) {
     c.set_address_family(AF_UNIX);
     json body = {{"destination", o.destination}, {"downtime_ms", o.downtime_ms}};
     if (o.max_bandwidth) body["max_bandwidth"] = o.max_bandwidth;
+    if (o.auto_converge) body["auto_converge"] = true;
     if (auto r = call(c, "PUT", "/migrate", body); !r) {
         log::error("migrate: {}", r.error().what());
         return 1;
@@ -89,10 +90,13 @@ int run_migrate_client(const MigrateClientOptions& o) {
         }
         const std::string phase = p->value("phase", "?");
         const std::string line = fmt::format(
-            "migrate: {} round {}, {} MiB sent at {} MiB/s, {} dirty pages, expected downtime {} ms, {:.1f} s",
+            "migrate: {} round {}, {} MiB sent at {} MiB/s, {} dirty pages, expected downtime {} ms, "
+            "vCPUs throttled {}%, ETA {:.1f} s, {:.1f} s so far",
             phase, p->value("round", 0), p->value("bytes_sent", uint64_t{0}) >> 20,
             p->value("bandwidth_bytes_s", uint64_t{0}) >> 20, p->value("dirty_pages", uint64_t{0}),
-            p->value("expected_downtime_ms", uint64_t{0}), static_cast<double>(p->value("total_ms", uint64_t{0})) / 1000);
+            p->value("expected_downtime_ms", uint64_t{0}), p->value("cpu_throttle_pct", 0),
+            static_cast<double>(p->value("eta_ms", uint64_t{0})) / 1000,
+            static_cast<double>(p->value("total_ms", uint64_t{0})) / 1000);
         if (phase == "completed") {
             if (tty) std::fputs("\n", stderr);
             log::info("migrate: completed in {} ms, downtime {} ms; the VM runs at {}", p->value("total_ms", uint64_t{0}),

@@ -29,6 +29,7 @@ struct MigrateClientOptions {
     std::string destination;
     uint32_t downtime_ms = 50;
     uint64_t max_bandwidth = 0;
+    bool auto_converge = false;
 };
 int run_migrate_client(const MigrateClientOptions& o);
 

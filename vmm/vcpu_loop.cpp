@@ -82,6 +82,7 @@ void VcpuThread::join() {
 void VcpuThread::loop() {
     kvm_run* run = vcpu_.run_area();
     uint64_t t = metric_clock_ns();  // end of the last exit's handling
+    auto throttle_woke = std::chrono::steady_clock::now();
     while (!ctl_.stopping()) {
         if (pause_requested_.load()) {
             set_phase(Phase::Parked);
@@ -99,7 +100,19 @@ void VcpuThread::loop() {
             ctl_.request({ExitKind::Error, 0, entered.error().what()});
             break;
         }
-        if (!*entered) continue;  // signal: re-check whether to stop or pause
+        if (!*entered) {
+            // A kick: from pause or stop (checked at the top, which the kicker set first:
+            // clearing immediate_exit here cannot hide one), or from the throttler.
+            run->immediate_exit = 0;
+            const std::chrono::microseconds sleep{throttle_us_.load()};
+            const auto now = std::chrono::steady_clock::now();
+            if (sleep.count() > 0 && now - throttle_woke >= kThrottleSlice) {
+                throttle_sleep(sleep);
+                throttle_woke = std::chrono::steady_clock::now();
+                t = metric_clock_ns();  // the sleep is neither guest nor VMM time
+            }
+            continue;
+        }
         if (!handle_exit(run)) break;  // this vCPU cannot continue; VmControl decides the VM
         t = metric_clock_ns();
         bump_owned(counters_.vmm_ns, t - left);
@@ -125,8 +138,17 @@ void VcpuThread::park(kvm_run* run) {
     run->immediate_exit = 0;
 }
 
+void VcpuThread::throttle_sleep(std::chrono::microseconds d) {
+    std::unique_lock lk(park_mu_);
+    park_cv_.wait_for(lk, d, [&] { return pause_requested_.load() || ctl_.stopping(); });
+}
+
 bool VcpuThread::pause(std::chrono::milliseconds limit) {
-    pause_requested_.store(true);
+    {
+        std::lock_guard lk(park_mu_);  // a throttle sleep sees it (throttle_sleep)
+        pause_requested_.store(true);
+    }
+    park_cv_.notify_all();
     kick();
     std::unique_lock lk(park_mu_);
     return park_cv_.wait_for(lk, limit, [&] { return parked_ || ended_ || !started_; });

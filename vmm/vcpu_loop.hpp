@@ -59,12 +59,18 @@ public:
     // Asks the vCPU to park; true once it is parked (or has ended) within `limit`.
     bool pause(std::chrono::milliseconds limit);
     void resume();
+    // Auto-converge (QEMU's cpu-throttle): after running at least kThrottleSlice since its
+    // last throttle sleep, a kicked vCPU sleeps `sleep` outside the guest (0: never). The
+    // kicks come from Vmm's throttler every kThrottleSlice; a pause or stop ends a sleep.
+    static constexpr std::chrono::milliseconds kThrottleSlice{10};
+    void set_throttle_sleep(std::chrono::microseconds sleep) { throttle_us_.store(sleep.count()); }
     const VcpuExitCounters& counters() const { return counters_; }
     Phase phase() const { return phase_.load(std::memory_order_relaxed); }
 
 private:
     void loop();
     void park(kvm_run* run);
+    void throttle_sleep(std::chrono::microseconds d);
     // False when this vCPU must not enter the guest again.
     bool handle_exit(kvm_run* run);
     std::string describe_stop(const char* what);
@@ -78,6 +84,7 @@ private:
     pthread_t handle_{};
     std::atomic<bool> started_{false};
     std::atomic<bool> pause_requested_{false};
+    std::atomic<int64_t> throttle_us_{0};
     std::mutex park_mu_;
     std::condition_variable park_cv_;
     bool parked_ = false;  // under park_mu_

@@ -10,12 +10,15 @@
 
 #include <algorithm>
 #include <array>
+#include <condition_variable>
 #include <initializer_list>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <pthread.h>
 
+#include <stop_token>
 #include <thread>
 #include <vector>
 
@@ -178,6 +181,8 @@ struct Vmm::Impl {
     std::vector<std::shared_ptr<VirtioNet>> nets;  // index = cfg.nets index
     std::vector<std::unique_ptr<kvm::Vcpu>> vcpus;
     std::vector<std::unique_ptr<VcpuThread>> threads;
+    std::mutex throttle_mu;
+    std::jthread throttler;  // under throttle_mu; kicks `threads` (set_cpu_throttle)
     pthread_t loop_thread{};
     bool loop_started = false;
     std::optional<RawTerminal> raw_tty;
@@ -470,6 +475,7 @@ Result<void> Vmm::resume() {
 
 GuestExit Vmm::stop(GuestExit why) {
     if (d_->ended) return *d_->ended;
+    set_cpu_throttle(0);  // its kicks must end before the vCPU threads do
     d_->ctl.request(std::move(why));  // ignored if the guest already ended it
     if (d_->state == State::Running || d_->state == State::Paused) {
         d_->loop->resume();
@@ -933,6 +939,28 @@ std::vector<Vmm::RamRegion> Vmm::ram_regions() const {
     std::vector<RamRegion> out;
     for (const auto& r : d_->mem->regions()) out.push_back({r.start().raw, r.size(), r.host_base()});
     return out;
+}
+
+void Vmm::set_cpu_throttle(unsigned pct) {
+    pct = std::min(pct, kMaxThrottlePct);
+    const auto slice = std::chrono::duration_cast<std::chrono::microseconds>(VcpuThread::kThrottleSlice);
+    for (auto& t : d_->threads) t->set_throttle_sleep(pct ? slice * pct / (100 - pct) : std::chrono::microseconds(0));
+    std::lock_guard lk(d_->throttle_mu);
+    if (pct == 0) {
+        d_->throttler = {};  // requests stop and joins
+        return;
+    }
+    if (d_->throttler.joinable()) return;
+    d_->throttler = std::jthread([this](std::stop_token st) {
+        std::mutex mu;
+        std::condition_variable_any cv;
+        std::unique_lock wait_lk(mu);
+        for (;;) {
+            cv.wait_for(wait_lk, st, VcpuThread::kThrottleSlice, [] { return false; });  // a stop ends it early
+            if (st.stop_requested()) return;
+            for (auto& t : d_->threads) t->kick();
+        }
+    });
 }
 
 Result<void> Vmm::set_dirty_tracking(bool on) {

@@ -121,6 +121,11 @@ public:
     // KVM's dirty log on every slot (as track_dirty_pages has it from the start) while a
     // migration runs, and back to the configuration after; on, it forgets what was logged;
     Result<void> set_dirty_tracking(bool on);
+    // Auto-converge: every vCPU spends `pct` % of its time asleep outside the guest (QEMU's
+    // cpu-throttle: each runs kThrottleSlice, then sleeps slice * pct / (100 - pct)), kicked
+    // by a throttler thread that runs while pct > 0. Capped at kMaxThrottlePct; 0 ends it.
+    static constexpr unsigned kMaxThrottlePct = 95;
+    void set_cpu_throttle(unsigned pct);
     // per region, the pages written since the last call (KVM's log OR kestrel's own writes);
     Result<std::vector<std::vector<uint64_t>>> take_dirty_pages();
     // the paused VM's state file: the memory layout and every vCPU and device (save_device_state);

@@ -9,6 +9,8 @@ migrate_live: kestrel A boots the guest through the API. Refused: a destination 
   listens on; a destination killed (SIGKILL) in the middle of pre-copy (max_bandwidth 1 MiB/s
   keeps it there; PATCH /vm Paused meanwhile is refused); after the source paused its VM, a
   (fake) destination that refuses the VM at DONE and one that hangs up without answering.
+  auto_converge at 8 MiB/s: the throttle climbs to 30 % or more while the guest outruns the
+  rounds, until timeout_s 12 ends it; then it is off (cpu_throttle_pct 0, the guest running on).
   Hostile streams into `run --incoming`, each refused with the reason answered and exit 1: a
   stream not starting with CONFIG, pages outside the guest's RAM (after the handshake's OK), a
   flipped bit (CRC-32C), a stream cut mid-message, a configuration this host cannot hold.
@@ -187,6 +189,8 @@ def run_migrate_live(args, guest, tmp):
             return False, "; ".join(c.problems), a.stderr_text()[-1500:]
         c.status(a.api.put("/migrate", {"destination": "ftp:x"}), 400, "PUT /migrate to ftp:x", "BadRequest",
                  "is not unix:PATH or tcp:HOST:PORT")
+        c.status(a.api.put("/migrate", {"destination": "unix:/x", "auto_converge": "yes"}), 400,
+                 "PUT /migrate with auto_converge a string", "BadRequest", "must be true or false")
         c.status(a.api.get("/migrate"), 400, "GET /migrate before any", "NotAllowed", "no migration")
         c.status(a.api.put("/migrate", {"destination": "unix:" + os.path.join(tmp, "nobody")}), 204,
                  "PUT /migrate to a socket nobody listens on")
@@ -231,6 +235,51 @@ def run_migrate_live(args, guest, tmp):
                      f"destination that {name} did not get STATE and DONE: {res}")
             c.expect(wait_passes(a, before + 2), f"the guest stopped after a destination that {name}: {a.out[-200:]!r}")
             details.append(f"destination that {name}: {j.get('error')!r}; stream {res.get('messages')}")
+
+        # auto_converge: at 8 MiB/s the guest rewrites its 12 MiB faster than a round sends
+        # them, round after round, so its vCPUs are throttled more and more (20 %, then +10 %
+        # every two outrun rounds) until timeout_s ends the migration; the guest runs on at the
+        # source, unthrottled.
+        path = os.path.join(tmp, "converge.mig")
+        th, res = fake_destination(path, lambda s: None)
+        c.status(a.api.put("/migrate", {"destination": "unix:" + path, "auto_converge": True,
+                                        "max_bandwidth": 8 << 20, "timeout_s": 12}), 204,
+                 "PUT /migrate with auto_converge")
+        seen, j, rates, etas = 0, {}, {}, []
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            r = a.api.get("/migrate")
+            j = r.json if r.status == 200 else {}
+            pct = j.get("cpu_throttle_pct", 0)
+            if j.get("phase") == "precopy":
+                etas.append(j.get("eta_ms", 0))
+            if pct > seen:
+                seen = pct
+                rates[pct] = (time.monotonic(), whole_passes(a.out)[-1])
+            if j.get("phase") in ("completed", "failed", "cancelled"):
+                break
+            time.sleep(0.05)
+        th.join(10)
+        c.expect(j.get("phase") == "failed" and "timeout_s 12 passed" in j.get("error", ""),
+                 f"auto_converge migration: {j}")
+        c.expect(seen >= 30, f"auto_converge: the throttle only reached {seen}% in {j.get('round')} rounds")
+        c.expect(j.get("cpu_throttle_pct") == 0, f"the throttle stayed on after the migration ended: {j}")
+        # 12 MiB a round at 8 MiB/s: an ETA of a second or so, never none or hours.
+        c.expect(bool(etas) and max(etas) > 0 and max(etas) < 60000, f"GET /migrate eta_ms: {etas[:40]}")
+        c.expect("vCPUs throttled to 20%" in a.stderr_text(), f"A's log: {a.stderr_text()[-400:]!r}")
+        before = whole_passes(a.out)[-1]
+        t_free = time.monotonic()
+        c.expect(wait_passes(a, before + 2), f"the guest stopped after auto_converge: {a.out[-200:]!r}")
+        # Not judged (a speed): the guest's pass rate while throttled, then free.
+        steps = sorted(rates)
+        throttled = ""
+        if len(steps) >= 2:
+            (t1, p1), (t2, p2) = rates[steps[-2]], rates[steps[-1]]
+            throttled = f", {steps[-2]}% throttled: {(p2 - p1) / max(t2 - t1, 1e-3):.1f} passes/s"
+        free = (whole_passes(a.out)[-1] - before) / max(time.monotonic() - t_free, 1e-3)
+        details.append(f"auto_converge: throttle up to {seen}% by round {j.get('round')}{throttled}, "
+                       f"unthrottled afterwards: {free:.1f} passes/s; eta_ms seen {min(etas, default=0)}.."
+                       f"{max(etas, default=0)}")
 
         # Hostile streams into --incoming: refused and named, nothing runs.
         code, answer, err = hostile(args, tmp, "b2", opts, msg(b"\x02" + struct.pack("<QI", 0x200000, 1) + bytes(4096)))

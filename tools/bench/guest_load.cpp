@@ -15,6 +15,12 @@
 //   guest_load tcp-recv HOST:PORT [--label NAME]           connect, read until EOF
 //   guest_load tcp-sink --listen PORT                      accept one, read until EOF, close
 //   guest_load tcp-source --listen PORT --mib N            accept one, send N MiB, close
+//   guest_load udp-beat HOST:PORT [--interval-ms N]        a datagram every N ms (default 5),
+//       each its sequence number, until killed: the heartbeat of a migrated guest
+//   guest_load udp-gap --listen PORT [--seconds S]         receives udp-beat's datagrams until
+//       SIGTERM/SIGINT (or S seconds) and reports the largest gap between two arrivals (this
+//       system's clock) with the sequence numbers around it and how many never came: the
+//       guest-visible downtime of a migration, measured outside the guest
 //   guest_load time [--mark STRING] [--label NAME] -- CMD ARGS...
 //       runs CMD with its stdout+stderr passed through, reports exec -> exit and exec -> the
 //       first output line containing STRING (wall, this system's clock), CMD's exit code and
@@ -40,6 +46,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <csignal>
 #include <cinttypes>
 #include <cstdint>
 #include <cstdio>
@@ -59,6 +66,8 @@ namespace {
                  "       guest_load tcp-recv HOST:PORT [--label L]\n"
                  "       guest_load tcp-sink --listen PORT\n"
                  "       guest_load tcp-source --listen PORT --mib N\n"
+                 "       guest_load udp-beat HOST:PORT [--interval-ms N]\n"
+                 "       guest_load udp-gap --listen PORT [--seconds S]\n"
                  "       guest_load time [--mark STRING] [--label L] -- CMD ARGS...\n"
                  "       guest_load stamp [--label L] -- CMD ARGS...\n"
                  "       guest_load tsc\n",
@@ -361,6 +370,80 @@ int run_tcp(const std::string& mode, const Args& a) {
     return 0;
 }
 
+// ---- UDP heartbeat (migration downtime as the network sees it) ----
+
+volatile sig_atomic_t g_stop = 0;
+void on_stop(int) { g_stop = 1; }
+
+int run_udp_beat(const Args& a) {
+    if (a.positional.size() != 1) usage("udp-beat wants HOST:PORT");
+    const sockaddr_in sa = address(a.positional[0]);
+    const uint64_t interval_ms = number(a.get("interval-ms", "5"), "bad --interval-ms");
+    if (interval_ms == 0 || interval_ms > 10000) usage("--interval-ms: 1..10000");
+    int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (s < 0) die("socket");
+    timespec next{};
+    clock_gettime(CLOCK_MONOTONIC, &next);
+    for (uint64_t seq = 0;; ++seq) {
+        // A send that fails (no route yet, a full queue while the VM moves) is a lost beat,
+        // which the receiver counts; the beats go on at the same cadence.
+        (void)sendto(s, &seq, sizeof seq, 0, reinterpret_cast<const sockaddr*>(&sa), sizeof sa);
+        next.tv_nsec += static_cast<long>(interval_ms * 1000000);
+        while (next.tv_nsec >= 1000000000) {
+            next.tv_nsec -= 1000000000;
+            ++next.tv_sec;
+        }
+        while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &next, nullptr) == EINTR) {
+        }
+    }
+}
+
+int run_udp_gap(const Args& a) {
+    const char* port = a.get("listen", nullptr);
+    if (!port) usage("udp-gap wants --listen PORT");
+    const uint64_t seconds = number(a.get("seconds", "0"), "bad --seconds");
+    struct sigaction sa_stop{};
+    sa_stop.sa_handler = on_stop;
+    sigaction(SIGTERM, &sa_stop, nullptr);
+    sigaction(SIGINT, &sa_stop, nullptr);
+    int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (s < 0) die("socket");
+    sockaddr_in sa{};
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons(static_cast<uint16_t>(number(port, "bad --listen port")));
+    if (bind(s, reinterpret_cast<const sockaddr*>(&sa), sizeof sa) != 0) die("bind");
+    timeval tv{0, 100000};  // wake up to notice the signal or the deadline
+    setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    const uint64_t t0 = now_ns();
+    uint64_t packets = 0, first_seq = 0, last_seq = 0, last_ns = 0, max_gap_ns = 0, gap_from = 0, gap_to = 0;
+    uint64_t reordered = 0;
+    while (!g_stop && (seconds == 0 || now_ns() - t0 < seconds * 1000000000ull)) {
+        uint64_t seq = 0;
+        const ssize_t r = recv(s, &seq, sizeof seq, 0);
+        if (r != static_cast<ssize_t>(sizeof seq)) continue;  // timeout, signal, or a stray datagram
+        const uint64_t t = now_ns();
+        if (packets == 0) {
+            first_seq = seq;
+        } else if (seq <= last_seq) {
+            ++reordered;
+            continue;
+        } else if (t - last_ns > max_gap_ns) {
+            max_gap_ns = t - last_ns;
+            gap_from = last_seq;
+            gap_to = seq;
+        }
+        ++packets;
+        last_seq = seq;
+        last_ns = t;
+    }
+    const uint64_t expected = packets ? last_seq - first_seq + 1 : 0;
+    std::printf("GUEST-LOAD udp-gap packets=%" PRIu64 " lost=%" PRIu64 " reordered=%" PRIu64
+                " max_gap_ms=%.1f gap_after_seq=%" PRIu64 " gap_before_seq=%" PRIu64 "\n",
+                packets, expected - packets, reordered, static_cast<double>(max_gap_ns) / 1e6, gap_from, gap_to);
+    std::fflush(stdout);
+    return packets ? 0 : 1;
+}
+
 // ---- exec timer (boot benchmarks) ----
 
 // The options before `--` of time and stamp; returns CMD ARGS... after it.
@@ -460,5 +543,7 @@ int main(int argc, char** argv) {
     const Args a = parse(argc, argv, 2);
     if (mode == "blk") return run_blk(a);
     if (mode.rfind("tcp-", 0) == 0) return run_tcp(mode, a);
+    if (mode == "udp-beat") return run_udp_beat(a);
+    if (mode == "udp-gap") return run_udp_gap(a);
     usage("unknown mode");
 }

@@ -326,6 +326,7 @@ Result<MigrateRequest> parse_migrate(const json& j) {
     auto downtime = TRY(f.number("downtime_ms", 1, 60'000));
     auto bandwidth = TRY(f.number("max_bandwidth", 0, uint64_t{1} << 40));
     auto timeout = TRY(f.number("timeout_s", 1, 86'400));
+    auto converge = TRY(f.boolean("auto_converge"));
     TRY(f.finish());
     if (!r.destination.starts_with("unix:") && !r.destination.starts_with("tcp:"))
         return bad_request("migrate: destination '{}' is not unix:PATH or tcp:HOST:PORT", r.destination);
@@ -334,6 +335,7 @@ Result<MigrateRequest> parse_migrate(const json& j) {
     if (downtime) r.downtime_ms = static_cast<uint32_t>(*downtime);
     if (bandwidth) r.max_bandwidth = *bandwidth;
     if (timeout) r.timeout_s = static_cast<uint32_t>(*timeout);
+    if (converge) r.auto_converge = *converge;
     return r;
 }
 

@@ -78,6 +78,9 @@ struct MigrateRequest {
     uint32_t downtime_ms = 50;   // the stop-and-copy target
     uint64_t max_bandwidth = 0;  // bytes/s, 0 = unlimited
     uint32_t timeout_s = 600;    // the whole migration
+    // Throttle the vCPUs, progressively, while the guest dirties memory faster than the
+    // link sends it (MigrationJob::kThrottle*).
+    bool auto_converge = false;
     bool operator==(const MigrateRequest&) const = default;
 };
 Result<MigrateRequest> parse_migrate(const json& j);

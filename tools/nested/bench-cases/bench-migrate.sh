@@ -9,15 +9,35 @@
 #   qemu:    -M microvm, destination `-incoming unix:...`, QMP migrate-set-parameters
 #            downtime-limit 50 and migrate, query-migrate until completed: total-time and
 #            downtime (QEMU's own figures, measured the same way on the source).
+# Both give the guest a virtio-net NIC (kestrel: PCI, tap bk0 -> bk1 through --remap; QEMU:
+# virtio-net-device on microvm's MMIO, tap bq0 -> bq1; vhost off, as kestrel has none), the
+# four taps in bridge br9 (10.0.9.1/24). The guest sends a UDP heartbeat every 5 ms to
+# 10.0.9.1:6000, and `guest_load udp-gap` in L1 reports the largest gap between arrivals
+# across the migration: the downtime as the network sees it.
 # Each run then checks the destination's guest goes on (a new heartbeat line) and prints
-# `BENCH-RESULT vmm=V round=R total_ms=T downtime_ms=D ok=0|1`. Rounds rotate the order.
+# `BENCH-RESULT vmm=V round=R total_ms=T downtime_ms=D gap_ms=G ok=0|1`. Rounds rotate the order.
 #@ timeout 7200
 #@ l1-binaries /usr/bin/qemu-system-x86_64 /usr/bin/curl /usr/bin/socat
 #@ allow-line .
 . /nested/bench/lib.sh
 initrd=/l2/migrate.cpio.gz
-cmdline="console=ttyS0 reboot=k panic=-1 quiet bench.dirty=$BENCH_DIRTY"
+cmdline="console=ttyS0 reboot=k panic=-1 quiet bench.dirty=$BENCH_DIRTY bench.beat=10.0.9.1:6000"
 api=/tmp/bm-src.sock
+mac=52:54:00:00:09:02
+brctl addbr br9 && ip addr add 10.0.9.1/24 dev br9 && ip link set br9 up || echo "bench-migrate: no bridge br9"
+for t in bk0 bk1 bq0 bq1; do
+  tunctl -t "$t" > /dev/null && brctl addif br9 "$t" && ip link set "$t" up || echo "bench-migrate: tap $t failed"
+done
+
+# gap_start / gap_stop: guest_load udp-gap on 10.0.9.1:6000 around a migration; gap_stop
+# sets `gap` to the largest gap in ms (0 when no heartbeat arrived).
+gap_start() { "$LOAD" udp-gap --listen 6000 > /tmp/bm-gap.out 2>&1 & gap_pid=$!; }
+gap_stop() {
+  kill -TERM "$gap_pid" 2>/dev/null; wait "$gap_pid" 2>/dev/null
+  sed 's/^/bench-migrate: /' /tmp/bm-gap.out
+  gap=$(sed -n 's/.*max_gap_ms=\([0-9.]*\).*/\1/p' /tmp/bm-gap.out)
+  gap=${gap:-0}
+}
 
 beats() { local n; n=$(grep -c BENCH-MIG-BEAT "$1" 2>/dev/null); echo "${n:-0}"; }
 wait_line() { # FILE PATTERN SECONDS
@@ -35,12 +55,13 @@ num() { sed -n "s/.*\"$1\": *\([0-9]*\).*/\1/p" | head -n 1; }
 
 run_kestrel() { # ROUND
   rm -f "$api" /tmp/bm.mig /tmp/bm-src.con /tmp/bm-dst.con
-  "$KESTREL" run --incoming unix:/tmp/bm.mig --serial file:/tmp/bm-dst.con --log-level info > /tmp/bm-dst.log 2>&1 &
-  local dst=$! src total=0 down=0 ok=0 j phase i=0
+  "$KESTREL" run --incoming unix:/tmp/bm.mig --remap bk0=bk1 --serial file:/tmp/bm-dst.con --log-level info > /tmp/bm-dst.log 2>&1 &
+  local dst=$! src total=0 down=0 gap=0 ok=0 j phase i=0
   "$KESTREL" run --api-sock "$api" --serial file:/tmp/bm-src.con --log-level info --kernel /l2/vmlinux --initrd "$initrd" \
-    --cpus 2 --memory "${BENCH_MEMORY}M" --cmdline "$cmdline" > /tmp/bm-src.log 2>&1 &
+    --cpus 2 --memory "${BENCH_MEMORY}M" --net "tap=bk0,mac=$mac" --cmdline "$cmdline" > /tmp/bm-src.log 2>&1 &
   src=$!
   if wait_line /tmp/bm-src.con BENCH-MIG-BEAT 120 && [ -S /tmp/bm.mig ]; then
+    gap_start
     sleep 2
     curl -s -m 10 -o /dev/null --unix-socket "$api" -X PUT http://localhost/migrate \
       -d '{"destination": "unix:/tmp/bm.mig", "downtime_ms": 50}'
@@ -57,26 +78,29 @@ run_kestrel() { # ROUND
     local before
     before=$(beats /tmp/bm-dst.con)
     [ "$phase" = completed ] && sleep 2.5 && [ "$(beats /tmp/bm-dst.con)" -gt "$before" ] && ok=1
+    gap_stop
   fi
   kill "$src" "$dst" 2>/dev/null; wait "$src" "$dst" 2>/dev/null
   grep -E 'migration: (round|downtime)' /tmp/bm-src.log | sed 's/^/bench-migrate: kestrel: /'
   grep -E 'migration: state loaded' /tmp/bm-dst.log | sed 's/^/bench-migrate: kestrel destination: /'
   [ "$ok" = 1 ] || { echo "bench-migrate: kestrel round $1 failed"; tail -n 5 /tmp/bm-src.log /tmp/bm-dst.log /tmp/bm-src.con /tmp/bm-dst.con; }
-  echo "BENCH-RESULT vmm=kestrel round=$1 total_ms=${total:-0} downtime_ms=${down:-0} ok=$ok"
+  echo "BENCH-RESULT vmm=kestrel round=$1 total_ms=${total:-0} downtime_ms=${down:-0} gap_ms=$gap ok=$ok"
 }
 
 run_qemu() { # ROUND
   rm -f /tmp/bq.mig /tmp/bq-src.qmp /tmp/bq-dst.qmp /tmp/bq-src.con /tmp/bq-dst.con
   local common="-M microvm -enable-kvm -cpu host -smp 2 -m $BENCH_MEMORY -nodefaults -no-user-config -display none -no-reboot -kernel /l2/vmlinux -initrd $initrd"
+  local nic="-device virtio-net-device,netdev=n0,mac=$mac -netdev tap,id=n0,script=no,downscript=no,vhost=off,ifname"
   # shellcheck disable=SC2086
   $QEMU $common -append "$cmdline" -serial file:/tmp/bq-dst.con -qmp unix:/tmp/bq-dst.qmp,server=on,wait=off \
-    -incoming unix:/tmp/bq.mig > /tmp/bq-dst.log 2>&1 &
-  local dst=$! src total=0 down=0 ok=0 j status i=0
+    $nic=bq1 -incoming unix:/tmp/bq.mig > /tmp/bq-dst.log 2>&1 &
+  local dst=$! src total=0 down=0 gap=0 ok=0 j status i=0
   # shellcheck disable=SC2086
   $QEMU $common -append "$cmdline" -serial file:/tmp/bq-src.con -qmp unix:/tmp/bq-src.qmp,server=on,wait=off \
-    > /tmp/bq-src.log 2>&1 &
+    $nic=bq0 > /tmp/bq-src.log 2>&1 &
   src=$!
   if wait_line /tmp/bq-src.con BENCH-MIG-BEAT 120 && [ -S /tmp/bq-dst.qmp ]; then
+    gap_start
     sleep 2
     qmp /tmp/bq-src.qmp '{"execute": "migrate-set-parameters", "arguments": {"downtime-limit": 50}}' \
       '{"execute": "migrate", "arguments": {"uri": "unix:/tmp/bq.mig"}}' > /dev/null
@@ -93,10 +117,11 @@ run_qemu() { # ROUND
     local before
     before=$(beats /tmp/bq-dst.con)
     [ "$status" = completed ] && sleep 2.5 && [ "$(beats /tmp/bq-dst.con)" -gt "$before" ] && ok=1
+    gap_stop
   fi
   kill "$src" "$dst" 2>/dev/null; wait "$src" "$dst" 2>/dev/null
   [ "$ok" = 1 ] || { echo "bench-migrate: qemu round $1 failed"; tail -n 5 /tmp/bq-src.log /tmp/bq-dst.log /tmp/bq-src.con /tmp/bq-dst.con; }
-  echo "BENCH-RESULT vmm=qemu round=$1 total_ms=${total:-0} downtime_ms=${down:-0} ok=$ok"
+  echo "BENCH-RESULT vmm=qemu round=$1 total_ms=${total:-0} downtime_ms=${down:-0} gap_ms=$gap ok=$ok"
 }
 
 r=1
