@@ -152,9 +152,25 @@ std::optional<CacheableRootfs> cacheable_rootfs(const std::vector<RootfsMount>& 
         if (!std::filesystem::is_empty(upper, ec) || ec) return std::nullopt;
     }
     std::uint64_t h = 0xcbf29ce484222325ULL;  // FNV-1a 64
-    for (unsigned char ch : lower) {
-        h ^= ch;
-        h *= 0x100000001b3ULL;
+    auto mix = [&](std::string_view bytes) {
+        for (unsigned char ch : bytes) {
+            h ^= ch;
+            h *= 0x100000001b3ULL;
+        }
+    };
+    mix(lower);
+    // Paths alone could name other layers after containerd's root was wiped and its
+    // snapshot ids counted from 1 again: each layer directory's inode and change time go
+    // into the key too (a committed layer is never changed afterwards).
+    std::size_t start = 0;
+    while (start <= lower.size()) {
+        std::size_t end = lower.find(':', start);
+        std::string dir = lower.substr(start, end == std::string::npos ? std::string::npos : end - start);
+        struct stat st {};
+        if (dir.empty() || ::stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) return std::nullopt;
+        mix(fmt::format("|{}:{}:{}.{}", st.st_dev, st.st_ino, st.st_ctim.tv_sec, st.st_ctim.tv_nsec));
+        if (end == std::string::npos) break;
+        start = end + 1;
     }
     CacheableRootfs r;
     r.key = fmt::format("{:016x}", h);

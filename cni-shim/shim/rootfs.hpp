@@ -50,7 +50,8 @@ Result<void> build_ext4_image(const std::string& dir, const std::string& image);
 // A rootfs that is one overlay mount (containerd's overlayfs snapshotter) whose upper
 // directory is still empty holds exactly its image's layers, named by the lowerdir list:
 // that list is the cache key. Anything else (bind mounts of a writable snapshot, an upper
-// layer with content) is not cacheable.
+// layer with content, a layer directory that does not exist) is not cacheable. The key
+// also covers each layer directory's inode and change time.
 struct CacheableRootfs {
     std::string key;              // 16 hex digits
     std::vector<RootfsMount> lowers_only;  // mounts of just the image layers, read-only

@@ -77,22 +77,31 @@ TEST_CASE("cacheable_rootfs: a fresh overlay of image layers is keyed by its low
     auto ov = [&](const std::string& lower, const std::string& upper) {
         return std::vector<RootfsMount>{{"overlay", "overlay", "", {"index=off", "workdir=/w", "upperdir=" + upper, "lowerdir=" + lower}}};
     };
-    auto a = cacheable_rootfs(ov("/s/2/fs:/s/1/fs", (d / "up1").string()));
-    auto b = cacheable_rootfs(ov("/s/2/fs:/s/1/fs", (d / "up2").string()));
+    for (const char* l : {"s/1/fs", "s/2/fs", "s/3/fs"}) std::filesystem::create_directories(d / l);
+    std::string s1 = (d / "s/1/fs").string(), s2 = (d / "s/2/fs").string(), s3 = (d / "s/3/fs").string();
+    auto a = cacheable_rootfs(ov(s2 + ":" + s1, (d / "up1").string()));
+    auto b = cacheable_rootfs(ov(s2 + ":" + s1, (d / "up2").string()));
     REQUIRE(a);
     REQUIRE(b);
     CHECK(a->key == b->key);  // two containers of one image
     CHECK(a->key.size() == 16);
     REQUIRE(a->lowers_only.size() == 1);
     CHECK(a->lowers_only[0].type == "overlay");
-    CHECK(a->lowers_only[0].options == std::vector<std::string>{"ro", "lowerdir=/s/2/fs:/s/1/fs"});
-    auto other = cacheable_rootfs(ov("/s/3/fs:/s/1/fs", (d / "up1").string()));
+    CHECK(a->lowers_only[0].options == std::vector<std::string>{"ro", "lowerdir=" + s2 + ":" + s1});
+    auto other = cacheable_rootfs(ov(s3 + ":" + s1, (d / "up1").string()));
     REQUIRE(other);
     CHECK(other->key != a->key);
-    auto one = cacheable_rootfs(ov("/s/1/fs", (d / "up1").string()));
+    auto one = cacheable_rootfs(ov(s1, (d / "up1").string()));
     REQUIRE(one);
     CHECK(one->lowers_only[0].type == "bind");  // overlayfs needs two lowers without an upper
-    CHECK_FALSE(cacheable_rootfs(ov("/s/2/fs:/s/1/fs", (d / "full").string())));  // upper has content
+    CHECK_FALSE(cacheable_rootfs(ov(s2 + ":" + s1, (d / "full").string())));  // upper has content
+    CHECK_FALSE(cacheable_rootfs(ov(s2 + ":/nonexistent/layer", (d / "up1").string())));
+    // The same path holding another layer (containerd's root wiped, ids reused): a new key.
+    std::filesystem::remove_all(d / "s/1/fs");
+    std::filesystem::create_directories(d / "s/1/fs");
+    auto again = cacheable_rootfs(ov(s2 + ":" + s1, (d / "up1").string()));
+    REQUIRE(again);
+    CHECK(again->key != a->key);
     CHECK_FALSE(cacheable_rootfs({{"bind", "/snap/5/fs", "", {"rbind", "rw"}}}));  // native snapshotter
     CHECK_FALSE(cacheable_rootfs({}));
     // A cached image is used as it is, nothing mounted.
