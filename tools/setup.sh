@@ -22,6 +22,7 @@ packages=(
   # events and types, gogoproto options and google.rpc.Status; ttrpc's Go sources for reference)
   protobuf-compiler libprotobuf-dev golang-github-containerd-containerd-dev
   golang-github-gogo-protobuf-dev golang-github-gogo-googleapis-dev golang-github-containerd-ttrpc-dev
+  containerd  # the nested pod cases run containerd 1.6 and ctr in L1
   libnl-route-3-dev containernetworking-plugins  # pods: netlink for cni-shim/net; the CNI bridge + host-local plugins its tests run
 )
 

@@ -1,0 +1,90 @@
+// One pod's VM: a `kestrel run --api-sock` child configured through the Firecracker-style
+// API (README "API"): Debian's cloud kernel, the agent initramfs
+// (tools/build-agent-initrd.sh), vsock for the agent, and spare placeholder drives whose
+// images are swapped for container rootfs images while the VM runs (README "Changing a
+// drive's image while the guest runs").
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "vmm/base/error.hpp"
+
+namespace kestrel::shim {
+
+struct PodVmConfig {
+    std::string kestrel = "kestrel";  // looked up on PATH when not absolute
+    std::string kernel = "/usr/share/kestrel/vmlinux";
+    std::string initrd = "/usr/share/kestrel/pod-initrd.cpio.gz";
+    std::string cmdline = "console=ttyS0 reboot=k panic=-1 quiet";
+    std::uint32_t vcpus = 1;
+    std::uint32_t memory_mib = 256;
+    std::uint32_t spare_drives = 4;  // container rootfs slots: /dev/vda.. in drive order
+    std::uint32_t agent_port = 1024;
+    std::chrono::seconds boot_timeout{180};
+    // Rootfs images of image layers, shared by every pod (rootfs.hpp cached_image); "" = off.
+    std::string image_cache_dir = "/var/lib/kestrel-shim/images";
+    // Where kestrel.log and console.log go: the pod's state directory when empty (removed
+    // with the pod); tests set KESTREL_SHIM_LOG_DIR to keep them.
+    std::string log_dir;
+};
+
+// Reads the JSON config at `path` (fields as PodVmConfig, all optional); a missing file
+// gives the defaults. Unknown fields and bad values are refused by name.
+Result<PodVmConfig> load_pod_vm_config(const std::string& path);
+
+class PodVm {
+public:
+    // Starts kestrel with its files in `state_dir` (api.sock, vsock.sock, console.log,
+    // kestrel.log, kestrel.pid, drives/) and boots the VM. `on_exit` runs once, on a
+    // monitor thread, when kestrel ends for whatever reason.
+    static Result<std::unique_ptr<PodVm>> boot(const PodVmConfig& cfg, const std::string& state_dir,
+                                               std::function<void(int wait_status)> on_exit);
+    ~PodVm();  // kill()
+
+    struct Slot {
+        int index = -1;
+        std::string device;  // guest path, /dev/vdX
+    };
+    // Swaps a free placeholder for `image`. Fails when every slot is taken.
+    Result<Slot> attach(const std::string& image);
+    // Puts the placeholder back (the guest must no longer use the device).
+    Result<void> detach(int index);
+
+    Result<void> set_paused(bool paused);
+    std::string vsock_path() const { return state_dir_ + "/vsock.sock"; }
+    std::uint32_t agent_port() const { return cfg_.agent_port; }
+
+    // Waits up to `grace` for kestrel to end by itself (the agent's shutdown powers the
+    // guest off), then SIGKILLs it, and reaps it.
+    void stop(std::chrono::milliseconds grace);
+
+private:
+    PodVm() = default;
+    std::string api_sock() const { return state_dir_ + "/api.sock"; }
+    PodVmConfig cfg_;
+    std::string state_dir_;
+    pid_t pid_ = -1;
+    std::mutex mu_;
+    std::vector<bool> used_;
+    std::vector<std::string> placeholder_;  // each slot's current placeholder image
+    std::uint64_t generation_ = 0;
+    std::thread monitor_;
+    std::function<void(int)> on_exit_;
+};
+
+// For `delete` after a dead shim: SIGKILLs the kestrel recorded in <state_dir>/kestrel.pid
+// if that pid still is that kestrel (its command line names <state_dir>/api.sock).
+void kill_recorded_kestrel(const std::string& state_dir);
+
+}  // namespace kestrel::shim

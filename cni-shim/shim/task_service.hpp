@@ -1,0 +1,84 @@
+// containerd.task.v2.Task for one pod (runtime/v2/task/shim.proto): the pod's VM, its
+// containers and their processes, driven through kestrel-agent. Every call is answered from
+// a thread of its own (ttrpc::Server), so Wait may block while others proceed.
+#pragma once
+
+#include <condition_variable>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "cni-shim/shim/agent_client.hpp"
+#include "cni-shim/shim/events.hpp"
+#include "cni-shim/shim/pod_vm.hpp"
+#include "cni-shim/shim/stdio.hpp"
+#include "cni-shim/ttrpc/server.hpp"
+
+namespace kestrel::shim {
+
+struct ShimIdentity {
+    std::string ns;          // -namespace
+    std::string group;       // the pod: sandbox id or the first container's id
+    std::string state_dir;   // pod_state_dir()
+    std::string socket_path; // where this shim listens
+};
+
+class TaskService {
+public:
+    TaskService(ShimIdentity id, PodVmConfig vm_cfg, std::unique_ptr<EventPublisher> events,
+                std::function<void()> request_exit);
+    ~TaskService();
+
+    // Registers every Task method on `server`.
+    void register_on(ttrpc::Server& server);
+
+    // Kills the VM (if any): for the shim's exit.
+    void stop_vm();
+    void drain_events(std::chrono::milliseconds timeout) { events_->drain(timeout); }
+
+private:
+    struct Proc;
+    struct Container;
+    using Reply = std::expected<std::string, ttrpc::Status>;
+
+    Reply create(std::string_view payload);
+    Reply start(std::string_view payload);
+    Reply state(std::string_view payload);
+    Reply wait(const ttrpc::CallContext& ctx, std::string_view payload);
+    Reply kill(std::string_view payload);
+    Reply remove(std::string_view payload);
+    Reply exec(std::string_view payload);
+    Reply resize_pty(std::string_view payload);
+    Reply close_io(std::string_view payload);
+    Reply pids(std::string_view payload);
+    Reply stats(std::string_view payload);
+    Reply connect(std::string_view payload);
+    Reply shutdown(std::string_view payload);
+    Reply pause_resume(std::string_view payload, bool pause);
+
+    Result<void> ensure_vm();
+    Result<std::unique_ptr<ProcessIo>> attach_stdio(const std::string& container, const std::string& exec,
+                                                    const StdioPaths& paths);
+    void on_agent_exit(AgentExit e);
+    void on_vm_exit();
+    std::shared_ptr<Proc> find_proc(const std::string& id, const std::string& exec);
+
+    ShimIdentity id_;
+    PodVmConfig vm_cfg_;
+    std::unique_ptr<EventPublisher> events_;
+    std::function<void()> request_exit_;
+
+    std::mutex vm_mu_;  // VM boot and teardown
+    std::unique_ptr<PodVm> vm_;
+    std::shared_ptr<AgentClient> agent_;
+
+    std::mutex mu_;  // the tables below
+    std::condition_variable_any cv_;
+    std::map<std::string, std::shared_ptr<Container>> containers_;
+    bool paused_ = false;
+    bool vm_dead_ = false;
+};
+
+}  // namespace kestrel::shim
