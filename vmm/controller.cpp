@@ -7,7 +7,9 @@
 #include <sys/timerfd.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 
 #include <spdlog/sinks/basic_file_sink.h>
@@ -32,6 +34,35 @@ using api::json;
 using api::Op;
 
 namespace {
+
+// run --incoming --allow-path/--allow-tap: a source that lies cannot name host files outside
+// those directories (symlinks resolved, whole path components compared) or other taps.
+Result<void> check_allowed(const VmConfig& cfg, const std::vector<std::string>& dirs,
+                           const std::vector<std::string>& taps) {
+    namespace fs = std::filesystem;
+    auto inside = [&](const std::string& what, const std::string& path) -> Result<void> {
+        if (dirs.empty()) return {};
+        std::error_code ec;
+        const fs::path p = fs::weakly_canonical(fs::absolute(path), ec);
+        if (!ec)
+            for (const auto& d : dirs) {
+                const fs::path dir = fs::weakly_canonical(fs::absolute(d), ec);
+                if (ec) continue;
+                auto rel = p.lexically_relative(dir);
+                if (!rel.empty() && *rel.begin() != ".." && rel != ".") return {};
+            }
+        return bad_request("migration stream: {} '{}' is outside --allow-path ({}): refused", what, path,
+                           fmt::join(dirs, ", "));
+    };
+    for (const auto& disk : cfg.disks) TRY(inside("disk", disk.path));
+    if (cfg.vsock) TRY(inside("vsock socket", cfg.vsock->socket));
+    if (!taps.empty())
+        for (const auto& n : cfg.nets)
+            if (std::find(taps.begin(), taps.end(), n.tap) == taps.end())
+                return bad_request("migration stream: tap '{}' is not one of --allow-tap ({}): refused", n.tap,
+                                   fmt::join(taps, ", "));
+    return {};
+}
 
 constexpr const char* kVersion = KESTREL_VERSION;
 
@@ -123,6 +154,7 @@ Result<void> Controller::receive_migration() {
                 if (n.tap == from) n.tap = to;
             if (cfg.vsock && cfg.vsock->socket == from) cfg.vsock->socket = to;
         }
+        TRY(check_allowed(cfg, o_.allow_paths, o_.allow_taps));
         vmm = TRY(Vmm::build_incoming(cfg));
         ram = vmm->ram_regions();
         log::info("migration: VM built from the source's configuration ({} vCPU(s), {} MiB)", cfg.cpus,

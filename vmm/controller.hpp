@@ -31,6 +31,10 @@ struct ControllerOptions {
     // `run --remap FROM=TO` (with --incoming): a disk path, tap name or vsock socket path of
     // the source's configuration that is FROM is TO here (another host's layout).
     std::vector<std::pair<std::string, std::string>> remap;
+    // `run --allow-path DIR`, `--allow-tap NAME` (with --incoming): when given, the host
+    // files and taps the stream's configuration names must be among these (the source is
+    // trusted with nothing else); checked before anything is opened.
+    std::vector<std::string> allow_paths, allow_taps;
     std::string api_socket;    // empty: no API
     std::string instance_id = "kestrel";
     seccomp::Settings seccomp;  // --seccomp, --seccomp-test (vmm/seccomp/seccomp.hpp)

@@ -41,10 +41,10 @@ Result<std::unique_ptr<VirtioBlk>> open_disk(const DiskConfig& d, uint32_t cpus,
     return std::move(*blk);
 }
 
-Result<std::unique_ptr<VirtioNet>> open_net(const NetConfig& n, bool attach_later) {
+Result<std::unique_ptr<VirtioNet>> open_net(const NetConfig& n, bool incoming) {
     VirtioNetOptions o;
     o.tap = n.tap;
-    o.attach_later = attach_later && n.fd < 0;  // an inherited fd is this process's own
+    o.defer_if_busy = incoming && n.fd < 0;  // an inherited fd is this process's own
     if (n.fd >= 0) o.tap_fd = ::dup(n.fd);  // the device owns what it is given
     if (n.mac) o.mac = *n.mac;
     const std::string what = n.fd >= 0 ? fmt::format("fd={}", n.fd) : fmt::format("tap={}", n.tap);

@@ -29,8 +29,8 @@ struct HostResources {
 // `open_serial` opens the serial sink when its turn comes; the caller keeps it. Also checks
 // --memory against the host's RAM + swap at its place in the order. Without `boot_files`
 // (a VM restored from a snapshot: its RAM holds the guest) the kernel and initrd are not opened.
-// For a live migration's destination (`incoming`) disks are opened unlocked and taps only
-// checked to exist: the source still has them until it hands them over
+// For a live migration's destination (`incoming`) disks are opened unlocked and a tap the
+// source still holds (on this host) is only checked to exist: they change hands at the end
 // (Vmm::acquire_backends).
 Result<HostResources> open_host_resources(const VmConfig& cfg,
                                           const std::function<Result<void>()>& open_serial,

@@ -103,6 +103,14 @@ int main(int argc, char** argv) {
     run->add_option("--remap", remaps,
                     "With --incoming: FROM=TO, a disk path, tap name or vsock socket path of the source's "
                     "configuration that is TO on this host (repeatable)");
+    std::vector<std::string> allow_paths, allow_taps;
+    run->add_option("--allow-path", allow_paths,
+                    "With --incoming: a directory under which the stream's configuration may name host files "
+                    "(disk images, the vsock socket), after --remap and symlinks resolved; repeatable. Without "
+                    "it, any path this process may open");
+    run->add_option("--allow-tap", allow_taps,
+                    "With --incoming: a tap the stream's configuration may name (after --remap); repeatable. "
+                    "Without it, any tap");
     run->add_option("--incoming", incoming,
                     "Instead of booting a kernel, wait on unix:PATH or tcp:HOST:PORT for a live migration from "
                     "another kestrel (PUT /migrate, `kestrel migrate`) and run the VM it sends; its configuration "
@@ -316,6 +324,12 @@ int main(int argc, char** argv) {
         }
         o.remap.emplace_back(m.substr(0, eq), m.substr(eq + 1));
     }
+    if ((!allow_paths.empty() || !allow_taps.empty()) && incoming.empty()) {
+        log::error("--allow-path and --allow-tap go with --incoming");
+        return kExitUsage;
+    }
+    o.allow_paths = allow_paths;
+    o.allow_taps = allow_taps;
     o.api_socket = api_sock;
     o.instance_id = instance_id;
     o.seccomp.mode = *seccomp::parse_mode(seccomp_mode);

@@ -132,8 +132,8 @@ public:
     Result<std::vector<uint8_t>> migration_state() const;
     // the destination: a VM of `cfg` (from the stream) with empty RAM and no boot, which
     // load_migration_state fills with the source's vCPUs and devices (all or nothing) before
-    // start(). Its disks are opened unlocked and its taps not attached (they must exist):
-    // acquire_backends() takes them once the source has let go.
+    // start(). Its disks are opened unlocked and a tap the source holds is not attached yet
+    // (it must exist): acquire_backends() takes them once the source has let go.
     static Result<std::unique_ptr<Vmm>> build_incoming(const VmConfig& cfg);
     Result<void> load_migration_state(std::span<const uint8_t> file);
     // Disks and taps change hands at the end, so the source and destination may share a

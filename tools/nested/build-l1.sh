@@ -2,8 +2,8 @@
 # Builds the L1 initramfs for the nested test host: busybox-static, modules of the fetched
 # Debian kernel (irqbypass, kvm, ccp if present, kvm_amd, tun, loop, fuse; bridge, veth,
 # sch_ingress, cls_u32 and act_mirred for pod networking and the migration benchmark),
-# kestrel with its shared libraries and dynamic loader (and kestrel-podnet from the same
-# build, when built), the L2 artefacts under /l2 (vmlinuz, vmlinux, initrd.cpio.gz) and the
+# kestrel with its shared libraries and dynamic loader (and from the same build, when built,
+# kestrel-podnet and the pod cases' files: tools/build-pod-image.sh), the L2 artefacts under /l2 (vmlinuz, vmlinux, initrd.cpio.gz) and the
 # case scripts under /nested/cases. /init is tools/nested/l1-init.sh.
 #
 # usage: build-l1.sh OUT.cpio[.gz] [--kestrel PATH | --no-kestrel] [--cases "NAME|PATH ..."]
@@ -45,7 +45,7 @@ if [[ -n $kestrel ]]; then
   [[ -x $kestrel ]] || nested_die "no kestrel binary at $kestrel (build it: ninja -C build)"
 fi
 
-root=$(mktemp -d); trap 'rm -rf "$root"' EXIT
+root=$(mktemp -d); trap 'rm -rf "$root" "$root.pod"' EXIT
 nested_busybox_root "$root"
 install -m 0755 "$here/l1-init.sh" "$root/init"
 nested_add_modules "$root" "virt/lib/irqbypass.ko arch/x86/kvm/kvm.ko drivers/crypto/ccp/ccp.ko? arch/x86/kvm/kvm-amd.ko drivers/net/tun.ko net/bridge/bridge.ko drivers/block/loop.ko? fs/fuse/fuse.ko? drivers/net/veth.ko net/sched/sch_ingress.ko net/sched/cls_u32.ko net/sched/act_mirred.ko"
@@ -54,10 +54,18 @@ mkdir -p "$root/nested/bin" "$root/nested/cases" "$root/l2"
 if [[ -n $kestrel ]]; then
   install -m 0755 "$kestrel" "$root/nested/bin/kestrel"
   nested_add_libraries "$root" "$kestrel"
-  podnet=$(dirname "$kestrel")/../cni-shim/net/kestrel-podnet
+  kbuild=$(cd "$(dirname "$kestrel")/.." && pwd)
+  podnet=$kbuild/cni-shim/net/kestrel-podnet
   if [[ -x $podnet ]]; then
     install -m 0755 "$podnet" "$root/nested/bin/kestrel-podnet"
     nested_add_libraries "$root" "$podnet"
+  fi
+  # The pod cases' files (the shim on containerd's PATH, the pod VM's initramfs, a local OCI
+  # image): tools/build-pod-image.sh, when the shim and agent were built beside kestrel.
+  if [[ -x $kbuild/cni-shim/shim/containerd-shim-kestrel-v2 && -x $nested_root/tools/build-pod-image.sh ]]; then
+    "$nested_root/tools/build-pod-image.sh" "$root.pod" --build "$kbuild" >&2
+    cp -a "$root.pod/." "$root/"
+    rm -rf "$root.pod"
   fi
 fi
 [[ -z $l1_binaries ]] || nested_add_binaries "$root" "$l1_binaries"

@@ -207,6 +207,7 @@ std::vector<unsigned long> ioctls_for(ThreadKind kind) {
                 KVM_SET_USER_MEMORY_REGION,           // PUT /migrate: the dirty log on, then off
                 KVM_GET_IRQCHIP, KVM_SET_IRQCHIP, KVM_GET_PIT2, KVM_SET_PIT2,  // --pit's state
                 KVM_GET_DIRTY_LOG,                    // PUT /snapshot/create: the pages a Diff holds
+                KVM_CHECK_EXTENSION,                  // a saved state: KVM_CAP_XSAVE2's size
                 // a failed migration attaches the taps it handed over again (Tap::open_by_name)
                 SIOCGIFINDEX, TUNSETIFF, TUNSETVNETHDRSZ};
     case ThreadKind::Api:

@@ -26,17 +26,13 @@ Result<std::unique_ptr<VirtioNet>> VirtioNet::create(VirtioNetOptions opts) {
         return fail("virtio-net: queue size {} is not a power of 2 in 2..{}", opts.queue_size, virtq::kMaxQueueSize);
     if (opts.mac && ((*opts.mac)[0] & 1)) return fail("virtio-net: MAC address is multicast");
     if (!opts.tap.empty() && opts.tap_fd >= 0) return fail("virtio-net: give a tap name or a tap fd, not both");
-    if (opts.attach_later && opts.tap.empty()) return fail("virtio-net: a tap attached later needs its name");
+    if (opts.defer_if_busy && opts.tap.empty()) return fail("virtio-net: a tap attached later needs its name");
     std::optional<Tap> tap;
-    if (opts.attach_later) {
-        TRY(Tap::check_exists(opts.tap));
-    } else {
-        Result<Tap> t = opts.tap_fd >= 0 ? Tap::from_fd(opts.tap_fd)
-                        : opts.tap.empty() ? Result<Tap>(fail("virtio-net: no tap given"))
-                                           : Tap::open_by_name(opts.tap);
-        if (!t) return std::unexpected(t.error());
-        tap = std::move(*t);
-    }
+    Result<Tap> t = opts.tap_fd >= 0 ? Tap::from_fd(opts.tap_fd)
+                    : opts.tap.empty() ? Result<Tap>(fail("virtio-net: no tap given"))
+                                       : Tap::open_by_name(opts.tap);
+    if (t) tap = std::move(*t);
+    else if (!opts.defer_if_busy || t.error().sys_errno != EBUSY) return std::unexpected(t.error());
     std::string name = tap ? tap->name() : opts.tap;
     MacAddress mac = opts.mac ? *opts.mac : default_mac(name);
     auto rx = RateLimiter::create();

@@ -54,9 +54,10 @@ struct VirtioNetOptions {
     std::string tap;             // name of an existing tap interface, or
     int tap_fd = -1;             // a tap fd set up by the caller (see Tap::from_fd); owned after create
     std::optional<MacAddress> mac;  // default: default_mac(tap name)
-    // A live migration's destination: `tap` must exist but is attached by attach_tap() just
-    // before the VM's state is loaded (the source holds it until then, see detach_tap).
-    bool attach_later = false;
+    // A live migration's destination: `tap` must exist; when it is busy (the source holds it,
+    // on this host) it is attached by attach_tap() just before the VM's state is loaded
+    // (see detach_tap), else now, so it is up long before the guest arrives.
+    bool defer_if_busy = false;
     uint16_t queue_size = 256;   // max queue size offered, power of 2
 };
 

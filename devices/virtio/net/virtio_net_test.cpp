@@ -703,22 +703,32 @@ TEST_CASE("VirtioNet: detach_tap lets another user take the tap; attach_tap carr
     CHECK(twice.error().what() == "virtio-net: tap 'kt0' is attached already");
 }
 
-TEST_CASE("VirtioNet attach_later: the tap must exist, and the device cannot run until it is attached") {
+TEST_CASE("VirtioNet defer_if_busy: a free tap is attached now, a busy one later; unattached it cannot run") {
     auto ns = NetnsScope::enter();
     REQUIRE_MESSAGE(ns.has_value(), (ns ? "" : ns.error().what()));
     VirtioNetOptions o;
     o.tap = "kt5";
-    o.attach_later = true;
+    o.defer_if_busy = true;
     auto missing = VirtioNet::create(o);
     REQUIRE_FALSE(missing.has_value());
     CHECK(missing.error().what() == "tap 'kt5' does not exist: create it with ip tuntap add kt5 mode tap");
 
     REQUIRE(NetnsScope::ip("tuntap add kt5 mode tap").has_value());
+    {
+        auto free = VirtioNet::create(o);  // nobody holds it: attached at once
+        REQUIRE_MESSAGE(free.has_value(), (free ? "" : free.error().what()));
+        CHECK((*free)->tap_attached());
+    }
+    // The migration's source on this host, still holding it.
+    auto source = Tap::open_by_name("kt5");
+    REQUIRE(source.has_value());
     auto d = VirtioNet::create(o);
     REQUIRE_MESSAGE(d.has_value(), (d ? "" : d.error().what()));
     CHECK_FALSE((*d)->tap_attached());
-    // Created without attaching: the tap is still free for the migration's source.
-    CHECK(Tap::open_by_name("kt5").has_value());
+    o.defer_if_busy = false;
+    auto refused = VirtioNet::create(o);  // without the option a busy tap is an error
+    REQUIRE_FALSE(refused.has_value());
+    CHECK(refused.error().sys_errno == EBUSY);
 
     GuestRegionSpec spec{GuestAddress(0), 2 * kArea};
     auto mem = GuestMemory::create(std::span(&spec, 1));
@@ -730,7 +740,15 @@ TEST_CASE("VirtioNet attach_later: the tap must exist, and the device cannot run
     REQUIRE_FALSE(r.has_value());
     CHECK(r.error().what() == "virtio-net: tap 'kt5' is not attached");
 
+    // The source lets go; the destination takes it.
+    source = std::unexpected(Error{"gone"});
+    auto tap = Tap::open_by_name("kt5");
+    REQUIRE_MESSAGE(tap.has_value(), (tap ? "" : tap.error().what()));
+    REQUIRE((*d)->attach_tap(std::move(*tap)).has_value());
+    CHECK((*d)->tap_attached());
+
     o.tap.clear();
+    o.defer_if_busy = true;
     auto nameless = VirtioNet::create(o);
     REQUIRE_FALSE(nameless.has_value());
     CHECK(nameless.error().what() == "virtio-net: a tap attached later needs its name");

@@ -8,7 +8,8 @@
 # SIGKILLed shim, cleaned up by containerd through the shim's `delete`; then a pod of two
 # containers grouped by the CRI annotations (one shim, one VM). Afterwards no
 # kestrel, shim, socket, state directory or bundle mount may be left.
-# Needs: tools/build-pod-image.sh DIR, then run-tests --l1-extra DIR --cases pod-ctr.
+# L1 gets the shim, the pod initramfs and the image from tools/build-pod-image.sh, which
+# tools/nested/build-l1.sh runs when the shim was built beside kestrel.
 #@ timeout 900
 #@ expect-script-rc 0
 #@ l1-binaries /usr/bin/containerd /usr/bin/ctr /usr/sbin/mke2fs /usr/bin/script /usr/sbin/runc?
@@ -59,7 +60,7 @@
 #@ expect-value l1.left.state == 0
 . /nested/case-lib.sh
 export PATH=/usr/local/bin:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin
-[ -x /usr/local/bin/containerd-shim-kestrel-v2 ] || { echo "pod-ctr: no shim in L1 (run-tests --l1-extra from tools/build-pod-image.sh)"; exit 2; }
+[ -x /usr/local/bin/containerd-shim-kestrel-v2 ] || { echo "pod-ctr: no shim in L1 (tools/nested/build-l1.sh adds it when the shim is built beside kestrel)"; exit 2; }
 d=/tmp/ctd
 mkdir -p $d/logs /etc/containerd
 cat > $d/config.toml <<TOML

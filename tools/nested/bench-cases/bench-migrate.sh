@@ -75,6 +75,13 @@ run_kestrel() { # ROUND
     echo "bench-migrate: kestrel round $1: $j"
     total=$(echo "$j" | sed -n 's/.*"total_ms":\([0-9]*\).*/\1/p')
     down=$(echo "$j" | sed -n 's/.*"downtime_ms":\([0-9]*\).*/\1/p')
+    if [ -z "$phase" ] && wait_line /tmp/bm-src.log 'completed: .* ms, downtime' 5; then
+      # The source ended (it exits once the VM has moved) before a poll saw "completed":
+      # its log has the figures.
+      phase=completed
+      total=$(sed -n 's/.*completed: .* in \([0-9]*\) ms, downtime.*/\1/p' /tmp/bm-src.log)
+      down=$(sed -n 's/.*completed: .*, downtime \([0-9]*\) ms.*/\1/p' /tmp/bm-src.log)
+    fi
     local before
     before=$(beats /tmp/bm-dst.con)
     [ "$phase" = completed ] && sleep 2.5 && [ "$(beats /tmp/bm-dst.con)" -gt "$before" ] && ok=1
@@ -82,7 +89,7 @@ run_kestrel() { # ROUND
   fi
   kill "$src" "$dst" 2>/dev/null; wait "$src" "$dst" 2>/dev/null
   grep -E 'migration: (round|downtime)' /tmp/bm-src.log | sed 's/^/bench-migrate: kestrel: /'
-  grep -E 'migration: state loaded' /tmp/bm-dst.log | sed 's/^/bench-migrate: kestrel destination: /'
+  grep -E 'migration: (state loaded|disks locked)|state applied' /tmp/bm-dst.log | sed 's/^/bench-migrate: kestrel destination: /'
   [ "$ok" = 1 ] || { echo "bench-migrate: kestrel round $1 failed"; tail -n 5 /tmp/bm-src.log /tmp/bm-dst.log /tmp/bm-src.con /tmp/bm-dst.con; }
   echo "BENCH-RESULT vmm=kestrel round=$1 total_ms=${total:-0} downtime_ms=${down:-0} gap_ms=$gap ok=$ok"
 }
