@@ -85,7 +85,7 @@ $c images import --snapshotter native /usr/share/kestrel/busybox-oci.tar
 $c events > $d/events 2>&1 &
 events=$!
 t0=$(date +%s)
-timeout 600 $c run --snapshotter native --runtime io.containerd.kestrel.v2 --rm docker.io/kestrel/busybox:test c1 \
+timeout -s KILL 600 $c run --snapshotter native --runtime io.containerd.kestrel.v2 --rm docker.io/kestrel/busybox:test c1 \
   sh -c 'echo hello from a kestrel pod; grep MemTotal /proc/meminfo; cat /proc/cmdline; exit 7' > $d/out 2> $d/err
 rc=$?
 t1=$(date +%s)
@@ -99,7 +99,7 @@ if grep -q 'reboot=k' $d/out && ! grep -q 'reboot=k' /proc/cmdline; then has=1; 
 nested_value l1.ctr.guest_cmdline_has_agent_initrd "$has"
 
 # Phase 1b: stdin through the FIFO to the process, EOF when ctr's stdin ends.
-printf 'line one\nline two\n' | timeout 300 $c run --snapshotter native --runtime io.containerd.kestrel.v2 --rm \
+printf 'line one\nline two\n' | timeout -s KILL 300 $c run --snapshotter native --runtime io.containerd.kestrel.v2 --rm \
   docker.io/kestrel/busybox:test c1b sh -c 'cat; echo stdin closed' > $d/in.out 2>&1
 nested_value l1.stdin.rc "$?"
 sed 's/^/POD-STDIN-OUT /' $d/in.out
@@ -117,7 +117,7 @@ procs() {  # number of processes whose command line matches the regex $1 (L1's b
   echo $n
 }
 $c run -d --snapshotter native --runtime io.containerd.kestrel.v2 docker.io/kestrel/busybox:test c2 sh -c 'sleep 1000'
-timeout 120 $c task exec --exec-id e1 c2 sh -c 'echo exec says hi; hostname; exit 3' > $d/exec.out 2>&1
+timeout -s KILL 120 $c task exec --exec-id e1 c2 sh -c 'echo exec says hi; hostname; exit 3' > $d/exec.out 2>&1
 nested_value l1.exec.rc "$?"
 sed 's/^/POD-EXEC-OUT /' $d/exec.out
 timeout 120 script -qec "$c task exec -t --exec-id e2 c2 sh -c '[ -t 0 ] && [ -t 1 ] && echo exec has a terminal; exit 4'" /dev/null > $d/exectty.out 2>&1
@@ -167,8 +167,8 @@ $c run -d --snapshotter native --runtime io.containerd.kestrel.v2 $ann --annotat
   docker.io/kestrel/busybox:test pod1-app sh -c 'sleep 1000'
 nested_value l1.pod.kestrels "$(procs '[/]nested/bin/kestrel')"
 nested_value l1.pod.shims "$(procs '[c]ontainerd-shim-kestrel')"
-b1=$(timeout 120 $c task exec --exec-id b1 pod1 cat /proc/sys/kernel/random/boot_id)
-b2=$(timeout 120 $c task exec --exec-id b2 pod1-app cat /proc/sys/kernel/random/boot_id)
+b1=$(timeout -s KILL 120 $c task exec --exec-id b1 pod1 cat /proc/sys/kernel/random/boot_id)
+b2=$(timeout -s KILL 120 $c task exec --exec-id b2 pod1-app cat /proc/sys/kernel/random/boot_id)
 echo "POD-BOOT-IDS $b1 $b2 (L1: $(cat /proc/sys/kernel/random/boot_id))"
 if [ -n "$b1" ] && [ "$b1" = "$b2" ] && [ "$b1" != "$(cat /proc/sys/kernel/random/boot_id)" ]; then same=1; else same=0; fi
 nested_value l1.pod.same_vm "$same"
@@ -185,8 +185,9 @@ $c container delete pod1
 # one's rootfs image (per-image cache, keyed by the layers) instead of building it again.
 $c images import /usr/share/kestrel/busybox-oci.tar
 for n in 1 2; do
-  timeout 300 $c run --runtime io.containerd.kestrel.v2 --rm docker.io/kestrel/busybox:test ov$n \
+  timeout -s KILL 150 $c run --runtime io.containerd.kestrel.v2 --rm docker.io/kestrel/busybox:test ov$n \
     sh -c "echo overlay run $n; exit 0" | sed 's/^/POD-OVERLAY-OUT /'
+  [ -s $d/logs ] && tail -n 5 $d/logs/*/shim.log | sed 's/^/POD-OVERLAY-SHIMLOG /'
   nested_value l1.overlay.cache_files_$n "$(ls /var/lib/kestrel-shim/images/*.ext4 2>/dev/null | wc -l)"
   nested_value l1.overlay.cache_id_$n "$(stat -c %i-%Y /var/lib/kestrel-shim/images/*.ext4 2>/dev/null | head -n 1)"
 done
