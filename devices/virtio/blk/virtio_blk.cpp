@@ -699,7 +699,11 @@ Result<void> VirtioBlk::replace_file(BlockFile file, std::chrono::milliseconds l
     if (done) done = repoint();
     if (done) {
         const uint64_t sectors = file.sectors();
-        file_ = std::move(file);  // the old image's fd closes; its locks go once no ring holds it
+        // The lock goes with the old image now: an io_uring that had the file registered may
+        // hold the open file description (and so its OFD locks) a while after our fd closes,
+        // and swapping back to that image must not find it locked by ourselves.
+        if (auto r = file_.unlock(); !r) log::warn("virtio-blk: unlocking '{}': {}", file_.path(), r.error().what());
+        file_ = std::move(file);  // the old image's fd closes
         shared_->fd = file_.fd();
         for (const auto& w : workers) w->limits.capacity_sectors = sectors;
         std::lock_guard cfg_lock(config_mu_);
