@@ -1,5 +1,6 @@
-// The agent's small system helpers: an owning fd, the error type its syscalls return, a
-// log line. The agent is standalone (statically linked, no VMM library), hence its own.
+// The agent's small system helpers: the error type its syscalls return, a log line, and
+// UniqueFd from vmm/base/fd.hpp (header-only: the agent is standalone, statically linked,
+// and links no VMM library).
 #pragma once
 
 #include <unistd.h>
@@ -10,6 +11,8 @@
 #include <string>
 #include <string_view>
 #include <utility>
+
+#include "vmm/base/fd.hpp"
 
 namespace kestrel::agent {
 
@@ -25,30 +28,6 @@ inline std::unexpected<std::string> error(std::string msg) { return std::unexpec
 // One line to stderr (the console in --init mode), prefixed so it stands out in a guest log.
 void log(std::string_view line);
 
-class UniqueFd {
-public:
-    UniqueFd() = default;
-    explicit UniqueFd(int fd) : fd_(fd) {}
-    UniqueFd(UniqueFd&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
-    UniqueFd& operator=(UniqueFd&& o) noexcept {
-        if (this != &o) reset(std::exchange(o.fd_, -1));
-        return *this;
-    }
-    UniqueFd(const UniqueFd&) = delete;
-    UniqueFd& operator=(const UniqueFd&) = delete;
-    ~UniqueFd() { reset(); }
-
-    int get() const { return fd_; }
-    bool valid() const { return fd_ >= 0; }
-    explicit operator bool() const { return valid(); }
-    int release() { return std::exchange(fd_, -1); }
-    void reset(int fd = -1) {
-        if (fd_ >= 0) ::close(fd_);
-        fd_ = fd;
-    }
-
-private:
-    int fd_ = -1;
-};
+using kestrel::UniqueFd;  // vmm/base/fd.hpp: header-only, no VMM library linked
 
 }  // namespace kestrel::agent

@@ -1,6 +1,6 @@
-// The small system helpers of cni-shim/net: its error type, an owning fd. The library is
-// linked into the containerd shim, which links no VMM library, hence its own (as the
-// agent's sys.hpp).
+// The small system helpers of cni-shim/net: its error type, and UniqueFd from
+// vmm/base/fd.hpp (header-only: the library goes into the containerd shim, which links no VMM
+// library).
 #pragma once
 
 #include <unistd.h>
@@ -12,6 +12,8 @@
 #include <utility>
 
 #include <fmt/format.h>
+
+#include "vmm/base/fd.hpp"
 
 namespace kestrel::cninet {
 
@@ -31,30 +33,7 @@ std::unexpected<std::string> fail_errno(fmt::format_string<Args...> f, Args&&...
     return std::unexpected(fmt::format(f, std::forward<Args>(args)...) + ": " + std::strerror(e));
 }
 
-class UniqueFd {
-public:
-    UniqueFd() = default;
-    explicit UniqueFd(int fd) : fd_(fd) {}
-    UniqueFd(UniqueFd&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
-    UniqueFd& operator=(UniqueFd&& o) noexcept {
-        if (this != &o) reset(std::exchange(o.fd_, -1));
-        return *this;
-    }
-    UniqueFd(const UniqueFd&) = delete;
-    UniqueFd& operator=(const UniqueFd&) = delete;
-    ~UniqueFd() { reset(); }
-
-    int get() const { return fd_; }
-    explicit operator bool() const { return fd_ >= 0; }
-    int release() { return std::exchange(fd_, -1); }
-    void reset(int fd = -1) {
-        if (fd_ >= 0) ::close(fd_);
-        fd_ = fd;
-    }
-
-private:
-    int fd_ = -1;
-};
+using kestrel::UniqueFd;  // vmm/base/fd.hpp: header-only, no VMM library linked
 
 }  // namespace kestrel::cninet
 
