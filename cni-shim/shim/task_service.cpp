@@ -573,16 +573,21 @@ TaskService::Reply TaskService::close_io(std::string_view payload) {
     return google::protobuf::Empty().SerializeAsString();
 }
 
-TaskService::Reply TaskService::pids(std::string_view payload) {
-    auto req = TRY_STATUS(parse<task::PidsRequest>(payload));
-    TRY_STATUS(check_id("id", req.id()));
+std::expected<std::shared_ptr<AgentClient>, ttrpc::Status> TaskService::container_agent(const std::string& id) {
     std::shared_ptr<AgentClient> agent;
     {
         std::lock_guard lk(mu_);
-        if (!containers_.contains(req.id())) return status(Code::NotFound, fmt::format("no container {}", req.id()));
+        if (!containers_.contains(id)) return status(Code::NotFound, fmt::format("no container {}", id));
         agent = agent_;
     }
     if (!agent) return status(Code::FailedPrecondition, "the pod VM is not running");
+    return agent;
+}
+
+TaskService::Reply TaskService::pids(std::string_view payload) {
+    auto req = TRY_STATUS(parse<task::PidsRequest>(payload));
+    TRY_STATUS(check_id("id", req.id()));
+    auto agent = TRY_STATUS(container_agent(req.id()));
     json r = TRY_RESULT(agent->call(json{{"op", "pids"}, {"container", req.id()}}));
     task::PidsResponse resp;
     if (r.contains("pids") && r["pids"].is_array()) {
@@ -598,13 +603,7 @@ TaskService::Reply TaskService::pids(std::string_view payload) {
 TaskService::Reply TaskService::stats(std::string_view payload) {
     auto req = TRY_STATUS(parse<task::StatsRequest>(payload));
     TRY_STATUS(check_id("id", req.id()));
-    std::shared_ptr<AgentClient> agent;
-    {
-        std::lock_guard lk(mu_);
-        if (!containers_.contains(req.id())) return status(Code::NotFound, fmt::format("no container {}", req.id()));
-        agent = agent_;
-    }
-    if (!agent) return status(Code::FailedPrecondition, "the pod VM is not running");
+    auto agent = TRY_STATUS(container_agent(req.id()));
     // The container's cgroup inside the guest (PROTOCOL.md `stats`).
     json s = TRY_RESULT(agent->call(json{{"op", "stats"}, {"container", req.id()}}));
     task::StatsResponse resp;

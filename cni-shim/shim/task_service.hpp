@@ -64,6 +64,9 @@ private:
     void on_agent_exit(AgentExit e);
     void on_vm_exit();
     std::shared_ptr<Proc> find_proc(const std::string& id, const std::string& exec);
+    // The agent to ask about container `id`: NotFound without the container,
+    // FailedPrecondition without a running pod VM.
+    std::expected<std::shared_ptr<AgentClient>, ttrpc::Status> container_agent(const std::string& id);
 
     ShimIdentity id_;
     PodVmConfig vm_cfg_;
