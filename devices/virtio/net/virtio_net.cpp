@@ -181,8 +181,12 @@ Result<void> VirtioNet::detach_tap() {
                 activation_->queues[i].position = (*pos)[i];
         }
         // Frames read from the tap and not yet delivered go, as in a snapshot (settle_queues).
-        if (!stop_path(std::move(p), events))
-            return fail("virtio-net: tap '{}' I/O did not stop; it stays attached", tap_name_);
+        if (!stop_path(std::move(p), events)) {
+            // The path is gone either way (its buffers kept for the kernel): the device is
+            // detached, and attach_tap resumes it where it stopped.
+            tap_.reset();
+            return fail("virtio-net: tap '{}' I/O did not stop in time; its buffers are kept", tap_name_);
+        }
     }
     tap_.reset();
     log::info("virtio-net: tap '{}' detached", tap_name_);
