@@ -262,6 +262,9 @@ Result<void> Controller::load_snapshot(const api::SnapshotLoadRequest& req) {
     auto vmm = Vmm::restore(*cfg, *file, req.mem_path);
     if (!vmm) return where(vmm.error());
     TRY((*vmm)->start(/*paused=*/!req.resume_vm));
+    // The snapshot may be restored on another host, as QEMU's loadvm assumes too: the guest
+    // tells the network where it is (delivered when its vCPUs run).
+    (*vmm)->announce_network();
     seccomp::apply(seccomp::ThreadKind::Main);  // every other thread runs now
     pending_ = *cfg;
     vmm_ = std::move(*vmm);

@@ -145,7 +145,8 @@ public:
     // every one and returns the first error.
     Result<void> release_backends();
     Result<void> acquire_backends();
-    // The destination, once the VM runs: every network interface announces the guest's MAC
+    // The destination of a migration or a snapshot restore, once the VM is started: every
+    // network interface announces the guest's MAC
     // (VirtioNet::announce) so switches learn where it is now.
     void announce_network();
 

@@ -4,7 +4,8 @@
 // subset and receive/transmit queues placed anywhere, fed transmit chains whose
 // virtio_net_hdr has any flags, gso_type, hdr_len, gso_size, csum_start and csum_offset
 // (cut short, exact or followed by the frame, split over descriptors or indirect),
-// hostile ring contents, and frames arriving on the tap for the receive queue.
+// hostile ring contents, frames arriving on the tap for the receive queue, and control-queue
+// commands (§5.1.6.5) around announcements (VIRTIO_NET_F_GUEST_ANNOUNCE).
 //
 // Back-end: a tap ("kfz0", IFF_VNET_HDR) in a private network namespace the target enters at
 // start-up (root needed), administratively up with no addresses and IPv6 off, so the
@@ -14,9 +15,10 @@
 // settles, reset leaves no fd registered and clears NEEDS_RESET, and a notification after
 // reset touches no guest memory.
 //
-// Input: u64 feature mask (acked = offered & mask), receive then transmit queue placement
-// (read_queue_spec), then ops, each one byte: bits 0-3 select (% 8), bit 4 the queue
-// (0 receive, 1 transmit) for ops 2-5:
+// Input: u64 feature mask (acked = offered & mask), receive, transmit and control queue
+// placement (read_queue_spec), then ops, each one byte: bits 0-2 select, bit 3 first asks the
+// guest to announce itself (VirtioNet::announce), bits 4-5 the queue (% 3: 0 receive,
+// 1 transmit, 2 control) for ops 2-5:
 //   0 memory       raw guest write
 //   1 transmit     u8 flags, u8 gso_type, u16 hdr_len, u16 gso_size, u16 csum_start,
 //                  u16 csum_offset, u16 num_buffers, u8 header length (% 13), then a
@@ -137,20 +139,21 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     uint64_t acked = dev.device_features() & in.u64();
     std::vector<QueueConfig> cfgs;
     std::vector<FuzzDriver> drivers;
-    for (unsigned q = 0; q < 2; ++q) {
+    for (unsigned q = 0; q < 3; ++q) {
         QueueSpec s = read_queue_spec(in);
         cfgs.push_back(s.cfg);
         drivers.emplace_back(mem, s.cfg);
     }
     FakeRegistry events;
-    CountingInterrupt irq(2);
+    CountingInterrupt irq(3);
     bool active = dev.activate(ActivateContext{mem, acked, cfgs, irq, events}).has_value();
     // activate() wakes the event loop to post the first tap reads.
     if (active) events.settle(64, true);
 
     for (int ops = 0; !in.empty() && ops < 256; ++ops) {
         uint8_t op = in.u8();
-        FuzzDriver& d = drivers[(op >> 4) & 1];
+        FuzzDriver& d = drivers[((op >> 4) & 3) % 3];
+        if (op & 8) (void)dev.announce(1);
         switch (op & 7) {
         case 0: raw_memory_write(mem, in); break;
         case 1: {
@@ -195,6 +198,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     MemorySnapshot before(mem);
     dev.queue_notify(net::kRxQueue);
     dev.queue_notify(net::kTxQueue);
+    dev.queue_notify(net::kCtrlQueue);
     check(before.unchanged());
     return 0;
 }

@@ -33,6 +33,12 @@ struct NetMetrics {
     Counter rx_stalls;             // times reading paused because the guest had no buffers
 
     Counter interrupts;            // used-buffer notifications sent (both queues)
+
+    // Control queue (§5.1.6.5).
+    Counter ctrl_requests;         // commands the driver sent
+    Counter ctrl_refused;          // answered VIRTIO_NET_ERR: unknown class/command, malformed
+    Counter announce_requests;     // times the device asked the guest to announce itself
+    Counter announce_acks;         // VIRTIO_NET_CTRL_ANNOUNCE_ACKs: the guest sent its announcement
     Counter queue_errors;          // a queue itself broke: device needs reset
 
     static void inc(Counter& c, uint64_t n = 1) { add_metric(c, n); }
@@ -59,6 +65,10 @@ struct NetMetrics {
         v.counter("rx_tap_errors", load_metric(rx_tap_errors), "reads that failed (other than cancellation)");
         v.counter("rx_stalls", load_metric(rx_stalls), "times reading paused because the guest had no buffers");
         v.counter("interrupts", load_metric(interrupts), "used-buffer notifications sent (both queues)");
+        v.counter("ctrl_requests", load_metric(ctrl_requests), "control-queue commands the driver sent");
+        v.counter("ctrl_refused", load_metric(ctrl_refused), "control commands answered VIRTIO_NET_ERR (unknown or malformed)");
+        v.counter("announce_requests", load_metric(announce_requests), "times the device asked the guest to announce itself (VIRTIO_NET_S_ANNOUNCE)");
+        v.counter("announce_acks", load_metric(announce_acks), "VIRTIO_NET_CTRL_ANNOUNCE_ACKs: the guest sent its gratuitous ARP/NA");
         v.counter("queue_errors", load_metric(queue_errors), "a queue itself broke: device needs reset");
     }
 };

@@ -10,6 +10,7 @@ namespace kestrel::net {
 inline constexpr uint16_t kDeviceType = 1;  // virtio 1.2 §5 device ID table
 inline constexpr uint16_t kRxQueue = 0;     // §5.1.2: receiveq1
 inline constexpr uint16_t kTxQueue = 1;     // §5.1.2: transmitq1
+inline constexpr uint16_t kCtrlQueue = 2;   // §5.1.2: controlq (no VIRTIO_NET_F_MQ: after one pair)
 
 // virtio 1.2 §5.1.3 feature bits.
 inline constexpr uint64_t kFeatureCsum = 1ull << 0;        // VIRTIO_NET_F_CSUM: driver sends partial csums
@@ -27,10 +28,21 @@ inline constexpr uint64_t kFeatureHostUfo = 1ull << 14;
 inline constexpr uint64_t kFeatureMrgRxbuf = 1ull << 15;
 inline constexpr uint64_t kFeatureStatus = 1ull << 16;
 inline constexpr uint64_t kFeatureCtrlVq = 1ull << 17;
+inline constexpr uint64_t kFeatureGuestAnnounce = 1ull << 21;
 inline constexpr uint64_t kFeatureMq = 1ull << 22;
 
 // §5.1.4 status field.
 inline constexpr uint16_t kStatusLinkUp = 1;
+inline constexpr uint16_t kStatusAnnounce = 2;  // VIRTIO_NET_S_ANNOUNCE (§5.1.6.5.3)
+
+// §5.1.6.5 control virtqueue: struct virtio_net_ctrl { u8 class; u8 command;
+// u8 command-specific-data[]; u8 ack; } — class and command readable, ack the one
+// device-writable byte at the end.
+inline constexpr uint8_t kCtrlOk = 0;   // VIRTIO_NET_OK
+inline constexpr uint8_t kCtrlErr = 1;  // VIRTIO_NET_ERR
+// §5.1.6.5.3 gratuitous packet sending.
+inline constexpr uint8_t kCtrlClassAnnounce = 3;  // VIRTIO_NET_CTRL_ANNOUNCE
+inline constexpr uint8_t kCtrlAnnounceAck = 0;    // VIRTIO_NET_CTRL_ANNOUNCE_ACK
 
 // virtio 1.2 §5.1.4 struct virtio_net_config. Fields after `status` exist only with
 // features we do not offer (MQ/RSS, MTU, SPEED_DUPLEX, hash); they read as zero.

@@ -51,7 +51,7 @@ VirtioNet::VirtioNet(std::optional<Tap> tap, std::string tap_name, MacAddress ma
     features_ = virtq::kFeatureVersion1 | virtq::kFeatureEventIdx | virtq::kFeatureIndirectDesc |
                 net::kFeatureMac | net::kFeatureStatus | net::kFeatureCsum | net::kFeatureGuestCsum |
                 net::kFeatureHostTso4 | net::kFeatureHostTso6 | net::kFeatureGuestTso4 | net::kFeatureGuestTso6 |
-                net::kFeatureMrgRxbuf;
+                net::kFeatureMrgRxbuf | net::kFeatureCtrlVq | net::kFeatureGuestAnnounce;
     std::memcpy(config_.mac, mac.data(), mac.size());
     // The tap is always there for the guest; whether its host side is up is the host's
     // business (frames written while it is down are counted as tap errors).
@@ -69,6 +69,7 @@ MacAddress VirtioNet::mac() const {
 void VirtioNet::read_config(uint64_t offset, std::span<uint8_t> data) {
     std::fill(data.begin(), data.end(), uint8_t{0});
     if (offset >= sizeof config_) return;
+    std::lock_guard lk(mu_);
     size_t n = std::min<uint64_t>(data.size(), sizeof config_ - offset);
     std::memcpy(data.data(), reinterpret_cast<const uint8_t*>(&config_) + offset, n);
 }
@@ -82,16 +83,17 @@ void VirtioNet::write_config(uint64_t offset, std::span<const uint8_t> data) {
 Result<void> VirtioNet::activate(ActivateContext ctx) {
     if (!(ctx.acked_features & virtq::kFeatureVersion1))
         return fail("virtio-net: driver did not accept VIRTIO_F_VERSION_1 (legacy headers are not supported)");
-    if (ctx.queues.size() > 2) return fail("virtio-net: {} queues configured, device has 2", ctx.queues.size());
+    if (ctx.queues.size() > 3) return fail("virtio-net: {} queues configured, device has 3", ctx.queues.size());
     if (!tap_) return fail("virtio-net: tap '{}' is not attached", tap_name_);
     Activation act{&ctx.mem, &ctx.interrupt, &ctx.events, ctx.acked_features, ctx.queues};
     NetDataPath::Setup s{&ctx.mem, &ctx.interrupt, metrics_, needs_reset_, ctx.acked_features, {}, {},
                          kRxSlots, rx_limiter_, tx_limiter_};
+    std::optional<SplitQueue> ctrl;
     for (uint16_t i = 0; i < ctx.queues.size(); ++i) {
         if (!ctx.queues[i].ready) continue;
         auto q = SplitQueue::create(ctx.mem, ctx.queues[i], queue_size_, ctx.acked_features);
         if (!q) return std::unexpected(context(q.error(), fmt::format("virtio-net queue {}", i)));
-        (i == net::kRxQueue ? s.rx : s.tx).emplace(std::move(*q));
+        (i == net::kRxQueue ? s.rx : i == net::kTxQueue ? s.tx : ctrl).emplace(std::move(*q));
     }
     if (auto r = tap_->set_offload(ctx.acked_features); !r) return std::unexpected(r.error());
     auto path = NetDataPath::create(tap_->fd(), std::move(s));
@@ -116,6 +118,7 @@ Result<void> VirtioNet::activate(ActivateContext ctx) {
         path_ = p;
         events_ = &ctx.events;
         activation_ = std::move(act);
+        ctrl_ = std::move(ctrl);
     }
     p->wake();  // the event loop posts the first tap reads (io_uring submits happen there only)
     return {};
@@ -127,11 +130,81 @@ void VirtioNet::queue_notify(uint16_t index) {
         std::lock_guard lk(mu_);
         p = path_;
     }
+    if (index == net::kCtrlQueue) {
+        bool signal;
+        VirtioInterrupt* irq = nullptr;
+        {
+            std::lock_guard lk(mu_);
+            signal = serve_ctrl_locked();
+            if (activation_) irq = activation_->irq;
+        }
+        if (signal && irq) {
+            NetMetrics::inc(metrics_->interrupts);
+            irq->signal_queue(net::kCtrlQueue);
+        }
+        return;
+    }
     if (!p || index > net::kTxQueue) {
         log::debug("virtio-net: notify for inactive queue {}", index);
         return;
     }
     p->on_notify(index);
+}
+
+bool VirtioNet::serve_ctrl_locked() {
+    if (!ctrl_ || !activation_ || needs_reset_->load()) return false;
+    GuestMemory& mem = *activation_->mem;
+    bool used = false;
+    for (;;) {
+        auto popped = ctrl_->pop(mem);
+        if (!popped) {
+            NetMetrics::inc(metrics_->queue_errors);
+            log::warn("virtio-net: control queue broken, device needs reset: {}", popped.error().what());
+            needs_reset_->store(true);
+            break;
+        }
+        if (!popped->has_value()) break;
+        uint16_t head;
+        uint32_t written = 0;
+        NetMetrics::inc(metrics_->ctrl_requests);
+        if (auto* bad = std::get_if<MalformedChain>(&**popped)) {
+            NetMetrics::inc(metrics_->ctrl_refused);
+            log::debug("virtio-net: malformed control chain {}: {}", bad->head, bad->error.what());
+            head = bad->head;
+        } else {
+            const auto& chain = std::get<DescriptorChain>(**popped);
+            head = chain.head();
+            const uint8_t ack = ctrl_command_locked(chain);
+            if (ack != net::kCtrlOk) NetMetrics::inc(metrics_->ctrl_refused);
+            // The ack is the chain's one device-writable byte (a chain without one gets no answer).
+            if (auto w = chain.write_from(mem, std::span(&ack, 1)); w && *w == 1) written = 1;
+        }
+        if (auto r = ctrl_->add_used(mem, head, written); !r) {
+            NetMetrics::inc(metrics_->queue_errors);
+            log::warn("virtio-net: control queue: {}", r.error().what());
+            needs_reset_->store(true);
+            break;
+        }
+        used = true;
+    }
+    if (!used) return false;
+    auto notify = ctrl_->should_notify(mem);
+    return !notify || *notify;
+}
+
+uint8_t VirtioNet::ctrl_command_locked(const DescriptorChain& chain) {
+    std::array<uint8_t, 2> cmd{};  // class, command
+    auto n = chain.read_to(*activation_->mem, cmd);
+    if (!n || *n != cmd.size() || chain.writable_bytes() == 0) return net::kCtrlErr;
+    if (cmd[0] == net::kCtrlClassAnnounce && cmd[1] == net::kCtrlAnnounceAck &&
+        (activation_->acked & net::kFeatureGuestAnnounce)) {
+        config_.status &= static_cast<uint16_t>(~net::kStatusAnnounce);
+        NetMetrics::inc(metrics_->announce_acks);
+        log::info("virtio-net: the guest announced itself on tap '{}'", tap_name_);
+        return net::kCtrlOk;
+    }
+    log::debug("virtio-net: control command class {} command {} refused", cmd[0], cmd[1]);
+    return net::kCtrlErr;
 }
 
 void VirtioNet::reset() {
@@ -143,6 +216,8 @@ void VirtioNet::reset() {
         path_.reset();
         events = std::exchange(events_, nullptr);
         activation_.reset();
+        ctrl_.reset();
+        config_.status &= static_cast<uint16_t>(~net::kStatusAnnounce);
     }
     if (p && !stop_path(std::move(p), events)) log::error("virtio-net: tap I/O did not stop on reset; leaking its buffers");
     needs_reset_->store(false);
@@ -175,7 +250,14 @@ Result<void> VirtioNet::detach_tap() {
         if (!pos) return std::unexpected(context(pos.error(), fmt::format("virtio-net: detaching tap '{}'", tap_name_)));
         {
             std::lock_guard lk(mu_);
+            auto ctrl_pos = ctrl_ ? ctrl_->position(0) : Result<QueuePosition>(QueuePosition{});
+            if (!ctrl_pos) return std::unexpected(context(ctrl_pos.error(), "virtio-net control queue"));
+            if (ctrl_) {
+                pos->resize(net::kCtrlQueue + 1);
+                (*pos)[net::kCtrlQueue] = *ctrl_pos;
+            }
             path_.reset();
+            ctrl_.reset();
             events_ = nullptr;
             for (size_t i = 0; i < activation_->queues.size() && i < pos->size(); ++i)
                 activation_->queues[i].position = (*pos)[i];
@@ -217,6 +299,20 @@ Result<void> VirtioNet::attach_tap(Tap tap) {
 bool VirtioNet::needs_reset() const { return needs_reset_->load(); }
 
 Result<void> VirtioNet::announce(int count) {
+    VirtioInterrupt* irq = nullptr;
+    {
+        std::lock_guard lk(mu_);
+        if (path_ && ctrl_ && activation_ && (activation_->acked & net::kFeatureGuestAnnounce)) {
+            config_.status |= net::kStatusAnnounce;
+            irq = activation_->irq;
+        }
+    }
+    if (irq) {  // §5.1.6.5.3: the driver announces and acks
+        NetMetrics::inc(metrics_->announce_requests);
+        irq->signal_config();
+        log::info("virtio-net: asked the guest to announce itself on tap '{}'", tap_name_);
+        return {};
+    }
     // Ethernet II to ff:ff:ff:ff:ff:ff from the guest's MAC, type 0x8035 (RARP); the ARP-shaped
     // body: hardware type 1 (Ethernet), protocol 0x0800, lengths 6 and 4, opcode 3, sender and
     // target hardware address the guest's MAC, protocol addresses 0; padded to 60 bytes.
@@ -243,8 +339,17 @@ Result<QueuePositions> VirtioNet::settle_queues() {
         std::lock_guard lk(mu_);
         p = path_;
     }
-    if (!p) return QueuePositions(2);
-    return p->settle();
+    if (!p) return QueuePositions(3);
+    auto pos = p->settle();
+    if (!pos) return pos;
+    pos->resize(net::kCtrlQueue + 1);
+    std::lock_guard lk(mu_);
+    if (ctrl_) {  // commands are answered as they are popped: nothing is ever in flight
+        auto c = ctrl_->position(0);
+        if (!c) return std::unexpected(context(c.error(), "virtio-net control queue"));
+        (*pos)[net::kCtrlQueue] = *c;
+    }
+    return pos;
 }
 
 }  // namespace kestrel

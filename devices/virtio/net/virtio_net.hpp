@@ -1,5 +1,13 @@
-// VirtioNet: the virtio network device (virtio 1.2 §5.1) on a host tap, one receive queue (0)
-// and one transmit queue (1), its back-end an io_uring on the tap fd (TapRing).
+// VirtioNet: the virtio network device (virtio 1.2 §5.1) on a host tap, one receive queue (0),
+// one transmit queue (1) and the control queue (2), its back-end an io_uring on the tap fd
+// (TapRing).
+//
+// Control queue (§5.1.6.5): offered only for VIRTIO_NET_F_GUEST_ANNOUNCE, so the one command
+// served is VIRTIO_NET_CTRL_ANNOUNCE_ACK; every other command is answered VIRTIO_NET_ERR.
+// Served at once on the notify (Linux busy-waits for the answer), so nothing is ever in
+// flight there. announce() after a live migration sets VIRTIO_NET_S_ANNOUNCE and raises the
+// config interrupt; the guest's driver sends its gratuitous ARP / unsolicited NA (it knows
+// its IP addresses, the host does not) and acks, which clears the bit (§5.1.6.5.3).
 //
 // Data path (NetDataPath, one per activation, on the event-loop thread):
 //  TX: a notify pops every available chain, checks it and its header, and prepares one
@@ -44,6 +52,7 @@
 #include "devices/virtio/net/net_metrics.hpp"
 #include "devices/virtio/net/net_spec.hpp"
 #include "devices/virtio/net/tap.hpp"
+#include "devices/virtio/queue/split_queue.hpp"
 #include "devices/virtio/virtio_device.hpp"
 
 namespace kestrel {
@@ -77,7 +86,7 @@ public:
 
     uint16_t device_type() const override { return net::kDeviceType; }
     uint64_t device_features() const override { return features_; }
-    uint16_t num_queues() const override { return 2; }
+    uint16_t num_queues() const override { return 3; }
     uint16_t max_queue_size() const override { return queue_size_; }
     void read_config(uint64_t offset, std::span<uint8_t> data) override;
     void write_config(uint64_t offset, std::span<const uint8_t> data) override;
@@ -113,9 +122,10 @@ public:
     Result<void> detach_tap();
     // Attaches `tap`; a device that was active when detached carries on where it stopped.
     Result<void> attach_tap(Tap tap);
-    // After a live migration: tells the network where the guest's MAC is now, as QEMU does for
-    // a NIC without VIRTIO_NET_F_GUEST_ANNOUNCE (qemu_announce_self): broadcast RARP frames
-    // (RFC 903, opcode 3) from the guest's MAC, written to the tap, `count` of them.
+    // After a live migration: tells the network where the guest's MAC is now. A driver that
+    // negotiated VIRTIO_NET_F_GUEST_ANNOUNCE is asked to announce itself (status bit and
+    // config interrupt, see above); otherwise, as QEMU's qemu_announce_self does for such a
+    // NIC, `count` broadcast RARP frames (RFC 903, opcode 3) from the guest's MAC go to the tap.
     Result<void> announce(int count = 3);
 
 private:
@@ -123,6 +133,9 @@ private:
               std::shared_ptr<RateLimiter> rx, std::shared_ptr<RateLimiter> tx);
     // Tears the data path down (reset and detach_tap); false if the kernel kept its buffers.
     bool stop_path(std::shared_ptr<NetDataPath> p, EventRegistry* events);
+    // Serves the control queue's available commands (event loop); true: interrupt the driver.
+    bool serve_ctrl_locked();
+    uint8_t ctrl_command_locked(const DescriptorChain& chain);
 
     // What activate() was given, for attach_tap to activate again (queue positions then set).
     struct Activation {
@@ -142,8 +155,11 @@ private:
     std::shared_ptr<std::atomic<bool>> needs_reset_;
     std::shared_ptr<RateLimiter> rx_limiter_, tx_limiter_;  // unlimited until told otherwise
 
-    std::mutex mu_;  // guards path_, events_ and activation_
+    // guards path_, events_, activation_, ctrl_ and config_.status (read_config reads it on
+    // vCPU threads while announce() and the control queue change it)
+    mutable std::mutex mu_;
     std::shared_ptr<NetDataPath> path_;
+    std::optional<SplitQueue> ctrl_;  // while active with the control queue enabled
     EventRegistry* events_ = nullptr;
     std::optional<Activation> activation_;  // while active, and while detached after being active
 };

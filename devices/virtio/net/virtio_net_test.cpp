@@ -91,7 +91,7 @@ struct Rig {
     FakeRegistry events;
     CountingInterrupt irq;
     std::unique_ptr<VirtioNet> dev;
-    std::unique_ptr<MockDriver> rx, tx;
+    std::unique_ptr<MockDriver> rx, tx, ctrl;  // ctrl: only for Rig(..., with_ctrl = true)
     std::optional<PacketSocket> pkt;
     uint64_t acked = 0;
 
@@ -101,13 +101,14 @@ struct Rig {
         return std::move(*ns);
     }
     static GuestMemory make_mem() {
-        GuestRegionSpec spec{GuestAddress(0), 2 * kArea};
+        GuestRegionSpec spec{GuestAddress(0), 3 * kArea};
         auto m = GuestMemory::create(std::span(&spec, 1));
         REQUIRE(m.has_value());
         return std::move(*m);
     }
 
-    explicit Rig(uint64_t drop_features = 0, const char* mtu = nullptr) : ns(make_ns()), mem(make_mem()) {
+    explicit Rig(uint64_t drop_features = 0, const char* mtu = nullptr, bool with_ctrl = false)
+        : ns(make_ns()), mem(make_mem()) {
         auto r = NetnsScope::ip("tuntap add kt0 mode tap");
         REQUIRE_MESSAGE(r.has_value(), (r ? "" : r.error().what()));
         if (mtu) REQUIRE(NetnsScope::ip(std::string("link set kt0 mtu ") + mtu).has_value());
@@ -121,15 +122,20 @@ struct Rig {
         auto p = PacketSocket::open("kt0");
         REQUIRE_MESSAGE(p.has_value(), (p ? "" : p.error().what()));
         pkt.emplace(std::move(*p));
-        activate(drop_features);
+        activate(drop_features, with_ctrl);
     }
     ~Rig() { dev.reset(); }
 
-    void activate(uint64_t drop_features) {
+    void activate(uint64_t drop_features, bool with_ctrl = false) {
         rx = std::make_unique<MockDriver>(mem, GuestAddress(0), kArea, kQueueSize);
         tx = std::make_unique<MockDriver>(mem, GuestAddress(kArea), kArea, kQueueSize);
         acked = dev->device_features() & ~drop_features;
-        auto r = dev->activate(ActivateContext{mem, acked, {rx->config(), tx->config()}, irq, events});
+        std::vector<QueueConfig> queues{rx->config(), tx->config()};
+        if (with_ctrl) {
+            ctrl = std::make_unique<MockDriver>(mem, GuestAddress(2 * kArea), kArea, 64);
+            queues.push_back(ctrl->config());
+        }
+        auto r = dev->activate(ActivateContext{mem, acked, queues, irq, events});
         REQUIRE_MESSAGE(r.has_value(), (r ? "" : r.error().what()));
         // Like Linux's virtqueue_enable_cb: interrupt me once anything is used.
         rx->set_used_event(0);
@@ -207,14 +213,15 @@ TEST_CASE("VirtioNet: features, config space, options") {
     Rig rig;
     VirtioNet& d = *rig.dev;
     CHECK(d.device_type() == 1);
-    CHECK(d.num_queues() == 2);
+    CHECK(d.num_queues() == 3);
     uint64_t f = d.device_features();
     for (uint64_t bit : {virtq::kFeatureVersion1, virtq::kFeatureEventIdx, virtq::kFeatureIndirectDesc,
                          net::kFeatureMac, net::kFeatureStatus, net::kFeatureCsum, net::kFeatureGuestCsum,
                          net::kFeatureHostTso4, net::kFeatureHostTso6, net::kFeatureGuestTso4,
-                         net::kFeatureGuestTso6, net::kFeatureMrgRxbuf})
+                         net::kFeatureGuestTso6, net::kFeatureMrgRxbuf, net::kFeatureCtrlVq,
+                         net::kFeatureGuestAnnounce})
         CHECK((f & bit) != 0);
-    for (uint64_t bit : {net::kFeatureHostUfo, net::kFeatureGuestUfo, net::kFeatureCtrlVq, net::kFeatureMq,
+    for (uint64_t bit : {net::kFeatureHostUfo, net::kFeatureGuestUfo, net::kFeatureMq,
                          net::kFeatureHostEcn, net::kFeatureGuestEcn})
         CHECK((f & bit) == 0);
 
@@ -752,4 +759,89 @@ TEST_CASE("VirtioNet defer_if_busy: a free tap is attached now, a busy one later
     auto nameless = VirtioNet::create(o);
     REQUIRE_FALSE(nameless.has_value());
     CHECK(nameless.error().what() == "virtio-net: a tap attached later needs its name");
+}
+
+TEST_CASE("VirtioNet: GUEST_ANNOUNCE asks the driver, whose ANNOUNCE_ACK clears the status bit (§5.1.6.5.3)") {
+    Rig rig(0, nullptr, /*with_ctrl=*/true);
+    const NetMetrics& m = rig.dev->metrics();
+    auto status = [&] {
+        std::vector<uint8_t> st(2);
+        rig.dev->read_config(6, st);
+        return static_cast<uint16_t>(st[0] | st[1] << 8);
+    };
+    // Sends one control command (class, command, data) with a one-byte ack; returns (used len, ack).
+    auto command = [&](std::vector<uint8_t> cmd, std::vector<uint32_t> writable = {1}) {
+        uint16_t head = rig.ctrl->add_chain({cmd}, writable);
+        rig.ctrl->set_used_event(rig.ctrl->used_idx());
+        rig.ctrl->kick();
+        rig.dev->queue_notify(net::kCtrlQueue);
+        auto u = rig.ctrl->next_used();  // answered on the notify, never later
+        REQUIRE(u.has_value());
+        CHECK(u->first == head);
+        auto ack = rig.ctrl->read_writable(head, u->second);
+        return std::pair<uint32_t, int>(u->second, ack.empty() ? -1 : ack[0]);
+    };
+
+    CHECK(status() == net::kStatusLinkUp);
+    REQUIRE(rig.dev->announce(3).has_value());
+    CHECK(status() == (net::kStatusLinkUp | net::kStatusAnnounce));
+    CHECK(rig.irq.config == 1);
+    CHECK(get(m.announce_requests) == 1);
+    // No RARP went out: the guest announces itself, with its IP addresses.
+    CHECK_FALSE(rig.pkt->recv_incoming(200).has_value());
+
+    // Commands the device does not offer are refused and change nothing.
+    auto mac_set = command({1, 1, 1, 2, 3, 4, 5, 6});  // VIRTIO_NET_CTRL_MAC_ADDR_SET
+    CHECK(mac_set == std::pair<uint32_t, int>(1, net::kCtrlErr));
+    auto short_cmd = command({net::kCtrlClassAnnounce});
+    CHECK(short_cmd == std::pair<uint32_t, int>(1, net::kCtrlErr));
+    CHECK(status() == (net::kStatusLinkUp | net::kStatusAnnounce));
+    // A chain with no room for the ack gets no answer (used length 0), and no crash.
+    auto no_ack = command({net::kCtrlClassAnnounce, net::kCtrlAnnounceAck}, {});
+    CHECK(no_ack.first == 0);
+    CHECK(get(m.announce_acks) == 0);
+
+    auto ack = command({net::kCtrlClassAnnounce, net::kCtrlAnnounceAck});
+    CHECK(ack == std::pair<uint32_t, int>(1, net::kCtrlOk));
+    CHECK(status() == net::kStatusLinkUp);
+    CHECK(get(m.announce_acks) == 1);
+    CHECK(get(m.ctrl_requests) == 4);
+    CHECK(get(m.ctrl_refused) == 3);
+    CHECK(rig.irq.queue[net::kCtrlQueue] >= 1);
+
+    // The control queue's position is part of the device's state.
+    auto pos = rig.dev->settle_queues();
+    REQUIRE(pos.has_value());
+    REQUIRE(pos->size() == 3);
+    REQUIRE((*pos)[net::kCtrlQueue].has_value());
+    CHECK((*pos)[net::kCtrlQueue]->next_avail == 4);
+
+    // Reset forgets a pending announcement.
+    REQUIRE(rig.dev->announce(1).has_value());
+    rig.dev->reset();
+    CHECK(status() == net::kStatusLinkUp);
+}
+
+TEST_CASE("VirtioNet: without GUEST_ANNOUNCE the device announces the MAC with RARP frames") {
+    Rig rig(net::kFeatureGuestAnnounce, nullptr, /*with_ctrl=*/true);
+    REQUIRE(rig.dev->announce(2).has_value());
+    CHECK(rig.irq.config == 0);
+    for (int i = 0; i < 2; ++i) {
+        auto f = rig.pkt->recv_incoming(2000);
+        REQUIRE(f.has_value());
+        REQUIRE(f->size() >= 42);
+        CHECK(std::vector<uint8_t>(f->begin(), f->begin() + 6) == std::vector<uint8_t>(6, 0xff));
+        CHECK(std::vector<uint8_t>(f->begin() + 6, f->begin() + 12) == std::vector<uint8_t>{0x52, 0x54, 0, 0x12, 0x34, 0x56});
+        CHECK((*f)[12] == 0x80);
+        CHECK((*f)[13] == 0x35);
+        CHECK((*f)[21] == 3);  // RARP opcode 3
+    }
+    // An ANNOUNCE_ACK from a driver that did not negotiate the feature is refused.
+    uint8_t cmd[2] = {net::kCtrlClassAnnounce, net::kCtrlAnnounceAck};
+    uint16_t head = rig.ctrl->add_chain({std::span<const uint8_t>(cmd, 2)}, {1});
+    rig.ctrl->kick();
+    rig.dev->queue_notify(net::kCtrlQueue);
+    auto u = rig.ctrl->next_used();
+    REQUIRE(u.has_value());
+    CHECK(rig.ctrl->read_writable(head, u->second) == std::vector<uint8_t>{net::kCtrlErr});
 }

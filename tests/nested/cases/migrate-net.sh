@@ -9,6 +9,7 @@
 #     which another process (socat) holds, so attaching it at DONE fails; the destination
 #     refuses the VM, the source takes kt7 and the disk back and the guest carries on.
 #  2. The real move: `kestrel migrate` exits 0, the source exits 0 ("migrated").
+# The destination asks the guest to announce itself (VIRTIO_NET_F_GUEST_ANNOUNCE) and it does.
 # Then L1 tells the guest over vsock; the stream continues to its normal end with every byte
 # intact (digests equal, socat exit 0 on both ends: no reset), the records are all there and
 # correct, the guest's clock never went backwards, and fsck is clean.
@@ -33,6 +34,8 @@
 #@ expect-value l1.source.rc == 0
 #@ expect-value l1.source.said_migrated == 1
 #@ expect-value l1.destination.attached_kt7 == 1
+#@ expect-value l1.destination.asked_announce == 1
+#@ expect-value l1.destination.guest_announced == 1
 #@ expect-value guest.moved.msg == moved-by-l1
 #@ expect-value guest.stream.rc == 0
 #@ expect-value l1.stream.rc == 0
@@ -111,6 +114,10 @@ echo "NESTED-KESTREL-EXIT rc=$rc seconds=$(awk "BEGIN { printf \"%.2f\", $t1 - $
 cat "$con.2"
 echo "--- destination kestrel log"; cat /tmp/mn-b.log
 nested_value l1.destination.attached_kt7 "$(grep -c "virtio-net: tap 'kt7' attached" /tmp/mn-b.log)"
+# VIRTIO_NET_F_GUEST_ANNOUNCE: the destination set VIRTIO_NET_S_ANNOUNCE, and Linux's
+# virtio_net sent its gratuitous ARP (netdev_notify_peers) and acked on the control queue.
+nested_value l1.destination.asked_announce "$(grep -c "virtio-net: asked the guest to announce itself on tap 'kt7'" /tmp/mn-b.log)"
+nested_value l1.destination.guest_announced "$(grep -c "virtio-net: the guest announced itself on tap 'kt7'" /tmp/mn-b.log)"
 wait "$stream_pid"
 nested_value l1.stream.rc $?
 nested_value l1.stream.bytes "$(wc -c < /tmp/mn-stream)"
