@@ -107,7 +107,10 @@ std::string cpuid_difference(const std::vector<kvm_cpuid_entry2>& saved, const s
     return {};
 }
 
-void encode_kvm_clock(Encoder& e, uint64_t clock_ns) { e.put_u64(clock_ns); }
+void encode_kvm_clock(Encoder& e, const KvmClockState& c) {
+    e.put_u64(c.clock_ns);
+    e.put_u64(c.realtime_ns);
+}
 
 void encode(Encoder& e, const KvmIrqchipState& s) {
     for (const auto& c : s.chips) put_struct(e, c);
@@ -129,11 +132,13 @@ Result<KvmIrqchipState> decode_kvm_irqchip(const Section& sec) {
     return s;
 }
 
-Result<uint64_t> decode_kvm_clock(const Section& sec) {
-    Decoder d = TRY(Decoder::of(sec, kKvmClockVersion));
-    uint64_t clock = TRY(d.u64("clock"));
+Result<KvmClockState> decode_kvm_clock(const Section& sec) {
+    Decoder d = TRY(Decoder::of(sec, sec.version == 1 ? 1 : kKvmClockVersion));
+    KvmClockState c;
+    c.clock_ns = TRY(d.u64("clock"));
+    if (sec.version != 1) c.realtime_ns = TRY(d.u64("realtime"));
     TRY(d.finish());
-    return clock;
+    return c;
 }
 
 }  // namespace kestrel::migration

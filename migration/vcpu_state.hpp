@@ -12,7 +12,13 @@
 //   xcrs kvm_xcrs, debugregs kvm_debugregs, lapic kvm_lapic_state,
 //   msrs u32 count (<= kMaxMsrs) then count x (u32 index, u64 value),
 //   events kvm_vcpu_events
-// Section "kvm-clock", version 1: clock u64 (ns, KVM_GET_CLOCK).
+// Section "kvm-clock", version 2: clock u64 (ns, KVM_GET_CLOCK), realtime u64 (the host's
+//   CLOCK_REALTIME in ns at that reading when KVM gave it, flag KVM_CLOCK_REALTIME, else 0;
+//   KVM only does on hosts whose clocksource is the TSC). Version 1 (clock alone) is read too.
+//   A live migration's destination hands both back with KVM_CLOCK_REALTIME where its KVM
+//   takes the flag, so the guest's clock also counts the time the VM was away (KVM never
+//   steps it backwards: api.rst 4.30 KVM_SET_CLOCK); a snapshot's restore does not (its
+//   guest would see the whole time the file sat on disk pass at once).
 // Section "kvm-irqchip", version 1 (only with --pit: KVM's own PIC, IOAPIC and i8254):
 //   pic_master kvm_irqchip, pic_slave kvm_irqchip, ioapic kvm_irqchip (KVM_GET_IRQCHIP with
 //   chip_id 0, 1, 2; the chip_id is checked), pit kvm_pit_state2 (KVM_GET_PIT2).
@@ -36,7 +42,7 @@
 namespace kestrel::migration {
 
 inline constexpr uint32_t kVcpuStateVersion = 1;
-inline constexpr uint32_t kKvmClockVersion = 1;
+inline constexpr uint32_t kKvmClockVersion = 2;
 inline constexpr const char* kKvmClockSection = "kvm-clock";
 inline constexpr uint32_t kMaxMsrs = 4096;
 inline constexpr uint32_t kMaxCpuidEntries = 1024;
@@ -62,8 +68,13 @@ Result<VcpuState> decode_vcpu(const Section& s);
 // the first difference in words ("leaf 0x7 index 0: ebx 0x... saved, 0x... here").
 std::string cpuid_difference(const std::vector<kvm_cpuid_entry2>& saved, const std::vector<kvm_cpuid_entry2>& mine);
 
-void encode_kvm_clock(Encoder& e, uint64_t clock_ns);
-Result<uint64_t> decode_kvm_clock(const Section& s);
+struct KvmClockState {
+    uint64_t clock_ns = 0;
+    uint64_t realtime_ns = 0;  // 0: KVM gave no KVM_CLOCK_REALTIME reading
+    bool operator==(const KvmClockState&) const = default;
+};
+void encode_kvm_clock(Encoder& e, const KvmClockState& c);
+Result<KvmClockState> decode_kvm_clock(const Section& s);
 
 inline constexpr uint32_t kKvmIrqchipVersion = 1;
 inline constexpr const char* kKvmIrqchipSection = "kvm-irqchip";

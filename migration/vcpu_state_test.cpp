@@ -103,13 +103,25 @@ TEST_CASE("vcpu state: a CPUID of another host is told apart, naming the leaf an
 
 TEST_CASE("vcpu state: the kvm-clock section") {
     StateWriter w("test", "cpu");
-    encode_kvm_clock(w.section(kKvmClockSection, kKvmClockVersion), 987654321);
+    encode_kvm_clock(w.section(kKvmClockSection, kKvmClockVersion), {987654321, 1'700'000'000'123'456'789});
     auto f = StateFile::parse(*std::move(w).finish());
     REQUIRE(f.has_value());
-    CHECK(decode_kvm_clock(f->sections[0]) == 987654321u);
+    CHECK(decode_kvm_clock(f->sections[0]) == KvmClockState{987654321, 1'700'000'000'123'456'789});
     Section cut = f->sections[0];
-    cut.payload.resize(7);
-    CHECK_FALSE(decode_kvm_clock(cut).has_value());
+    cut.payload.resize(15);
+    auto short_one = decode_kvm_clock(cut);
+    REQUIRE_FALSE(short_one.has_value());
+    CHECK(short_one.error().what().find("field 'realtime'") != std::string::npos);
+    // Version 1 (before KVM_CLOCK_REALTIME was kept): the clock alone.
+    Section v1 = f->sections[0];
+    v1.version = 1;
+    v1.payload.resize(8);
+    CHECK(decode_kvm_clock(v1) == KvmClockState{987654321, 0});
+    v1.payload.resize(16);
+    CHECK_FALSE(decode_kvm_clock(v1).has_value());  // trailing bytes
+    Section v3 = f->sections[0];
+    v3.version = 3;
+    CHECK_FALSE(decode_kvm_clock(v3).has_value());
 }
 
 TEST_CASE("vcpu state: the kvm-irqchip section (--pit) round-trips and checks each chip_id") {

@@ -223,7 +223,9 @@ struct Vmm::Impl {
     Result<void> write_state(migration::StateWriter& w) const;
     // Puts them back from `file`, all or nothing; sections named in `extra` are the
     // caller's, any other unknown one is refused.
-    Result<void> apply_state(const migration::StateFile& file, std::initializer_list<std::string_view> extra);
+    // clock_realtime: a live migration's destination (see migration/vcpu_state.hpp, kvm-clock).
+    Result<void> apply_state(const migration::StateFile& file, std::initializer_list<std::string_view> extra,
+                             bool clock_realtime = false);
     Result<void> build_devices();
     Result<void> pause_devices();
     // --pit: KVM's PIC, IOAPIC and PIT (migration/vcpu_state.hpp "kvm-irqchip").
@@ -626,7 +628,9 @@ Result<void> Vmm::Impl::write_state(migration::StateWriter& w) const {
         st.cpuid = cpuids[i];
         encode(w.section(vcpu_section(static_cast<uint32_t>(i)), kVcpuStateVersion), st);
     }
-    encode_kvm_clock(w.section(kKvmClockSection, kKvmClockVersion), TRY(vm->get_clock()).clock);
+    const kvm_clock_data clock = TRY(vm->get_clock());
+    encode_kvm_clock(w.section(kKvmClockSection, kKvmClockVersion),
+                     {clock.clock, (clock.flags & KVM_CLOCK_REALTIME) ? clock.realtime : 0});
     if (kernel_irqchip) encode(w.section(kKvmIrqchipSection, kKvmIrqchipVersion), TRY(kernel_irqchip_state()));
     encode(w.section(kUartSection, kLegacyStateVersion), uart->save());
     encode(w.section(kRtcSection, kLegacyStateVersion), rtc->save());
@@ -636,7 +640,8 @@ Result<void> Vmm::Impl::write_state(migration::StateWriter& w) const {
     return {};
 }
 
-Result<void> Vmm::Impl::apply_state(const migration::StateFile& file, std::initializer_list<std::string_view> extra) {
+Result<void> Vmm::Impl::apply_state(const migration::StateFile& file, std::initializer_list<std::string_view> extra,
+                                    bool clock_realtime) {
     using namespace migration;
     const bool has_ioapic = ioapic != nullptr;
     const size_t ncpus = vcpus.size();
@@ -661,7 +666,7 @@ Result<void> Vmm::Impl::apply_state(const migration::StateFile& file, std::initi
     // Every section decoded before anything changes.
     struct Decoded {
         std::vector<VcpuState> vcpus;
-        uint64_t clock = 0;
+        KvmClockState clock;
         Uart16550::State uart;
         CmosRtc::State rtc;
         I8042::State kbd;
@@ -723,7 +728,17 @@ Result<void> Vmm::Impl::apply_state(const migration::StateFile& file, std::initi
         t_vcpus = Clock::now();
         undo.push_back([&] { (void)vm->set_clock(clock_before); });
         kvm_clock_data clock{};
-        clock.clock = d.clock;
+        clock.clock = d.clock.clock_ns;
+        if (clock_realtime && d.clock.realtime_ns &&
+            (sys->check_extension(KVM_CAP_ADJUST_CLOCK) & KVM_CLOCK_REALTIME)) {
+            clock.flags = KVM_CLOCK_REALTIME;
+            clock.realtime = d.clock.realtime_ns;
+            timespec now{};
+            ::clock_gettime(CLOCK_REALTIME, &now);
+            const int64_t away = int64_t{now.tv_sec} * 1'000'000'000 + now.tv_nsec - static_cast<int64_t>(clock.realtime);
+            log::info("state: kvm-clock advanced by the {:.1f} ms the VM was away (KVM_CLOCK_REALTIME)",
+                      std::max<int64_t>(away, 0) / 1e6);
+        }
         if (auto r = vm->set_clock(clock); !r)
             return bad_request("state: section '{}': KVM refused it: {}", kKvmClockSection, r.error().message);
         if (d.irqchip) {
@@ -1069,7 +1084,7 @@ Result<void> Vmm::load_migration_state(std::span<const uint8_t> bytes) {
     if (!ms) return bad_request("state: no section '{}'", kMemorySection);
     if (TRY(migration::decode_memory(*ms)) != layout_of(*d_->mem))
         return bad_request("state: section 'memory': not this VM's memory layout");
-    return d_->apply_state(file, {kMemorySection});
+    return d_->apply_state(file, {kMemorySection}, /*clock_realtime=*/true);
 }
 
 Result<void> Vmm::update_drive_rate_limiter(std::string_view drive_id, const RateLimiterConfig& change) {

@@ -195,7 +195,7 @@ void decode_component(const StateFile& f, const Section& s) {
     else if (s.id == kKvmClockSection) {
         auto r = decode_kvm_clock(s);
         if (!r) check_refusal(r.error());
-        else check(s.payload.size() == 8);
+        else check(s.payload.size() == (s.version == 1 ? 8 : 16));
     }
 }
 
