@@ -11,6 +11,7 @@
 # moved to kt6), rng and vsock (after its transport reset) working; fsck clean afterwards.
 #@ timeout 420
 #@ expect-rc 0
+#@ expect-value l1.guest.ready == 1
 #@ guest-modules virtio_pci virtio_blk virtio_net virtio-rng vsock vmw_vsock_virtio_transport
 #@ guest-binaries /usr/sbin/mkfs.ext4 /usr/bin/socat
 #@ l1-binaries /usr/bin/socat /usr/sbin/fsck.ext4
@@ -57,6 +58,9 @@ read -r t0 _ < /proc/uptime
   --serial "file:$con.2" --log-level info > /tmp/mig-b.log 2>&1 &
 dst=$!
 for i in $(seq 1200); do grep -q KESTREL-CARRY-ON-READY "$con" 2>/dev/null && break; sleep 0.25; done
+# A guest that never got there (a nested host too slow to boot it) fails here, by name,
+# instead of being snapshotted or moved half-booted.
+nested_value l1.guest.ready "$(grep -c KESTREL-CARRY-ON-READY "$con")"
 "$KESTREL" migrate --api-sock "$api" --to unix:/tmp/mig.sock
 nested_value l1.migrate.rc $?
 wait "$src"

@@ -15,6 +15,7 @@
 # correct, the guest's clock never went backwards, and fsck is clean.
 #@ timeout 600
 #@ expect-rc 0
+#@ expect-value l1.guest.ready == 1
 #@ guest-modules virtio_pci virtio_blk virtio_net vsock vmw_vsock_virtio_transport
 #@ guest-binaries /usr/sbin/mkfs.ext4 /usr/bin/socat
 #@ l1-binaries /usr/bin/socat /usr/sbin/fsck.ext4 /usr/bin/curl
@@ -69,6 +70,9 @@ read -r t0 _ < /proc/uptime
   --cmdline "$args" > /tmp/mn-a.log 2>&1 &
 src=$!
 for i in $(seq 1200); do grep -q KESTREL-STREAM-READY "$con" 2>/dev/null && break; sleep 0.25; done
+# A guest that never got there (a nested host too slow to boot it) fails here, by name,
+# instead of being snapshotted or moved half-booted.
+nested_value l1.guest.ready "$(grep -c KESTREL-STREAM-READY "$con")"
 
 # 1. Refused at DONE: the destination's tap is held by someone else.
 timeout 500 socat -u TUN,tun-name=kt8,tun-type=tap,iff-no-pi OPEN:/dev/null &
