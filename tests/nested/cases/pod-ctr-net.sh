@@ -36,6 +36,7 @@
 #@ expect-value l1.after.filters == 0
 #@ expect-value l1.after.pod_eth0 == 1
 #@ expect-value l1.after.net1_filters == 0
+#@ expect-value l1.after.shim_detached == 1
 . /nested/case-lib.sh
 export PATH=/usr/local/bin:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin
 IP=/usr/sbin/ip TC=/usr/sbin/tc
@@ -45,7 +46,7 @@ for m in llc stp bridge veth sch_ingress cls_u32 act_mirred; do
 done
 procs() {  # number of processes whose command line matches the regex $1 (no pgrep in L1)
   n=0
-  for f in /proc/[0-9]*/cmdline; do tr '\0' ' ' < "$f" 2>/dev/null | grep -q -- "$1" && n=$((n + 1)); done
+  for f in /proc/[0-9]*/cmdline; do tr '\0' ' ' 2>/dev/null < "$f" | grep -q -- "$1" && n=$((n + 1)); done
   echo $n
 }
 
@@ -69,7 +70,7 @@ cni() {  # cni COMMAND CONTAINERID NETNS [IFNAME CONF]
 cni ADD podnet1 "$netns" > $d/cni-pod.json || { cat $d/cni-pod.json; exit 1; }
 cni ADD podnet1 "$netns" net1 $d/cni2.json > $d/cni-pod2.json || { cat $d/cni2.json $d/cni-pod2.json; exit 1; }
 cni ADD peer1 "${netns%podnet1}peer1" > $d/cni-peer.json || { cat $d/cni-peer.json; exit 1; }
-sed 's/^/POD-NET-CNI /' $d/cni-pod.json $d/cni-pod2.json
+for f in $d/cni-pod.json $d/cni-pod2.json; do sed 's/^/POD-NET-CNI /' $f; echo; done  # no final newline
 pod_cidr=$($IP -n podnet1 -4 -o addr show dev eth0 | sed -n 's/.* inet \([0-9./]*\) .*/\1/p')
 pod_ip=${pod_cidr%/*}
 nested_value l1.pod.cidr "$pod_cidr"
@@ -169,7 +170,8 @@ nested_value l1.after.ingress "$($IP netns exec podnet1 $TC qdisc show | grep -c
 nested_value l1.after.filters "$($IP netns exec podnet1 $TC filter show dev eth0 ingress | grep -c .)"
 nested_value l1.after.pod_eth0 "$($IP -n podnet1 -o link show eth0 | grep -c eth0)"
 nested_value l1.after.net1_filters "$($IP netns exec podnet1 $TC filter show dev net1 ingress | grep -c .)"
-for f in $d/logs/*/*; do echo "== $f"; tail -n 30 "$f"; done
+nested_value l1.after.shim_detached "$(grep -c 'pod network .*: taps and filters removed' $d/logs/*/shim.log)"
+for f in $d/logs/*/*; do echo "== $f"; tail -n 12 "$f"; done
 echo "== containerd.log"; grep -v 'level=info' $d/containerd.log | tail -n 20
 
 cni DEL podnet1 "$netns" net1 $d/cni2.json > /dev/null
