@@ -10,7 +10,8 @@
 # and the pod IP; L1 and the peer ping the pod IP and exchange a line with it over TCP
 # (busybox nc in the container); the veth's ingress redirects to the tap; after the task and
 # container are deleted the shim is gone and no tap, filter or ingress qdisc is left in the
-# pod namespace (the namespace itself and its eth0 stay: they are containerd's/CNI's).
+# pod namespace (the namespace itself and its eth0 stay: they are containerd's/CNI's); the
+# same after a second pod's shim is SIGKILLed and containerd runs the shim's `delete`.
 # iproute2 is called by path: busybox's ip (first on L1's PATH) has no netns.
 #@ timeout 900
 #@ expect-script-rc 0
@@ -37,6 +38,10 @@
 #@ expect-value l1.after.pod_eth0 == 1
 #@ expect-value l1.after.net1_filters == 0
 #@ expect-value l1.after.shim_detached == 1
+#@ expect-value l1.dead.taps_before == 2
+#@ expect-value l1.dead.kestrel_after == 0
+#@ expect-value l1.dead.taps_after == 0
+#@ expect-value l1.dead.ingress_after == 0
 . /nested/case-lib.sh
 export PATH=/usr/local/bin:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin
 IP=/usr/sbin/ip TC=/usr/sbin/tc
@@ -173,6 +178,26 @@ nested_value l1.after.net1_filters "$($IP netns exec podnet1 $TC filter show dev
 nested_value l1.after.shim_detached "$(grep -c 'pod network .*: taps and filters removed' $d/logs/*/shim.log)"
 for f in $d/logs/*/*; do echo "== $f"; tail -n 12 "$f"; done
 echo "== containerd.log"; grep -v 'level=info' $d/containerd.log | tail -n 20
+
+# A SIGKILLed shim: the taps die with its and kestrel's fds; containerd's cleanup runs the
+# shim's `delete`, which must kill kestrel and remove our filters and qdiscs from the veths.
+timeout -s KILL 600 $c run -d --snapshotter native --runtime io.containerd.kestrel.v2 --with-ns "network:$netns" \
+  --annotation io.kubernetes.cri.sandbox-id=podnet2 --annotation io.kubernetes.cri.container-type=sandbox \
+  docker.io/kestrel/busybox:test podnet2 sh -c 'sleep 1000'
+nested_value l1.dead.taps_before "$($IP -n podnet1 -o link show | grep -c 'tap[0-9]*_kestrel')"
+for f in /proc/[0-9]*/cmdline; do
+  if tr '\0' ' ' 2>/dev/null < "$f" | grep -q '^[^ ]*containerd-shim-kestrel-v2 '; then
+    p=${f#/proc/}; p=${p%/cmdline}; echo "killing shim $p"; kill -9 "$p"
+  fi
+done
+i=0
+while [ "$($c task ls | awk '$1 == "podnet2" { print $3 }')" = RUNNING ] && [ $i -lt 60 ]; do sleep 1; i=$((i + 1)); done
+sleep 1
+nested_value l1.dead.kestrel_after "$(procs '[/]nested/bin/kestrel')"
+nested_value l1.dead.taps_after "$($IP -n podnet1 -o link show | grep -c kestrel)"
+nested_value l1.dead.ingress_after "$($IP netns exec podnet1 $TC qdisc show | grep -c ingress)"
+$c task delete podnet2 > /dev/null 2>&1
+$c container delete podnet2
 
 cni DEL podnet1 "$netns" net1 $d/cni2.json > /dev/null
 cni DEL podnet1 "$netns" > /dev/null
