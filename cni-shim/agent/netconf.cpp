@@ -171,6 +171,7 @@ private:
             ssize_t n = ::recv(fd_.get(), buf.data(), buf.size(), MSG_TRUNC);
             if (n < 0 && errno == EINTR) continue;
             if (n < 0) return sys_error("recv");
+            if (n == 0) return error("rtnetlink socket closed");
             if (static_cast<size_t>(n) > buf.size()) return error("a netlink message larger than 64 KiB");
             const size_t total = static_cast<size_t>(n);
             for (size_t off = 0; off + sizeof(nlmsghdr) <= total;) {
