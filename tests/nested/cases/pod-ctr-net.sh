@@ -2,7 +2,7 @@
 # Pod networking end to end through containerd 1.6 and containerd-shim-kestrel-v2: Debian's
 # CNI bridge + host-local plugins (run by hand with CNI_COMMAND=ADD, as containerd's CRI
 # plugin would) give a pod network namespace its eth0 on bridge kcni9 in L1's root namespace
-# (the node), MTU 1400, and a second interface net1 on bridge kcni10 (several networks, as
+# (the node), MTU 1400, IPv4 and IPv6, and a second interface net1 on bridge kcni10 (several networks, as
 # Multus gives pods); a second namespace on kcni9 stands in for a runc pod. `ctr
 # run --with-ns network:NETNS` with the CRI sandbox annotations starts a kestrel pod; the shim
 # puts a tap (tc mirred both ways) beside eth0, hands it to kestrel, and the guest agent
@@ -26,6 +26,9 @@
 #@ expect-value l1.guest.mtu == 1400
 #@ expect-value l1.guest.addr == $l1.pod.cidr
 #@ expect-value l1.guest.default_via == 10.88.9.1
+#@ expect-value l1.guest.addr6 == $l1.pod.cidr6
+#@ expect-value l1.guest.default_via6 == fd00:88:9::1
+#@ expect-value l1.node_ping6.received >= 2
 #@ expect-value l1.node_ping.received >= 3
 #@ expect-value l1.peer_ping.received >= 2
 #@ expect-value l1.tcp.pod_said == pod-says-hello
@@ -63,11 +66,15 @@ netns=$($IP netns list > /dev/null; for p in /run/netns/podnet1 /var/run/netns/p
 cat > $d/cni.json <<JSON
 {"cniVersion": "0.4.0", "name": "kestrelnet", "type": "bridge", "bridge": "kcni9", "isGateway": true,
  "ipMasq": false, "mtu": 1400, "ipam": {"type": "host-local", "dataDir": "$d/ipam",
- "ranges": [[{"subnet": "10.88.9.0/24", "gateway": "10.88.9.1"}]], "routes": [{"dst": "0.0.0.0/0"}]}}
+ "ranges": [[{"subnet": "10.88.9.0/24", "gateway": "10.88.9.1"}], [{"subnet": "fd00:88:9::/64", "gateway": "fd00:88:9::1"}]],
+ "routes": [{"dst": "0.0.0.0/0"}, {"dst": "::/0"}]}}
 JSON
-# A second network for the pod (as Multus adds): net1 on bridge kcni10, no default route.
-sed -e 's/kestrelnet/kestrelnet2/' -e 's/kcni9/kcni10/' -e 's/10\.88\.9\./10.88.10./g' -e 's/"mtu": 1400/"mtu": 1500/' \
-  -e 's/, "routes": \[{"dst": "0.0.0.0\/0"}\]//' $d/cni.json > $d/cni2.json
+# A second network for the pod (as Multus adds): net1 on bridge kcni10, IPv4 only, no default route.
+cat > $d/cni2.json <<JSON
+{"cniVersion": "0.4.0", "name": "kestrelnet2", "type": "bridge", "bridge": "kcni10", "isGateway": true,
+ "ipMasq": false, "mtu": 1500, "ipam": {"type": "host-local", "dataDir": "$d/ipam",
+ "ranges": [[{"subnet": "10.88.10.0/24", "gateway": "10.88.10.1"}]]}}
+JSON
 cni() {  # cni COMMAND CONTAINERID NETNS [IFNAME CONF]
   env -i CNI_COMMAND="$1" CNI_CONTAINERID="$2" CNI_NETNS="$3" CNI_IFNAME="${4:-eth0}" CNI_PATH=/usr/lib/cni \
     PATH=/usr/sbin:/usr/bin:/bin /usr/lib/cni/bridge < "${5:-$d/cni.json}"
@@ -79,6 +86,8 @@ for f in $d/cni-pod.json $d/cni-pod2.json; do sed 's/^/POD-NET-CNI /' $f; echo; 
 pod_cidr=$($IP -n podnet1 -4 -o addr show dev eth0 | sed -n 's/.* inet \([0-9./]*\) .*/\1/p')
 pod_ip=${pod_cidr%/*}
 nested_value l1.pod.cidr "$pod_cidr"
+pod_cidr6=$($IP -n podnet1 -6 -o addr show dev eth0 scope global | sed -n 's/.* inet6 \([0-9a-f:/]*\) .*/\1/p')
+nested_value l1.pod.cidr6 "$pod_cidr6"
 nested_value l1.pod.mac "$($IP -n podnet1 -o link show eth0 | sed -n 's/.*link\/ether \([0-9a-f:]*\) .*/\1/p')"
 net1_cidr=$($IP -n podnet1 -4 -o addr show dev net1 | sed -n 's/.* inet \([0-9./]*\) .*/\1/p')
 nested_value l1.pod.net1_cidr "$net1_cidr"
@@ -117,13 +126,15 @@ sed 's/^/POD-NET-TC /' $d/tc-veth
 grep -q "Egress Redirect to device tap0_kestrel" $d/tc-veth && nested_value l1.tc.veth_redirect 1
 
 # What the guest sees, from inside the container (it shares the VM's network; l1.guest.*):
-# every non-lo interface's MAC, MTU and IPv4 address, and the default route.
+# every non-lo interface's MAC, MTU, IPv4 and global IPv6 addresses, and the routes.
 timeout -s KILL 120 $c task exec --exec-id netinfo podnet1 sh -c '
   for n in /sys/class/net/*; do
     [ "${n##*/}" = lo ] && continue
     echo "if ${n##*/} $(cat $n/address) $(cat $n/mtu) $(busybox ip -4 -o addr show dev ${n##*/} | busybox awk "{print \$4}")"
+    busybox ip -6 -o addr show dev ${n##*/} scope global | busybox awk "{print \"if6 \" \$2 \" \" \$4}"
   done
-  busybox ip route | busybox sed "s/^/route /"' > $d/netinfo 2>&1
+  busybox ip route | busybox sed "s/^/route /"
+  busybox ip -6 route | busybox sed "s/^/route6 /"' > $d/netinfo 2>&1
 sed 's/^/POD-NET-GUEST /' $d/netinfo
 # The interface that has the pod's address (values are from the guest's own view).
 line=$(grep "^if .* $pod_cidr\$" $d/netinfo | head -n 1)
@@ -132,6 +143,8 @@ nested_value l1.guest.mac "${3:-none}"
 nested_value l1.guest.mtu "${4:-none}"
 nested_value l1.guest.addr "${5:-none}"
 nested_value l1.guest.default_via "$(sed -n 's/^route default via \([0-9.]*\) .*/\1/p' $d/netinfo | head -n 1)"
+nested_value l1.guest.addr6 "$(sed -n 's/^if6 [^ ]* \([0-9a-f:/]*\)$/\1/p' $d/netinfo | head -n 1)"
+nested_value l1.guest.default_via6 "$(sed -n 's/^route6 default via \([0-9a-f:]*\) .*/\1/p' $d/netinfo | head -n 1)"
 line=$(grep "^if .* $net1_cidr\$" $d/netinfo | head -n 1)
 set -- $line
 nested_value l1.guest.net1_mac "${3:-none}"
@@ -143,6 +156,11 @@ while [ $i -lt 20 ] && [ $n -lt 3 ]; do
   ping -c 1 -W 5 "$pod_ip" > /dev/null 2>&1 && n=$((n + 1)); i=$((i + 1))
 done
 nested_value l1.node_ping.received "$n"
+n=0 i=0
+while [ $i -lt 20 ] && [ $n -lt 2 ]; do
+  ping -6 -c 1 -W 5 "${pod_cidr6%/*}" > /dev/null 2>&1 && n=$((n + 1)); i=$((i + 1))
+done
+nested_value l1.node_ping6.received "$n"
 n=0 i=0
 while [ $i -lt 20 ] && [ $n -lt 2 ]; do
   ping -c 1 -W 5 "${net1_cidr%/*}" > /dev/null 2>&1 && n=$((n + 1)); i=$((i + 1))
