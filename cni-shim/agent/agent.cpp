@@ -31,6 +31,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "cni-shim/agent/netconf.hpp"
 #include "cni-shim/agent/request.hpp"
 #include "cni-shim/agent/spawn.hpp"
 
@@ -769,7 +770,10 @@ struct Agent::Impl {
                     return json{{"pids", list}};
                 } else if constexpr (std::is_same_v<T, Stats>) return op_stats(r);
                 else if constexpr (std::is_same_v<T, Delete>) return op_delete(r);
-                else if constexpr (std::is_same_v<T, Shutdown>) {
+                else if constexpr (std::is_same_v<T, Network>) {
+                    if (auto applied = apply_network(r); !applied) return std::unexpected(applied.error());
+                    return json::object();
+                } else if constexpr (std::is_same_v<T, Shutdown>) {
                     stop = true;
                     return json::object();
                 } else return error("attach must be the first frame of its own connection");

@@ -2,6 +2,7 @@
 // ("spec.process.args[2]: expected a string").
 #include "cni-shim/agent/request.hpp"
 
+#include <arpa/inet.h>
 #include <sys/mount.h>
 #include <sys/resource.h>
 
@@ -500,9 +501,148 @@ Decoded<Rootfs> decode_rootfs(const json& o) {
     return out;
 }
 
+// "10.88.0.5" / "fd00::5" -> family and bytes. inet_pton takes no prefix, no scope id and
+// no leading/trailing junk, so anything it accepts is exactly an address.
+Decoded<IpPrefix> ip_at(std::string_view text, const std::string& path) {
+    IpPrefix out;
+    const std::string t(text);
+    if (t.size() < 46 && ::inet_pton(AF_INET, t.c_str(), out.addr.data()) == 1) {
+        out.family = AF_INET;
+        out.prefix_len = 32;
+    } else if (t.size() < 46 && ::inet_pton(AF_INET6, t.c_str(), out.addr.data()) == 1) {
+        out.family = AF_INET6;
+        out.prefix_len = 128;
+    } else {
+        return err(path + ": not an IPv4 or IPv6 address");
+    }
+    return out;
+}
+
+// "ADDRESS/LEN".
+Decoded<IpPrefix> prefix_at(const json& v, const std::string& path) {
+    auto s = string_at(v, path, 64, false);
+    if (!s) return std::unexpected(s.error());
+    const auto slash = s->find('/');
+    if (slash == std::string::npos) return err(path + ": expected ADDRESS/PREFIXLEN");
+    auto p = ip_at(std::string_view(*s).substr(0, slash), path);
+    if (!p) return p;
+    const std::string len = s->substr(slash + 1);
+    if (len.empty() || len.size() > 3 || !std::all_of(len.begin(), len.end(), [](char c) { return c >= '0' && c <= '9'; }))
+        return err(path + ": prefix length must be a number");
+    const unsigned n = static_cast<unsigned>(std::stoul(len));
+    if (n > p->prefix_len) return err(path + ": prefix length above " + std::to_string(p->prefix_len));
+    p->prefix_len = static_cast<uint8_t>(n);
+    return p;
+}
+
+bool host_bits_clear(const IpPrefix& p) {
+    const size_t bytes = p.family == AF_INET ? 4 : 16;
+    for (size_t i = 0; i < bytes; ++i) {
+        const size_t first_bit = i * 8;
+        uint8_t keep = 0;
+        if (first_bit + 8 <= p.prefix_len) keep = 0xff;
+        else if (first_bit < p.prefix_len) keep = static_cast<uint8_t>(0xff00u >> (p.prefix_len - first_bit));
+        if (p.addr[i] & ~keep) return false;
+    }
+    return true;
+}
+
+// "aa:bb:cc:dd:ee:ff": a unicast, non-zero Ethernet address.
+Decoded<std::array<uint8_t, 6>> mac_at(const json& v, const std::string& path) {
+    auto s = string_at(v, path, 17, false);
+    if (!s) return std::unexpected(s.error());
+    std::array<uint8_t, 6> mac{};
+    auto hex = [](char c) -> int {
+        if (c >= '0' && c <= '9') return c - '0';
+        if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+        if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+        return -1;
+    };
+    if (s->size() != 17) return err(path + ": expected a MAC address aa:bb:cc:dd:ee:ff");
+    for (size_t i = 0; i < 6; ++i) {
+        const int hi = hex((*s)[i * 3]), lo = hex((*s)[i * 3 + 1]);
+        if (hi < 0 || lo < 0 || (i < 5 && (*s)[i * 3 + 2] != ':')) return err(path + ": expected a MAC address aa:bb:cc:dd:ee:ff");
+        mac[i] = static_cast<uint8_t>(hi << 4 | lo);
+    }
+    if (mac[0] & 1) return err(path + ": a multicast MAC address");
+    if (mac == std::array<uint8_t, 6>{}) return err(path + ": the all-zero MAC address");
+    return mac;
+}
+
+Decoded<NetInterface> decode_interface(const json& o, const std::string& path) {
+    if (!o.is_object()) return err(path + ": expected an object");
+    NetInterface out;
+    auto name = opt_string(o, "name", path, 15);
+    if (!name) return std::unexpected(name.error());
+    out.name = std::move(*name);
+    const json* mac = find(o, "mac");
+    if (!mac) return err(join(path, "mac") + ": missing");
+    auto m = mac_at(*mac, join(path, "mac"));
+    if (!m) return std::unexpected(m.error());
+    out.mac = *m;
+    auto mtu = need_u64(o, "mtu", path, 65535);
+    if (!mtu) return std::unexpected(mtu.error());
+    if (*mtu < 68) return err(join(path, "mtu") + ": below 68 (RFC 791's minimum)");
+    out.mtu = static_cast<uint32_t>(*mtu);
+    auto addrs = opt_array(o, "addresses", path, kMaxNetAddresses);
+    if (!addrs) return std::unexpected(addrs.error());
+    if (*addrs)
+        for (size_t i = 0; i < (*addrs)->size(); ++i) {
+            auto a = prefix_at((**addrs)[i], index(join(path, "addresses"), i));
+            if (!a) return std::unexpected(a.error());
+            out.addresses.push_back(*a);
+        }
+    auto routes = opt_array(o, "routes", path, kMaxNetRoutes);
+    if (!routes) return std::unexpected(routes.error());
+    if (*routes)
+        for (size_t i = 0; i < (*routes)->size(); ++i) {
+            const auto rp = index(join(path, "routes"), i);
+            const json& r = (**routes)[i];
+            if (!r.is_object()) return err(rp + ": expected an object");
+            const json* dst = find(r, "dst");
+            if (!dst) return err(join(rp, "dst") + ": missing");
+            auto d = prefix_at(*dst, join(rp, "dst"));
+            if (!d) return std::unexpected(d.error());
+            if (!host_bits_clear(*d)) return err(join(rp, "dst") + ": host bits set beyond the prefix length");
+            NetRoute route{*d, std::nullopt};
+            if (const json* via = find(r, "via")) {
+                auto vs = string_at(*via, join(rp, "via"), 46, false);
+                if (!vs) return std::unexpected(vs.error());
+                auto g = ip_at(*vs, join(rp, "via"));
+                if (!g) return std::unexpected(g.error());
+                if (g->family != d->family) return err(join(rp, "via") + ": not of the destination's address family");
+                route.via = *g;
+            }
+            out.routes.push_back(route);
+        }
+    return out;
+}
+
+Decoded<Network> decode_network(const json& j) {
+    const json* v = find(j, "interfaces");
+    if (!v) return err("interfaces: missing");
+    if (!v->is_array()) return err("interfaces: expected an array");
+    if (v->empty()) return err("interfaces: empty");
+    if (v->size() > kMaxNetInterfaces) return err("interfaces: more than " + std::to_string(kMaxNetInterfaces) + " entries");
+    Network out;
+    for (size_t i = 0; i < v->size(); ++i) {
+        auto itf = decode_interface((*v)[i], index("interfaces", i));
+        if (!itf) return std::unexpected(itf.error());
+        for (const auto& other : out.interfaces)
+            if (other.mac == itf->mac) return err(index("interfaces", i) + ".mac: given twice");
+        out.interfaces.push_back(std::move(*itf));
+    }
+    return out;
+}
+
 Decoded<Body> decode_body(const json& j, std::string_view op) {
     if (op == "ping") return Ping{};
     if (op == "shutdown") return Shutdown{};
+    if (op == "network") {
+        auto n = decode_network(j);
+        if (!n) return std::unexpected(n.error());
+        return std::move(*n);
+    }
     auto c = need_id(j, "container");
     if (!c) return std::unexpected(c.error());
     if (op == "create") {
@@ -598,7 +738,7 @@ Decoded<Request> decode_request(std::string_view payload) {
     if (!op->is_string()) return err("op: expected a string");
     const auto& name = op->get_ref<const std::string&>();
     static constexpr std::string_view kOps[] = {"ping", "create", "exec", "start", "signal", "state", "resize",
-                                                "close_stdin", "pids", "stats", "delete", "shutdown", "attach"};
+                                                "close_stdin", "pids", "stats", "delete", "shutdown", "attach", "network"};
     if (std::find(std::begin(kOps), std::end(kOps), name) == std::end(kOps)) {
         DecodeError e{"op: unknown operation \"" + name.substr(0, 64) + "\"", {}};
         if (const json* id = find(j, "id"); id && id->is_number_unsigned()) e.id = id->get<uint64_t>();

@@ -4,6 +4,7 @@
 // syntax, NUL-free strings that later reach syscalls); the executor trusts what comes out.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <expected>
 #include <optional>
@@ -142,13 +143,40 @@ struct Delete {
     std::optional<std::string> exec;
 };
 struct Shutdown {};
+
+// `network`: what the guest sets on its virtio-net interfaces (cni-shim/net guest_config.hpp
+// guest_network_json, PROTOCOL.md). Addresses are kept in binary form, checked here.
+inline constexpr size_t kMaxNetInterfaces = 16;
+inline constexpr size_t kMaxNetAddresses = 64;   // per interface
+inline constexpr size_t kMaxNetRoutes = 256;     // per interface
+
+struct IpPrefix {
+    int family = 0;                  // AF_INET or AF_INET6
+    std::array<uint8_t, 16> addr{};  // network byte order; AF_INET uses the first 4
+    uint8_t prefix_len = 0;          // <= 32 / <= 128
+};
+struct NetRoute {
+    IpPrefix dst;                    // no host bits set
+    std::optional<IpPrefix> via;     // the gateway (prefix_len = full length); none: on-link
+};
+struct NetInterface {
+    std::string name;                // the pod's name for it (informational, <= 15 bytes)
+    std::array<uint8_t, 6> mac{};    // unicast, not all zero; the guest's link is found by it
+    uint32_t mtu = 0;                // 68 .. 65535
+    std::vector<IpPrefix> addresses;
+    std::vector<NetRoute> routes;
+};
+struct Network {
+    std::vector<NetInterface> interfaces;  // 1 .. kMaxNetInterfaces, MACs distinct
+};
+
 struct Attach {
     std::string container, exec;
     Stream stream = Stream::Stdout;
 };
 
 using Body = std::variant<Ping, Create, Exec, Start, Signal, State, Resize, CloseStdin, Pids, Stats, Delete,
-                          Shutdown, Attach>;
+                          Shutdown, Attach, Network>;
 
 struct Request {
     uint64_t id = 0;  // 0 for attach, which has none

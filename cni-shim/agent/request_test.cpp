@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 
 #include <sys/mount.h>
+#include <sys/socket.h>
 #include <sys/resource.h>
 
 #include <array>
@@ -299,4 +300,82 @@ TEST_CASE("not JSON, not an object, too deep, too big") {
     CHECK(decode_request(s).has_value());
     std::string big(kMaxFrame + 1, ' ');
     CHECK(decode_request(big).error().message.find("1 MiB") != std::string::npos);
+}
+
+TEST_CASE("network: the JSON guest_network_json gives decodes to binary addresses and routes") {
+    json j = {{"id", 3}, {"op", "network"},
+              {"interfaces", {{{"name", "eth0"}, {"mac", "0A:58:0a:58:00:05"}, {"mtu", 1450},
+                               {"addresses", {"10.88.0.5/24", "fd00::5/64"}},
+                               {"routes", {{{"dst", "0.0.0.0/0"}, {"via", "10.88.0.1"}}, {{"dst", "10.88.0.0/24"}},
+                                           {{"dst", "::/0"}, {"via", "fd00::1"}}}}}}}};
+    auto r = ok(j);
+    CHECK(r.id == 3);
+    const auto& n = std::get<Network>(r.body);
+    REQUIRE(n.interfaces.size() == 1);
+    const auto& i = n.interfaces[0];
+    CHECK(i.name == "eth0");
+    CHECK(i.mac == std::array<uint8_t, 6>{0x0a, 0x58, 0x0a, 0x58, 0x00, 0x05});
+    CHECK(i.mtu == 1450);
+    REQUIRE(i.addresses.size() == 2);
+    CHECK(i.addresses[0].family == AF_INET);
+    CHECK(i.addresses[0].prefix_len == 24);
+    CHECK(i.addresses[0].addr[0] == 10);
+    CHECK(i.addresses[0].addr[3] == 5);
+    CHECK(i.addresses[1].family == AF_INET6);
+    CHECK(i.addresses[1].prefix_len == 64);
+    CHECK(i.addresses[1].addr[0] == 0xfd);
+    CHECK(i.addresses[1].addr[15] == 5);
+    REQUIRE(i.routes.size() == 3);
+    CHECK(i.routes[0].dst.prefix_len == 0);
+    REQUIRE(i.routes[0].via);
+    CHECK(i.routes[0].via->addr[3] == 1);
+    CHECK_FALSE(i.routes[1].via);
+    CHECK(i.routes[1].dst.prefix_len == 24);
+    CHECK(i.routes[2].dst.family == AF_INET6);
+}
+
+TEST_CASE("network: hostile or malformed interfaces are refused by field") {
+    auto net = [](json itf) { return json{{"id", 1}, {"op", "network"}, {"interfaces", json::array({itf})}}; };
+    json good = {{"mac", "0a:58:0a:58:00:05"}, {"mtu", 1500}};
+    ok(net(good));
+    refused({{"id", 1}, {"op", "network"}}, "interfaces: missing");
+    refused({{"id", 1}, {"op", "network"}, {"interfaces", json::array()}}, "interfaces: empty");
+    json many = json::array();
+    for (int k = 0; k < 17; ++k) many.push_back(good);
+    refused({{"id", 1}, {"op", "network"}, {"interfaces", many}}, "more than 16");
+    refused({{"id", 1}, {"op", "network"}, {"interfaces", {good, good}}}, "interfaces[1].mac: given twice");
+    auto with = [&](const char* k, json v) {
+        json i = good;
+        i[k] = std::move(v);
+        return net(i);
+    };
+    refused(with("mac", "0a:58:0a:58:00"), "interfaces[0].mac");
+    refused(with("mac", "0a:58:0a:58:00:0g"), "interfaces[0].mac");
+    refused(with("mac", "0a-58-0a-58-00-05"), "interfaces[0].mac");
+    refused(with("mac", "01:00:5e:00:00:01"), "multicast");
+    refused(with("mac", "00:00:00:00:00:00"), "all-zero");
+    refused(with("mtu", 67), "interfaces[0].mtu: below 68");
+    refused(with("mtu", 65536), "interfaces[0].mtu");
+    refused(with("mtu", -1), "interfaces[0].mtu");
+    refused(with("name", "a-name-of-16-byt"), "interfaces[0].name");
+    refused(with("addresses", {"10.88.0.5"}), "interfaces[0].addresses[0]: expected ADDRESS/PREFIXLEN");
+    refused(with("addresses", {"10.88.0.5/33"}), "prefix length above 32");
+    refused(with("addresses", {"fd00::5/129"}), "prefix length above 128");
+    refused(with("addresses", {"10.88.0.5/"}), "prefix length must be a number");
+    refused(with("addresses", {"10.88.0.5/+8"}), "prefix length must be a number");
+    refused(with("addresses", {"10.88.0.5/0024"}), "prefix length must be a number");
+    refused(with("addresses", {"10.88.0.256/24"}), "not an IPv4 or IPv6 address");
+    refused(with("addresses", {"fe80::1%eth0/64"}), "not an IPv4 or IPv6 address");
+    refused(with("addresses", {std::string("10.88.0.5\0/24", 13)}), "NUL");
+    refused(with("addresses", json::array({5})), "expected a string");
+    refused(with("addresses", json(std::vector<std::string>(65, "10.0.0.1/8"))), "more than 64");
+    refused(with("routes", {{{"dst", "10.88.0.1/24"}}}), "interfaces[0].routes[0].dst: host bits set");
+    refused(with("routes", {{{"dst", "10.88.0.0/24"}, {"via", "fd00::1"}}}), "routes[0].via: not of the destination");
+    refused(with("routes", {{{"dst", "0.0.0.0/0"}, {"via", "10.88.0.1/32"}}}), "routes[0].via: not an IPv4");
+    refused(with("routes", {{{"via", "10.88.0.1"}}}), "routes[0].dst: missing");
+    refused(with("routes", {"0.0.0.0/0"}), "routes[0]: expected an object");
+    json nomac = {{"mtu", 1500}};
+    refused(net(nomac), "interfaces[0].mac: missing");
+    json nomtu = {{"mac", "0a:58:0a:58:00:05"}};
+    refused(net(nomtu), "interfaces[0].mtu: missing");
 }

@@ -23,6 +23,7 @@
 
 #include "cni-shim/proto/shim.pb.h"
 #include "cni-shim/shim/pod_key.hpp"
+#include "cni-shim/shim/pod_net.hpp"
 #include "cni-shim/shim/pod_vm.hpp"
 #include "cni-shim/shim/task_service.hpp"
 #include "cni-shim/ttrpc/server.hpp"
@@ -239,9 +240,11 @@ int do_delete(const Flags& f) {
         if (::getcwd(cwd, sizeof cwd)) bundle = cwd;
     }
     std::string group = f.id;
+    std::optional<std::string> netns;
     if (!bundle.empty()) {
         if (auto config = read_bundle_config(bundle); config) {
             if (auto m = pod_membership(*config, f.id); m) group = m->group;
+            if (auto n = spec_netns_path(*config); n) netns = *n;
         }
         // As containerd's runc shim: nothing may stay mounted on the bundle's rootfs.
         for (int i = 0; i < 8 && ::umount2((bundle + "/rootfs").c_str(), MNT_DETACH) == 0; ++i) {}
@@ -252,6 +255,9 @@ int do_delete(const Flags& f) {
     // The pod's shim still answers: it owns the VM and the other containers; leave them.
     if (!ttrpc::connect_unix(sock, std::chrono::milliseconds(500))) {
         kill_recorded_kestrel(state);
+        // The taps died with the shim's and kestrel's fds; our tc filters and qdiscs on the
+        // pod's veth did not.
+        if (netns) detach_netns(*netns);
         ::unlink(sock.c_str());
         std::error_code ec;
         std::filesystem::remove_all(state, ec);

@@ -71,7 +71,7 @@ Result<std::string> make_placeholder(const std::string& state_dir, std::uint32_t
 }  // namespace
 
 Result<std::unique_ptr<PodVm>> PodVm::boot(const PodVmConfig& cfg, const std::string& state_dir,
-                                           std::function<void(int)> on_exit) {
+                                           std::function<void(int)> on_exit, const std::vector<PodVmNet>& nets) {
     std::unique_ptr<PodVm> vm(new PodVm());
     vm->cfg_ = cfg;
     vm->state_dir_ = state_dir;
@@ -89,6 +89,12 @@ Result<std::unique_ptr<PodVm>> PodVm::boot(const PodVmConfig& cfg, const std::st
     std::string log = logs + "/kestrel.log";
     std::string console = "file:" + logs + "/console.log";
     std::vector<std::string> argv = {cfg.kestrel, "run", "--api-sock", api, "--serial", console, "--log-level", "info"};
+    // The taps go in by fd: see pod_net.hpp for why not PUT /network-interfaces.
+    for (const auto& n : nets) {
+        if (n.fd < 0) return fail("pod network {}: no tap fd", n.id);
+        argv.push_back("--net");
+        argv.push_back(fmt::format("fd={},mac={},id={}", n.fd, n.mac, n.id));
+    }
     // Everything the child needs is made before fork: the shim has threads, so the child
     // may only make async-signal-safe calls.
     std::vector<char*> av;
@@ -101,6 +107,9 @@ Result<std::unique_ptr<PodVm>> PodVm::boot(const PodVmConfig& cfg, const std::st
         int null = ::open("/dev/null", O_RDONLY);
         if (fd >= 0) { ::dup2(fd, 1); ::dup2(fd, 2); }
         if (null >= 0) ::dup2(null, 0);
+        // Only here, in the child, the taps' fds lose O_CLOEXEC (the shim's other children
+        // must not hold them: a tap lives as long as an fd to it).
+        for (const auto& n : nets) ::fcntl(n.fd, F_SETFD, 0);
         ::setsid();  // not in the shim's process group: containerd's signals are for the shim
         ::execvp(av[0], av.data());
         ::_exit(127);

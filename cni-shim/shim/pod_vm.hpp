@@ -18,6 +18,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "cni-shim/shim/pod_net.hpp"
 #include "vmm/base/error.hpp"
 
 namespace kestrel::shim {
@@ -47,9 +48,11 @@ class PodVm {
 public:
     // Starts kestrel with its files in `state_dir` (api.sock, vsock.sock, console.log,
     // kestrel.log, kestrel.pid, drives/) and boots the VM. `on_exit` runs once, on a
-    // monitor thread, when kestrel ends for whatever reason.
+    // monitor thread, when kestrel ends for whatever reason. Each of `nets` becomes a
+    // virtio-net device on its tap fd, which kestrel inherits (`--net fd=N,mac=MAC,id=ID`).
     static Result<std::unique_ptr<PodVm>> boot(const PodVmConfig& cfg, const std::string& state_dir,
-                                               std::function<void(int wait_status)> on_exit);
+                                               std::function<void(int wait_status)> on_exit,
+                                               const std::vector<PodVmNet>& nets = {});
     ~PodVm();  // kill()
 
     struct Slot {

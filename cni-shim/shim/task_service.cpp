@@ -141,15 +141,18 @@ void TaskService::register_on(ttrpc::Server& server) {
     reg("Checkpoint", [](auto&, auto) -> Reply { return status(Code::Unimplemented, "Checkpoint: not supported by the kestrel shim"); });
 }
 
-Result<void> TaskService::ensure_vm() {
+Result<void> TaskService::ensure_vm(const json& config) {
     std::lock_guard lk(vm_mu_);
     {
         std::lock_guard l2(mu_);
         if (vm_dead_) return not_allowed("the pod VM has ended");
     }
     if (vm_) return {};
-    spdlog::info("booting the pod VM (kernel {}, initrd {})", vm_cfg_.kernel, vm_cfg_.initrd);
-    auto vm = TRY(PodVm::boot(vm_cfg_, id_.state_dir, [this](int) { on_vm_exit(); }));
+    std::unique_ptr<PodNet> net;
+    if (auto netns = TRY(spec_netns_path(config))) net = TRY(PodNet::attach(*netns));
+    spdlog::info("booting the pod VM (kernel {}, initrd {}, {} NICs)", vm_cfg_.kernel, vm_cfg_.initrd,
+                 net ? net->vm_nets().size() : 0);
+    auto vm = TRY(PodVm::boot(vm_cfg_, id_.state_dir, [this](int) { on_vm_exit(); }, net ? net->vm_nets() : std::vector<PodVmNet>{}));
     // The agent listens once the guest has booted: retry the handshake until boot_timeout.
     auto until = std::chrono::steady_clock::now() + vm_cfg_.boot_timeout;
     std::string last;
@@ -177,8 +180,34 @@ Result<void> TaskService::ensure_vm() {
         }
         ::usleep(250'000);
     }
+    if (net) {
+        std::shared_ptr<AgentClient> agent;
+        {
+            std::lock_guard l2(mu_);
+            agent = agent_;
+        }
+        auto applied = agent->call(net->agent_request(), std::chrono::seconds(30));
+        if (!applied) {
+            // `vm` and `net` go out of scope: kestrel is killed, the taps and filters removed.
+            std::lock_guard l2(mu_);
+            agent_.reset();
+            return fail("the guest agent could not configure the pod network of {}: {}", net->netns(), applied.error().what());
+        }
+        spdlog::info("guest network configured: {}", net->agent_request().dump());
+        std::lock_guard nl(net_mu_);
+        net_ = std::move(net);
+    }
     vm_ = std::move(vm);
     return {};
+}
+
+void TaskService::drop_pod_network() {
+    std::unique_ptr<PodNet> net;
+    {
+        std::lock_guard nl(net_mu_);
+        net = std::move(net_);
+    }
+    net.reset();  // closes the taps and removes our filters and qdiscs (pod_net.hpp)
 }
 
 Result<std::unique_ptr<ProcessIo>> TaskService::attach_stdio(const std::string& container, const std::string& exec,
@@ -248,7 +277,7 @@ TaskService::Reply TaskService::create(std::string_view payload) {
         return status(e);
     };
 
-    if (auto r = ensure_vm(); !r) return undo(r.error());
+    if (auto r = ensure_vm(config); !r) return undo(r.error());
 
     // The rootfs: mounted on <bundle>/rootfs unless containerd gave no mounts (then the
     // bundle's root.path already holds the tree), copied into an ext4 image.
@@ -721,6 +750,7 @@ void TaskService::on_vm_exit() {
         cv_.notify_all();
     }
     for (auto& x : exits) events_->publish(topic::kExit, x);
+    drop_pod_network();  // kestrel is gone: nothing uses the taps any more
 }
 
 void TaskService::stop_vm() {
@@ -734,6 +764,7 @@ void TaskService::stop_vm() {
     if (vm_) vm_->stop(std::chrono::seconds(5));
     vm_.reset();
     agent.reset();
+    drop_pod_network();
 }
 
 }  // namespace kestrel::shim

@@ -58,7 +58,10 @@ private:
     Reply shutdown(std::string_view payload);
     Reply pause_resume(std::string_view payload, bool pause);
 
-    Result<void> ensure_vm();
+    // Boots the pod VM at the first Create, with a NIC per interface of the network
+    // namespace `config` (the sandbox's OCI spec) names.
+    Result<void> ensure_vm(const nlohmann::json& config);
+    void drop_pod_network();
     Result<std::unique_ptr<ProcessIo>> attach_stdio(const std::string& container, const std::string& exec,
                                                     const StdioPaths& paths);
     void on_agent_exit(AgentExit e);
@@ -76,6 +79,8 @@ private:
     std::mutex vm_mu_;  // VM boot and teardown
     std::unique_ptr<PodVm> vm_;
     std::shared_ptr<AgentClient> agent_;
+    std::mutex net_mu_;  // not vm_mu_: on_vm_exit drops the network from kestrel's monitor thread
+    std::unique_ptr<PodNet> net_;
 
     std::mutex mu_;  // the tables below
     std::condition_variable_any cv_;

@@ -8,12 +8,18 @@
 //  - an accepted request obeys what the executor relies on: ids valid ([A-Za-z0-9_.-]{1,128},
 //    not . or ..; exec ids may be ""), args non-empty, strings that reach syscalls without
 //    NUL, env entries NAME=VALUE, mount destinations and cwd absolute without . or ..
-//    components, signals 1..64, rootfs either a path or a /dev/ device of ext4/erofs.
+//    components, signals 1..64, rootfs either a path or a /dev/ device of ext4/erofs;
+//    `network`: 1..16 interfaces with distinct unicast non-zero MACs, MTU 68..65535, names
+//    <= 15 bytes, prefixes within their family's length, route destinations without host
+//    bits, gateways of the destination's family.
 //
 // Input: byte 0 picks the mode, the rest is read as:
 //   even  a byte stream as a connection delivers it: frames (u32 BE length + payload) until
 //         the input ends or a length is refused (the agent closes the connection there)
 //   odd   the rest is one frame's payload
+#include <sys/socket.h>
+
+#include <array>
 #include <cstdint>
 #include <cstring>
 #include <span>
@@ -64,6 +70,26 @@ void check_request(const Request& r) {
         [&](const auto& b) {
             using T = std::decay_t<decltype(b)>;
             if constexpr (std::is_same_v<T, Ping> || std::is_same_v<T, Shutdown>) {
+            } else if constexpr (std::is_same_v<T, Network>) {
+                check(!b.interfaces.empty() && b.interfaces.size() <= kMaxNetInterfaces);
+                for (size_t i = 0; i < b.interfaces.size(); ++i) {
+                    const auto& itf = b.interfaces[i];
+                    check(itf.name.size() <= 15 && no_nul(itf.name));
+                    check(!(itf.mac[0] & 1) && itf.mac != std::array<uint8_t, 6>{});
+                    for (size_t k = 0; k < i; ++k) check(b.interfaces[k].mac != itf.mac);
+                    check(itf.mtu >= 68 && itf.mtu <= 65535);
+                    check(itf.addresses.size() <= kMaxNetAddresses && itf.routes.size() <= kMaxNetRoutes);
+                    auto prefix_ok = [](const IpPrefix& p) {
+                        return (p.family == AF_INET && p.prefix_len <= 32) || (p.family == AF_INET6 && p.prefix_len <= 128);
+                    };
+                    for (const auto& a : itf.addresses) check(prefix_ok(a));
+                    for (const auto& route : itf.routes) {
+                        check(prefix_ok(route.dst));
+                        for (unsigned bit = route.dst.prefix_len; bit < (route.dst.family == AF_INET ? 32u : 128u); ++bit)
+                            check(!(route.dst.addr[bit / 8] & (0x80 >> (bit % 8))));
+                        if (route.via) check(route.via->family == route.dst.family);
+                    }
+                }
             } else {
                 check(valid_id(b.container));
                 if constexpr (std::is_same_v<T, Create>) {
