@@ -14,6 +14,7 @@
 #include "cni-shim/shim/metrics.hpp"
 #include "cni-shim/shim/pod_key.hpp"
 #include "cni-shim/shim/rootfs.hpp"
+#include "cni-shim/shim/spec_mounts.hpp"
 #include "cni-shim/ttrpc/unix_socket.hpp"
 
 namespace kestrel::shim {
@@ -224,6 +225,7 @@ TaskService::Reply TaskService::create(std::string_view payload) {
     }
     json config = TRY_RESULT(read_bundle_config(bundle));
     PodMembership m = TRY_RESULT(pod_membership(config, req.id()));
+    for (const auto& change : guest_mounts(config)) spdlog::info("container {}: {}", req.id(), change);
     if (m.group != id_.group) {
         return status(Code::InvalidArgument, fmt::format("container {} belongs to pod {}, this shim serves pod {}", req.id(), m.group, id_.group));
     }
