@@ -33,7 +33,10 @@ install -m 0755 "$nested_root/tests/cri/cri-client.py" "$out/nested/cri/cri-clie
 install -m 0644 "$stubs" "$out/nested/cri/api_pb2.py"
 (cd "$dist" && find grpc google/protobuf six.py -name __pycache__ -prune -o -print | cpio -pdm --quiet "$out$dist") ||
   nested_die "copying python modules failed"
-while read -r so; do nested_add_libraries "$out" "$so"; done < <(find "$out$dist" -name '*.so')
+# grpc imports asyncio and ctypes: the standard library's extension modules (copied by
+# `#@ l1-python` without their libraries) need theirs too (libffi for _ctypes).
+py=$(readlink -f /usr/bin/python3)
+while read -r so; do nested_add_libraries "$out" "$so"; done < <(find "$out$dist" "/usr/lib/$(basename "$py")/lib-dynload" -name '*.so')
 
 # The sandbox image (image-spec v1.0 layout, one layer holding /pause); the index entry's
 # io.containerd.image.name annotation names it for `ctr image import`.
