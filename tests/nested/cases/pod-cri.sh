@@ -102,6 +102,10 @@ cat > $d/cni/10-kestrel-cri.conflist <<JSON
             "routes": [{"dst": "0.0.0.0/0"}]}}]}
 JSON
 ip link set lo up  # the CRI plugin's streaming server listens on 127.0.0.1
+# The CRI plugin copies the node's /etc/hosts and /etc/resolv.conf into each sandbox; L1's
+# initramfs has neither.
+[ -e /etc/hosts ] || echo '127.0.0.1 localhost' > /etc/hosts
+[ -e /etc/resolv.conf ] || : > /etc/resolv.conf
 insmod /nested/pod-modules/overlay.ko || echo "pod-cri: insmod overlay failed"
 KESTREL_SHIM_LOG_DIR=$d/logs containerd --config $d/config.toml > $d/containerd.log 2>&1 &
 ctd=$!
@@ -136,7 +140,15 @@ create() {
 state() { cri RuntimeService/ContainerStatus "{\"container_id\": \"$1\"}" --get status.state; }
 wait_exited() {  # wait_exited ID: until CONTAINER_EXITED (at most 600 polls)
   i=0
-  while [ "$(state $1)" != CONTAINER_EXITED ] && [ $i -lt 600 ]; do sleep 1; i=$((i + 1)); done
+  while st=$(state $1) && [ "$st" != CONTAINER_EXITED ] && [ $i -lt 600 ]; do sleep 1; i=$((i + 1)); done
+}
+# bail WHAT: a step everything after it needs failed; the logs, then the case fails.
+bail() {
+  echo "POD-CRI-BAIL $1"
+  for f in $d/logs/*/*; do echo "== $f"; tail -n 40 "$f"; done
+  echo "== containerd.log"; grep -v 'level=info' $d/containerd.log | tail -n 40
+  kill $ctd; wait $ctd 2>/dev/null
+  exit 1
 }
 status_of() { cri RuntimeService/ContainerStatus "{\"container_id\": \"$1\"}" --get status.$2; }
 l1_boot=$(cat /proc/sys/kernel/random/boot_id)
@@ -146,6 +158,7 @@ echo "POD-CRI-L1 boot_id=$l1_boot kernel=$(uname -r)"
 t0=$(date +%s)
 pod=$(run_pod p1)
 echo "POD-CRI-POD $pod ($(( $(date +%s) - t0 )) s)"
+[ -n "$pod" ] || bail "RunPodSandbox p1"
 nested_value l1.pod.state "$(cri RuntimeService/PodSandboxStatus "{\"pod_sandbox_id\": \"$pod\"}" --get status.state)"
 cri RuntimeService/PodSandboxStatus "{\"pod_sandbox_id\": \"$pod\"}" --get status.network --get status.linux | sed 's/^/POD-CRI-POD-STATUS /'
 nested_value l1.pod.kestrels "$(procs '[/]nested/bin/kestrel')"
@@ -155,6 +168,7 @@ for b in $d/state/io.containerd.runtime.v2.task/k8s.io/$pod; do
   [ -f $b/config.json ] && /usr/bin/python3 -c 'import json,sys; print([n for n in json.load(open(sys.argv[1]))["linux"]["namespaces"]])' $b/config.json | sed 's/^/POD-CRI-SANDBOX-NAMESPACES /'
 done
 c1=$(create c1 p1 "$pod" 'echo hello from a CRI container; echo boot_id=$(cat /proc/sys/kernel/random/boot_id); echo netns=$(ls -l /proc/self/ns/net); exit 7')
+[ -n "$c1" ] || bail "CreateContainer c1"
 cri RuntimeService/StartContainer "{\"container_id\": \"$c1\"}" > /dev/null
 wait_exited "$c1"
 nested_value l1.c1.state "$(state $c1)"
@@ -171,6 +185,7 @@ cri RuntimeService/RemoveContainer "{\"container_id\": \"$c1\"}" > /dev/null  # 
 
 # 2. A second container in the pod, honouring SIGTERM; ExecSync into it.
 c2=$(create c2 p1 "$pod" 'echo c2 up; exec sleep 100000')
+[ -n "$c2" ] || bail "CreateContainer c2"
 cri RuntimeService/StartContainer "{\"container_id\": \"$c2\"}" > /dev/null
 cri RuntimeService/ExecSync "{\"container_id\": \"$c2\", \"cmd\": [\"sh\", \"-c\", \"echo exec says hi; echo boot_id=\$(cat /proc/sys/kernel/random/boot_id); echo netns=\$(ls -l /proc/self/ns/net); echo to stderr >&2; exit 3\"], \"timeout\": 300}" \
   --get exit_code --get stdout --get stderr > $d/exec.out
