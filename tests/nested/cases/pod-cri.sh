@@ -169,7 +169,7 @@ for b in $d/state/io.containerd.runtime.v2.task/k8s.io/$pod; do
 done
 c1=$(create c1 p1 "$pod" 'echo hello from a CRI container; echo boot_id=$(cat /proc/sys/kernel/random/boot_id); echo netns=$(ls -l /proc/self/ns/net); exit 7')
 [ -n "$c1" ] || bail "CreateContainer c1"
-cri RuntimeService/StartContainer "{\"container_id\": \"$c1\"}" > /dev/null
+cri RuntimeService/StartContainer "{\"container_id\": \"$c1\"}" > /dev/null || bail "StartContainer c1"
 wait_exited "$c1"
 nested_value l1.c1.state "$(state $c1)"
 nested_value l1.c1.exit_code "$(status_of $c1 exit_code)"
@@ -186,7 +186,7 @@ cri RuntimeService/RemoveContainer "{\"container_id\": \"$c1\"}" > /dev/null  # 
 # 2. A second container in the pod, honouring SIGTERM; ExecSync into it.
 c2=$(create c2 p1 "$pod" 'echo c2 up; exec sleep 100000')
 [ -n "$c2" ] || bail "CreateContainer c2"
-cri RuntimeService/StartContainer "{\"container_id\": \"$c2\"}" > /dev/null
+cri RuntimeService/StartContainer "{\"container_id\": \"$c2\"}" > /dev/null || bail "StartContainer c2"
 cri RuntimeService/ExecSync "{\"container_id\": \"$c2\", \"cmd\": [\"sh\", \"-c\", \"echo exec says hi; echo boot_id=\$(cat /proc/sys/kernel/random/boot_id); echo netns=\$(ls -l /proc/self/ns/net); echo to stderr >&2; exit 3\"], \"timeout\": 300}" \
   --get exit_code --get stdout --get stderr > $d/exec.out
 sed 's/^/POD-CRI-EXEC /' $d/exec.out
@@ -200,9 +200,11 @@ if [ -n "$n2" ] && [ "$n2" = "$n1" ]; then v=1; else v=0; fi
 nested_value l1.c2.same_netns_as_c1 "$v"
 nested_value l1.c2.kestrels "$(procs '[/]nested/bin/kestrel')"
 
-# 3. A third one ignoring SIGTERM: StopContainer's grace period ends in SIGKILL.
+# 3. A third one ignoring SIGTERM: StopContainer's grace period ends in SIGKILL. It runs
+# beside c2, from the same image (the shim's per-image cache then gives it a copy).
 c3=$(create c3 p1 "$pod" 'trap \"\" TERM; echo c3 up; while true; do sleep 1; done')
-cri RuntimeService/StartContainer "{\"container_id\": \"$c3\"}" > /dev/null
+[ -n "$c3" ] || bail "CreateContainer c3"
+cri RuntimeService/StartContainer "{\"container_id\": \"$c3\"}" > /dev/null || bail "StartContainer c3"
 t0=$(date +%s)
 cri RuntimeService/StopContainer "{\"container_id\": \"$c2\", \"timeout\": 60}" > /dev/null
 t1=$(date +%s)
