@@ -24,6 +24,7 @@ packages=(
   golang-github-gogo-protobuf-dev golang-github-gogo-googleapis-dev golang-github-containerd-ttrpc-dev
   containerd  # the nested pod cases run containerd 1.6 and ctr in L1
   libnl-route-3-dev containernetworking-plugins  # pods: netlink for cni-shim/net; the CNI bridge + host-local plugins its tests run
+  python3-grpcio python3-protobuf dpkg-dev  # CRI case: tests/cri's client (gRPC); apt-get source unpacks with dpkg-source
 )
 
 if [[ $(id -u) -ne 0 ]]; then
@@ -40,5 +41,32 @@ if [[ ${#missing[@]} -gt 0 ]]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 else
   echo "setup: all ${#packages[@]} packages already installed"
+fi
+
+# The CRI API's api.proto (tests/cri): Debian ships it only inside containerd's source
+# package (vendor/k8s.io/cri-api), so a deb-src entry, the source once into .cache, and only
+# that one file extracted from it.
+src_list=/etc/apt/sources.list.d/kestrel-src.sources
+if ! grep -qs '^Types:.*deb-src' "$src_list"; then
+  echo "setup: adding $src_list (deb-src, for containerd's source package)"
+  cat > "$src_list" <<'SRC'
+Types: deb-src
+URIs: http://deb.debian.org/debian
+Suites: bookworm
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SRC
+  apt-get update -qq
+fi
+cri_api=$root/.cache/cri-api/api.proto
+if [[ ! -s $cri_api ]]; then
+  mkdir -p "$root/.cache/containerd-src" "$(dirname "$cri_api")"
+  (cd "$root/.cache/containerd-src" && ls containerd_*.orig.tar.* >/dev/null 2>&1 ||
+     apt-get source --download-only -qq containerd) || { echo "setup: apt-get source containerd failed" >&2; exit 1; }
+  orig=$(ls "$root"/.cache/containerd-src/containerd_*.orig.tar.* | head -n 1)
+  member=$(tar -tf "$orig" | grep '/vendor/k8s.io/cri-api/pkg/apis/runtime/v1/api.proto$' | head -n 1)
+  [[ -n $member ]] || { echo "setup: no CRI api.proto in $orig" >&2; exit 1; }
+  tar -xOf "$orig" "$member" > "$cri_api.tmp" && mv "$cri_api.tmp" "$cri_api"
+  echo "setup: $cri_api (from $(basename "$orig"))"
 fi
 "$root/tools/fetch-kernel.sh"

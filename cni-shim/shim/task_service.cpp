@@ -14,6 +14,7 @@
 #include "cni-shim/shim/metrics.hpp"
 #include "cni-shim/shim/pod_key.hpp"
 #include "cni-shim/shim/rootfs.hpp"
+#include "cni-shim/shim/spec_mounts.hpp"
 #include "cni-shim/ttrpc/unix_socket.hpp"
 
 namespace kestrel::shim {
@@ -253,6 +254,7 @@ TaskService::Reply TaskService::create(std::string_view payload) {
     }
     json config = TRY_RESULT(read_bundle_config(bundle));
     PodMembership m = TRY_RESULT(pod_membership(config, req.id()));
+    for (const auto& change : guest_mounts(config)) spdlog::info("container {}: {}", req.id(), change);
     if (m.group != id_.group) {
         return status(Code::InvalidArgument, fmt::format("container {} belongs to pod {}, this shim serves pod {}", req.id(), m.group, id_.group));
     }
@@ -292,9 +294,24 @@ TaskService::Reply TaskService::create(std::string_view payload) {
     if (cacheable) {
         auto img = cached_image(*cacheable, vm_cfg_.image_cache_dir, root_dir);
         if (!img) return undo(context(img.error(), "rootfs image"));
-        spdlog::info("container {}: rootfs image {} (cached per image)", c->id, *img);
-        c->image = *img;
-        c->image_shared = true;
+        bool in_use = false;
+        {
+            std::lock_guard lk(mu_);
+            for (const auto& [other_id, other] : containers_) in_use = in_use || (other != c && other->image == *img);
+        }
+        if (!in_use) {
+            spdlog::info("container {}: rootfs image {} (cached per image)", c->id, *img);
+            c->image = *img;
+            c->image_shared = true;
+        } else {
+            // kestrel lets one image file back one drive: a second container of the image in
+            // this pod gets a copy of the cached image, removed with it.
+            c->image = fmt::format("{}/drives/{}.ext4", id_.state_dir, c->id);
+            std::error_code ec;
+            std::filesystem::copy_file(*img, c->image, std::filesystem::copy_options::overwrite_existing, ec);
+            if (ec) return undo(Error{fmt::format("copy {} to {}: {}", *img, c->image, ec.message()), ec.value()});
+            spdlog::info("container {}: rootfs image {} (a copy of {}, which another container uses)", c->id, c->image, *img);
+        }
     } else {
         auto mounted = mount_rootfs(c->rootfs, root_dir);
         if (!mounted) return undo(mounted.error());

@@ -3,7 +3,7 @@
 # Debian kernel (irqbypass, kvm, ccp if present, kvm_amd, tun, loop, fuse; bridge, veth,
 # sch_ingress, cls_u32 and act_mirred for pod networking and the migration benchmark),
 # kestrel with its shared libraries and dynamic loader (and from the same build, when built,
-# kestrel-podnet and the pod cases' files: tools/build-pod-image.sh), the L2 artefacts under /l2 (vmlinuz, vmlinux, initrd.cpio.gz) and the
+# kestrel-podnet and the pod cases' files: tools/build-pod-image.sh, tools/build-cri-files.sh), the L2 artefacts under /l2 (vmlinuz, vmlinux, initrd.cpio.gz) and the
 # case scripts under /nested/cases. /init is tools/nested/l1-init.sh.
 #
 # usage: build-l1.sh OUT.cpio[.gz] [--kestrel PATH | --no-kestrel] [--cases "NAME|PATH ..."]
@@ -64,6 +64,12 @@ if [[ -n $kestrel ]]; then
   # image): tools/build-pod-image.sh, when the shim and agent were built beside kestrel.
   if [[ -x $kbuild/cni-shim/shim/containerd-shim-kestrel-v2 && -x $nested_root/tools/build-pod-image.sh ]]; then
     "$nested_root/tools/build-pod-image.sh" "$root.pod" --build "$kbuild" >&2
+    cp -a "$root.pod/." "$root/"
+    rm -rf "$root.pod"
+  fi
+  # The CRI case's client, Python gRPC modules and sandbox image, when tests/cri was built.
+  if [[ -s $kbuild/tests/cri/api_pb2.py ]]; then
+    "$nested_root/tools/build-cri-files.sh" "$root.pod" --build "$kbuild" >&2
     cp -a "$root.pod/." "$root/"
     rm -rf "$root.pod"
   fi

@@ -1,0 +1,263 @@
+#!/bin/sh
+# Kubernetes' CRI end to end (issue 10): containerd 1.6 (Debian's) with its CRI plugin, state
+# under /tmp, runtime handler `kestrel` (io.containerd.kestrel.v2) beside runc, the CNI bridge
+# + host-local, a local sandbox (pause) image and busybox image imported with ctr (no
+# registry), driven by tests/cri/cri-client.py over /runtime.v1.RuntimeService and
+# ImageService in crictl's order: RunPodSandbox, CreateContainer, StartContainer,
+# ContainerStatus + the CRI log file, ExecSync, a second container of the same pod, StopContainer
+# (SIGTERM honoured; SIGTERM ignored -> SIGKILL after the grace period), StopPodSandbox,
+# RemovePodSandbox. Then a pod whose kestrel is SIGKILLed and one whose shim is SIGKILLed,
+# each stopped and removed through CRI. Afterwards no kestrel, shim, socket, state, mount,
+# tap/veth or netns may be left. The pod network namespace CRI makes reaches the shim only as
+# a spec path (the agent ignores it: pod networking is another branch): recorded, not judged.
+# L1 files: tools/build-pod-image.sh and tools/build-cri-files.sh (tools/nested/build-l1.sh).
+#@ timeout 1800
+#@ expect-script-rc 0
+#@ l1-python
+#@ l1-binaries /usr/bin/containerd /usr/bin/ctr /usr/sbin/mke2fs /usr/lib/cni/bridge /usr/lib/cni/host-local /usr/lib/cni/loopback /usr/sbin/runc?
+#@ expect-value l1.cri.runtime_api_version == v1
+#@ expect-value l1.cri.network_ready == true
+#@ expect-value l1.cri.pause_image_known == 1
+#@ expect-value l1.cri.busybox_image_known == 1
+#@ expect-value l1.pod.state == SANDBOX_READY
+#@ expect-value l1.pod.kestrels == 1
+#@ expect-value l1.pod.shims == 1
+#@ expect-value l1.c1.state == CONTAINER_EXITED
+#@ expect-value l1.c1.exit_code == 7
+#@ expect-value l1.c1.log_has_output == 1
+#@ expect-value l1.c1.in_vm == 1
+#@ expect-line ^POD-CRI-LOG .* stdout F hello from a CRI container$
+#@ expect-value l1.exec.exit_code == 3
+#@ expect-line ^POD-CRI-EXEC exec says hi$
+#@ expect-value l1.c2.same_vm_as_c1 == 1
+#@ expect-value l1.c2.same_netns_as_c1 == 1
+#@ expect-value l1.c2.kestrels == 1
+#@ expect-value l1.c2.exit_code == 143
+#@ expect-value l1.c3.exit_code == 137
+#@ expect-value l1.pod.removed_sandboxes == 0
+#@ expect-value l1.pod.removed_containers == 0
+#@ expect-value l1.pk.kestrel_before == 1
+#@ expect-value l1.pk.kestrel_after_kill == 0
+#@ expect-value l1.pk.stop_rc == 0
+#@ expect-value l1.pk.remove_rc == 0
+#@ expect-value l1.ps.kestrel_before == 1
+#@ expect-value l1.ps.kestrel_after_shim_kill == 0
+#@ expect-value l1.ps.stop_rc == 0
+#@ expect-value l1.ps.remove_rc == 0
+#@ expect-value l1.left.sandboxes == 0
+#@ expect-value l1.left.kestrel == 0
+#@ expect-value l1.left.shim == 0
+#@ expect-value l1.left.sockets == 0
+#@ expect-value l1.left.state == 0
+#@ expect-value l1.left.mounts == 0
+#@ expect-value l1.left.links == 0
+#@ expect-value l1.left.netns == 0
+. /nested/case-lib.sh
+export PATH=/usr/local/bin:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin
+[ -x /usr/local/bin/containerd-shim-kestrel-v2 ] || { echo "pod-cri: no shim in L1 (build it beside kestrel)"; exit 2; }
+[ -f /nested/cri/api_pb2.py ] || { echo "pod-cri: no CRI client in L1 (tools/setup.sh extracts the CRI api.proto; then ninja)"; exit 2; }
+d=/tmp/cri
+mkdir -p $d/logs $d/cni $d/podlogs
+procs() {  # number of processes whose command line matches the regex $1 (L1's busybox has no pgrep)
+  n=0
+  for f in /proc/[0-9]*/cmdline; do tr '\0' ' ' < "$f" 2>/dev/null | grep -q -- "$1" && n=$((n + 1)); done
+  echo $n
+}
+pids_of() {
+  for f in /proc/[0-9]*/cmdline; do
+    if tr '\0' ' ' < "$f" 2>/dev/null | grep -q -- "$1"; then p=${f#/proc/}; echo "${p%/cmdline}"; fi
+  done
+}
+cri() { /usr/bin/python3 /nested/cri/cri-client.py --address unix://$d/containerd.sock --timeout 900 "$@"; }
+links() { ls /sys/class/net | grep -c -E '^(veth|tap)'; }
+
+cat > $d/config.toml <<TOML
+version = 2
+root = "$d/root"
+state = "$d/state"
+[grpc]
+  address = "$d/containerd.sock"
+[ttrpc]
+  address = "$d/containerd.sock.ttrpc"
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "docker.io/kestrel/pause:test"
+  netns_mounts_under_state_dir = true
+  disable_cgroup = true
+  disable_apparmor = true
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.kestrel]
+      runtime_type = "io.containerd.kestrel.v2"
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = "$d/cni"
+TOML
+cat > $d/cni/10-kestrel-cri.conflist <<JSON
+{"cniVersion": "0.4.0", "name": "kestrel-cri", "plugins": [
+  {"type": "bridge", "bridge": "kcri0", "isGateway": true, "ipMasq": false,
+   "ipam": {"type": "host-local", "dataDir": "$d/ipam", "ranges": [[{"subnet": "10.88.7.0/24"}]],
+            "routes": [{"dst": "0.0.0.0/0"}]}}]}
+JSON
+ip link set lo up  # the CRI plugin's streaming server listens on 127.0.0.1
+# The CRI plugin copies the node's /etc/hosts and /etc/resolv.conf into each sandbox; L1's
+# initramfs has neither.
+[ -e /etc/hosts ] || echo '127.0.0.1 localhost' > /etc/hosts
+[ -e /etc/resolv.conf ] || : > /etc/resolv.conf
+insmod /nested/pod-modules/overlay.ko || echo "pod-cri: insmod overlay failed"
+KESTREL_SHIM_LOG_DIR=$d/logs containerd --config $d/config.toml > $d/containerd.log 2>&1 &
+ctd=$!
+i=0
+while [ ! -S $d/containerd.sock ] && [ $i -lt 120 ]; do sleep 1; i=$((i + 1)); done
+c="ctr -a $d/containerd.sock -n k8s.io"
+$c images import /usr/share/kestrel/busybox-oci.tar
+$c images import /usr/share/kestrel/pause-oci.tar
+
+cri RuntimeService/Version '{"version": "v1"}' | sed 's/^/POD-CRI-VERSION /'
+nested_value l1.cri.runtime_api_version "$(cri RuntimeService/Version '{}' --get runtime_api_version)"
+cri RuntimeService/Status '{}' --get status | sed 's/^/POD-CRI-STATUS /'
+nested_value l1.cri.network_ready "$(cri RuntimeService/Status '{}' --get status.conditions.1.status)"
+cri ImageService/ImageStatus '{"image": {"image": "docker.io/kestrel/pause:test"}}' --get image.id | sed 's/^/POD-CRI-PAUSE-IMAGE /'
+nested_value l1.cri.pause_image_known "$(cri ImageService/ImageStatus '{"image": {"image": "docker.io/kestrel/pause:test"}}' --get image.id | grep -c '^sha256:')"
+nested_value l1.cri.busybox_image_known "$(cri ImageService/ImageStatus '{"image": {"image": "docker.io/kestrel/busybox:test"}}' --get image.id | grep -c '^sha256:')"
+
+# pod_config NAME: a PodSandboxConfig (its log directory made here, as the kubelet does).
+pod_config() {
+  mkdir -p $d/podlogs/$1
+  echo "{\"metadata\": {\"name\": \"$1\", \"namespace\": \"default\", \"uid\": \"uid-$1\"}, \"hostname\": \"$1\", \"log_directory\": \"$d/podlogs/$1\", \"linux\": {}}"
+}
+run_pod() {  # run_pod NAME -> sandbox id
+  cri RuntimeService/RunPodSandbox "{\"config\": $(pod_config $1), \"runtime_handler\": \"kestrel\"}" --get pod_sandbox_id
+}
+# create NAME POD-NAME POD-ID SHELL-COMMAND -> container id
+create() {
+  printf '{"pod_sandbox_id": "%s", "sandbox_config": %s, "config": {"metadata": {"name": "%s"}, "image": {"image": "docker.io/kestrel/busybox:test"}, "command": ["sh", "-c", "%s"], "log_path": "%s.log", "linux": {}}}' \
+    "$3" "$(pod_config $2)" "$1" "$4" "$1" > $d/req-$1.json
+  cri RuntimeService/CreateContainer @$d/req-$1.json --get container_id
+}
+state() { cri RuntimeService/ContainerStatus "{\"container_id\": \"$1\"}" --get status.state; }
+wait_exited() {  # wait_exited ID: until CONTAINER_EXITED (at most 600 polls)
+  i=0
+  while st=$(state $1) && [ "$st" != CONTAINER_EXITED ] && [ $i -lt 600 ]; do sleep 1; i=$((i + 1)); done
+}
+# bail WHAT: a step everything after it needs failed; the logs, then the case fails.
+bail() {
+  echo "POD-CRI-BAIL $1"
+  for f in $d/logs/*/*; do echo "== $f"; tail -n 40 "$f"; done
+  echo "== containerd.log"; grep -v 'level=info' $d/containerd.log | tail -n 40
+  kill $ctd; wait $ctd 2>/dev/null
+  exit 1
+}
+status_of() { cri RuntimeService/ContainerStatus "{\"container_id\": \"$1\"}" --get status.$2; }
+l1_boot=$(cat /proc/sys/kernel/random/boot_id)
+echo "POD-CRI-L1 boot_id=$l1_boot kernel=$(uname -r)"
+
+# 1. The pod and its first container: output into the CRI log file, exit code via status.
+t0=$(date +%s)
+pod=$(run_pod p1)
+echo "POD-CRI-POD $pod ($(( $(date +%s) - t0 )) s)"
+[ -n "$pod" ] || bail "RunPodSandbox p1"
+nested_value l1.pod.state "$(cri RuntimeService/PodSandboxStatus "{\"pod_sandbox_id\": \"$pod\"}" --get status.state)"
+cri RuntimeService/PodSandboxStatus "{\"pod_sandbox_id\": \"$pod\"}" --get status.network --get status.linux | sed 's/^/POD-CRI-POD-STATUS /'
+nested_value l1.pod.kestrels "$(procs '[/]nested/bin/kestrel')"
+nested_value l1.pod.shims "$(procs '[c]ontainerd-shim-kestrel')"
+# What the shim got of the pod's network namespace (recorded, not judged).
+for b in $d/state/io.containerd.runtime.v2.task/k8s.io/$pod; do
+  [ -f $b/config.json ] && /usr/bin/python3 -c 'import json,sys; print([n for n in json.load(open(sys.argv[1]))["linux"]["namespaces"]])' $b/config.json | sed 's/^/POD-CRI-SANDBOX-NAMESPACES /'
+done
+c1=$(create c1 p1 "$pod" 'echo hello from a CRI container; echo boot_id=$(cat /proc/sys/kernel/random/boot_id); echo netns=$(ls -l /proc/self/ns/net); exit 7')
+[ -n "$c1" ] || bail "CreateContainer c1"
+cri RuntimeService/StartContainer "{\"container_id\": \"$c1\"}" > /dev/null || bail "StartContainer c1"
+wait_exited "$c1"
+nested_value l1.c1.state "$(state $c1)"
+nested_value l1.c1.exit_code "$(status_of $c1 exit_code)"
+status_of "$c1" reason | sed 's/^/POD-CRI-C1-REASON /'
+log=$(status_of "$c1" log_path)
+sed 's/^/POD-CRI-LOG /' "$log"
+nested_value l1.c1.log_has_output "$(grep -c ' stdout F hello from a CRI container$' "$log")"
+b1=$(sed -n 's/.* stdout F boot_id=//p' "$log")
+n1=$(sed -n 's/.* stdout F netns=.*\(net:\[[0-9]*\]\).*/\1/p' "$log")
+if [ -n "$b1" ] && [ "$b1" != "$l1_boot" ]; then in_vm=1; else in_vm=0; fi
+nested_value l1.c1.in_vm "$in_vm"
+cri RuntimeService/RemoveContainer "{\"container_id\": \"$c1\"}" > /dev/null  # frees its drive (4 per pod)
+
+# 2. A second container in the pod, honouring SIGTERM; ExecSync into it.
+c2=$(create c2 p1 "$pod" 'echo c2 up; exec sleep 100000')
+[ -n "$c2" ] || bail "CreateContainer c2"
+cri RuntimeService/StartContainer "{\"container_id\": \"$c2\"}" > /dev/null || bail "StartContainer c2"
+cri RuntimeService/ExecSync "{\"container_id\": \"$c2\", \"cmd\": [\"sh\", \"-c\", \"echo exec says hi; echo boot_id=\$(cat /proc/sys/kernel/random/boot_id); echo netns=\$(ls -l /proc/self/ns/net); echo to stderr >&2; exit 3\"], \"timeout\": 300}" \
+  --get exit_code --get stdout --get stderr > $d/exec.out
+sed 's/^/POD-CRI-EXEC /' $d/exec.out
+nested_value l1.exec.exit_code "$(head -n 1 $d/exec.out)"
+b2=$(sed -n 's/^boot_id=//p' $d/exec.out)
+n2=$(sed -n 's/^netns=.*\(net:\[[0-9]*\]\).*/\1/p' $d/exec.out)
+echo "POD-CRI-IDS c1 boot_id=$b1 $n1 / c2 boot_id=$b2 $n2"
+if [ -n "$b2" ] && [ "$b2" = "$b1" ]; then v=1; else v=0; fi
+nested_value l1.c2.same_vm_as_c1 "$v"
+if [ -n "$n2" ] && [ "$n2" = "$n1" ]; then v=1; else v=0; fi
+nested_value l1.c2.same_netns_as_c1 "$v"
+nested_value l1.c2.kestrels "$(procs '[/]nested/bin/kestrel')"
+
+# 3. A third one ignoring SIGTERM: StopContainer's grace period ends in SIGKILL. It runs
+# beside c2, from the same image (the shim's per-image cache then gives it a copy).
+c3=$(create c3 p1 "$pod" 'trap \"\" TERM; echo c3 up; while true; do sleep 1; done')
+[ -n "$c3" ] || bail "CreateContainer c3"
+cri RuntimeService/StartContainer "{\"container_id\": \"$c3\"}" > /dev/null || bail "StartContainer c3"
+t0=$(date +%s)
+cri RuntimeService/StopContainer "{\"container_id\": \"$c2\", \"timeout\": 60}" > /dev/null
+t1=$(date +%s)
+cri RuntimeService/StopContainer "{\"container_id\": \"$c3\", \"timeout\": 5}" > /dev/null
+t2=$(date +%s)
+nested_value l1.c2.exit_code "$(status_of $c2 exit_code)"
+nested_value l1.c2.stop_seconds "$((t1 - t0))"
+nested_value l1.c3.exit_code "$(status_of $c3 exit_code)"
+nested_value l1.c3.stop_seconds "$((t2 - t1))"
+for x in $c2 $c3; do sed 's/^/POD-CRI-LOG /' "$(status_of $x log_path)"; done
+
+cri RuntimeService/StopPodSandbox "{\"pod_sandbox_id\": \"$pod\"}" > /dev/null
+cri RuntimeService/RemovePodSandbox "{\"pod_sandbox_id\": \"$pod\"}" > /dev/null
+nested_value l1.pod.removed_sandboxes "$(cri RuntimeService/ListPodSandbox '{}' | grep -c "$pod")"
+nested_value l1.pod.removed_containers "$(cri RuntimeService/ListContainers '{}' | grep -c "$pod")"
+
+# 4. A pod whose kestrel is SIGKILLed, then one whose shim is: CRI stops and removes both,
+# and containerd's cleanup (the shim's exit path, or its `delete`) leaves no kestrel.
+pk=$(run_pod pk)
+nested_value l1.pk.kestrel_before "$(procs '[/]nested/bin/kestrel')"
+for p in $(pids_of '^[/]nested/bin/kestrel '); do echo "POD-CRI killing kestrel $p"; kill -9 "$p"; done
+sleep 2
+nested_value l1.pk.kestrel_after_kill "$(procs '[/]nested/bin/kestrel')"
+cri RuntimeService/PodSandboxStatus "{\"pod_sandbox_id\": \"$pk\"}" --get status.state | sed 's/^/POD-CRI-PK-STATE /'
+cri RuntimeService/StopPodSandbox "{\"pod_sandbox_id\": \"$pk\"}" > /dev/null
+nested_value l1.pk.stop_rc "$?"
+cri RuntimeService/RemovePodSandbox "{\"pod_sandbox_id\": \"$pk\"}" > /dev/null
+nested_value l1.pk.remove_rc "$?"
+
+ps=$(run_pod ps)
+nested_value l1.ps.kestrel_before "$(procs '[/]nested/bin/kestrel')"
+for p in $(pids_of '^[^ ]*containerd-shim-kestrel-v2 '); do echo "POD-CRI killing shim $p"; kill -9 "$p"; done
+i=0
+while [ "$(procs '[/]nested/bin/kestrel')" != 0 ] && [ $i -lt 60 ]; do sleep 1; i=$((i + 1)); done
+nested_value l1.ps.kestrel_after_shim_kill "$(procs '[/]nested/bin/kestrel')"
+cri RuntimeService/PodSandboxStatus "{\"pod_sandbox_id\": \"$ps\"}" --get status.state | sed 's/^/POD-CRI-PS-STATE /'
+cri RuntimeService/StopPodSandbox "{\"pod_sandbox_id\": \"$ps\"}" > /dev/null
+nested_value l1.ps.stop_rc "$?"
+cri RuntimeService/RemovePodSandbox "{\"pod_sandbox_id\": \"$ps\"}" > /dev/null
+nested_value l1.ps.remove_rc "$?"
+
+sleep 2
+nested_value l1.left.sandboxes "$(cri RuntimeService/ListPodSandbox '{}' | grep -c '"id"')"
+nested_value l1.left.kestrel "$(procs '[/]nested/bin/kestrel')"
+nested_value l1.left.shim "$(procs '[c]ontainerd-shim-kestrel')"
+nested_value l1.left.sockets "$(ls /run/containerd/s 2>/dev/null | grep -c kestrel)"
+nested_value l1.left.state "$(ls /run/kestrel-shim 2>/dev/null | wc -l)"
+nested_value l1.left.mounts "$(grep -c " $d/" /proc/mounts)"
+nested_value l1.left.links "$(links)"
+nested_value l1.left.netns "$(ls $d/state/io.containerd.grpc.v1.cri/netns 2>/dev/null | wc -l)"
+grep " $d/" /proc/mounts | sed 's/^/POD-CRI-LEFT-MOUNT /'
+ls /sys/class/net | sed 's/^/POD-CRI-LINK /'
+for f in $d/logs/*/*; do echo "== $f"; tail -n 30 "$f"; done
+echo "== containerd.log"; grep -v 'level=info' $d/containerd.log | tail -n 40
+kill $ctd; wait $ctd 2>/dev/null
+[ "$in_vm" = 1 ]
