@@ -23,6 +23,7 @@
 #@ expect-value l1.snapshot.rc == 0
 #@ expect-value l1.source.stopped == 1
 #@ expect-value l1.restore.vsock_reset == 1
+#@ expect-value l1.restore.guest_announced == 1
 #@ expect-value guest.restored.msg == restored-by-l1
 #@ expect-value guest.worker.pid_after == $guest.worker.pid_before
 #@ expect-value guest.worker.alive == 1
@@ -84,6 +85,8 @@ echo "NESTED-KESTREL-EXIT rc=$rc seconds=$(awk "BEGIN { printf \"%.2f\", $t1 - $
 cat "$con.2"
 cat /tmp/snap-restored.log
 nested_value l1.restore.vsock_reset "$(grep -c 'transport reset sent' /tmp/snap-restored.log)"
+# The restored guest announces itself (VIRTIO_NET_F_GUEST_ANNOUNCE): it may be on another host.
+nested_value l1.restore.guest_announced "$(grep -c "virtio-net: the guest announced itself on tap '$tap'" /tmp/snap-restored.log)"
 kill "$net_pid" 2>/dev/null
 nested_value l1.net.msg "$(cat /tmp/snap-net 2>/dev/null)"
 fsck.ext4 -fn /tmp/snap-root.img
