@@ -8,13 +8,14 @@
 # (SIGTERM honoured; SIGTERM ignored -> SIGKILL after the grace period), StopPodSandbox,
 # RemovePodSandbox. Then a pod whose kestrel is SIGKILLed and one whose shim is SIGKILLed,
 # each stopped and removed through CRI. Afterwards no kestrel, shim, socket, state, mount,
-# tap/veth or netns may be left. The pod network namespace CRI makes reaches the shim only as
-# a spec path (the agent ignores it: pod networking is another branch): recorded, not judged.
+# tap/veth or netns may be left. The pod's network: the CNI veth CRI made in the sandbox's
+# namespace is carried into the VM by the shim (tap + tc mirred, the agent sets the address):
+# L1 and a runc pod on the same bridge ping the kestrel pod's IP.
 # L1 files: tools/build-pod-image.sh and tools/build-cri-files.sh (tools/nested/build-l1.sh).
 #@ timeout 1800
 #@ expect-script-rc 0
 #@ l1-python
-#@ l1-binaries /usr/bin/containerd /usr/bin/ctr /usr/sbin/mke2fs /usr/lib/cni/bridge /usr/lib/cni/host-local /usr/lib/cni/loopback /usr/sbin/runc?
+#@ l1-binaries /usr/bin/containerd /usr/bin/ctr /usr/sbin/mke2fs /usr/lib/cni/bridge /usr/lib/cni/host-local /usr/lib/cni/loopback /usr/sbin/runc /usr/bin/containerd-shim-runc-v2
 #@ expect-value l1.cri.runtime_api_version == v1
 #@ expect-value l1.cri.network_ready == true
 #@ expect-value l1.cri.pause_image_known == 1
@@ -32,6 +33,10 @@
 #@ expect-value l1.c2.same_vm_as_c1 == 1
 #@ expect-value l1.c2.same_netns_as_c1 == 1
 #@ expect-value l1.c2.kestrels == 1
+#@ expect-value l1.net.c2_has_pod_ip == 1
+#@ expect-value l1.net.l1_ping_replies == 3
+#@ expect-value l1.net.runc_pod.state == SANDBOX_READY
+#@ expect-value l1.net.runc_ping.exit_code == 0
 #@ expect-value l1.c2.exit_code == 143
 #@ expect-value l1.c3.exit_code == 137
 #@ expect-value l1.pod.removed_sandboxes == 0
@@ -89,6 +94,9 @@ state = "$d/state"
     default_runtime_name = "runc"
     [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
       runtime_type = "io.containerd.runc.v2"
+      # L1's root is an initramfs, where pivot_root(2) is refused
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        NoPivotRoot = true
     [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.kestrel]
       runtime_type = "io.containerd.kestrel.v2"
   [plugins."io.containerd.grpc.v1.cri".cni]
@@ -107,6 +115,8 @@ ip link set lo up  # the CRI plugin's streaming server listens on 127.0.0.1
 [ -e /etc/hosts ] || echo '127.0.0.1 localhost' > /etc/hosts
 [ -e /etc/resolv.conf ] || : > /etc/resolv.conf
 insmod /nested/pod-modules/overlay.ko || echo "pod-cri: insmod overlay failed"
+# runc (the runc pod beside the kestrel one) needs a cgroup hierarchy; L1's init mounts none.
+grep -q ' /sys/fs/cgroup cgroup2 ' /proc/mounts || mount -t cgroup2 cgroup2 /sys/fs/cgroup || echo "pod-cri: cannot mount cgroup2"
 KESTREL_SHIM_LOG_DIR=$d/logs containerd --config $d/config.toml > $d/containerd.log 2>&1 &
 ctd=$!
 i=0
@@ -199,6 +209,24 @@ nested_value l1.c2.same_vm_as_c1 "$v"
 if [ -n "$n2" ] && [ "$n2" = "$n1" ]; then v=1; else v=0; fi
 nested_value l1.c2.same_netns_as_c1 "$v"
 nested_value l1.c2.kestrels "$(procs '[/]nested/bin/kestrel')"
+
+# The pod's network, through CRI: its IP (host-local's) is the VM's, L1 reaches it over the
+# bridge, and so does a runc pod on the same bridge.
+pod_ip=$(cri RuntimeService/PodSandboxStatus "{\"pod_sandbox_id\": \"$pod\"}" --get status.network.ip)
+echo "POD-CRI-POD-IP $pod_ip"
+cri RuntimeService/ExecSync "{\"container_id\": \"$c2\", \"cmd\": [\"busybox\", \"ip\", \"-4\", \"addr\"], \"timeout\": 120}" --get stdout > $d/ipaddr.out
+sed 's/^/POD-CRI-C2-ADDR /' $d/ipaddr.out
+nested_value l1.net.c2_has_pod_ip "$([ -n "$pod_ip" ] && grep -c "inet $pod_ip/" $d/ipaddr.out || echo 0)"
+nested_value l1.net.l1_ping_replies "$(ping -c 3 -W 5 "$pod_ip" | sed -n 's/.* \([0-9]*\) packets received.*/\1/p')"
+rp=$(cri RuntimeService/RunPodSandbox "{\"config\": $(pod_config r1), \"runtime_handler\": \"runc\"}" --get pod_sandbox_id)
+nested_value l1.net.runc_pod.state "$(cri RuntimeService/PodSandboxStatus "{\"pod_sandbox_id\": \"$rp\"}" --get status.state)"
+rc1=$(create rping r1 "$rp" "busybox ping -c 3 -W 5 $pod_ip")
+cri RuntimeService/StartContainer "{\"container_id\": \"$rc1\"}" > /dev/null
+wait_exited "$rc1"
+nested_value l1.net.runc_ping.exit_code "$(status_of $rc1 exit_code)"
+sed 's/^/POD-CRI-RUNC-PING /' "$(status_of $rc1 log_path)"
+cri RuntimeService/StopPodSandbox "{\"pod_sandbox_id\": \"$rp\"}" > /dev/null
+cri RuntimeService/RemovePodSandbox "{\"pod_sandbox_id\": \"$rp\"}" > /dev/null
 
 # 3. A third one ignoring SIGTERM: StopContainer's grace period ends in SIGKILL. It runs
 # beside c2, from the same image (the shim's per-image cache then gives it a copy).
