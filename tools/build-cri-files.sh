@@ -40,30 +40,12 @@ while read -r so; do nested_add_libraries "$out" "$so"; done < <(find "$out$dist
 
 # The sandbox image (image-spec v1.0 layout, one layer holding /pause); the index entry's
 # io.containerd.image.name annotation names it for `ctr image import`.
-python3 - "$pause" "$out/usr/share/kestrel/pause-oci.tar" <<'PY'
-import hashlib, io, json, sys, tarfile
-def add(tar, name, data, mode=0o644):
-    ti = tarfile.TarInfo(name); ti.size = len(data); ti.mode = mode; ti.mtime = 0
-    tar.addfile(ti, io.BytesIO(data))
-buf = io.BytesIO()
-with tarfile.open(fileobj=buf, mode='w', format=tarfile.GNU_FORMAT) as t:
-    add(t, 'pause', open(sys.argv[1], 'rb').read(), 0o755)
-layer = buf.getvalue()
-sha = lambda b: 'sha256:' + hashlib.sha256(b).hexdigest()
-config = json.dumps({'architecture': 'amd64', 'os': 'linux',
-    'config': {'Entrypoint': ['/pause'], 'WorkingDir': '/'},
-    'rootfs': {'type': 'layers', 'diff_ids': [sha(layer)]}}).encode()
-manifest = json.dumps({'schemaVersion': 2, 'mediaType': 'application/vnd.oci.image.manifest.v1+json',
-    'config': {'mediaType': 'application/vnd.oci.image.config.v1+json', 'digest': sha(config), 'size': len(config)},
-    'layers': [{'mediaType': 'application/vnd.oci.image.layer.v1.tar', 'digest': sha(layer), 'size': len(layer)}]}).encode()
-index = json.dumps({'schemaVersion': 2, 'manifests': [{'mediaType': 'application/vnd.oci.image.manifest.v1+json',
-    'digest': sha(manifest), 'size': len(manifest), 'platform': {'architecture': 'amd64', 'os': 'linux'},
-    'annotations': {'io.containerd.image.name': 'docker.io/kestrel/pause:test',
-                    'org.opencontainers.image.ref.name': 'test'}}]}).encode()
-with tarfile.open(sys.argv[2], 'w') as t:
-    add(t, 'oci-layout', b'{"imageLayoutVersion":"1.0.0"}')
-    add(t, 'index.json', index)
-    for blob in (layer, config, manifest):
-        add(t, 'blobs/sha256/' + hashlib.sha256(blob).hexdigest(), blob)
+python3 - "$pause" "$out/usr/share/kestrel/pause-oci.tar" "$nested_root/tools" <<'PY'
+import sys
+sys.path.insert(0, sys.argv[3])
+import oci_image
+oci_image.write(sys.argv[2], 'docker.io/kestrel/pause:test',
+                oci_image.layer(lambda t: oci_image.add(t, 'pause', open(sys.argv[1], 'rb').read(), 0o755)),
+                {'Entrypoint': ['/pause'], 'WorkingDir': '/'})
 PY
 echo "build-cri-files: $out ($(du -sh "$out" | cut -f1); image docker.io/kestrel/pause:test)"

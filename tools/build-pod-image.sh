@@ -41,36 +41,19 @@ JSON
 
 # The OCI image (image-spec v1.0: oci-layout, index.json, blobs/sha256/...). The index entry's
 # io.containerd.image.name annotation names the image for `ctr image import`.
-python3 - "$out/usr/share/kestrel/busybox-oci.tar" <<'PY'
-import hashlib, io, json, os, sys, tarfile, time
-def add(tar, name, data, mode=0o644):
-    ti = tarfile.TarInfo(name); ti.size = len(data); ti.mode = mode; ti.mtime = 0
-    tar.addfile(ti, io.BytesIO(data))
-layer_buf = io.BytesIO()
-with tarfile.open(fileobj=layer_buf, mode='w', format=tarfile.GNU_FORMAT) as t:
+python3 - "$out/usr/share/kestrel/busybox-oci.tar" "$nested_root/tools" <<'PY'
+import sys, tarfile
+sys.path.insert(0, sys.argv[2])
+import oci_image
+def fill(t):
     for d in ('bin', 'etc', 'proc', 'sys', 'dev', 'tmp', 'root'):
         ti = tarfile.TarInfo(d); ti.type = tarfile.DIRTYPE; ti.mode = 0o755; t.addfile(ti)
-    add(t, 'bin/busybox', open('/bin/busybox', 'rb').read(), 0o755)
+    oci_image.add(t, 'bin/busybox', open('/bin/busybox', 'rb').read(), 0o755)
     for app in ('sh', 'echo', 'cat', 'uname', 'ls', 'sleep', 'true', 'false', 'id', 'hostname', 'env', 'ps', 'mount', 'tty', 'stty', 'grep'):
         ti = tarfile.TarInfo('bin/' + app); ti.type = tarfile.SYMTYPE; ti.linkname = 'busybox'; t.addfile(ti)
-    add(t, 'etc/passwd', b'root:x:0:0:root:/root:/bin/sh\n')
-    add(t, 'etc/group', b'root:x:0:\n')
-layer = layer_buf.getvalue()
-sha = lambda b: 'sha256:' + hashlib.sha256(b).hexdigest()
-config = json.dumps({'architecture': 'amd64', 'os': 'linux',
-    'config': {'Env': ['PATH=/bin'], 'Cmd': ['sh'], 'WorkingDir': '/'},
-    'rootfs': {'type': 'layers', 'diff_ids': [sha(layer)]}}).encode()
-manifest = json.dumps({'schemaVersion': 2, 'mediaType': 'application/vnd.oci.image.manifest.v1+json',
-    'config': {'mediaType': 'application/vnd.oci.image.config.v1+json', 'digest': sha(config), 'size': len(config)},
-    'layers': [{'mediaType': 'application/vnd.oci.image.layer.v1.tar', 'digest': sha(layer), 'size': len(layer)}]}).encode()
-index = json.dumps({'schemaVersion': 2, 'manifests': [{'mediaType': 'application/vnd.oci.image.manifest.v1+json',
-    'digest': sha(manifest), 'size': len(manifest), 'platform': {'architecture': 'amd64', 'os': 'linux'},
-    'annotations': {'io.containerd.image.name': 'docker.io/kestrel/busybox:test',
-                    'org.opencontainers.image.ref.name': 'test'}}]}).encode()
-with tarfile.open(sys.argv[1], 'w') as t:
-    add(t, 'oci-layout', b'{"imageLayoutVersion":"1.0.0"}')
-    add(t, 'index.json', index)
-    for blob in (layer, config, manifest):
-        add(t, 'blobs/sha256/' + hashlib.sha256(blob).hexdigest(), blob)
+    oci_image.add(t, 'etc/passwd', b'root:x:0:0:root:/root:/bin/sh\n')
+    oci_image.add(t, 'etc/group', b'root:x:0:\n')
+oci_image.write(sys.argv[1], 'docker.io/kestrel/busybox:test', oci_image.layer(fill),
+                {'Env': ['PATH=/bin'], 'Cmd': ['sh'], 'WorkingDir': '/'})
 PY
 echo "build-pod-image: $out ($(du -sh "$out" | cut -f1); image docker.io/kestrel/busybox:test)"
