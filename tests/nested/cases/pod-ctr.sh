@@ -183,6 +183,8 @@ $c task delete pod1 | sed 's/^/POD-DELETE /'
 $c container delete pod1
 # Phase 5: the overlayfs snapshotter; the second container of an image reuses the first
 # one's rootfs image (per-image cache, keyed by the layers) instead of building it again.
+# The cache starts empty: earlier cases in this L1 (pod-cri) cached their images there too.
+rm -rf /var/lib/kestrel-shim/images
 $c images import /usr/share/kestrel/busybox-oci.tar
 for n in 1 2; do
   timeout -s KILL 150 $c run --runtime io.containerd.kestrel.v2 --rm docker.io/kestrel/busybox:test ov$n \
