@@ -111,10 +111,17 @@ def state(k):
     return k.api.get("/").json.get("state")
 
 
+# MSRs that count time, read live: between two saves of one paused VM they may only move
+# forwards. The Hyper-V pair is in KVM_GET_MSR_INDEX_LIST where KVM offers Hyper-V
+# enlightenments (seen in the nested host's KVM): HV_X64_MSR_VP_RUNTIME counts the vCPU
+# thread's run time, HV_X64_MSR_TIME_REF_COUNT the partition's reference time (100 ns units).
+TIME_MSRS = {0x10: "IA32_TSC", 0x40000010: "HV_X64_MSR_VP_RUNTIME", 0x40000020: "HV_X64_MSR_TIME_REF_COUNT"}
+
+
 def same_state(a, b):
     """What differs between two state files of one paused VM, beyond what time moves on: the
-    kvm-clock and each vCPU's IA32_TSC (0x10) are read live, so only they may differ, and
-    only forwards."""
+    kvm-clock and each vCPU's time-counting MSRs (TIME_MSRS) are read live, so only they may
+    differ, and only forwards."""
     (_, sa), (_, sb) = state_file.parse(a), state_file.parse(b)
     if [x[0] for x in sa] != [x[0] for x in sb]:
         return [f"sections {[x[0] for x in sa]} vs {[x[0] for x in sb]}"]
@@ -136,9 +143,9 @@ def same_state(a, b):
             for k, v in fa.items():
                 if k == "msrs":
                     for idx in set(v) | set(fb[k]):
-                        if idx == 0x10:
+                        if idx in TIME_MSRS:
                             if fb[k].get(idx, 0) < v.get(idx, 0):
-                                diffs.append(f"{sid}: IA32_TSC went backwards")
+                                diffs.append(f"{sid}: {TIME_MSRS[idx]} went backwards")
                         elif v.get(idx) != fb[k].get(idx):
                             diffs.append(f"{sid}: MSR {idx:#x} {v.get(idx)} vs {fb[k].get(idx)}")
                 elif not k.startswith("@") and v != fb[k]:
