@@ -125,11 +125,6 @@ Result<void> VirtioNet::activate(ActivateContext ctx) {
 }
 
 void VirtioNet::queue_notify(uint16_t index) {
-    std::shared_ptr<NetDataPath> p;
-    {
-        std::lock_guard lk(mu_);
-        p = path_;
-    }
     if (index == net::kCtrlQueue) {
         bool signal;
         VirtioInterrupt* irq = nullptr;
@@ -143,6 +138,11 @@ void VirtioNet::queue_notify(uint16_t index) {
             irq->signal_queue(net::kCtrlQueue);
         }
         return;
+    }
+    std::shared_ptr<NetDataPath> p;
+    {
+        std::lock_guard lk(mu_);
+        p = path_;
     }
     if (!p || index > net::kTxQueue) {
         log::debug("virtio-net: notify for inactive queue {}", index);
