@@ -12,7 +12,9 @@ volatile sig_atomic_t stop = 0;
 void on_stop(int) { stop = 1; }
 void on_child(int) {
     // SIGCHLD is not queued: one signal may stand for several exited children.
+    const int saved = errno;
     while (::waitpid(-1, nullptr, WNOHANG) > 0) {}
+    errno = saved;
 }
 }  // namespace
 
@@ -24,6 +26,15 @@ int main() {
     sa.sa_handler = on_child;
     sa.sa_flags = SA_NOCLDSTOP | SA_RESTART;
     ::sigaction(SIGCHLD, &sa, nullptr);
-    while (!stop) ::pause();
+    // SIGTERM/SIGINT blocked except inside sigsuspend: one arriving between the check and
+    // the wait cannot be lost (pause() there would sleep through it until the SIGKILL).
+    sigset_t stops, waiting;
+    ::sigemptyset(&stops);
+    ::sigaddset(&stops, SIGTERM);
+    ::sigaddset(&stops, SIGINT);
+    ::sigprocmask(SIG_BLOCK, &stops, &waiting);
+    ::sigdelset(&waiting, SIGTERM);
+    ::sigdelset(&waiting, SIGINT);
+    while (!stop) ::sigsuspend(&waiting);
     return 0;
 }
