@@ -81,3 +81,24 @@ nested_sha256() {
 nested_alloc_kb() {
   du -k "$1" | cut -f1
 }
+
+# start_containerd DIR: a containerd of the case's own, everything under DIR (root, state,
+# sockets, containerd.log; the shims' logs in DIR/logs), without the CRI plugin. Sets $ctd
+# to its pid and waits up to 60 s for DIR/containerd.sock.
+start_containerd() {
+  mkdir -p "$1/logs"
+  cat > "$1/config.toml" <<TOML
+version = 2
+root = "$1/root"
+state = "$1/state"
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+[grpc]
+  address = "$1/containerd.sock"
+[ttrpc]
+  address = "$1/containerd.sock.ttrpc"
+TOML
+  KESTREL_SHIM_LOG_DIR=$1/logs containerd --config "$1/config.toml" > "$1/containerd.log" 2>&1 &
+  ctd=$!
+  local i=0
+  while [ ! -S "$1/containerd.sock" ] && [ "$i" -lt 60 ]; do sleep 1; i=$((i + 1)); done
+}

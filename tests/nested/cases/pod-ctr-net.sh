@@ -94,20 +94,7 @@ nested_value l1.pod.net1_cidr "$net1_cidr"
 nested_value l1.pod.net1_mac "$($IP -n podnet1 -o link show net1 | sed -n 's/.*link\/ether \([0-9a-f:]*\) .*/\1/p')"
 
 # containerd of its own (state under $d), the image on the native snapshotter.
-cat > $d/config.toml <<TOML
-version = 2
-root = "$d/root"
-state = "$d/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
-[grpc]
-  address = "$d/containerd.sock"
-[ttrpc]
-  address = "$d/containerd.sock.ttrpc"
-TOML
-KESTREL_SHIM_LOG_DIR=$d/logs containerd --config $d/config.toml > $d/containerd.log 2>&1 &
-ctd=$!
-i=0
-while [ ! -S $d/containerd.sock ] && [ $i -lt 60 ]; do sleep 1; i=$((i + 1)); done
+start_containerd $d
 c="ctr -a $d/containerd.sock -n default"
 $c images import --snapshotter native /usr/share/kestrel/busybox-oci.tar > /dev/null
 

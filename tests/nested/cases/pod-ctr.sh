@@ -63,22 +63,9 @@ export PATH=/usr/local/bin:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin
 [ -x /usr/local/bin/containerd-shim-kestrel-v2 ] || { echo "pod-ctr: no shim in L1 (tools/nested/build-l1.sh adds it when the shim is built beside kestrel)"; exit 2; }
 d=/tmp/ctd
 mkdir -p $d/logs /etc/containerd
-cat > $d/config.toml <<TOML
-version = 2
-root = "$d/root"
-state = "$d/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
-[grpc]
-  address = "$d/containerd.sock"
-[ttrpc]
-  address = "$d/containerd.sock.ttrpc"
-TOML
 # overlayfs before containerd starts: its overlayfs snapshotter checks for it at load.
 insmod /nested/pod-modules/overlay.ko || echo "pod-ctr: insmod overlay failed"
-KESTREL_SHIM_LOG_DIR=$d/logs containerd --config $d/config.toml > $d/containerd.log 2>&1 &
-ctd=$!
-i=0
-while [ ! -S $d/containerd.sock ] && [ $i -lt 60 ]; do sleep 1; i=$((i + 1)); done
+start_containerd $d
 c="ctr -a $d/containerd.sock -n default"
 $c images import --snapshotter native /usr/share/kestrel/busybox-oci.tar
 # containerd's view of the shim's events: they must decode (envelope and type URL resolved).
