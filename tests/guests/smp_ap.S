@@ -1,9 +1,9 @@
 /* smp_ap: the boot vCPU starts the second one with the INIT-SIPI-SIPI sequence of the
- * MultiProcessor Specification 1.4, §B.4 (timing by bounded loops, no timer), through the
- * xAPIC ICR (SDM Vol. 3A §11.6.1). The AP starts in real mode at CS = vector << 8, IP = 0,
- * runs a 16-bit trampoline copied below 1 MiB that enters protected mode on this image's
- * GDT, reads its APIC ID, prints "ap-alive\n" and then raises a flag in memory. The BSP
- * polls the flag (bounded), prints "apic-ids bsp=XX ap=XX\n" and then "smp-ok\n".
+ * MultiProcessor Specification 1.4, §B.4, through the xAPIC ICR (SDM Vol. 3A §11.6.1); its
+ * delays are bounded loops. The AP starts in real mode at CS = vector << 8, IP = 0, runs a
+ * 16-bit trampoline copied below 1 MiB that enters protected mode on this image's GDT, reads
+ * its APIC ID, prints "ap-alive\n" and then raises a flag in memory. The BSP polls the flag
+ * for 2^34 TSC cycles at most, prints "apic-ids bsp=XX ap=XX\n" and then "smp-ok\n".
  * Exit 0 if BSP ID is 0 and AP ID is 1, 98 on other IDs, 99 if the AP never came up. */
 #include "guest.h"
 
@@ -14,8 +14,11 @@
 #define ICR_INIT_ALL_BUT_SELF  0x000c4500   /* shorthand 11b, level assert, INIT */
 #define ICR_SIPI_ALL_BUT_SELF  0x000c4600   /* shorthand 11b, level assert, start-up */
 #define AP_ALIVE_MAGIC   0x600dc0de
-/* ~10 s when every instruction is emulated (~1.4M/s, 3 instructions per poll). */
-#define AP_POLL_LIMIT    4000000
+/* How long the BSP waits for the AP's flag, in TSC cycles: the high word of the 64-bit count
+ * (4 << 32 = 2^34 cycles, 5 to 9 s at 2 to 3.5 GHz). A count of polls is no bound: the AP's
+ * "ap-alive" is 9 port writes, each an exit to the VMM, and in the nested test host one exit
+ * costs as much as millions of the BSP's polls. */
+#define AP_WAIT_TSC_HIGH 4
 
 	.section .text.entry, "ax"
 	.code32
@@ -45,11 +48,17 @@ pvh_entry:
 	movl	$(ICR_SIPI_ALL_BUT_SELF | SIPI_VECTOR), %eax
 	call	send_ipi               /* ignored by an AP already started by the first */
 
-	movl	$AP_POLL_LIMIT, %ecx
+	rdtsc
+	movl	%eax, %esi
+	movl	%edx, %edi
 1:	cmpl	$AP_ALIVE_MAGIC, ap_alive
 	je	ap_up
-	decl	%ecx
-	jnz	1b
+	pause
+	rdtsc
+	subl	%esi, %eax
+	sbbl	%edi, %edx
+	cmpl	$AP_WAIT_TSC_HIGH, %edx
+	jb	1b
 	movl	$msg_timeout, %esi
 	call	serial_puts
 	guest_exit EXIT_SMP_TIMEOUT
