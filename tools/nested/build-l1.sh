@@ -55,6 +55,10 @@ if [[ -n $kestrel ]]; then
   install -m 0755 "$kestrel" "$root/nested/bin/kestrel"
   nested_add_libraries "$root" "$kestrel"
   kbuild=$(cd "$(dirname "$kestrel")/.." && pwd)
+  # One VM held open for the whole L1 boot (kvm_anchor.cpp: without it L1 hangs now and then
+  # as KVM's static keys flip at each case's first VM).
+  [[ -x $kbuild/tools/kvm-anchor ]] || nested_die "no $kbuild/tools/kvm-anchor (build it: ninja -C $kbuild)"
+  install -m 0755 "$kbuild/tools/kvm-anchor" "$root/nested/bin/kvm-anchor"
   podnet=$kbuild/cni-shim/net/kestrel-podnet
   if [[ -x $podnet ]]; then
     install -m 0755 "$podnet" "$root/nested/bin/kestrel-podnet"

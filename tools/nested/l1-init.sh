@@ -43,8 +43,28 @@ while read -r m; do
     *) insmod "/lib/modules/$m" ;; esac || echo "NESTED-L1-MODULE-FAILED $m"
 done < /etc/kestrel/modules
 [ -c /dev/kvm ] || fail "/dev/kvm missing after loading kvm_amd"
+# One idle VM for the whole boot, so that the cases' VMs never flip KVM's static keys (code
+# patching that now and then hangs L1 under TCG: tools/nested/kvm_anchor.cpp).
+if [ -x /nested/bin/kvm-anchor ]; then
+  /nested/bin/kvm-anchor > /tmp/kvm-anchor.out 2>&1 &
+  for _ in 1 2 3 4 5 6 7 8 9 10; do grep -q ready /tmp/kvm-anchor.out && break; sleep 0.5; done
+  grep -q ready /tmp/kvm-anchor.out || fail "kvm-anchor: $(cat /tmp/kvm-anchor.out)"
+fi
 dmesg | grep -iE 'kvm|svm' | sed 's/^/L1-DMESG: /'
 echo "NESTED-L1-READY kvm=ok"
+
+# Heartbeat on the second serial port (run-tests: beat.N.log), apart from the case output:
+# L1's code symbols first (Debian's System.map is a stub; KASLR moves the kernel), then a line
+# every 5 s while L1's userspace runs. No line for a minute = L1 hung; run-tests then asks
+# QEMU's monitor where each vCPU is and names the functions (tools/nested/hang_diag.py).
+( exec 9>/dev/ttyS1 || exit 0   # (no second port: interactive boots)
+  awk '$2 ~ /^[tT]$/ { print "ksym", $1, $3, $4 }' /proc/kallsyms >&9
+  while :; do
+    read -r up _ < /proc/uptime
+    avail=$(awk '/^MemAvailable:/ { print $2 }' /proc/meminfo)
+    echo "beat uptime=$up memavail_kb=$avail case=$(cat /tmp/current-case 2>/dev/null)" >&9
+    sleep 5
+  done ) 2>/dev/null &
 
 # An L1 kernel that locks up (a CPU stuck in the kernel, as TCG's SVM emulation sometimes
 # leaves a kestrel vCPU thread) panics with its stack on the console, and QEMU exits at once
@@ -76,6 +96,7 @@ for name in $cases; do
   limit=$(sed -n 's/^#@ *timeout  *\([0-9][0-9]*\).*/\1/p' "$script" | head -n 1)
   limit=${limit:-300}
   echo "NESTED-CASE-BEGIN $name timeout=$limit"
+  echo "$name" > /tmp/current-case
   read -r t0 _ < /proc/uptime
   rm -f /tmp/case-timed-out
   # Own session = own process group, so the watchdog takes kestrel down with the script.
