@@ -6,6 +6,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <charconv>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -49,6 +51,8 @@ Result<PodVmConfig> load_pod_vm_config(const std::string& path) {
         }
         else if (k == "vcpus") TRY(num(c.vcpus, 1, 254));
         else if (k == "memory_mib") TRY(num(c.memory_mib, 64, 1 << 20));
+        else if (k == "max_vcpus") TRY(num(c.max_vcpus, 1, 254));
+        else if (k == "max_memory_mib") TRY(num(c.max_memory_mib, 64, 1 << 20));
         else if (k == "spare_drives") TRY(num(c.spare_drives, 1, 20));  // vda..vdt
         else if (k == "agent_port") TRY(num(c.agent_port, 1, 0xffffffffu));
         else if (k == "boot_timeout_s") {
@@ -57,7 +61,58 @@ Result<PodVmConfig> load_pod_vm_config(const std::string& path) {
             c.boot_timeout = std::chrono::seconds(s);
         } else return bad_request("{}: unknown field '{}'", path, k);
     }
+    if (c.vcpus > c.max_vcpus) return bad_request("{}: vcpus {} is above max_vcpus {}", path, c.vcpus, c.max_vcpus);
+    if (c.memory_mib > c.max_memory_mib) {
+        return bad_request("{}: memory_mib {} is above max_memory_mib {}", path, c.memory_mib, c.max_memory_mib);
+    }
     return c;
+}
+
+Result<PodVmSize> size_pod_vm(const PodVmConfig& cfg, const json& spec) {
+    PodVmSize size{cfg.vcpus, cfg.memory_mib, {}};
+    const json* ann = nullptr;
+    if (spec.is_object()) {
+        auto it = spec.find("annotations");
+        if (it != spec.end() && it->is_object()) ann = &*it;
+    }
+    // An absent annotation is 0; a present one must be a decimal integer (containerd writes
+    // strconv.FormatInt), negative allowed: the kubelet's "no quota" is -1.
+    auto value = [&](const char* key) -> Result<std::int64_t> {
+        if (!ann) return 0;
+        auto it = ann->find(key);
+        if (it == ann->end()) return 0;
+        if (!it->is_string()) return bad_request("pod annotation {}: not a string", key);
+        const auto& text = it->get_ref<const std::string&>();
+        std::int64_t v = 0;
+        auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+        if (text.empty() || ec != std::errc() || end != text.data() + text.size()) {
+            return bad_request("pod annotation {}: '{}' is not an integer", key, text.substr(0, 40));
+        }
+        return v;
+    };
+    const std::int64_t quota = TRY(value("io.kubernetes.cri.sandbox-cpu-quota"));
+    const std::int64_t period = TRY(value("io.kubernetes.cri.sandbox-cpu-period"));
+    const std::int64_t memory = TRY(value("io.kubernetes.cri.sandbox-memory"));
+    if (quota > 0 && period > 0) {
+        // ceil(quota / period) without quota + period overflowing; clamped before the sum.
+        const std::int64_t extra = std::min<std::int64_t>(quota / period + (quota % period != 0), 1 << 20);
+        const std::int64_t want = cfg.vcpus + extra;
+        size.vcpus = static_cast<std::uint32_t>(std::min<std::int64_t>(want, cfg.max_vcpus));
+        if (want > cfg.max_vcpus) {
+            size.notes.push_back(fmt::format("{} + ceil(cpu quota {} / period {}) vCPUs capped at max_vcpus {}",
+                                             cfg.vcpus, quota, period, cfg.max_vcpus));
+        }
+    }
+    if (memory > 0) {
+        const std::int64_t mib = (memory >> 20) + ((memory & ((1 << 20) - 1)) != 0);
+        const std::int64_t want = cfg.memory_mib + mib;
+        size.memory_mib = static_cast<std::uint32_t>(std::min<std::int64_t>(want, cfg.max_memory_mib));
+        if (want > cfg.max_memory_mib) {
+            size.notes.push_back(fmt::format("{} MiB (memory limit {} bytes + {} MiB) capped at max_memory_mib {}",
+                                             want, memory, cfg.memory_mib, cfg.max_memory_mib));
+        }
+    }
+    return size;
 }
 
 namespace {

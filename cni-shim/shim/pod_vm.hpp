@@ -28,8 +28,12 @@ struct PodVmConfig {
     std::string kernel = "/usr/share/kestrel/vmlinux";
     std::string initrd = "/usr/share/kestrel/pod-initrd.cpio.gz";
     std::string cmdline = "console=ttyS0 reboot=k panic=-1 quiet";
+    // The VM's size without pod resources; a pod's limits are added (size_pod_vm), up to the
+    // max_* caps.
     std::uint32_t vcpus = 1;
     std::uint32_t memory_mib = 256;
+    std::uint32_t max_vcpus = 16;
+    std::uint32_t max_memory_mib = 16384;
     std::uint32_t spare_drives = 4;  // container rootfs slots: /dev/vda.. in drive order
     std::uint32_t agent_port = 1024;
     std::chrono::seconds boot_timeout{180};
@@ -43,6 +47,21 @@ struct PodVmConfig {
 // Reads the JSON config at `path` (fields as PodVmConfig, all optional); a missing file
 // gives the defaults. Unknown fields and bad values are refused by name.
 Result<PodVmConfig> load_pod_vm_config(const std::string& path);
+
+// The pod VM's size from the sandbox's OCI spec. containerd's CRI plugin puts the pod's
+// resources (the sum of its containers' limits, which the kubelet sends since 1.23) in the
+// sandbox spec's annotations io.kubernetes.cri.sandbox-cpu-quota / -cpu-period / -memory
+// (bytes). Like Kata, the limits come on top of the configured size, which covers the guest
+// kernel and agent: vcpus + ceil(quota / period), memory_mib + ceil(memory / 1 MiB), each
+// capped at max_vcpus / max_memory_mib (said in `notes`). No annotations (ctr, a pod
+// without limits: quota -1 or 0, memory 0) leave the configured size. An annotation that is
+// not a decimal integer is refused by name.
+struct PodVmSize {
+    std::uint32_t vcpus = 0;
+    std::uint32_t memory_mib = 0;
+    std::vector<std::string> notes;  // what was capped, for the log
+};
+Result<PodVmSize> size_pod_vm(const PodVmConfig& cfg, const nlohmann::json& spec);
 
 class PodVm {
 public:

@@ -151,9 +151,15 @@ Result<void> TaskService::ensure_vm(const json& config) {
     if (vm_) return {};
     std::unique_ptr<PodNet> net;
     if (auto netns = TRY(spec_netns_path(config))) net = TRY(PodNet::attach(*netns));
-    spdlog::info("booting the pod VM (kernel {}, initrd {}, {} NICs)", vm_cfg_.kernel, vm_cfg_.initrd,
-                 net ? net->vm_nets().size() : 0);
-    auto vm = TRY(PodVm::boot(vm_cfg_, id_.state_dir, [this](int) { on_vm_exit(); }, net ? net->vm_nets() : std::vector<PodVmNet>{}));
+    // The first Create is the sandbox's: its spec carries the pod's resources.
+    PodVmConfig cfg = vm_cfg_;
+    auto size = TRY(size_pod_vm(cfg, config));
+    for (const auto& n : size.notes) spdlog::warn("pod VM size: {}", n);
+    cfg.vcpus = size.vcpus;
+    cfg.memory_mib = size.memory_mib;
+    spdlog::info("booting the pod VM (kernel {}, initrd {}, {} vCPUs, {} MiB, {} NICs)", cfg.kernel, cfg.initrd,
+                 cfg.vcpus, cfg.memory_mib, net ? net->vm_nets().size() : 0);
+    auto vm = TRY(PodVm::boot(cfg, id_.state_dir, [this](int) { on_vm_exit(); }, net ? net->vm_nets() : std::vector<PodVmNet>{}));
     // The agent listens once the guest has booted: retry the handshake until boot_timeout.
     auto until = std::chrono::steady_clock::now() + vm_cfg_.boot_timeout;
     std::string last;
