@@ -599,10 +599,12 @@ struct Agent::Impl {
         if (!m) return error(m.error());
         c->rootfs = *m;
         c->mounted = true;
+        Spec spec = r.spec;
+        if (auto ok = write_copies(c->rootfs, spec.mounts); !ok) return undo("create " + r.container + ": " + ok.error());
         if (auto ok = setup_cgroup(*c, r.spec.resources); !ok) return undo(ok.error());
         auto io = make_stdio(r.stdio);
         if (!io) return undo(io.error());
-        auto sp = spawn_init(c->rootfs.rootfs, r.spec, *io, r.stdio.terminal, c->cgroup_procs.get());
+        auto sp = spawn_init(c->rootfs.rootfs, spec, *io, r.stdio.terminal, c->cgroup_procs.get());
         if (!sp) return undo("create " + r.container + ": " + sp.error());
         auto ns = open_namespaces(sp->wait_pid);
         struct stat st {};

@@ -26,6 +26,7 @@ constexpr size_t kMaxGids = 256;        // NGROUPS is 65536, but a pod never nee
 constexpr size_t kMaxPathLen = 4095;    // PATH_MAX - 1
 constexpr size_t kMaxHostname = 64;     // HOST_NAME_MAX
 constexpr size_t kMaxPaths = 512;       // masked / readonly paths
+constexpr size_t kMaxCopiedFiles = 256; // per kestrel-copy mount
 
 std::unexpected<DecodeError> err(std::string msg) { return std::unexpected(DecodeError{std::move(msg), {}}); }
 
@@ -294,6 +295,82 @@ constexpr std::array<std::pair<std::string_view, unsigned long>, 6> kPropagation
 }};
 constexpr std::array<std::string_view, 8> kTypes{"proc", "sysfs", "tmpfs", "devpts", "mqueue", "cgroup", "cgroup2", "bind"};
 
+// RFC 4648 §4 base64, padded; anything else is refused.
+Decoded<std::string> base64_decode(std::string_view in, const std::string& path) {
+    auto value = [](char c) -> int {
+        if (c >= 'A' && c <= 'Z') return c - 'A';
+        if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+        if (c >= '0' && c <= '9') return c - '0' + 52;
+        if (c == '+') return 62;
+        if (c == '/') return 63;
+        return -1;
+    };
+    if (in.size() % 4 != 0) return err(path + ": not base64 (length not a multiple of 4)");
+    std::string out;
+    out.reserve(in.size() / 4 * 3);
+    for (size_t i = 0; i < in.size(); i += 4) {
+        const bool last = i + 4 == in.size();
+        const size_t pad = last ? (in[i + 3] == '=') + (in[i + 2] == '=' && in[i + 3] == '=') : 0;
+        uint32_t v = 0;
+        for (size_t k = 0; k < 4; ++k) {
+            const int d = k >= 4 - pad ? 0 : value(in[i + k]);
+            if (d < 0) return err(path + ": not base64");
+            v = v << 6 | static_cast<uint32_t>(d);
+        }
+        out.push_back(static_cast<char>(v >> 16));
+        if (pad < 2) out.push_back(static_cast<char>(v >> 8 & 0xff));
+        if (pad < 1) out.push_back(static_cast<char>(v & 0xff));
+    }
+    return out;
+}
+
+// A path below a copied directory: relative, components of 1-255 bytes, no . or ..
+bool valid_relative_path(std::string_view p) {
+    if (p.empty() || p.size() > kMaxPathLen || p.front() == '/') return false;
+    size_t start = 0;
+    while (start <= p.size()) {
+        size_t end = p.find('/', start);
+        if (end == std::string_view::npos) end = p.size();
+        const auto part = p.substr(start, end - start);
+        if (part.empty() || part.size() > 255 || part == "." || part == ".." || part.find('\0') != std::string_view::npos)
+            return false;
+        start = end + 1;
+    }
+    return true;
+}
+
+// "files" of a kestrel-copy mount: one entry with path "" (a file), or 1..kMaxCopiedFiles
+// entries with distinct relative paths (a directory; parents are made as needed).
+Decoded<std::vector<CopiedFile>> decode_copied_files(const json& m, const std::string& path) {
+    auto arr = opt_array(m, "files", path, kMaxCopiedFiles);
+    if (!arr) return std::unexpected(arr.error());
+    if (!*arr || (*arr)->empty()) return err(join(path, "files") + ": missing or empty");
+    std::vector<CopiedFile> out;
+    for (size_t i = 0; i < (*arr)->size(); ++i) {
+        const auto where = index(join(path, "files"), i);
+        const json& f = (**arr)[i];
+        if (!f.is_object()) return err(where + ": expected an object");
+        auto rel = need_string(f, "path", where, kMaxPathLen);
+        if (!rel) return std::unexpected(rel.error());
+        if (rel->empty() ? (*arr)->size() != 1 : !valid_relative_path(*rel))
+            return err(join(where, "path") + ": \"\" for a single file, else a relative path without . or ..");
+        auto b64 = need_string(f, "contents_base64", where, kMaxFrame);
+        if (!b64) return std::unexpected(b64.error());
+        auto contents = base64_decode(*b64, join(where, "contents_base64"));
+        if (!contents) return std::unexpected(contents.error());
+        uint32_t mode = 0644;
+        if (find(f, "mode")) {
+            auto md = need_u64(f, "mode", where, 07777);
+            if (!md) return std::unexpected(md.error());
+            mode = static_cast<uint32_t>(*md);
+        }
+        for (const auto& prev : out)
+            if (prev.path == *rel) return err(join(where, "path") + ": \"" + *rel + "\" given twice");
+        out.push_back({std::move(*rel), std::move(*contents), mode});
+    }
+    return out;
+}
+
 Decoded<Mount> decode_mount(const json& m, const std::string& path) {
     if (!m.is_object()) return err(path + ": expected an object");
     Mount out;
@@ -333,6 +410,16 @@ Decoded<Mount> decode_mount(const json& m, const std::string& path) {
         out.data += o;
     }
     if (out.data.size() > 4095) return err(join(path, "options") + ": data longer than a page");
+    if (*type == "kestrel-copy") {
+        if (!out.source.empty()) return err(join(path, "source") + ": a kestrel-copy mount has none (the agent makes it)");
+        auto files = decode_copied_files(m, path);
+        if (!files) return std::unexpected(files.error());
+        out.copy = true;
+        out.files = std::move(*files);
+        out.bind = true;
+        out.type = "bind";
+        return out;
+    }
     if (type->empty()) *type = out.bind ? "bind" : "";
     if (*type == "bind") out.bind = true;
     if (type->empty()) return err(join(path, "type") + ": missing (and no bind option)");

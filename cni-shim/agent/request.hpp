@@ -63,6 +63,14 @@ struct Process {
     bool no_new_privileges = false;
 };
 
+// One file of a "kestrel-copy" mount: `path` relative to the mount ("" when the mount is a
+// single file), contents decoded from base64.
+struct CopiedFile {
+    std::string path;
+    std::string contents;
+    uint32_t mode = 0644;
+};
+
 struct Mount {
     std::string destination;
     std::string type;  // proc sysfs tmpfs devpts mqueue cgroup cgroup2 bind
@@ -72,6 +80,11 @@ struct Mount {
     bool bind = false;
     bool recursive = false;          // rbind
     std::string data;                // the options that are not flags, comma-joined
+    // Type "kestrel-copy" (PROTOCOL.md): a host file or directory the shim sent by value.
+    // `create` writes it under <state-dir>/<C>/copies/<n>, sets `source` there and binds it
+    // like any guest path (type "bind").
+    bool copy = false;
+    std::vector<CopiedFile> files;
 };
 
 // spec.linux.resources, converted to the cgroup v2 files they are written to.

@@ -133,7 +133,7 @@ TEST_CASE("create: spec, rootfs and stdio") {
 TEST_CASE("create: device rootfs") {
     json j = create_req();
     j["rootfs"] = {{"device", "/dev/vdb"}, {"fstype", "erofs"}, {"writable_layer", true}};
-    const auto& c = std::get<Create>(ok(j).body);
+    const auto c = std::get<Create>(ok(j).body);
     CHECK(c.rootfs.device == "/dev/vdb");
     CHECK(c.rootfs.fstype == "erofs");
     CHECK(c.rootfs.writable_layer);
@@ -149,10 +149,62 @@ TEST_CASE("create: device rootfs") {
     refused(j, "rootfs.path: missing");
 }
 
+TEST_CASE("create: kestrel-copy mounts (a host file or directory sent by value)") {
+    json j = create_req();
+    j["spec"]["mounts"] = json::array({
+        {{"destination", "/etc/hosts"}, {"type", "kestrel-copy"}, {"options", {"ro"}},
+         {"files", {{{"path", ""}, {"contents_base64", "MTI3LjAuMC4xIGxvY2FsaG9zdAo="}}}}},
+        {{"destination", "/etc/cfg"}, {"type", "kestrel-copy"},
+         {"files", {{{"path", "a"}, {"contents_base64", ""}, {"mode", 0600}},
+                    {{"path", "sub/b"}, {"contents_base64", "/w=="}},
+                    {{"path", "c"}, {"contents_base64", "AAEC"}}}}}});
+    const auto c = std::get<Create>(ok(j).body);
+    REQUIRE(c.spec.mounts.size() == 2);
+    const auto& f = c.spec.mounts[0];
+    CHECK(f.copy);
+    CHECK(f.bind);
+    CHECK(f.type == "bind");
+    CHECK(f.source.empty());                 // the agent makes it at create
+    CHECK((f.flags & MS_RDONLY) != 0);
+    REQUIRE(f.files.size() == 1);
+    CHECK(f.files[0].contents == "127.0.0.1 localhost\n");
+    CHECK(f.files[0].mode == 0644);
+    const auto& d = c.spec.mounts[1];
+    REQUIRE(d.files.size() == 3);
+    CHECK(d.files[0].contents.empty());
+    CHECK(d.files[0].mode == 0600);
+    CHECK(d.files[1].path == "sub/b");
+    CHECK(d.files[1].contents == std::string("\xff"));
+    CHECK(d.files[2].contents == std::string("\x00\x01\x02", 3));
+
+    auto with = [&](json files, json extra = json::object()) {
+        json k = create_req();
+        json m = {{"destination", "/x"}, {"type", "kestrel-copy"}, {"files", std::move(files)}};
+        m.update(extra);
+        k["spec"]["mounts"] = json::array({m});
+        return k;
+    };
+    refused(with(json::array()), "spec.mounts[0].files: missing or empty");
+    refused(with({{{"path", ""}, {"contents_base64", ""}}, {{"path", "b"}, {"contents_base64", ""}}}), "files[0].path");
+    for (const char* bad : {"/abs", "../up", "a/../b", "a//b", "a/", ".", "x/."}) {
+        refused(with({{{"path", bad}, {"contents_base64", ""}}}), "files[0].path");
+    }
+    refused(with({{{"path", "a"}, {"contents_base64", ""}}, {{"path", "a"}, {"contents_base64", ""}}}), "given twice");
+    for (const char* bad : {"abc", "ab=c", "a===", "ab!=", "=AAA"}) {
+        refused(with({{{"path", "a"}, {"contents_base64", bad}}}), "files[0].contents_base64: not base64");
+    }
+    refused(with({{{"path", "a"}, {"contents_base64", ""}, {"mode", 010000}}}), "files[0].mode");
+    refused(with({{{"path", "a"}}}), "files[0].contents_base64: missing");
+    refused(with({{{"path", "a"}, {"contents_base64", ""}}}, {{"source", "/host/path"}}), "spec.mounts[0].source");
+    json many = json::array();
+    for (int i = 0; i < 257; ++i) many.push_back({{"path", "f" + std::to_string(i)}, {"contents_base64", ""}});
+    refused(with(many), "spec.mounts[0].files");
+}
+
 TEST_CASE("terminal: stderr rides on the pty") {
     json j = create_req();
     j["stdio"] = {{"stdout", true}, {"stderr", true}, {"terminal", true}};
-    const auto& c = std::get<Create>(ok(j).body);
+    const auto c = std::get<Create>(ok(j).body);
     CHECK(c.stdio.terminal);
     CHECK_FALSE(c.stdio.err);
 }

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <filesystem>
 #include <tuple>
 #include <vector>
 
@@ -408,6 +409,37 @@ Result<RootfsMounts> mount_rootfs(const std::string& state_dir, const std::strin
     return m;
 }
 
+Result<void> write_copies(const RootfsMounts& m, std::vector<Mount>& mounts) {
+    const std::string base = m.dir + "/copies";
+    size_t n = 0;
+    for (auto& mnt : mounts) {
+        if (!mnt.copy) continue;
+        if (n == 0 && ::mkdir(base.c_str(), 0700) < 0) return sys_error("mkdir " + base);
+        const std::string top = base + "/" + std::to_string(n++);
+        // One entry with path "" is a file; otherwise a directory. Each path was checked
+        // (relative, no . or ..) and every directory here is new, so nothing is followed.
+        const bool single = mnt.files.size() == 1 && mnt.files[0].path.empty();
+        if (!single && ::mkdir(top.c_str(), 0755) < 0) return sys_error("mkdir " + top);
+        for (const auto& f : mnt.files) {
+            const std::string p = single ? top : top + "/" + f.path;
+            for (size_t slash = top.size() + 1; !single && (slash = p.find('/', slash)) != std::string::npos; ++slash) {
+                if (::mkdir(p.substr(0, slash).c_str(), 0755) < 0 && errno != EEXIST) return sys_error("mkdir " + p.substr(0, slash));
+            }
+            UniqueFd fd(::open(p.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+            if (!fd) return sys_error("create " + p);
+            for (size_t off = 0; off < f.contents.size();) {
+                const ssize_t w = ::write(fd.get(), f.contents.data() + off, f.contents.size() - off);
+                if (w < 0 && errno == EINTR) continue;
+                if (w <= 0) return sys_error("write " + p);
+                off += static_cast<size_t>(w);
+            }
+            if (::fchmod(fd.get(), f.mode) < 0) return sys_error("chmod " + p);
+        }
+        mnt.source = top;
+    }
+    return {};
+}
+
 void unmount_rootfs(const RootfsMounts& m) {
     // The rootfs may carry submounts (a bind of a tree with mounts): detach takes them all.
     if (::umount2(m.rootfs.c_str(), MNT_DETACH) < 0 && errno != EINVAL && errno != ENOENT)
@@ -418,6 +450,9 @@ void unmount_rootfs(const RootfsMounts& m) {
         if (mounted && ::umount2(p.c_str(), MNT_DETACH) < 0) log("unmount " + p + ": " + std::strerror(errno));
         ::rmdir(p.c_str());
     }
+    std::error_code ec;
+    std::filesystem::remove_all(m.dir + "/copies", ec);  // write_copies' files; does not follow links
+    if (ec) log("remove " + m.dir + "/copies: " + ec.message());
     if (::rmdir(m.dir.c_str()) < 0 && errno != ENOENT) log("remove " + m.dir + ": " + std::strerror(errno));
 }
 

@@ -34,6 +34,10 @@ Result<RootfsMounts> mount_rootfs(const std::string& state_dir, const std::strin
 // Detaches every mount of the container and removes its directories (errors are logged).
 void unmount_rootfs(const RootfsMounts& m);
 
+// Writes every kestrel-copy mount's files under <m.dir>/copies/<n> and points the mount's
+// source there (a file, or a directory of them), so spawn_init binds it like a guest path.
+Result<void> write_copies(const RootfsMounts& m, std::vector<Mount>& mounts);
+
 // The agent's ends of a process's stdio (non-blocking) and the child's ends.
 struct StdioFds {
     UniqueFd in_w;       // stdin pipe, or a dup of the pty master

@@ -2,18 +2,40 @@
 // host, which the guest does not have.
 #pragma once
 
+#include <cstddef>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
 namespace kestrel::shim {
 
-// Rewrites config["mounts"] in place for the guest: a bind mount on /dev/shm (the CRI
-// plugin binds the sandbox's shm directory there) becomes a tmpfs of the container's own;
-// every other bind mount (CRI's /etc/hosts, /etc/hostname, /etc/resolv.conf, volumes) is
-// dropped until host files reach the VM. Returns one line per change, for the log. Entries
-// that are not objects are left for the agent to refuse.
+// Bounds on what a container's kestrel-copy mounts carry (the agent's create request is one
+// frame of at most 1 MiB, and base64 takes 4 bytes for 3).
+inline constexpr std::size_t kCopyBudgetBytes = 512 * 1024;  // all files of one container
+inline constexpr std::size_t kCopyMaxFiles = 256;             // per mount (the agent's limit)
+inline constexpr int kCopyMaxDepth = 8;                       // directories below a mount
+
+// Rewrites config["mounts"] in place for the guest, whose VM does not have this host's paths:
+// - a bind mount on /dev/shm (the CRI plugin binds the sandbox's shm directory there) becomes
+//   a tmpfs of the container's own;
+// - the CRI plugin's /etc/hosts, /etc/hostname and /etc/resolv.conf, and every read-only bind
+//   of a file or directory (configMap, secret, downward API, projected volumes: the kubelet
+//   mounts them read-only) are sent by value: a "kestrel-copy" mount (agent PROTOCOL.md)
+//   with the files' contents in base64, the agent writes them in the guest and binds them.
+//   A directory's regular files are copied (symlinks followed, as the kubelet's atomic
+//   writer makes them; names starting with ".." skipped: its internals), up to
+//   kCopyMaxFiles per mount, kCopyMaxDepth levels and kCopyBudgetBytes in all; an empty
+//   directory becomes an empty read-only tmpfs;
+// - every other bind (a read-write directory: emptyDir, hostPath; block devices; something
+//   over the bounds or unreadable) is dropped, with the reason: a copy would not be shared
+//   with the host or the pod's other containers.
+// Returns one line per change, for the log. Entries that are not objects are left for the
+// agent to refuse.
 std::vector<std::string> guest_mounts(nlohmann::json& config);
+
+// RFC 4648 §4 base64 with padding.
+std::string base64_encode(std::string_view data);
 
 }  // namespace kestrel::shim

@@ -1,5 +1,10 @@
 #include "cni-shim/shim/spec_mounts.hpp"
 
+#include <sys/stat.h>
+
+#include <filesystem>
+#include <fstream>
+
 #include <doctest/doctest.h>
 
 using namespace kestrel::shim;
@@ -35,4 +40,93 @@ TEST_CASE("guest_mounts leaves a spec without binds or without mounts alone") {
     json before = plain;
     CHECK(guest_mounts(plain).empty());
     CHECK(plain == before);
+}
+
+namespace {
+struct TempDir {
+    std::string path;
+    TempDir() {
+        char t[] = "/tmp/kestrel-mounts-XXXXXX";
+        REQUIRE(::mkdtemp(t) != nullptr);
+        path = t;
+    }
+    ~TempDir() { std::filesystem::remove_all(path); }
+    void write(const std::string& rel, const std::string& data, mode_t mode = 0644) const {
+        std::filesystem::create_directories(std::filesystem::path(path + "/" + rel).parent_path());
+        std::ofstream(path + "/" + rel, std::ios::binary) << data;
+        ::chmod((path + "/" + rel).c_str(), mode);
+    }
+};
+}  // namespace
+
+TEST_CASE("base64_encode: RFC 4648 test vectors") {
+    CHECK(base64_encode("") == "");
+    CHECK(base64_encode("f") == "Zg==");
+    CHECK(base64_encode("fo") == "Zm8=");
+    CHECK(base64_encode("foo") == "Zm9v");
+    CHECK(base64_encode("foobar") == "Zm9vYmFy");
+    CHECK(base64_encode(std::string("\xff\x00\x01", 3)) == "/wAB");
+}
+
+TEST_CASE("guest_mounts sends the CRI plugin's files and read-only volumes by value") {
+    TempDir t;
+    t.write("hosts", "127.0.0.1 localhost\n10.88.7.2 p1\n");
+    t.write("resolv.conf", "nameserver 10.88.7.1\n");
+    // A configMap volume as the kubelet's atomic writer lays it out.
+    t.write("cm/..2026_12_07_04_00_00.1/app.conf", "key=value\n");
+    t.write("cm/..2026_12_07_04_00_00.1/secret.bin", std::string("\x00\xff", 2), 0600);
+    std::filesystem::create_directory_symlink("..2026_12_07_04_00_00.1", t.path + "/cm/..data");
+    std::filesystem::create_symlink("..data/app.conf", t.path + "/cm/app.conf");
+    std::filesystem::create_symlink("..data/secret.bin", t.path + "/cm/secret.bin");
+    std::filesystem::create_directory(t.path + "/empty");
+    std::filesystem::create_directory(t.path + "/emptydir-vol");
+    json config = {{"mounts", json::array({
+        {{"destination", "/etc/hosts"}, {"type", "bind"}, {"source", t.path + "/hosts"}, {"options", {"rbind", "rprivate", "rw"}}},
+        {{"destination", "/etc/resolv.conf"}, {"type", "bind"}, {"source", t.path + "/resolv.conf"}, {"options", {"rbind", "ro"}}},
+        {{"destination", "/etc/cfg"}, {"type", "bind"}, {"source", t.path + "/cm"}, {"options", {"rbind", "ro"}}},
+        {{"destination", "/etc/none"}, {"type", "bind"}, {"source", t.path + "/empty"}, {"options", {"rbind", "ro"}}},
+        {{"destination", "/data"}, {"type", "bind"}, {"source", t.path + "/emptydir-vol"}, {"options", {"rbind", "rw"}}},
+        {{"destination", "/etc/gone"}, {"type", "bind"}, {"source", t.path + "/absent"}, {"options", {"rbind", "ro"}}}})}};
+    auto changes = guest_mounts(config);
+    REQUIRE(changes.size() == 6);
+    CHECK(changes[0].find("copied into the pod VM (33 bytes)") != std::string::npos);
+    CHECK(changes[2].find("(2 files, 12 bytes, read-only)") != std::string::npos);
+    CHECK(changes[4].find("dropped (read-write") != std::string::npos);
+    CHECK(changes[5].find("dropped (No such file") != std::string::npos);
+    const auto& m = config["mounts"];
+    REQUIRE(m.size() == 4);
+    CHECK(m[0]["type"] == "kestrel-copy");
+    CHECK_FALSE(m[0].contains("source"));
+    CHECK(m[0]["options"] == json({"rbind", "rprivate", "rw"}));
+    CHECK(m[0]["files"] == json::array({{{"path", ""}, {"contents_base64", base64_encode("127.0.0.1 localhost\n10.88.7.2 p1\n")}, {"mode", 0644}}}));
+    CHECK(m[1]["files"][0]["contents_base64"] == base64_encode("nameserver 10.88.7.1\n"));
+    // The directory: its files through the symlinks, the writer's "..*" entries skipped.
+    CHECK(m[2]["files"] == json::array({{{"path", "app.conf"}, {"contents_base64", base64_encode("key=value\n")}, {"mode", 0644}},
+                                        {{"path", "secret.bin"}, {"contents_base64", "AP8="}, {"mode", 0600}}}));
+    CHECK(m[3]["type"] == "tmpfs");
+    CHECK(m[3]["destination"] == "/etc/none");
+}
+
+TEST_CASE("guest_mounts keeps within its bounds and says which one a mount broke") {
+    TempDir t;
+    t.write("big", std::string(kCopyBudgetBytes - 10, 'x'));
+    t.write("small", std::string(20, 'y'));
+    for (std::size_t i = 0; i <= kCopyMaxFiles; ++i) t.write("many/f" + std::to_string(i), "");
+    std::string deep = "deep";
+    for (int i = 0; i <= kCopyMaxDepth; ++i) deep += "/d";
+    t.write(deep + "/f", "z");
+    json config = {{"mounts", json::array({
+        {{"destination", "/a"}, {"type", "bind"}, {"source", t.path + "/big"}, {"options", {"ro"}}},
+        {{"destination", "/b"}, {"type", "bind"}, {"source", t.path + "/small"}, {"options", {"ro"}}},
+        {{"destination", "/c"}, {"type", "bind"}, {"source", t.path + "/many"}, {"options", {"ro"}}},
+        {{"destination", "/d"}, {"type", "bind"}, {"source", t.path + "/deep"}, {"options", {"ro"}}},
+        {{"destination", "/e"}, {"type", "bind"}, {"source", "/dev/null"}, {"options", {"ro"}}}})}};
+    auto changes = guest_mounts(config);
+    REQUIRE(changes.size() == 5);
+    CHECK(changes[0].find("copied") != std::string::npos);
+    CHECK(changes[1].find("over the 512 KiB") != std::string::npos);   // the budget is per container
+    CHECK(changes[2].find("more than 256 files") != std::string::npos);
+    CHECK(changes[3].find("deeper than 8 directories") != std::string::npos);
+    CHECK(changes[4].find("neither a regular file nor a directory") != std::string::npos);
+    CHECK(config["mounts"].size() == 1);
 }

@@ -27,10 +27,20 @@
 #@ expect-value l1.c1.exit_code == 7
 #@ expect-value l1.c1.log_has_output == 1
 #@ expect-value l1.c1.in_vm == 1
+#@ expect-value l1.pod.vm_cpus == 2
+#@ expect-value l1.pod.vm_memtotal_kb > 327680
+#@ expect-value l1.pod.vm_memtotal_kb <= 393216
 #@ expect-line ^POD-CRI-LOG .* stdout F hello from a CRI container$
 #@ expect-value l1.exec.exit_code == 3
 #@ expect-line ^POD-CRI-EXEC exec says hi$
 #@ expect-value l1.c2.same_vm_as_c1 == 1
+#@ expect-value l1.files.hostname == p1
+#@ expect-value l1.files.resolv_nameserver == 10.88.7.1
+#@ expect-value l1.files.resolv_search == kestrel.test
+#@ expect-value l1.files.hosts_localhost == 1
+#@ expect-value l1.files.cfg == key=value
+#@ expect-value l1.files.cfg_entries == app.conf
+#@ expect-value l1.files.cfg_touch_rc != 0
 #@ expect-value l1.c2.same_netns_as_c1 == 1
 #@ expect-value l1.c2.kestrels == 1
 #@ expect-value l1.net.c2_has_pod_ip == 1
@@ -134,17 +144,26 @@ nested_value l1.cri.pause_image_known "$(cri ImageService/ImageStatus '{"image":
 nested_value l1.cri.busybox_image_known "$(cri ImageService/ImageStatus '{"image": {"image": "docker.io/kestrel/busybox:test"}}' --get image.id | grep -c '^sha256:')"
 
 # pod_config NAME: a PodSandboxConfig (its log directory made here, as the kubelet does).
+# Pod p1 has resources, the sum of its containers' limits as the kubelet (1.23+) sends them:
+# one CPU (quota 100000 / period 100000) and 128 MiB, which containerd passes to the shim as
+# sandbox annotations; its VM gets 1 + 1 vCPUs and 256 + 128 MiB (shim.json: 1, 256).
 pod_config() {
   mkdir -p $d/podlogs/$1
-  echo "{\"metadata\": {\"name\": \"$1\", \"namespace\": \"default\", \"uid\": \"uid-$1\"}, \"hostname\": \"$1\", \"log_directory\": \"$d/podlogs/$1\", \"linux\": {}}"
+  linux='{}'
+  dns=''
+  if [ "$1" = p1 ]; then
+    linux='{"resources": {"cpu_period": 100000, "cpu_quota": 100000, "memory_limit_in_bytes": 134217728}}'
+    dns=', "dns_config": {"servers": ["10.88.7.1"], "searches": ["kestrel.test"], "options": ["ndots:2"]}'
+  fi
+  echo "{\"metadata\": {\"name\": \"$1\", \"namespace\": \"default\", \"uid\": \"uid-$1\"}, \"hostname\": \"$1\", \"log_directory\": \"$d/podlogs/$1\", \"linux\": $linux$dns}"
 }
 run_pod() {  # run_pod NAME -> sandbox id
   cri RuntimeService/RunPodSandbox "{\"config\": $(pod_config $1), \"runtime_handler\": \"kestrel\"}" --get pod_sandbox_id
 }
-# create NAME POD-NAME POD-ID SHELL-COMMAND -> container id
+# create NAME POD-NAME POD-ID SHELL-COMMAND [MOUNTS-JSON] -> container id
 create() {
-  printf '{"pod_sandbox_id": "%s", "sandbox_config": %s, "config": {"metadata": {"name": "%s"}, "image": {"image": "docker.io/kestrel/busybox:test"}, "command": ["sh", "-c", "%s"], "log_path": "%s.log", "linux": {}}}' \
-    "$3" "$(pod_config $2)" "$1" "$4" "$1" > $d/req-$1.json
+  printf '{"pod_sandbox_id": "%s", "sandbox_config": %s, "config": {"metadata": {"name": "%s"}, "image": {"image": "docker.io/kestrel/busybox:test"}, "command": ["sh", "-c", "%s"], "log_path": "%s.log", "linux": {}, "mounts": %s}}' \
+    "$3" "$(pod_config $2)" "$1" "$4" "$1" "${5:-[]}" > $d/req-$1.json
   cri RuntimeService/CreateContainer @$d/req-$1.json --get container_id
 }
 state() { cri RuntimeService/ContainerStatus "{\"container_id\": \"$1\"}" --get status.state; }
@@ -177,7 +196,7 @@ nested_value l1.pod.shims "$(procs '[c]ontainerd-shim-kestrel')"
 for b in $d/state/io.containerd.runtime.v2.task/k8s.io/$pod; do
   [ -f $b/config.json ] && /usr/bin/python3 -c 'import json,sys; print([n for n in json.load(open(sys.argv[1]))["linux"]["namespaces"]])' $b/config.json | sed 's/^/POD-CRI-SANDBOX-NAMESPACES /'
 done
-c1=$(create c1 p1 "$pod" 'echo hello from a CRI container; echo boot_id=$(cat /proc/sys/kernel/random/boot_id); echo netns=$(ls -l /proc/self/ns/net); exit 7')
+c1=$(create c1 p1 "$pod" 'echo hello from a CRI container; echo boot_id=$(cat /proc/sys/kernel/random/boot_id); echo netns=$(ls -l /proc/self/ns/net); echo cpus=$(grep -c ^processor /proc/cpuinfo) $(grep MemTotal /proc/meminfo); exit 7')
 [ -n "$c1" ] || bail "CreateContainer c1"
 cri RuntimeService/StartContainer "{\"container_id\": \"$c1\"}" > /dev/null || bail "StartContainer c1"
 wait_exited "$c1"
@@ -191,10 +210,20 @@ b1=$(sed -n 's/.* stdout F boot_id=//p' "$log")
 n1=$(sed -n 's/.* stdout F netns=.*\(net:\[[0-9]*\]\).*/\1/p' "$log")
 if [ -n "$b1" ] && [ "$b1" != "$l1_boot" ]; then in_vm=1; else in_vm=0; fi
 nested_value l1.c1.in_vm "$in_vm"
+# The VM's size from the pod's resources (the container sees the guest's /proc).
+nested_value l1.pod.vm_cpus "$(sed -n 's/.* stdout F cpus=\([0-9]*\) .*/\1/p' "$log")"
+nested_value l1.pod.vm_memtotal_kb "$(sed -n 's/.* stdout F cpus=.*MemTotal: *\([0-9]*\) kB.*/\1/p' "$log")"
 cri RuntimeService/RemoveContainer "{\"container_id\": \"$c1\"}" > /dev/null  # frees its drive (4 per pod)
 
 # 2. A second container in the pod, honouring SIGTERM; ExecSync into it.
-c2=$(create c2 p1 "$pod" 'echo c2 up; exec sleep 100000')
+# c2 also gets a read-only volume laid out as the kubelet's atomic writer makes a configMap
+# (files behind ..data symlinks): host paths reach the VM by value (kestrel-copy mounts), as
+# do the CRI plugin's /etc/hostname, /etc/hosts and /etc/resolv.conf (pod p1's DNS config).
+mkdir -p $d/cfgvol/..2026_12_07.1
+echo key=value > $d/cfgvol/..2026_12_07.1/app.conf
+ln -s ..2026_12_07.1 $d/cfgvol/..data
+ln -s ..data/app.conf $d/cfgvol/app.conf
+c2=$(create c2 p1 "$pod" 'echo c2 up; exec sleep 100000' "[{\"container_path\": \"/etc/cfg\", \"host_path\": \"$d/cfgvol\", \"readonly\": true}]")
 [ -n "$c2" ] || bail "CreateContainer c2"
 cri RuntimeService/StartContainer "{\"container_id\": \"$c2\"}" > /dev/null || bail "StartContainer c2"
 cri RuntimeService/ExecSync "{\"container_id\": \"$c2\", \"cmd\": [\"sh\", \"-c\", \"echo exec says hi; echo boot_id=\$(cat /proc/sys/kernel/random/boot_id); echo netns=\$(ls -l /proc/self/ns/net); echo to stderr >&2; exit 3\"], \"timeout\": 300}" \
@@ -209,6 +238,17 @@ nested_value l1.c2.same_vm_as_c1 "$v"
 if [ -n "$n2" ] && [ "$n2" = "$n1" ]; then v=1; else v=0; fi
 nested_value l1.c2.same_netns_as_c1 "$v"
 nested_value l1.c2.kestrels "$(procs '[/]nested/bin/kestrel')"
+
+cri RuntimeService/ExecSync "{\"container_id\": \"$c2\", \"cmd\": [\"sh\", \"-c\", \"echo hostname=\$(cat /etc/hostname); sed 's/^/resolv: /' /etc/resolv.conf; sed 's/^/hosts: /' /etc/hosts; echo cfg=\$(cat /etc/cfg/app.conf); echo cfg_entries=\$(ls -A /etc/cfg); touch /etc/cfg/new 2>/dev/null; echo cfg_touch_rc=\$?\"], \"timeout\": 120}" \
+  --get stdout > $d/files.out
+sed 's/^/POD-CRI-FILES /' $d/files.out
+nested_value l1.files.hostname "$(sed -n 's/^hostname=//p' $d/files.out)"
+nested_value l1.files.resolv_nameserver "$(sed -n 's/^resolv: nameserver //p' $d/files.out)"
+nested_value l1.files.resolv_search "$(sed -n 's/^resolv: search //p' $d/files.out)"
+nested_value l1.files.hosts_localhost "$(grep -c '^hosts: 127.0.0.1 *localhost' $d/files.out)"
+nested_value l1.files.cfg "$(sed -n 's/^cfg=//p' $d/files.out)"
+nested_value l1.files.cfg_entries "$(sed -n 's/^cfg_entries=//p' $d/files.out)"
+nested_value l1.files.cfg_touch_rc "$(sed -n 's/^cfg_touch_rc=//p' $d/files.out)"
 
 # The pod's network, through CRI: its IP (host-local's) is the VM's, L1 reaches it over the
 # bridge, and so does a runc pod on the same bridge.
