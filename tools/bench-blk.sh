@@ -10,13 +10,13 @@
 # made unpinned rounds bimodal. Informational only: never a pass/fail on speed.
 #
 # usage: tools/bench-blk.sh [IMAGE (default /var/tmp/kestrel-bench-blk.img)]
-# env:   KESTREL_BUILD (default build) build dir holding devices/virtio/blk/blk-bench
+# env:   KESTREL_BUILD (default build) build dir holding devices/blk-bench
 #        SIZE_MIB (1024), SECONDS_PER_RUN (3), ROUNDS (3), MODES ("cache direct"),
 #        BENCH_CPU (nproc - 1)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${KESTREL_BUILD:-build}
-bench="$root/$build/devices/virtio/blk/blk-bench"
+bench="$root/$build/devices/blk-bench"
 image=${1:-/var/tmp/kestrel-bench-blk.img}
 size_mib=${SIZE_MIB:-1024}
 secs=${SECONDS_PER_RUN:-3}
@@ -25,7 +25,7 @@ modes=${MODES:-cache direct}
 cpu=${BENCH_CPU:-$(( $(nproc) - 1 ))}
 pin=(taskset -c "$cpu")
 
-[[ -x $bench ]] || { echo "bench-blk: $bench missing: ninja -C $build devices/virtio/blk/blk-bench" >&2; exit 1; }
+[[ -x $bench ]] || { echo "bench-blk: $bench missing: ninja -C $build devices/blk-bench" >&2; exit 1; }
 command -v fio >/dev/null || { echo "bench-blk: fio missing: apt-get install -y fio" >&2; exit 1; }
 command -v python3 >/dev/null || { echo "bench-blk: python3 missing" >&2; exit 1; }
 

@@ -26,7 +26,7 @@ starts=${STARTS:-20}
 cpu=${BENCH_CPU:-$(( $(nproc) - 1 ))}
 image=${IMAGE:-/var/tmp/kestrel-bench-metrics.img}
 pin=(taskset -c "$cpu")
-targets=(vmm/kestrel devices/virtio/blk/blk-bench devices/virtio/net/net-bench tests/guests/exit_now.elf
+targets=(vmm/kestrel devices/blk-bench devices/net-bench tests/guests/exit_now.elf
          tests/guests/pio_loop.elf)
 
 [[ -f $plain_build/build.ninja ]] || meson setup "$plain_build" -Dmetrics=false >/dev/null
@@ -102,7 +102,7 @@ for p in "4k-randread-qd1 randread 4096 1" "4k-randread-qd32 randread 4096 32" "
     order=("$build" "$plain_build")
     (( r % 2 )) && order=("$plain_build" "$build")
     for b in "${order[@]}"; do
-      v=$("${pin[@]}" "$b/devices/virtio/blk/blk-bench" "${args[@]}" | field iops)
+      v=$("${pin[@]}" "$b/devices/blk-bench" "${args[@]}" | field iops)
       if [[ $b == "$build" ]]; then with+=("$v"); else without+=("$v"); fi
     done
   done
@@ -118,7 +118,7 @@ for dir in tx rx; do
     (( r % 2 )) && order=("$plain_build" "$build")
     for b in "${order[@]}"; do
       # net-bench prints one kestrel row per round: every round counts.
-      mapfile -t v < <("${pin[@]}" "$b/devices/virtio/net/net-bench" --dir "$dir" --seconds 1 --rounds 3 \
+      mapfile -t v < <("${pin[@]}" "$b/devices/net-bench" --dir "$dir" --seconds 1 --rounds 3 \
                          --only-kestrel | awk '$1 == "kestrel" { print $3 }')
       (( ${#v[@]} > 0 )) || { echo "bench-metrics: net-bench --dir $dir printed no kestrel row" >&2; exit 1; }
       if [[ $b == "$build" ]]; then with+=("${v[@]}"); else without+=("${v[@]}"); fi

@@ -11,14 +11,14 @@
 # Needs root (network namespace + tap) and iproute2.
 #
 # usage: tools/bench-net.sh
-# env:   KESTREL_BUILD (default build) build dir holding devices/virtio/net/net-bench
+# env:   KESTREL_BUILD (default build) build dir holding devices/net-bench
 #        SECONDS_PER_RUN (1, per round), ROUNDS (5), BATCH (64: chains per notify), SIZES ("mtu tso"),
 #        DIRS ("tx rx")
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${KESTREL_BUILD:-build}
-bench="$root/$build/devices/virtio/net/net-bench"
-[[ -x $bench ]] || { echo "bench-net: $bench missing: ninja -C $build devices/virtio/net/net-bench" >&2; exit 1; }
+bench="$root/$build/devices/net-bench"
+[[ -x $bench ]] || { echo "bench-net: $bench missing: ninja -C $build devices/net-bench" >&2; exit 1; }
 [[ $(id -u) -eq 0 ]] || { echo "bench-net: run as root (network namespace, tap)" >&2; exit 1; }
 command -v ip >/dev/null || { echo "bench-net: ip (iproute2) missing" >&2; exit 1; }
 

@@ -21,10 +21,10 @@ cpu=${BENCH_CPU:-$(( $(nproc) - 1 ))}
 image=${IMAGE:-/var/tmp/kestrel-bench-filter.img}
 pin=(taskset -c "$cpu")
 wrap=$build/tools/seccomp/seccomp-exec
-blk=$build/devices/virtio/blk/blk-bench
-net=$build/devices/virtio/net/net-bench
-ninja -C "$build" tools/seccomp/seccomp-exec tools/seccomp/seccomp-syscall-cost devices/virtio/blk/blk-bench \
-  devices/virtio/net/net-bench >&2
+blk=$build/devices/blk-bench
+net=$build/devices/net-bench
+ninja -C "$build" tools/seccomp/seccomp-exec tools/seccomp/seccomp-syscall-cost devices/blk-bench \
+  devices/net-bench >&2
 
 echo "per call (seccomp-syscall-cost, CPU $cpu; 3 rounds)"
 "${pin[@]}" "$build/tools/seccomp/seccomp-syscall-cost"
