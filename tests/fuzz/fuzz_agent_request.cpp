@@ -98,7 +98,26 @@ void check_request(const Request& r) {
                     for (const auto& m : b.spec.mounts) {
                         check(clean_abs_path(m.destination) && no_nul(m.source) && no_nul(m.data));
                         check(!m.type.empty());
-                        if (m.bind) check(m.type == "bind" && !m.source.empty() && m.source[0] == '/');
+                        if (m.copy) {
+                            // kestrel-copy: no source (the agent makes it), 1..256 files; one
+                            // with path "" is a file, else distinct clean relative paths.
+                            check(m.bind && m.type == "bind" && m.source.empty());
+                            check(!m.files.empty() && m.files.size() <= 256);
+                            for (size_t i = 0; i < m.files.size(); ++i) {
+                                const auto& f = m.files[i];
+                                check(f.mode <= 07777);
+                                if (f.path.empty()) {
+                                    check(m.files.size() == 1);
+                                    continue;
+                                }
+                                check(f.path[0] != '/' && clean_abs_path("/" + f.path) && f.path.find("//") == std::string::npos &&
+                                      f.path.back() != '/');
+                                for (size_t k = 0; k < i; ++k) check(m.files[k].path != f.path);
+                            }
+                        } else {
+                            check(m.files.empty());
+                            if (m.bind) check(m.type == "bind" && !m.source.empty() && m.source[0] == '/');
+                        }
                     }
                     for (const auto& p : b.spec.masked_paths) check(clean_abs_path(p));
                     for (const auto& p : b.spec.readonly_paths) check(clean_abs_path(p));
