@@ -28,7 +28,10 @@ share=$(( total / ${#targets[@]} ))
 build=build-fuzz
 
 if [[ ! -f $build/build.ninja ]]; then
-  CXX=clang++-16 meson setup "$build" -Db_sanitize=address,undefined -Db_lundef=false >/dev/null ||
+  # Optimized as usual (-O2), with line tables only instead of full -g: crash reports keep
+  # file:line, the build is faster.
+  CXX=clang++-16 meson setup "$build" -Ddebug=false -Dcpp_args=-gline-tables-only \
+    -Db_sanitize=address,undefined -Db_lundef=false >/dev/null ||
     { echo "fuzz: meson setup $build failed"; exit 1; }
 fi
 if ! ninja -C "$build" "${targets[@]/#/tests/fuzz/}"; then
