@@ -74,6 +74,10 @@ echo 1 > /proc/sys/kernel/softlockup_panic
 # RCU's stall detector, run from another CPU, panics L1 then. (It did not fire in the L1 hangs
 # seen during the kvm suite, QEMU spinning on both host cores: cause still unknown.)
 echo 1 > /proc/sys/kernel/panic_on_rcu_stall
+# The console shows only emergencies (dmesg -n 1 below), so an RCU stall's report, with the
+# stalled CPU's stack, would never reach the serial log: at a panic, replay the kernel's
+# whole log buffer to the console (panic_print bit 5) after the panic's own lines.
+echo 32 > /proc/sys/kernel/panic_print 2>/dev/null
 
 mode=tests
 cases=$(cat /nested/cases.list)
