@@ -74,6 +74,10 @@ bool collect_dir(const std::string& dir, const std::string& rel, int depth, nloh
     std::error_code ec;
     std::vector<std::string> names;
     for (auto it = std::filesystem::directory_iterator(dir, ec); !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
+        if (names.size() == 4 * kCopyMaxFiles) {  // a huge directory is not listed to its end
+            why = fmt::format("{}: more than {} entries", dir, names.size());
+            return false;
+        }
         names.push_back(it->path().filename().string());
     }
     if (ec) {
@@ -96,6 +100,11 @@ bool collect_dir(const std::string& dir, const std::string& rel, int depth, nloh
             }
             if (!collect_dir(path, r, depth + 1, files, budget, why)) return false;
             continue;
+        }
+        // Never opened unless regular: opening a device node can act (a watchdog arms).
+        if (!S_ISREG(st.st_mode)) {
+            why = path + ": neither a regular file nor a directory";
+            return false;
         }
         if (files.size() >= kCopyMaxFiles) {
             why = fmt::format("{}: more than {} files", dir, kCopyMaxFiles);

@@ -112,6 +112,8 @@ TEST_CASE("guest_mounts keeps within its bounds and says which one a mount broke
     t.write("big", std::string(kCopyBudgetBytes - 10, 'x'));
     t.write("small", std::string(20, 'y'));
     for (std::size_t i = 0; i <= kCopyMaxFiles; ++i) t.write("many/f" + std::to_string(i), "");
+    std::filesystem::create_directory(t.path + "/devs");
+    std::filesystem::create_symlink("/dev/null", t.path + "/devs/null");
     std::string deep = "deep";
     for (int i = 0; i <= kCopyMaxDepth; ++i) deep += "/d";
     t.write(deep + "/f", "z");
@@ -120,13 +122,15 @@ TEST_CASE("guest_mounts keeps within its bounds and says which one a mount broke
         {{"destination", "/b"}, {"type", "bind"}, {"source", t.path + "/small"}, {"options", {"ro"}}},
         {{"destination", "/c"}, {"type", "bind"}, {"source", t.path + "/many"}, {"options", {"ro"}}},
         {{"destination", "/d"}, {"type", "bind"}, {"source", t.path + "/deep"}, {"options", {"ro"}}},
-        {{"destination", "/e"}, {"type", "bind"}, {"source", "/dev/null"}, {"options", {"ro"}}}})}};
+        {{"destination", "/e"}, {"type", "bind"}, {"source", "/dev/null"}, {"options", {"ro"}}},
+        {{"destination", "/f"}, {"type", "bind"}, {"source", t.path + "/devs"}, {"options", {"ro"}}}})}};
     auto changes = guest_mounts(config);
-    REQUIRE(changes.size() == 5);
+    REQUIRE(changes.size() == 6);
     CHECK(changes[0].find("copied") != std::string::npos);
     CHECK(changes[1].find("over the 512 KiB") != std::string::npos);   // the budget is per container
     CHECK(changes[2].find("more than 256 files") != std::string::npos);
     CHECK(changes[3].find("deeper than 8 directories") != std::string::npos);
     CHECK(changes[4].find("neither a regular file nor a directory") != std::string::npos);
+    CHECK(changes[5].find("devs/null: neither a regular file nor a directory") != std::string::npos);
     CHECK(config["mounts"].size() == 1);
 }
