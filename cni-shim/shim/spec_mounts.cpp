@@ -159,24 +159,23 @@ std::vector<std::string> guest_mounts(nlohmann::json& config) {
             why = "read-write: a copy would not be shared with the host or the pod's other containers";
         } else if (::stat(src.c_str(), &st) < 0) {
             why = std::strerror(errno);
-        } else if (S_ISREG(st.st_mode)) {
-            if (auto data = read_small(src, budget, why)) {
-                nlohmann::json copy = m;
-                copy["type"] = "kestrel-copy";
-                copy.erase("source");
-                copy["files"] = nlohmann::json::array({{{"path", ""}, {"contents_base64", base64_encode(*data)}, {"mode", st.st_mode & 07777}}});
-                kept.push_back(std::move(copy));
-                changes.push_back(fmt::format("bind mount {} on {}: copied into the pod VM ({} bytes{})", src, dst, data->size(),
-                                              read_only ? ", read-only" : ""));
-                continue;
-            }
-        } else if (S_ISDIR(st.st_mode)) {
+        } else if (S_ISREG(st.st_mode) || S_ISDIR(st.st_mode)) {
+            // A file is one entry with path ""; a directory, its regular files below it.
             const std::size_t before = budget;
             nlohmann::json files = nlohmann::json::array();
-            if (collect_dir(src, "", 0, files, budget, why)) {
+            bool ok = true;
+            if (S_ISDIR(st.st_mode)) {
+                ok = collect_dir(src, "", 0, files, budget, why);
+            } else if (auto data = read_small(src, budget, why)) {
+                files.push_back({{"path", ""}, {"contents_base64", base64_encode(*data)}, {"mode", st.st_mode & 07777}});
+            } else {
+                ok = false;
+            }
+            if (ok) {
+                const std::size_t n = files.size();
                 nlohmann::json copy = m;
                 copy.erase("source");
-                if (files.empty()) {
+                if (n == 0) {  // an empty directory
                     copy["type"] = "tmpfs";
                     copy["source"] = "tmpfs";
                     copy["options"] = {"ro", "nosuid", "nodev", "noexec", "mode=0755", "size=4k"};
@@ -184,9 +183,9 @@ std::vector<std::string> guest_mounts(nlohmann::json& config) {
                     copy["type"] = "kestrel-copy";
                     copy["files"] = std::move(files);
                 }
-                changes.push_back(fmt::format("bind mount {} on {}: copied into the pod VM ({} files, {} bytes, read-only)",
-                                              src, dst, copy.contains("files") ? copy["files"].size() : 0, before - budget));
                 kept.push_back(std::move(copy));
+                changes.push_back(fmt::format("bind mount {} on {}: copied into the pod VM ({} file{}, {} bytes{})", src, dst, n,
+                                              n == 1 ? "" : "s", before - budget, read_only ? ", read-only" : ""));
                 continue;
             }
             budget = before;

@@ -89,7 +89,7 @@ TEST_CASE("guest_mounts sends the CRI plugin's files and read-only volumes by va
         {{"destination", "/etc/gone"}, {"type", "bind"}, {"source", t.path + "/absent"}, {"options", {"rbind", "ro"}}}})}};
     auto changes = guest_mounts(config);
     REQUIRE(changes.size() == 6);
-    CHECK(changes[0].find("copied into the pod VM (33 bytes)") != std::string::npos);
+    CHECK(changes[0].find("copied into the pod VM (1 file, 33 bytes)") != std::string::npos);
     CHECK(changes[2].find("(2 files, 12 bytes, read-only)") != std::string::npos);
     CHECK(changes[4].find("dropped (read-write") != std::string::npos);
     CHECK(changes[5].find("dropped (No such file") != std::string::npos);
