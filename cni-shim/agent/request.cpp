@@ -160,19 +160,26 @@ Decoded<std::string> exec_id(const json& o, bool required) {
     return s;
 }
 
+// Each '/'-separated component of `p`: never . or .., at most NAME_MAX bytes, empty only
+// when `allow_empty` (an absolute path's leading "/", a doubled or trailing slash).
+bool clean_components(std::string_view p, bool allow_empty) {
+    size_t start = 0;
+    while (start <= p.size()) {
+        size_t end = p.find('/', start);
+        if (end == std::string_view::npos) end = p.size();
+        const auto part = p.substr(start, end - start);
+        if (part == "." || part == ".." || part.size() > 255 || (part.empty() && !allow_empty)) return false;
+        start = end + 1;
+    }
+    return true;
+}
+
 // An absolute path without "." / ".." components: it is joined under a container's root.
 Decoded<std::string> abs_path(const json& v, const std::string& path) {
     auto s = string_at(v, path, kMaxPathLen, false);
     if (!s) return s;
     if ((*s)[0] != '/') return err(path + ": must be an absolute path");
-    size_t start = 0;
-    while (start <= s->size()) {
-        size_t end = s->find('/', start);
-        if (end == std::string::npos) end = s->size();
-        const std::string_view part(s->data() + start, end - start);
-        if (part == "." || part == "..") return err(path + ": must not contain . or .. components");
-        start = end + 1;
-    }
+    if (!clean_components(*s, true)) return err(path + ": must not contain . or .. components (or one over 255 bytes)");
     return s;
 }
 
@@ -324,21 +331,6 @@ Decoded<std::string> base64_decode(std::string_view in, const std::string& path)
     return out;
 }
 
-// A path below a copied directory: relative, components of 1-255 bytes, no . or ..
-bool valid_relative_path(std::string_view p) {
-    if (p.empty() || p.size() > kMaxPathLen || p.front() == '/') return false;
-    size_t start = 0;
-    while (start <= p.size()) {
-        size_t end = p.find('/', start);
-        if (end == std::string_view::npos) end = p.size();
-        const auto part = p.substr(start, end - start);
-        if (part.empty() || part.size() > 255 || part == "." || part == ".." || part.find('\0') != std::string_view::npos)
-            return false;
-        start = end + 1;
-    }
-    return true;
-}
-
 // "files" of a kestrel-copy mount: one entry with path "" (a file), or 1..kMaxCopiedFiles
 // entries with distinct relative paths (a directory; parents are made as needed).
 Decoded<std::vector<CopiedFile>> decode_copied_files(const json& m, const std::string& path) {
@@ -352,7 +344,9 @@ Decoded<std::vector<CopiedFile>> decode_copied_files(const json& m, const std::s
         if (!f.is_object()) return err(where + ": expected an object");
         auto rel = need_string(f, "path", where, kMaxPathLen);
         if (!rel) return std::unexpected(rel.error());
-        if (rel->empty() ? (*arr)->size() != 1 : !valid_relative_path(*rel))
+        // A directory's entry: relative, components of 1-255 bytes, no . or .. (string_at
+        // already refused NULs and kept it under PATH_MAX).
+        if (rel->empty() ? (*arr)->size() != 1 : !clean_components(*rel, false))
             return err(join(where, "path") + ": \"\" for a single file, else a relative path without . or ..");
         auto b64 = need_string(f, "contents_base64", where, kMaxFrame);
         if (!b64) return std::unexpected(b64.error());
