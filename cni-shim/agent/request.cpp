@@ -579,6 +579,13 @@ Decoded<Rootfs> decode_rootfs(const json& o) {
     auto wl = opt_bool(j, "writable_layer", "rootfs");
     if (!wl) return std::unexpected(wl.error());
     out.writable_layer = *wl;
+    if (const json* sz = find(j, "size")) {
+        // a multiple of the 512-byte sector the guest reports sizes in, at most 1 PiB
+        auto n = u64_at(*sz, "rootfs.size", 1ull << 50);
+        if (!n) return std::unexpected(n.error());
+        if (*n == 0 || *n % 512 != 0) return err("rootfs.size: must be a positive multiple of 512");
+        out.size = *n;
+    }
     return out;
 }
 

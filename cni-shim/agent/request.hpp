@@ -110,6 +110,10 @@ struct Rootfs {
     std::string device;  // a block device
     std::string fstype;  // ext4 | erofs
     bool writable_layer = false;
+    // The image's size in bytes when known: a drive swapped in just before `create` reaches
+    // the guest's block layer through a config-change interrupt the guest handles
+    // asynchronously, so mount waits until the device shows this size (0: don't wait).
+    uint64_t size = 0;
 };
 
 enum class Stream { Stdin, Stdout, Stderr };

@@ -149,6 +149,20 @@ TEST_CASE("create: device rootfs") {
     refused(j, "rootfs.path: missing");
 }
 
+TEST_CASE("create: device rootfs size") {
+    json j = create_req();
+    j["rootfs"] = {{"device", "/dev/vdb"}, {"fstype", "ext4"}};
+    CHECK(std::get<Create>(ok(j).body).rootfs.size == 0);
+    j["rootfs"]["size"] = 64ull << 20;
+    CHECK(std::get<Create>(ok(j).body).rootfs.size == 64ull << 20);
+    j["rootfs"]["size"] = 1ull << 50;
+    CHECK(std::get<Create>(ok(j).body).rootfs.size == 1ull << 50);
+    for (json bad : {json(0), json(513), json((1ull << 50) + 512), json(-512), json("4096"), json(4096.5)}) {
+        j["rootfs"]["size"] = bad;
+        refused(j, "rootfs.size");
+    }
+}
+
 TEST_CASE("create: kestrel-copy mounts (a host file or directory sent by value)") {
     json j = create_req();
     j["spec"]["mounts"] = json::array({

@@ -368,6 +368,29 @@ Result<void> mkdir_p(const std::string& p, mode_t mode) {
     return {};
 }
 
+// A drive swapped in just before `create` reaches the guest's block layer through the
+// virtio config-change interrupt (virtio 1.2 §4.1.4.3, capacity in §5.2.4), which Linux
+// handles in a work item: until then the device still has the previous image's size, and
+// ext4 refuses a superblock bigger than the device with EINVAL ("bad geometry").
+Result<void> wait_for_size(const std::string& device, uint64_t size) {
+    const std::string sys = "/sys/class/block/" + device.substr(device.rfind('/') + 1) + "/size";
+    uint64_t sectors = 0;
+    for (int i = 0; i < 1000; ++i) {  // 10 s in 10 ms steps
+        if (FILE* f = std::fopen(sys.c_str(), "re")) {
+            unsigned long long n = 0;
+            if (std::fscanf(f, "%llu", &n) == 1) sectors = n;
+            std::fclose(f);
+        }
+        if (sectors * 512 == size) {
+            if (i > 0) log(device + ": its size reached " + std::to_string(size) + " bytes after " + std::to_string(i * 10) + " ms");
+            return {};
+        }
+        ::usleep(10'000);
+    }
+    return error(device + " still has " + std::to_string(sectors * 512) + " bytes after 10 s, the image has " +
+                 std::to_string(size) + ": the drive swap did not reach the guest");
+}
+
 }  // namespace
 
 Result<RootfsMounts> mount_rootfs(const std::string& state_dir, const std::string& id, const Rootfs& r) {
@@ -385,6 +408,9 @@ Result<RootfsMounts> mount_rootfs(const std::string& state_dir, const std::strin
         if (::mount(r.path.c_str(), m.rootfs.c_str(), nullptr, MS_BIND | MS_REC, nullptr) < 0)
             return fail("bind mount rootfs " + r.path + ": " + std::strerror(errno));
         return m;
+    }
+    if (r.size != 0) {
+        if (auto ok = wait_for_size(r.device, r.size); !ok) return fail(ok.error());
     }
     const unsigned long ro = r.fstype == "erofs" ? MS_RDONLY : 0;
     if (!r.writable_layer) {

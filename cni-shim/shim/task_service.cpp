@@ -346,9 +346,13 @@ TaskService::Reply TaskService::create(std::string_view payload) {
         std::lock_guard lk(mu_);
         agent = agent_;
     }
-    json areq{{"op", "create"}, {"container", c->id}, {"spec", config},
-              {"rootfs", {{"device", slot->device}, {"fstype", "ext4"}, {"writable_layer", true}}},
-              {"stdio", stdio_json(paths)}};
+    json rootfs{{"device", slot->device}, {"fstype", "ext4"}, {"writable_layer", true}};
+    // The agent waits for the guest to see the swapped drive's size (virtio-blk capacity is
+    // whole 512-byte sectors) before mounting it: PROTOCOL.md, rootfs. Images are at least
+    // 16 MiB (rootfs.cpp) and placeholders 1 MiB, so the size always tells the swap apart.
+    std::error_code size_ec;
+    if (auto bytes = std::filesystem::file_size(c->image, size_ec); !size_ec && bytes >= 512) rootfs["size"] = bytes / 512 * 512;
+    json areq{{"op", "create"}, {"container", c->id}, {"spec", config}, {"rootfs", std::move(rootfs)}, {"stdio", stdio_json(paths)}};
     auto created = agent->call(std::move(areq), std::chrono::seconds(60));
     if (!created) {
         cleanup_drive();
