@@ -601,6 +601,8 @@ struct Agent::Impl {
         c->mounted = true;
         Spec spec = r.spec;
         if (auto ok = write_copies(c->rootfs, spec.mounts); !ok) return undo("create " + r.container + ": " + ok.error());
+        if (auto ok = wait_for_drives(spec.mounts); !ok) return undo("create " + r.container + ": " + ok.error());
+        if (auto ok = prepare_pod_volumes(opt.state_dir, spec.mounts); !ok) return undo("create " + r.container + ": " + ok.error());
         if (auto ok = setup_cgroup(*c, r.spec.resources); !ok) return undo(ok.error());
         auto io = make_stdio(r.stdio);
         if (!io) return undo(io.error());

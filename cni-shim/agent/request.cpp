@@ -414,6 +414,34 @@ Decoded<Mount> decode_mount(const json& m, const std::string& path) {
         out.type = "bind";
         return out;
     }
+    if (*type == "kestrel-drive") {
+        auto dev = abs_path(json(out.source), join(path, "source"));
+        if (!dev) return std::unexpected(dev.error());
+        if (!dev->starts_with("/dev/")) return err(join(path, "source") + ": a kestrel-drive mount's source must be under /dev/");
+        const json* sz = find(m, "size");
+        if (!sz) return err(join(path, "size") + ": missing (a kestrel-drive mount waits for its drive's size)");
+        auto n = u64_at(*sz, join(path, "size"), 1ull << 50);
+        if (!n) return std::unexpected(n.error());
+        if (*n == 0 || *n % 512 != 0) return err(join(path, "size") + ": must be a positive multiple of 512");
+        out.source = std::move(*dev);
+        out.drive_size = *n;
+        out.bind = true;
+        out.type = "bind";
+        return out;
+    }
+    if (*type == "kestrel-pod-volume") {
+        if (!valid_id(out.source)) return err(join(path, "source") + ": a pod volume's name, [A-Za-z0-9_.-]{1,128}");
+        if (const json* mode = find(m, "mode")) {
+            auto n = u64_at(*mode, join(path, "mode"), 07777);
+            if (!n) return std::unexpected(n.error());
+            out.pod_volume_mode = static_cast<uint32_t>(*n);
+        }
+        out.pod_volume = std::move(out.source);
+        out.source.clear();
+        out.bind = true;
+        out.type = "bind";
+        return out;
+    }
     if (type->empty()) *type = out.bind ? "bind" : "";
     if (*type == "bind") out.bind = true;
     if (type->empty()) return err(join(path, "type") + ": missing (and no bind option)");

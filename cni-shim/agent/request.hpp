@@ -85,6 +85,16 @@ struct Mount {
     // like any guest path (type "bind").
     bool copy = false;
     std::vector<CopiedFile> files;
+    // Type "kestrel-drive" (PROTOCOL.md): `source` is a guest block device the shim has just
+    // swapped a host block volume into; `create` waits until it shows this many bytes (see
+    // Rootfs::size), then binds it like any guest path (type "bind"). 0 for other mounts.
+    uint64_t drive_size = 0;
+    // Type "kestrel-pod-volume" (PROTOCOL.md): a directory of the pod's, shared by its
+    // containers and kept until the VM ends (emptyDir, /dev/shm). `create` makes
+    // <state-dir>/+pod/<name> with `pod_volume_mode` the first time, sets `source` there and
+    // binds it (type "bind"). Empty for other mounts.
+    std::string pod_volume;
+    uint32_t pod_volume_mode = 0777;
 };
 
 // spec.linux.resources, converted to the cgroup v2 files they are written to.

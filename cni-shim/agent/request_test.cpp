@@ -163,6 +163,63 @@ TEST_CASE("create: device rootfs size") {
     }
 }
 
+TEST_CASE("create: kestrel-drive mounts (a block volume swapped into a guest drive)") {
+    json j = create_req();
+    j["spec"]["mounts"] = json::array({{{"destination", "/dev/kvol"}, {"type", "kestrel-drive"}, {"source", "/dev/vdc"},
+                                        {"size", 64ull << 20}}});
+    const auto c = std::get<Create>(ok(j).body);
+    REQUIRE(c.spec.mounts.size() == 1);
+    const Mount& m = c.spec.mounts[0];
+    CHECK(m.bind);
+    CHECK(m.type == "bind");
+    CHECK(m.source == "/dev/vdc");
+    CHECK(m.drive_size == 64ull << 20);
+    CHECK(m.destination == "/dev/kvol");
+    auto& mj = j["spec"]["mounts"][0];
+    for (json bad : {json(0), json(100), json(-512), json("512"), json((1ull << 50) + 512)}) {
+        mj["size"] = bad;
+        refused(j, "spec.mounts[0].size");
+    }
+    mj.erase("size");
+    refused(j, "spec.mounts[0].size: missing");
+    mj["size"] = 4096;
+    for (json bad : {json("/etc/passwd"), json("dev/vdc"), json("/dev/../etc/shadow"), json(""), json(7)}) {
+        mj["source"] = bad;
+        refused(j, "spec.mounts[0].source");
+    }
+    mj.erase("source");
+    refused(j, "spec.mounts[0].source");
+}
+
+TEST_CASE("create: kestrel-pod-volume mounts (emptyDir, /dev/shm: one directory per pod)") {
+    json j = create_req();
+    j["spec"]["mounts"] = json::array({{{"destination", "/scratch"}, {"type", "kestrel-pod-volume"}, {"source", "empty-dir-scratch"},
+                                        {"options", {"rbind", "rprivate", "rw"}}},
+                                       {{"destination", "/dev/shm"}, {"type", "kestrel-pod-volume"}, {"source", "shm"},
+                                        {"mode", 01777}, {"options", {"nosuid", "nodev", "noexec"}}}});
+    const auto c = std::get<Create>(ok(j).body);
+    REQUIRE(c.spec.mounts.size() == 2);
+    CHECK(c.spec.mounts[0].pod_volume == "empty-dir-scratch");
+    CHECK(c.spec.mounts[0].pod_volume_mode == 0777);
+    CHECK(c.spec.mounts[0].source.empty());  // the agent makes it
+    CHECK(c.spec.mounts[0].bind);
+    CHECK(c.spec.mounts[0].recursive);
+    CHECK(c.spec.mounts[0].type == "bind");
+    CHECK(c.spec.mounts[1].pod_volume == "shm");
+    CHECK(c.spec.mounts[1].pod_volume_mode == 01777);
+    CHECK(c.spec.mounts[1].flags == (MS_NOSUID | MS_NODEV | MS_NOEXEC));
+    auto& mj = j["spec"]["mounts"][1];
+    for (json bad : {json(".."), json("a/b"), json(""), json("/dev/shm"), json(std::string(129, 'a')), json(3)}) {
+        mj["source"] = bad;
+        refused(j, "spec.mounts[1].source");
+    }
+    mj["source"] = "shm";
+    for (json bad : {json(010000), json(-1), json("0777")}) {
+        mj["mode"] = bad;
+        refused(j, "spec.mounts[1].mode");
+    }
+}
+
 TEST_CASE("create: kestrel-copy mounts (a host file or directory sent by value)") {
     json j = create_req();
     j["spec"]["mounts"] = json::array({

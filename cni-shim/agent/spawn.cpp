@@ -466,6 +466,28 @@ Result<void> write_copies(const RootfsMounts& m, std::vector<Mount>& mounts) {
     return {};
 }
 
+Result<void> wait_for_drives(const std::vector<Mount>& mounts) {
+    for (const auto& mnt : mounts)
+        if (mnt.drive_size != 0)
+            if (auto ok = wait_for_size(mnt.source, mnt.drive_size); !ok) return ok;
+    return {};
+}
+
+Result<void> prepare_pod_volumes(const std::string& state_dir, std::vector<Mount>& mounts) {
+    for (auto& mnt : mounts) {
+        if (mnt.pod_volume.empty()) continue;
+        const std::string base = state_dir + "/+pod", dir = base + "/" + mnt.pod_volume;
+        if (auto ok = mkdir_p(base, 0700); !ok) return ok;
+        if (::mkdir(dir.c_str(), 0700) == 0) {
+            if (::chmod(dir.c_str(), mnt.pod_volume_mode) < 0) return sys_error("chmod " + dir);  // not masked by the umask
+        } else if (errno != EEXIST) {
+            return sys_error("mkdir " + dir);
+        }
+        mnt.source = dir;
+    }
+    return {};
+}
+
 void unmount_rootfs(const RootfsMounts& m) {
     // The rootfs may carry submounts (a bind of a tree with mounts): detach takes them all.
     if (::umount2(m.rootfs.c_str(), MNT_DETACH) < 0 && errno != EINVAL && errno != ENOENT)

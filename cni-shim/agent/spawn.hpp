@@ -38,6 +38,16 @@ void unmount_rootfs(const RootfsMounts& m);
 // source there (a file, or a directory of them), so spawn_init binds it like a guest path.
 Result<void> write_copies(const RootfsMounts& m, std::vector<Mount>& mounts);
 
+// Waits (up to 10 s) until every kestrel-drive mount's device shows its drive_size: the
+// shim swapped the drive in just before `create`, and the guest learns the new capacity
+// asynchronously (see wait_for_size in spawn.cpp).
+Result<void> wait_for_drives(const std::vector<Mount>& mounts);
+
+// Makes every kestrel-pod-volume mount's directory, <state_dir>/+pod/<name> ('+' is not in a
+// container id, so no container's directory can be it), unless an earlier container of the
+// pod made it, and points the mount's source there.
+Result<void> prepare_pod_volumes(const std::string& state_dir, std::vector<Mount>& mounts);
+
 // The agent's ends of a process's stdio (non-blocking) and the child's ends.
 struct StdioFds {
     UniqueFd in_w;       // stdin pipe, or a dup of the pty master

@@ -53,7 +53,8 @@ Result<PodVmConfig> load_pod_vm_config(const std::string& path) {
         else if (k == "memory_mib") TRY(num(c.memory_mib, 64, 1 << 20));
         else if (k == "max_vcpus") TRY(num(c.max_vcpus, 1, 254));
         else if (k == "max_memory_mib") TRY(num(c.max_memory_mib, 64, 1 << 20));
-        else if (k == "spare_drives") TRY(num(c.spare_drives, 1, 20));  // vda..vdt
+        else if (k == "spare_drives") TRY(num(c.spare_drives, 1, 20));
+        else if (k == "volume_drives") TRY(num(c.volume_drives, 0, 6));  // with spare_drives, at most vda..vdz
         else if (k == "agent_port") TRY(num(c.agent_port, 1, 0xffffffffu));
         else if (k == "boot_timeout_s") {
             std::uint32_t s = 0;
@@ -134,10 +135,12 @@ Result<std::unique_ptr<PodVm>> PodVm::boot(const PodVmConfig& cfg, const std::st
     std::error_code ec;
     fs::create_directories(state_dir + "/drives", ec);
     if (ec) return fail("mkdir {}/drives: {}", state_dir, ec.message());
-    for (std::uint32_t i = 0; i < cfg.spare_drives; ++i) {
+    const std::uint32_t slots = cfg.spare_drives + cfg.volume_drives;
+    for (std::uint32_t i = 0; i < slots; ++i) {
         vm->placeholder_.push_back(TRY(make_placeholder(state_dir, i, 0)));
+        vm->writable_.push_back(i >= cfg.spare_drives);
     }
-    vm->used_.assign(cfg.spare_drives, false);
+    vm->used_.assign(slots, false);
 
     std::string api = vm->api_sock();
     std::string logs = cfg.log_dir.empty() ? state_dir : cfg.log_dir;
@@ -192,13 +195,16 @@ Result<std::unique_ptr<PodVm>> PodVm::boot(const PodVmConfig& cfg, const std::st
     TRY(api_call(api, "PUT", "/boot-source",
                  json{{"kernel_image_path", cfg.kernel}, {"initrd_path", cfg.initrd}, {"boot_args", cfg.cmdline}}.dump()));
     TRY(api_call(api, "PUT", "/machine-config", json{{"vcpu_count", cfg.vcpus}, {"mem_size_mib", cfg.memory_mib}}.dump()));
-    // Read-only: the guest mounts rootfs images read-only under a tmpfs overlay, and a
-    // read-only drive takes kestrel's shared image lock, so one cached image serves many pods.
-    for (std::uint32_t i = 0; i < cfg.spare_drives; ++i) {
+    // The spare drives are read-only: the guest mounts rootfs images read-only under a tmpfs
+    // overlay, and a read-only drive takes kestrel's shared image lock, so one cached image
+    // serves many pods. The volume drives after them are read-write (a drive's read-only
+    // flag is a virtio feature the guest negotiates once, virtio 1.2 §5.2.3: a swap cannot
+    // change it).
+    for (std::uint32_t i = 0; i < slots; ++i) {
         std::string id = fmt::format("spare{}", i);
         TRY(api_call(api, "PUT", "/drives/" + id,
                      json{{"drive_id", id}, {"path_on_host", vm->placeholder_[i]},
-                          {"is_root_device", false}, {"is_read_only", true}}.dump()));
+                          {"is_root_device", false}, {"is_read_only", !vm->writable_[i]}}.dump()));
     }
     TRY(api_call(api, "PUT", "/vsock", json{{"guest_cid", 3}, {"uds_path", vm->vsock_path()}}.dump()));
     TRY(api_call(api, "PUT", "/actions", json{{"action_type", "InstanceStart"}}.dump(), std::chrono::seconds(60)));
@@ -223,10 +229,10 @@ void PodVm::stop(std::chrono::milliseconds grace) {
     monitor_.join();
 }
 
-Result<PodVm::Slot> PodVm::attach(const std::string& image) {
+Result<PodVm::Slot> PodVm::attach(const std::string& image, bool writable) {
     std::lock_guard lk(mu_);
     for (std::size_t i = 0; i < used_.size(); ++i) {
-        if (used_[i]) continue;
+        if (used_[i] || writable_[i] != writable) continue;
         std::string id = fmt::format("spare{}", i);
         TRY(api_call(api_sock(), "PATCH", "/drives/" + id, json{{"drive_id", id}, {"path_on_host", image}}.dump()));
         used_[i] = true;
@@ -234,7 +240,9 @@ Result<PodVm::Slot> PodVm::attach(const std::string& image) {
         // slot i is the guest's i-th virtio disk.
         return Slot{static_cast<int>(i), fmt::format("/dev/vd{}", static_cast<char>('a' + i))};
     }
-    return not_allowed("all {} rootfs drive slots of the pod VM are in use", used_.size());
+    const auto n = std::count(writable_.begin(), writable_.end(), writable);
+    if (writable) return not_allowed("all {} read-write volume drive slots of the pod VM are in use (shim.json volume_drives)", n);
+    return not_allowed("all {} read-only drive slots (rootfs images, read-only volumes) of the pod VM are in use (shim.json spare_drives)", n);
 }
 
 Result<void> PodVm::detach(int index) {

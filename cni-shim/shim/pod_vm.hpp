@@ -34,7 +34,8 @@ struct PodVmConfig {
     std::uint32_t memory_mib = 256;
     std::uint32_t max_vcpus = 16;
     std::uint32_t max_memory_mib = 16384;
-    std::uint32_t spare_drives = 4;  // container rootfs slots: /dev/vda.. in drive order
+    std::uint32_t spare_drives = 4;  // read-only slots (rootfs images, read-only block volumes): /dev/vda..
+    std::uint32_t volume_drives = 2;  // read-write slots for block volumes, the drives after them
     std::uint32_t agent_port = 1024;
     std::chrono::seconds boot_timeout{180};
     // Rootfs images of image layers, shared by every pod (rootfs.hpp cached_image); "" = off.
@@ -78,8 +79,9 @@ public:
         int index = -1;
         std::string device;  // guest path, /dev/vdX
     };
-    // Swaps a free placeholder for `image`. Fails when every slot is taken.
-    Result<Slot> attach(const std::string& image);
+    // Swaps a free placeholder for `image`: a read-only slot, or a read-write one when
+    // `writable`. Fails when every slot of that kind is taken.
+    Result<Slot> attach(const std::string& image, bool writable = false);
     // Puts the placeholder back (the guest must no longer use the device).
     Result<void> detach(int index);
 
@@ -99,6 +101,7 @@ private:
     pid_t pid_ = -1;
     std::mutex mu_;
     std::vector<bool> used_;
+    std::vector<bool> writable_;  // per slot: configured read-write (the volume drives)
     std::vector<std::string> placeholder_;  // each slot's current placeholder image
     std::uint64_t generation_ = 0;
     std::thread monitor_;

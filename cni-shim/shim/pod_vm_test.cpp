@@ -95,5 +95,19 @@ TEST_CASE("load_pod_vm_config reads the size caps and refuses a size above them"
     c = load_pod_vm_config(path);
     REQUIRE_FALSE(c);
     CHECK(std::string(c.error().what()).find("max_memory_mib 16384") != std::string::npos);
+    // Drive slots: read-only spares and read-write volume drives, vda..vdz in all.
+    write(R"({"spare_drives": 20, "volume_drives": 6})");
+    c = load_pod_vm_config(path);
+    REQUIRE(c);
+    CHECK(c->spare_drives == 20);
+    CHECK(c->volume_drives == 6);
+    write(R"({"volume_drives": 7})");
+    c = load_pod_vm_config(path);
+    REQUIRE_FALSE(c);
+    CHECK(std::string(c.error().what()).find("volume_drives: expected an integer 0..6") != std::string::npos);
+    write("{}");
+    c = load_pod_vm_config(path);
+    REQUIRE(c);
+    CHECK(c->volume_drives == 2);
     ::unlink(tmpl);
 }

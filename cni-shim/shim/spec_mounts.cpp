@@ -1,13 +1,18 @@
 #include "cni-shim/shim/spec_mounts.hpp"
 
 #include <fcntl.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <optional>
 
 #include <fmt/format.h>
@@ -117,6 +122,20 @@ bool collect_dir(const std::string& dir, const std::string& rel, int depth, nloh
     return true;
 }
 
+// The volume name of a kubelet emptyDir directory, .../volumes/kubernetes.io~empty-dir/<name>
+// (the kubelet's pod volume layout); a DNS label, so also a valid pod volume name.
+std::optional<std::string> empty_dir_name(const std::string& src) {
+    static constexpr std::string_view kDir = "/volumes/kubernetes.io~empty-dir/";
+    const auto at = src.rfind(kDir);
+    if (at == std::string::npos) return std::nullopt;
+    std::string name = src.substr(at + kDir.size());
+    if (name.ends_with('/')) name.pop_back();
+    if (name.empty() || name.size() > 63 || name == "." || name == ".." ||
+        !std::all_of(name.begin(), name.end(), [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '.'; }))
+        return std::nullopt;
+    return name;
+}
+
 }  // namespace
 
 std::string base64_encode(std::string_view data) {
@@ -145,10 +164,19 @@ std::vector<std::string> guest_mounts(nlohmann::json& config) {
         }
         const std::string dst = string_at(m, "destination"), src = string_at(m, "source");
         if (dst == "/dev/shm") {
-            // 64 MiB: the size the CRI plugin gives the sandbox's own shm tmpfs.
-            kept.push_back({{"destination", "/dev/shm"}, {"type", "tmpfs"}, {"source", "shm"},
-                            {"options", {"nosuid", "noexec", "nodev", "mode=1777", "size=65536k"}}});
-            changes.push_back("bind mount " + src + " on /dev/shm: a tmpfs in the pod VM instead");
+            // The sandbox's shm, which the CRI plugin binds into each of the pod's containers:
+            // one directory of the pod's in the guest's RAM, shared the same way.
+            kept.push_back({{"destination", "/dev/shm"}, {"type", "kestrel-pod-volume"}, {"source", "shm"}, {"mode", 01777},
+                            {"options", {"nosuid", "noexec", "nodev"}}});
+            changes.push_back("bind mount " + src + " on /dev/shm: the pod's shared /dev/shm in the VM instead");
+            continue;
+        }
+        if (auto name = empty_dir_name(src)) {
+            nlohmann::json vol = m;
+            vol["type"] = "kestrel-pod-volume";
+            vol["source"] = "empty-dir-" + *name;
+            kept.push_back(std::move(vol));
+            changes.push_back(fmt::format("bind mount {} on {}: emptyDir {}, the pod's own directory in the VM instead", src, dst, *name));
             continue;
         }
         const bool cri_file = dst == "/etc/hosts" || dst == "/etc/hostname" || dst == "/etc/resolv.conf";
@@ -196,6 +224,97 @@ std::vector<std::string> guest_mounts(nlohmann::json& config) {
     }
     *mounts = std::move(kept);
     return changes;
+}
+
+namespace {
+
+// A device number field: absent, null or -1 is a wildcard (config-linux.md#allowed-device-list).
+std::optional<std::int64_t> device_number(const nlohmann::json& o, const char* key) {
+    auto it = o.find(key);
+    if (it == o.end() || it->is_null()) return -1;
+    if (!it->is_number_integer()) return std::nullopt;
+    return it->get<std::int64_t>();
+}
+
+// Whether linux.resources.devices lets the container write block device major:minor: the
+// rules apply in order and the last that matches decides (as runc's device filter does);
+// without a list nothing is restricted.
+bool writable(const nlohmann::json& config, std::int64_t major, std::int64_t minor) {
+    const nlohmann::json* rules = nullptr;
+    if (auto l = config.find("linux"); l != config.end() && l->is_object())
+        if (auto r = l->find("resources"); r != l->end() && r->is_object())
+            if (auto d = r->find("devices"); d != r->end() && d->is_array()) rules = &*d;
+    if (!rules) return true;
+    bool allowed = false;
+    for (const auto& rule : *rules) {
+        if (!rule.is_object()) continue;
+        const std::string type = string_at(rule, "type");
+        const std::string access = rule.contains("access") ? string_at(rule, "access") : "rwm";
+        auto ma = device_number(rule, "major"), mi = device_number(rule, "minor");
+        auto allow = rule.find("allow");
+        if (!ma || !mi || allow == rule.end() || !allow->is_boolean()) continue;
+        if (!type.empty() && type != "a" && type != "b") continue;
+        if ((*ma != -1 && *ma != major) || (*mi != -1 && *mi != minor)) continue;
+        if (access.find('w') == std::string::npos) continue;
+        allowed = allow->get<bool>();
+    }
+    return allowed;
+}
+
+}  // namespace
+
+Result<std::vector<BlockDevice>> block_devices(const nlohmann::json& config) {
+    std::vector<BlockDevice> out;
+    auto l = config.find("linux");
+    if (l == config.end() || !l->is_object()) return out;
+    auto devs = l->find("devices");
+    if (devs == l->end() || devs->is_null()) return out;
+    if (!devs->is_array()) return bad_request("linux.devices: expected an array");
+    if (devs->size() > 16) return bad_request("linux.devices: {} devices, more than the 16 a kestrel pod takes", devs->size());
+    for (std::size_t i = 0; i < devs->size(); ++i) {
+        const auto& d = (*devs)[i];
+        if (!d.is_object()) return bad_request("linux.devices[{}]: expected an object", i);
+        const std::string path = string_at(d, "path"), type = string_at(d, "type");
+        if (path.empty() || path.front() != '/' || path.find("/../") != std::string::npos || path.ends_with("/..") || path.size() > 4095)
+            return bad_request("linux.devices[{}].path: must be an absolute path without '..'", i);
+        if (type != "b") {
+            return bad_request("linux.devices[{}]: {} is a {} device; only block devices (volumeDevices) can be passed into a kestrel pod VM",
+                               i, path, type == "c" || type == "u" ? "character" : type == "p" ? "FIFO" : "\"" + type.substr(0, 8) + "\"");
+        }
+        auto ma = device_number(d, "major"), mi = device_number(d, "minor");
+        if (!ma || !mi || *ma < 0 || *mi < 0 || *ma > 0xfff || *mi > 0xfffff)
+            return bad_request("linux.devices[{}]: {} needs a major (0..4095) and a minor (0..1048575)", i, path);
+        for (const auto& prev : out)
+            if (prev.container_path == path) return bad_request("linux.devices[{}]: {} given twice", i, path);
+        out.push_back({path, static_cast<std::uint32_t>(*ma), static_cast<std::uint32_t>(*mi), !writable(config, *ma, *mi)});
+    }
+    return out;
+}
+
+Result<std::string> host_block_device(std::uint32_t major, std::uint32_t minor, const std::string& sysfs, const std::string& dev) {
+    const std::string uevent = fmt::format("{}/dev/block/{}:{}/uevent", sysfs, major, minor);
+    std::ifstream in(uevent);
+    if (!in) return not_allowed("no block device {}:{} on this host ({} is missing)", major, minor, uevent);
+    std::string line, name;
+    while (std::getline(in, line))
+        if (line.starts_with("DEVNAME=")) name = line.substr(8);
+    if (name.empty() || name.size() > 255 || name.front() == '/' || name.find("..") != std::string::npos)
+        return fail("{}: no usable DEVNAME", uevent);
+    const std::string path = dev + "/" + name;
+    struct stat st {};
+    if (::stat(path.c_str(), &st) < 0) return fail_errno("block device {}:{}: {}", major, minor, path);
+    if (!S_ISBLK(st.st_mode) || st.st_rdev != makedev(major, minor))
+        return fail("{} is not block device {}:{}", path, major, minor);
+    return path;
+}
+
+Result<std::uint64_t> block_device_bytes(const std::string& path) {
+    UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));
+    if (!fd) return fail_errno("open {}", path);
+    std::uint64_t bytes = 0;
+    if (::ioctl(fd.get(), BLKGETSIZE64, &bytes) < 0) return fail_errno("size of {} (BLKGETSIZE64)", path);
+    if (bytes < 512) return bad_request("{} holds {} bytes: an empty block volume cannot be a drive", path, bytes);
+    return bytes;
 }
 
 }  // namespace kestrel::shim

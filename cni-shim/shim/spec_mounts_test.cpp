@@ -1,6 +1,8 @@
 #include "cni-shim/shim/spec_mounts.hpp"
 
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
@@ -24,8 +26,9 @@ TEST_CASE("guest_mounts turns the CRI plugin's host binds into what the pod VM c
     REQUIRE(m.size() == 3);
     CHECK(m[0]["type"] == "proc");
     CHECK(m[1]["destination"] == "/dev/shm");
-    CHECK(m[1]["type"] == "tmpfs");
+    CHECK(m[1]["type"] == "kestrel-pod-volume");  // one per pod, as the sandbox's shm is
     CHECK(m[1]["source"] == "shm");
+    CHECK(m[1]["mode"] == 01777);
     CHECK(m[2] == "not an object");  // the agent refuses it with the field's name
 }
 
@@ -133,4 +136,107 @@ TEST_CASE("guest_mounts keeps within its bounds and says which one a mount broke
     CHECK(changes[4].find("neither a regular file nor a directory") != std::string::npos);
     CHECK(changes[5].find("devs/null: neither a regular file nor a directory") != std::string::npos);
     CHECK(config["mounts"].size() == 1);
+}
+
+TEST_CASE("block_devices: a pod's volumeDevices as the CRI plugin puts them in the spec") {
+    // containerd 1.6 CRI (oci.WithDevices): a devices entry and its cgroup rule per CRI device.
+    json config = json::parse(R"({"linux": {
+        "devices": [{"path": "/dev/xvda", "type": "b", "major": 7, "minor": 3, "fileMode": 432, "uid": 0, "gid": 0}],
+        "resources": {"devices": [{"allow": false, "access": "rwm"},
+                                  {"allow": true, "type": "c", "major": 1, "minor": 3, "access": "rwm"},
+                                  {"allow": true, "type": "b", "major": 7, "minor": 3, "access": "rwm"}]}}})");
+    auto devs = block_devices(config);
+    REQUIRE(devs);
+    REQUIRE(devs->size() == 1);
+    CHECK((*devs)[0].container_path == "/dev/xvda");
+    CHECK((*devs)[0].major == 7);
+    CHECK((*devs)[0].minor == 3);
+
+    CHECK(block_devices(json::object())->empty());
+    CHECK(block_devices(json::parse(R"({"linux": {"devices": null}})"))->empty());
+
+    auto refused = [](const char* text) {
+        auto r = block_devices(json::parse(text));
+        REQUIRE(!r);
+        return std::string(r.error().what());
+    };
+    CHECK(!(*devs)[0].read_only);
+    auto read_only = [](const char* text) {
+        auto r = block_devices(json::parse(text));
+        REQUIRE(r);
+        REQUIRE(r->size() == 1);
+        return (*r)[0].read_only;
+    };
+    // Read-only: the kubelet's "r" for a readOnly volume, or no rule allowing writes.
+    CHECK(read_only(R"({"linux": {"devices": [{"path": "/dev/v", "type": "b", "major": 7, "minor": 3}],
+        "resources": {"devices": [{"allow": false, "access": "rwm"}, {"allow": true, "type": "b", "major": 7, "minor": 3, "access": "r"}]}}})"));
+    CHECK(read_only(R"({"linux": {"devices": [{"path": "/dev/v", "type": "b", "major": 7, "minor": 3}],
+        "resources": {"devices": [{"allow": true, "type": "b", "major": 7, "minor": 4, "access": "rwm"}]}}})"));
+    // The last matching rule decides: a later deny takes the write back; a later allow of
+    // every block device ("major": -1, no minor) gives it.
+    CHECK(read_only(R"({"linux": {"devices": [{"path": "/dev/v", "type": "b", "major": 7, "minor": 3}],
+        "resources": {"devices": [{"allow": true, "access": "rwm"}, {"allow": false, "type": "b", "major": 7, "minor": null, "access": "w"}]}}})"));
+    CHECK(!read_only(R"({"linux": {"devices": [{"path": "/dev/v", "type": "b", "major": 7, "minor": 3}],
+        "resources": {"devices": [{"allow": false, "access": "rwm"}, {"allow": true, "type": "b", "major": -1, "access": "rw"}]}}})"));
+    // No cgroup list at all restricts nothing.
+    CHECK(!read_only(R"({"linux": {"devices": [{"path": "/dev/v", "type": "b", "major": 7, "minor": 3}]}})"));
+    // Character devices (a privileged pod's, a device plugin's) cannot go into a VM.
+    CHECK(refused(R"({"linux": {"devices": [{"path": "/dev/fuse", "type": "c", "major": 10, "minor": 229}]}})")
+              .find("/dev/fuse is a character device") != std::string::npos);
+    CHECK(refused(R"({"linux": {"devices": [{"path": "dev/v", "type": "b", "major": 7, "minor": 3}]}})").find("linux.devices[0].path") != std::string::npos);
+    CHECK(refused(R"({"linux": {"devices": [{"path": "/dev/v", "type": "b", "major": -1, "minor": 3}]}})").find("major") != std::string::npos);
+    CHECK(refused(R"({"linux": {"devices": [{"path": "/dev/v", "type": "b", "major": 7, "minor": "3"}]}})").find("minor") != std::string::npos);
+    CHECK(refused(R"({"linux": {"devices": [{"path": "/dev/v", "type": "b", "major": 7, "minor": 3},
+                                            {"path": "/dev/v", "type": "b", "major": 7, "minor": 4}]}})").find("given twice") != std::string::npos);
+    CHECK(refused(R"({"linux": {"devices": {"path": "/dev/v"}}})").find("expected an array") != std::string::npos);
+    CHECK(refused(R"({"linux": {"devices": ["x"]}})").find("linux.devices[0]: expected an object") != std::string::npos);
+}
+
+TEST_CASE("host_block_device finds the node through sysfs and checks it") {
+    // A fake sysfs and /dev; the node is a real block device node (tests run as root).
+    auto root = std::filesystem::temp_directory_path() / ("kestrel-blockdev-" + std::to_string(::getpid()));
+    std::filesystem::remove_all(root);
+    std::filesystem::create_directories(root / "sys/dev/block/7:3");
+    std::filesystem::create_directories(root / "sys/dev/block/7:4");
+    std::filesystem::create_directories(root / "sys/dev/block/7:5");
+    std::filesystem::create_directories(root / "dev");
+    std::ofstream(root / "sys/dev/block/7:3/uevent") << "MAJOR=7\nMINOR=3\nDEVNAME=loop3\nDEVTYPE=disk\n";
+    std::ofstream(root / "sys/dev/block/7:4/uevent") << "MAJOR=7\nMINOR=4\nDEVNAME=../etc/passwd\n";
+    std::ofstream(root / "sys/dev/block/7:5/uevent") << "MAJOR=7\nMINOR=5\nDEVNAME=loop5\n";
+    REQUIRE(::mknod((root / "dev/loop3").c_str(), S_IFBLK | 0600, makedev(7, 3)) == 0);
+    std::ofstream(root / "dev/loop5") << "a regular file";
+    const std::string sys = (root / "sys").string(), dev = (root / "dev").string();
+
+    auto found = host_block_device(7, 3, sys, dev);
+    REQUIRE(found);
+    CHECK(*found == dev + "/loop3");
+    auto missing = host_block_device(8, 0, sys, dev);
+    REQUIRE(!missing);
+    CHECK(std::string(missing.error().what()).find("no block device 8:0 on this host") != std::string::npos);
+    CHECK(!host_block_device(7, 4, sys, dev));
+    auto not_block = host_block_device(7, 5, sys, dev);
+    REQUIRE(!not_block);
+    CHECK(std::string(not_block.error().what()).find("is not block device 7:5") != std::string::npos);
+    std::filesystem::remove_all(root);
+}
+
+TEST_CASE("guest_mounts makes a kubelet emptyDir the pod's own directory in the VM") {
+    json config = json::parse(R"({"mounts": [
+        {"destination": "/scratch", "type": "bind", "source": "/var/lib/kubelet/pods/u1/volumes/kubernetes.io~empty-dir/scratch", "options": ["rbind", "rprivate", "rw"]},
+        {"destination": "/cache", "type": "bind", "source": "/var/lib/kubelet/pods/u1/volumes/kubernetes.io~empty-dir/cache-1.x/", "options": ["rbind", "ro"]},
+        {"destination": "/odd", "type": "bind", "source": "/var/lib/kubelet/pods/u1/volumes/kubernetes.io~empty-dir/a b", "options": ["rbind", "rw"]},
+        {"destination": "/sub", "type": "bind", "source": "/var/lib/kubelet/pods/u1/volumes/kubernetes.io~empty-dir/..", "options": ["rbind", "rw"]}]})");
+    auto changes = guest_mounts(config);
+    REQUIRE(changes.size() == 4);
+    CHECK(changes[0].find("emptyDir scratch") != std::string::npos);
+    CHECK(changes[2].find("dropped") != std::string::npos);  // not a DNS label: not an emptyDir the kubelet made
+    CHECK(changes[3].find("dropped") != std::string::npos);
+    const auto& m = config["mounts"];
+    REQUIRE(m.size() == 2);
+    CHECK(m[0]["type"] == "kestrel-pod-volume");
+    CHECK(m[0]["source"] == "empty-dir-scratch");
+    CHECK(m[0]["destination"] == "/scratch");
+    CHECK(m[0]["options"] == json({"rbind", "rprivate", "rw"}));
+    CHECK(m[1]["source"] == "empty-dir-cache-1.x");
+    CHECK(m[1]["options"] == json({"rbind", "ro"}));  // a readOnly volumeMount stays read-only
 }

@@ -43,6 +43,7 @@ struct TaskService::Container {
     int slot = -1;
     std::string image;
     bool image_shared = false;  // from the per-image cache: never removed with the container
+    std::vector<std::string> volumes;  // host block devices it holds (attach_volume)
     std::shared_ptr<Proc> init = std::make_shared<Proc>();
     std::map<std::string, std::shared_ptr<Proc>> execs;
 };
@@ -265,6 +266,12 @@ TaskService::Reply TaskService::create(std::string_view payload) {
         return status(Code::InvalidArgument, fmt::format("container {} belongs to pod {}, this shim serves pod {}", req.id(), m.group, id_.group));
     }
     if (req.rootfs_size() > 64) return status(Code::InvalidArgument, fmt::format("{} rootfs mounts, more than 64", req.rootfs_size()));
+    // Block volumes (volumeDevices): checked before anything is built, attached below.
+    std::vector<std::pair<BlockDevice, std::string>> block_volumes;
+    for (auto& d : TRY_RESULT(block_devices(config))) {
+        std::string host = TRY_RESULT(host_block_device(d.major, d.minor));
+        block_volumes.emplace_back(std::move(d), std::move(host));
+    }
     StdioPaths paths{req.stdin(), req.stdout(), req.stderr(), req.terminal()};
     if (paths.terminal) paths.err.clear();  // one pty for all three (containerd still names a stderr FIFO)
     TRY_RESULT(check_stdio_paths(paths));
@@ -337,9 +344,27 @@ TaskService::Reply TaskService::create(std::string_view payload) {
     }
     c->slot = slot->index;
     auto cleanup_drive = [&] {
+        for (const auto& host : c->volumes) release_volume(host);
+        c->volumes.clear();
         (void)vm_->detach(c->slot);
         drop_image();
     };
+
+    for (const auto& [dev, host] : block_volumes) {
+        auto bytes = block_device_bytes(host);
+        auto guest = bytes ? attach_volume(host, !dev.read_only) : std::unexpected(bytes.error());
+        if (!guest) {
+            cleanup_drive();
+            return undo(context(guest.error(), fmt::format("block volume {} ({})", dev.container_path, host)));
+        }
+        c->volumes.push_back(host);
+        // The agent waits for the drive's size, then binds it (PROTOCOL.md, kestrel-drive).
+        json mount{{"destination", dev.container_path}, {"type", "kestrel-drive"}, {"source", *guest}, {"size", *bytes / 512 * 512}};
+        if (dev.read_only) mount["options"] = {"ro"};
+        config["mounts"].push_back(std::move(mount));
+        spdlog::info("container {}: block volume {} is {} in the pod VM ({} bytes{}) at {}", c->id, host, *guest, *bytes,
+                     dev.read_only ? ", read-only" : "", dev.container_path);
+    }
 
     std::shared_ptr<AgentClient> agent;
     {
@@ -383,6 +408,32 @@ TaskService::Reply TaskService::create(std::string_view payload) {
     task::CreateTaskResponse resp;
     resp.set_pid(pid);
     return resp.SerializeAsString();
+}
+
+Result<std::string> TaskService::attach_volume(const std::string& host_path, bool writable) {
+    std::lock_guard lk(vm_mu_);
+    if (auto v = volumes_.find(host_path); v != volumes_.end()) {
+        if (v->second.writable != writable)
+            return not_allowed("another container of the pod has it {}", v->second.writable ? "read-write" : "read-only");
+        ++v->second.users;
+        return v->second.device;
+    }
+    if (!vm_) return not_allowed("the pod VM is not running");
+    auto slot = TRY(vm_->attach(host_path, writable));
+    volumes_[host_path] = Volume{slot.index, slot.device, 1, writable};
+    return slot.device;
+}
+
+void TaskService::release_volume(const std::string& host_path) {
+    std::lock_guard lk(vm_mu_);
+    auto v = volumes_.find(host_path);
+    if (v == volumes_.end() || --v->second.users > 0) return;
+    // The device's last container is gone, so nothing in the guest has it open: the swap
+    // back closes kestrel's descriptor, which flushes what the guest wrote to the host device.
+    if (vm_) {
+        if (auto r = vm_->detach(v->second.slot); !r) spdlog::warn("detach block volume {}: {}", host_path, r.error().what());
+    }
+    volumes_.erase(v);
 }
 
 TaskService::Reply TaskService::start(std::string_view payload) {
@@ -527,6 +578,7 @@ TaskService::Reply TaskService::remove(std::string_view payload) {
     if (req.exec_id().empty()) {
         p->io.reset();  // its streams ended with the container
         for (auto& [_, e] : c->execs) e->io.reset();
+        for (const auto& host : c->volumes) release_volume(host);
         std::lock_guard vlk(vm_mu_);
         if (vm_ && c->slot >= 0) {
             if (auto r = vm_->detach(c->slot); !r) spdlog::warn("detach {}: {}", c->id, r.error().what());

@@ -67,6 +67,10 @@ private:
     void on_agent_exit(AgentExit e);
     void on_vm_exit();
     std::shared_ptr<Proc> find_proc(const std::string& id, const std::string& exec);
+    // A host block volume's drive in the pod VM (its guest device), attached at its first
+    // user and shared by every container of the pod that names it; released by the last.
+    Result<std::string> attach_volume(const std::string& host_path, bool writable);
+    void release_volume(const std::string& host_path);
     // The agent to ask about container `id`: NotFound without the container,
     // FailedPrecondition without a running pod VM.
     std::expected<std::shared_ptr<AgentClient>, ttrpc::Status> container_agent(const std::string& id);
@@ -78,6 +82,13 @@ private:
 
     std::mutex vm_mu_;  // VM boot and teardown
     std::unique_ptr<PodVm> vm_;
+    struct Volume {
+        int slot = -1;
+        std::string device;  // guest path
+        int users = 0;
+        bool writable = false;
+    };
+    std::map<std::string, Volume> volumes_;  // by host block device; under vm_mu_
     std::shared_ptr<AgentClient> agent_;
     std::mutex net_mu_;  // not vm_mu_: on_vm_exit drops the network from kestrel's monitor thread
     std::unique_ptr<PodNet> net_;

@@ -8,7 +8,9 @@
 //  - an accepted request obeys what the executor relies on: ids valid ([A-Za-z0-9_.-]{1,128},
 //    not . or ..; exec ids may be ""), args non-empty, strings that reach syscalls without
 //    NUL, env entries NAME=VALUE, mount destinations and cwd absolute without . or ..
-//    components, signals 1..64, rootfs either a path or a /dev/ device of ext4/erofs;
+//    components, signals 1..64, rootfs either a path or a /dev/ device of ext4/erofs (size
+//    in whole sectors), kestrel-drive mounts' sources clean /dev/ paths, pod volume names
+//    valid ids;
 //    `network`: 1..16 interfaces with distinct unicast non-zero MACs, MTU 68..65535, names
 //    <= 15 bytes, prefixes within their family's length, route destinations without host
 //    bits, gateways of the destination's family.
@@ -116,7 +118,12 @@ void check_request(const Request& r) {
                             }
                         } else {
                             check(m.files.empty());
-                            if (m.bind) check(m.type == "bind" && !m.source.empty() && m.source[0] == '/');
+                            if (!m.pod_volume.empty()) check(m.bind && m.source.empty() && valid_id(m.pod_volume) && m.pod_volume_mode <= 07777);
+                            else if (m.bind) check(m.type == "bind" && !m.source.empty() && m.source[0] == '/');
+                            // kestrel-drive: a clean /dev/ path and a size in whole sectors
+                            if (m.drive_size != 0)
+                                check(m.bind && m.source.starts_with("/dev/") && clean_abs_path(m.source) &&
+                                      m.drive_size % 512 == 0 && m.drive_size <= (1ull << 50));
                         }
                     }
                     for (const auto& p : b.spec.masked_paths) check(clean_abs_path(p));
@@ -124,7 +131,8 @@ void check_request(const Request& r) {
                     const auto& root = b.rootfs;
                     if (!root.path.empty()) check(clean_abs_path(root.path) && root.device.empty());
                     else check(root.device.starts_with("/dev/") && clean_abs_path(root.device) &&
-                               (root.fstype == "ext4" || root.fstype == "erofs"));
+                               (root.fstype == "ext4" || root.fstype == "erofs") && root.size % 512 == 0 &&
+                               root.size <= (1ull << 50));
                     check(!(b.stdio.terminal && b.stdio.err));
                 } else if constexpr (std::is_same_v<T, Exec>) {
                     check(valid_id(b.exec));

@@ -4,7 +4,9 @@
 # + host-local, a local sandbox (pause) image and busybox image imported with ctr (no
 # registry), driven by tests/cri/cri-client.py over /runtime.v1.RuntimeService and
 # ImageService in crictl's order: RunPodSandbox, CreateContainer, StartContainer,
-# ContainerStatus + the CRI log file, ExecSync, a second container of the same pod, StopContainer
+# ContainerStatus + the CRI log file, ExecSync, a second container of the same pod (with a
+# configMap-like volume, block-mode volumes, an emptyDir and /dev/shm shared with a third),
+# StopContainer
 # (SIGTERM honoured; SIGTERM ignored -> SIGKILL after the grace period), StopPodSandbox,
 # RemovePodSandbox. Then a pod whose kestrel is SIGKILLed and one whose shim is SIGKILLed,
 # each stopped and removed through CRI. Afterwards no kestrel, shim, socket, state, mount,
@@ -47,6 +49,17 @@
 #@ expect-value l1.net.l1_ping_replies == 3
 #@ expect-value l1.net.runc_pod.state == SANDBOX_READY
 #@ expect-value l1.net.runc_ping.exit_code == 0
+#@ expect-value l1.vol.bytes == 8388608
+#@ expect-value l1.vol.read_l1_data == written-by-l1
+#@ expect-value l1.vol.write_rc == 0
+#@ expect-value l1.vol.pod_data_on_host == written-in-the-pod
+#@ expect-value l1.vol.loop_detach_rc == 0
+#@ expect-value l1.rovol.read_l1_data == written-by-l1
+#@ expect-value l1.rovol.write_rc != 0
+#@ expect-value l1.rovol.sector2_nonzero_bytes == 0
+#@ expect-value l1.shared.empty_dir == from-c2
+#@ expect-value l1.shared.shm == shm-from-c2
+#@ expect-value l1.shared.node_dir_entries == 0
 #@ expect-value l1.c2.exit_code == 143
 #@ expect-value l1.c3.exit_code == 137
 #@ expect-value l1.pod.removed_sandboxes == 0
@@ -160,10 +173,10 @@ pod_config() {
 run_pod() {  # run_pod NAME -> sandbox id
   cri RuntimeService/RunPodSandbox "{\"config\": $(pod_config $1), \"runtime_handler\": \"kestrel\"}" --get pod_sandbox_id
 }
-# create NAME POD-NAME POD-ID SHELL-COMMAND [MOUNTS-JSON] -> container id
+# create NAME POD-NAME POD-ID SHELL-COMMAND [MOUNTS-JSON [DEVICES-JSON]] -> container id
 create() {
-  printf '{"pod_sandbox_id": "%s", "sandbox_config": %s, "config": {"metadata": {"name": "%s"}, "image": {"image": "docker.io/kestrel/busybox:test"}, "command": ["sh", "-c", "%s"], "log_path": "%s.log", "linux": {}, "mounts": %s}}' \
-    "$3" "$(pod_config $2)" "$1" "$4" "$1" "${5:-[]}" > $d/req-$1.json
+  printf '{"pod_sandbox_id": "%s", "sandbox_config": %s, "config": {"metadata": {"name": "%s"}, "image": {"image": "docker.io/kestrel/busybox:test"}, "command": ["sh", "-c", "%s"], "log_path": "%s.log", "linux": {}, "mounts": %s, "devices": %s}}' \
+    "$3" "$(pod_config $2)" "$1" "$4" "$1" "${5:-[]}" "${6:-[]}" > $d/req-$1.json
   cri RuntimeService/CreateContainer @$d/req-$1.json --get container_id
 }
 state() { cri RuntimeService/ContainerStatus "{\"container_id\": \"$1\"}" --get status.state; }
@@ -223,7 +236,23 @@ mkdir -p $d/cfgvol/..2026_12_07.1
 echo key=value > $d/cfgvol/..2026_12_07.1/app.conf
 ln -s ..2026_12_07.1 $d/cfgvol/..data
 ln -s ..data/app.conf $d/cfgvol/app.conf
-c2=$(create c2 p1 "$pod" 'echo c2 up; exec sleep 100000' "[{\"container_path\": \"/etc/cfg\", \"host_path\": \"$d/cfgvol\", \"readonly\": true}]")
+# And two block-mode volumes (PVCs with volumeMode: Block, which the kubelet passes as CRI
+# devices): 8 MiB loop devices of L1's, their second sector written here first; the kubelet
+# gives a readOnly one permissions "r".
+vol=/dev/loop3 rovol=/dev/loop4
+for v in $vol $rovol; do [ -b $v ] || bail "no $v in L1 (loop.ko)"; done
+for f in vol vol-ro; do
+  dd if=/dev/zero of=$d/$f.img bs=1M count=8 2>/dev/null
+  printf 'written-by-l1' | dd of=$d/$f.img bs=512 seek=1 conv=notrunc 2>/dev/null
+done
+losetup $vol $d/vol.img || bail "losetup $vol"
+losetup $rovol $d/vol-ro.img || bail "losetup $rovol"
+# c2 and c3 share an emptyDir (laid out as the kubelet makes it) and the pod's /dev/shm.
+ed=$d/kubelet/pods/uid-p1/volumes/kubernetes.io~empty-dir/scratch
+mkdir -p $ed
+edm="{\"container_path\": \"/scratch\", \"host_path\": \"$ed\"}"
+c2=$(create c2 p1 "$pod" 'echo c2 up; exec sleep 100000' "[{\"container_path\": \"/etc/cfg\", \"host_path\": \"$d/cfgvol\", \"readonly\": true}, $edm]" \
+  "[{\"container_path\": \"/dev/kvol\", \"host_path\": \"$vol\", \"permissions\": \"rwm\"}, {\"container_path\": \"/dev/kvol-ro\", \"host_path\": \"$rovol\", \"permissions\": \"r\"}]")
 [ -n "$c2" ] || bail "CreateContainer c2"
 cri RuntimeService/StartContainer "{\"container_id\": \"$c2\"}" > /dev/null || bail "StartContainer c2"
 cri RuntimeService/ExecSync "{\"container_id\": \"$c2\", \"cmd\": [\"sh\", \"-c\", \"echo exec says hi; echo boot_id=\$(cat /proc/sys/kernel/random/boot_id); echo netns=\$(ls -l /proc/self/ns/net); echo to stderr >&2; exit 3\"], \"timeout\": 300}" \
@@ -250,6 +279,17 @@ nested_value l1.files.cfg "$(sed -n 's/^cfg=//p' $d/files.out)"
 nested_value l1.files.cfg_entries "$(sed -n 's/^cfg_entries=//p' $d/files.out)"
 nested_value l1.files.cfg_touch_rc "$(sed -n 's/^cfg_touch_rc=//p' $d/files.out)"
 
+# The block volume in the pod: its size, the sector L1 wrote, and a sector written (and
+# synced) in the pod, which L1 reads from the loop device after c2 is stopped.
+cri RuntimeService/ExecSync "{\"container_id\": \"$c2\", \"cmd\": [\"sh\", \"-c\", \"echo vol_bytes=\$(busybox blockdev --getsize64 /dev/kvol); echo vol_l1=\$(busybox dd if=/dev/kvol bs=512 skip=1 count=1 2>/dev/null | busybox head -c 13); printf written-in-the-pod | busybox dd of=/dev/kvol bs=512 seek=2 conv=notrunc 2>/dev/null && busybox sync; echo vol_write_rc=\$?; echo ro_l1=\$(busybox dd if=/dev/kvol-ro bs=512 skip=1 count=1 2>/dev/null | busybox head -c 13); printf nope | busybox dd of=/dev/kvol-ro bs=512 seek=2 conv=notrunc 2>/dev/null; echo ro_write_rc=\$?\"], \"timeout\": 120}" \
+  --get stdout > $d/vol.out
+sed 's/^/POD-CRI-VOL /' $d/vol.out
+nested_value l1.vol.bytes "$(sed -n 's/^vol_bytes=//p' $d/vol.out)"
+nested_value l1.vol.read_l1_data "$(sed -n 's/^vol_l1=//p' $d/vol.out)"
+nested_value l1.vol.write_rc "$(sed -n 's/^vol_write_rc=//p' $d/vol.out)"
+nested_value l1.rovol.read_l1_data "$(sed -n 's/^ro_l1=//p' $d/vol.out)"
+nested_value l1.rovol.write_rc "$(sed -n 's/^ro_write_rc=//p' $d/vol.out)"
+
 # The pod's network, through CRI: its IP (host-local's) is the VM's, L1 reaches it over the
 # bridge, and so does a runc pod on the same bridge.
 pod_ip=$(cri RuntimeService/PodSandboxStatus "{\"pod_sandbox_id\": \"$pod\"}" --get status.network.ip)
@@ -270,9 +310,18 @@ cri RuntimeService/RemovePodSandbox "{\"pod_sandbox_id\": \"$rp\"}" > /dev/null
 
 # 3. A third one ignoring SIGTERM: StopContainer's grace period ends in SIGKILL. It runs
 # beside c2, from the same image (the shim's per-image cache then gives it a copy).
-c3=$(create c3 p1 "$pod" 'trap \"\" TERM; echo c3 up; while true; do sleep 1; done')
+c3=$(create c3 p1 "$pod" 'trap \"\" TERM; echo c3 up; while true; do sleep 1; done' "[$edm]")
 [ -n "$c3" ] || bail "CreateContainer c3"
 cri RuntimeService/StartContainer "{\"container_id\": \"$c3\"}" > /dev/null || bail "StartContainer c3"
+# What c2 writes in the emptyDir and /dev/shm, c3 reads; none of it is on the node.
+cri RuntimeService/ExecSync "{\"container_id\": \"$c2\", \"cmd\": [\"sh\", \"-c\", \"echo from-c2 > /scratch/note && echo shm-from-c2 > /dev/shm/note\"], \"timeout\": 120}" \
+  --get exit_code | sed 's/^/POD-CRI-SHARED-WRITE /'
+cri RuntimeService/ExecSync "{\"container_id\": \"$c3\", \"cmd\": [\"sh\", \"-c\", \"echo scratch=\$(cat /scratch/note); echo shm=\$(cat /dev/shm/note)\"], \"timeout\": 120}" \
+  --get stdout > $d/shared.out
+sed 's/^/POD-CRI-SHARED /' $d/shared.out
+nested_value l1.shared.empty_dir "$(sed -n 's/^scratch=//p' $d/shared.out)"
+nested_value l1.shared.shm "$(sed -n 's/^shm=//p' $d/shared.out)"
+nested_value l1.shared.node_dir_entries "$(ls -A $ed | wc -l)"
 t0=$(date +%s)
 cri RuntimeService/StopContainer "{\"container_id\": \"$c2\", \"timeout\": 60}" > /dev/null
 t1=$(date +%s)
@@ -283,6 +332,12 @@ nested_value l1.c2.stop_seconds "$((t1 - t0))"
 nested_value l1.c3.exit_code "$(status_of $c3 exit_code)"
 nested_value l1.c3.stop_seconds "$((t2 - t1))"
 for x in $c2 $c3; do sed 's/^/POD-CRI-LOG /' "$(status_of $x log_path)"; done
+# c2 is stopped (its task deleted): the volume's drive was swapped out of the pod VM, and
+# what the pod wrote is on the host device.
+nested_value l1.vol.pod_data_on_host "$(dd if=$vol bs=512 skip=2 count=1 2>/dev/null | head -c 18)"
+nested_value l1.rovol.sector2_nonzero_bytes "$(dd if=$rovol bs=512 skip=2 count=1 2>/dev/null | tr -d '\000' | wc -c)"
+losetup -d $vol && losetup -d $rovol
+nested_value l1.vol.loop_detach_rc "$?"
 
 cri RuntimeService/StopPodSandbox "{\"pod_sandbox_id\": \"$pod\"}" > /dev/null
 cri RuntimeService/RemovePodSandbox "{\"pod_sandbox_id\": \"$pod\"}" > /dev/null
