@@ -203,6 +203,17 @@ Result<void> set_up(Rtnl& nl, int index, uint32_t mtu, const std::string& what) 
     return nl.call(m, what + ": setting " + (mtu ? "MTU " + std::to_string(mtu) + " and " : "") + "up");
 }
 
+// Renames a link (it must be down: the kernel refuses to rename one that is up).
+Result<void> set_name(Rtnl& nl, int index, const std::string& name, const std::string& what) {
+    ifinfomsg ifi{};
+    ifi.ifi_family = AF_UNSPEC;
+    ifi.ifi_index = index;
+    ifi.ifi_change = IFF_UP;  // and down
+    Msg m(RTM_NEWLINK, NLM_F_ACK, ifi);
+    m.attr(IFLA_IFNAME, name.c_str(), name.size() + 1);
+    return nl.call(m, what + ": renaming it " + name);
+}
+
 Result<void> add_address(Rtnl& nl, int index, const IpPrefix& a, const std::string& what) {
     ifaddrmsg ifa{};
     ifa.ifa_family = static_cast<uint8_t>(a.family);
@@ -244,10 +255,15 @@ Result<void> apply_network(const Network& n) {
     for (const auto& l : *links)
         if (l.flags & IFF_LOOPBACK)
             if (auto r = set_up(*nl, l.index, 0, "lo"); !r) return r;
+    // Each interface's guest link, found by MAC.
+    std::vector<Link*> found;
+    auto what_of = [&](size_t i) {
+        const NetInterface& itf = n.interfaces[i];
+        return "interfaces[" + std::to_string(i) + "] (" + (itf.name.empty() ? "" : itf.name + ", ") +
+               mac_text(itf.mac.data(), itf.mac.size()) + ")";
+    };
     for (size_t i = 0; i < n.interfaces.size(); ++i) {
         const NetInterface& itf = n.interfaces[i];
-        const std::string mac = mac_text(itf.mac.data(), itf.mac.size());
-        std::string what = "interfaces[" + std::to_string(i) + "] (" + (itf.name.empty() ? "" : itf.name + ", ") + mac + ")";
         auto l = std::find_if(links->begin(), links->end(), [&](const Link& k) {
             return k.type == ARPHRD_ETHER && !(k.flags & IFF_LOOPBACK) && k.hwaddr.size() == 6 &&
                    std::equal(k.hwaddr.begin(), k.hwaddr.end(), itf.mac.begin());
@@ -256,10 +272,27 @@ Result<void> apply_network(const Network& n) {
             std::string seen;
             for (const auto& k : *links)
                 if (k.type == ARPHRD_ETHER) seen += (seen.empty() ? "" : ", ") + k.name + " " + mac_text(k.hwaddr.data(), k.hwaddr.size());
-            return error(what + ": no guest network interface has this MAC (Ethernet links: " +
+            return error(what_of(i) + ": no guest network interface has this MAC (Ethernet links: " +
                          (seen.empty() ? "none; is virtio_net loaded?" : seen) + ")");
         }
-        what += " = guest " + l->name;
+        found.push_back(&*l);
+    }
+    // The pod's names (eth0, and net1.. as Multus names further networks) in place of the
+    // guest kernel's (eth0, eth1 in PCI order): every link to rename first gets a temporary
+    // name, so two links can swap names.
+    for (int pass = 0; pass < 2; ++pass)
+        for (size_t i = 0; i < n.interfaces.size(); ++i) {
+            const std::string& want = n.interfaces[i].name;
+            if (want.empty() || want == found[i]->name) continue;
+            const std::string name = pass == 0 ? "kestrel-tmp" + std::to_string(i) : want;
+            if (auto r = set_name(*nl, found[i]->index, name, what_of(i) + " = guest " + found[i]->name); !r) return r;
+            if (pass == 1) log("network: " + what_of(i) + ": guest " + found[i]->name + " renamed " + want);
+            if (pass == 1) found[i]->name = want;
+        }
+    for (size_t i = 0; i < n.interfaces.size(); ++i) {
+        const NetInterface& itf = n.interfaces[i];
+        const Link* l = found[i];
+        const std::string what = what_of(i) + " = guest " + l->name;
         if (auto r = set_up(*nl, l->index, itf.mtu, what); !r) return r;
         for (const auto& a : itf.addresses)
             if (auto r = add_address(*nl, l->index, a, what); !r) return r;

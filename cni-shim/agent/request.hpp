@@ -187,7 +187,7 @@ struct NetRoute {
     std::optional<IpPrefix> via;     // the gateway (prefix_len = full length); none: on-link
 };
 struct NetInterface {
-    std::string name;                // the pod's name for it (informational, <= 15 bytes)
+    std::string name;                // the pod's name for it, given to the guest's link (<= 15 bytes)
     std::array<uint8_t, 6> mac{};    // unicast, not all zero; the guest's link is found by it
     uint32_t mtu = 0;                // 68 .. 65535
     std::vector<IpPrefix> addresses;

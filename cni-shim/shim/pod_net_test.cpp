@@ -92,7 +92,7 @@ TEST_CASE("PodNet and the real agent: the guest gets the veth's MAC, MTU, addres
     CHECK(pod.ip("-o link show").out.find("tap0_kestrel") != std::string::npos);
 
     // The stand-in guest: one Ethernet link carrying the veth's MAC (as kestrel's virtio-net
-    // would), MTU 1500, down.
+    // would), MTU 1500, down, under a name the agent changes to the pod's (eth0).
     REQUIRE_OK(ct::sh_ok("ip -n " + guest.name() + " link add eth7 address " + nets[0].mac + " type veth peer name eth7p"));
     REQUIRE_OK(ct::sh_ok("ip -n " + guest.name() + " link set lo down"));
     std::string sock = dir.path() + "/agent.sock";
@@ -120,18 +120,20 @@ TEST_CASE("PodNet and the real agent: the guest gets the veth's MAC, MTU, addres
     auto again = client->call(req);
     CHECK_MESSAGE(again, again.error().what());
 
-    auto link = guest.ip("-o link show eth7").out;
+    // The guest's link takes the pod's interface name.
+    CHECK(guest.ip("-o link show eth7").status != 0);
+    auto link = guest.ip("-o link show eth0").out;
     CHECK_MESSAGE(link.find("mtu 1400") != std::string::npos, link);
     CHECK_MESSAGE(link.find(",UP") != std::string::npos, link);
     CHECK(guest.ip("-o link show lo").out.find(",UP") != std::string::npos);
-    auto addrs = guest.ip("-o addr show dev eth7").out;
+    auto addrs = guest.ip("-o addr show dev eth0").out;
     CHECK_MESSAGE(addrs.find("inet " + pod_v4.substr(0, pod_v4.size() - 1) + " ") != std::string::npos, addrs);
     CHECK_MESSAGE(addrs.find("inet6 fd00:88:41::") != std::string::npos, addrs);
     auto routes4 = guest.ip("-4 route show").out;
-    CHECK_MESSAGE(routes4.find("default via 10.88.41.1 dev eth7") != std::string::npos, routes4);
-    CHECK_MESSAGE(routes4.find("10.88.41.0/24 dev eth7") != std::string::npos, routes4);
+    CHECK_MESSAGE(routes4.find("default via 10.88.41.1 dev eth0") != std::string::npos, routes4);
+    CHECK_MESSAGE(routes4.find("10.88.41.0/24 dev eth0") != std::string::npos, routes4);
     auto routes6 = guest.ip("-6 route show").out;
-    CHECK_MESSAGE(routes6.find("default via fd00:88:41::1 dev eth7") != std::string::npos, routes6);
+    CHECK_MESSAGE(routes6.find("default via fd00:88:41::1 dev eth0") != std::string::npos, routes6);
 
     // A MAC the guest does not have: refused, naming it and the links it has.
     json wrong = req;
@@ -141,7 +143,7 @@ TEST_CASE("PodNet and the real agent: the guest gets the veth's MAC, MTU, addres
     CHECK_MESSAGE(refused.error().message.find("interfaces[0] (eth0, 0a:58:00:00:00:01): no guest network interface has this MAC") !=
                       std::string::npos,
                   refused.error().message);
-    CHECK_MESSAGE(refused.error().message.find("eth7 " + nets[0].mac) != std::string::npos, refused.error().message);
+    CHECK_MESSAGE(refused.error().message.find("eth0 " + nets[0].mac) != std::string::npos, refused.error().message);
     // Hostile: decoded and refused before any netlink.
     wrong["interfaces"][0]["mac"] = "ff:ff:ff:ff:ff:ff";
     auto multicast = client->call(wrong);

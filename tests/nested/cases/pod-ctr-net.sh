@@ -18,6 +18,8 @@
 #@ l1-binaries /usr/bin/containerd /usr/bin/ctr /usr/sbin/mke2fs /usr/sbin/ip /usr/sbin/tc /usr/lib/cni/bridge /usr/lib/cni/host-local
 #@ expect-value l1.run.rc == 0
 #@ expect-value l1.running.taps == 2
+#@ expect-value l1.guest.name == eth0
+#@ expect-value l1.guest.net1_name == net1
 #@ expect-value l1.guest.net1_mac == $l1.pod.net1_mac
 #@ expect-value l1.guest.net1_addr == $l1.pod.net1_cidr
 #@ expect-value l1.node_ping_net1.received >= 2
@@ -126,6 +128,7 @@ sed 's/^/POD-NET-GUEST /' $d/netinfo
 # The interface that has the pod's address (values are from the guest's own view).
 line=$(grep "^if .* $pod_cidr\$" $d/netinfo | head -n 1)
 set -- $line
+nested_value l1.guest.name "${2:-none}"
 nested_value l1.guest.mac "${3:-none}"
 nested_value l1.guest.mtu "${4:-none}"
 nested_value l1.guest.addr "${5:-none}"
@@ -134,6 +137,7 @@ nested_value l1.guest.addr6 "$(sed -n 's/^if6 [^ ]* \([0-9a-f:/]*\)$/\1/p' $d/ne
 nested_value l1.guest.default_via6 "$(sed -n 's/^route6 default via \([0-9a-f:]*\) .*/\1/p' $d/netinfo | head -n 1)"
 line=$(grep "^if .* $net1_cidr\$" $d/netinfo | head -n 1)
 set -- $line
+nested_value l1.guest.net1_name "${2:-none}"
 nested_value l1.guest.net1_mac "${3:-none}"
 nested_value l1.guest.net1_addr "${5:-none}"
 
