@@ -5,10 +5,13 @@
 // EOF or CloseIO, then the stream is closed, which the agent turns into EOF for the process.
 #pragma once
 
+#include <sys/types.h>
+
 #include <chrono>
 #include <mutex>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "vmm/base/error.hpp"
@@ -21,8 +24,25 @@ struct StdioPaths {
     bool terminal = false;
 };
 
-// Refuses anything but an absolute path to an existing FIFO ("" = stream not wanted): the
-// paths come from containerd's requests and must not let a request write to any file.
+// Where a process's stdout/stderr go, as containerd names it (runtime v2; the runc shim's
+// pkg/process/io.go, which `ctr run --log-uri` and other clients rely on):
+//   /path or fifo:///path  a FIFO containerd made;
+//   file:///path           a file, appended to (created 0644 with its directory); stdout and
+//                          stderr may name the same one;
+//   binary:///path?k=v&k2  a logging program the shim starts with the process's stdout on fd
+//                          3, its stderr on fd 4 and a pipe on fd 5 it closes (or writes to)
+//                          when ready; arguments k v k2, environment CONTAINER_ID and
+//                          CONTAINER_NAMESPACE.
+// Paths are absolute, percent-decoded, without NUL or "..". stdin is always a FIFO.
+struct OutputUri {
+    enum class Kind { Fifo, File, Binary } kind = Kind::Fifo;
+    std::string path;
+    std::vector<std::string> args;  // Binary: the query's keys and values, in order
+};
+Result<OutputUri> parse_output_uri(const std::string& uri, const char* which);
+
+// Refuses what is not a FIFO path (stdin) or an OutputUri (stdout/stderr; a FIFO must
+// exist), "" = stream not wanted: the paths come from containerd's requests.
 Result<void> check_stdio_paths(const StdioPaths& p);
 
 // Opens the write end of a FIFO whose reader containerd holds; waits up to `timeout` for a
@@ -45,6 +65,13 @@ public:
     // Copies the FIFO `from` to the agent's stdin stream `to` until EOF or close_stdin().
     Result<void> add_stdin(UniqueFd from, UniqueFd to);
 
+    // Starts a binary:// logging program (see OutputUri) and waits up to 10 s for it to be
+    // ready; returns the write ends of its stdout and stderr pipes. ProcessIo's destructor
+    // ends it: its pipes closed, 2 s to end by itself, then as containerd's shims do,
+    // SIGTERM, and SIGKILL after 12 s.
+    Result<std::pair<UniqueFd, UniqueFd>> start_logger(const OutputUri& uri, const std::string& container,
+                                                       const std::string& ns);
+
     // Waits until every output stream reached its EOF (all bytes handed to the FIFOs).
     void wait_output();
     void close_stdin();
@@ -54,6 +81,7 @@ private:
     std::vector<std::thread> outputs_;
     std::thread stdin_;
     UniqueFd stdin_stop_;  // eventfd
+    pid_t logger_ = -1;
 };
 
 }  // namespace kestrel::shim

@@ -41,18 +41,90 @@ std::string read_all(int fd) {
 }
 }  // namespace
 
-TEST_CASE("check_stdio_paths accepts only absolute FIFO paths") {
+TEST_CASE("check_stdio_paths: FIFO paths, and log URIs for stdout/stderr") {
     TempDir d;
     std::string f = d.fifo("out");
     std::string regular = (d.p / "file").string();
     std::ofstream(regular) << "x";
     CHECK(check_stdio_paths({"", f, "", false}));
     CHECK(check_stdio_paths({"", "", "", false}));
-    CHECK_FALSE(check_stdio_paths({"", regular, "", false}));           // would write into a file
+    CHECK(check_stdio_paths({"", "fifo://" + f, "", false}));
+    CHECK_FALSE(check_stdio_paths({"", regular, "", false}));           // a plain path must be a FIFO
     CHECK_FALSE(check_stdio_paths({"", "relative/fifo", "", false}));
-    CHECK_FALSE(check_stdio_paths({"", "binary:///bin/logger", "", false}));  // URIs not supported
+    CHECK(check_stdio_paths({"", "binary:///bin/logger", "binary:///bin/logger", false}));
+    CHECK(check_stdio_paths({"", "file://" + regular, "file://" + regular, false}));  // asked for by name
+    CHECK_FALSE(check_stdio_paths({"file://" + regular, "", "", false}));  // stdin is a FIFO
     CHECK_FALSE(check_stdio_paths({(d.p / "missing").string(), "", "", false}));
     CHECK_FALSE(check_stdio_paths({"", f, f, true}));  // a terminal has no stderr
+}
+
+TEST_CASE("parse_output_uri: containerd's fifo, file and binary log URIs") {
+    auto ok = [](const std::string& u) {
+        auto r = parse_output_uri(u, "stdout");
+        REQUIRE_MESSAGE(r, u);
+        return *r;
+    };
+    auto bad = [](const std::string& u) {
+        auto r = parse_output_uri(u, "stdout");
+        REQUIRE_FALSE_MESSAGE(r, u);
+        return std::string(r.error().what());
+    };
+    CHECK(ok("/run/x/out").kind == OutputUri::Kind::Fifo);
+    CHECK(ok("fifo:///run/x/out").path == "/run/x/out");
+    auto file = ok("file:///var/log/pods/a%20b/0.log");
+    CHECK(file.kind == OutputUri::Kind::File);
+    CHECK(file.path == "/var/log/pods/a b/0.log");
+    auto bin = ok("binary:///usr/bin/logger?--tag=web&debug&x=a%26b");
+    CHECK(bin.kind == OutputUri::Kind::Binary);
+    CHECK(bin.path == "/usr/bin/logger");
+    CHECK(bin.args == std::vector<std::string>{"--tag", "web", "debug", "x", "a&b"});
+    CHECK(bad("http://example.com/x").find("unsupported scheme") != std::string::npos);
+    CHECK(bad("file://host/x").find("a host") != std::string::npos);
+    CHECK(bad("file:///x?a=b").find("only binary://") != std::string::npos);
+    CHECK(bad("file:///a/../etc/passwd").find("without '..'") != std::string::npos);
+    CHECK(bad("file:///a%2").find("percent") != std::string::npos);
+    CHECK(bad("file:///a%00b").find("without '..'") != std::string::npos);  // a NUL
+    CHECK(bad("binary:///l?=v").find("bad argument") != std::string::npos);
+    CHECK(bad("file://").find("absolute") != std::string::npos);
+}
+
+TEST_CASE("start_logger runs a binary:// logging program with stdout on fd 3 and stderr on fd 4") {
+    TempDir d;
+    const std::string script = (d.p / "logger").string(), out = (d.p / "log").string();
+    // Copies fd 3 and fd 4 into one file each and records its arguments and environment;
+    // closing fd 5 says it is ready.
+    std::ofstream(script) << "#!/bin/sh\nexec 5>&-\necho \"$* $CONTAINER_ID $CONTAINER_NAMESPACE\" > " << out
+                          << ".args\ncat <&3 > " << out << ".1 &\ncat <&4 > " << out << ".2\nwait\n";
+    REQUIRE(::chmod(script.c_str(), 0755) == 0);
+    {
+        ProcessIo io;
+        auto fds = io.start_logger(*parse_output_uri("binary://" + script + "?-t=x", "stdout"), "c1", "k8s.io");
+        REQUIRE_MESSAGE(fds, fds.error().what());
+        // As the agent's streams would: a socket pair per stream, the shim copies.
+        int a[2], b[2];
+        REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, a) == 0);
+        REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, b) == 0);
+        io.add_output(UniqueFd(a[0]), std::move(fds->first));
+        io.add_output(UniqueFd(b[0]), std::move(fds->second));
+        REQUIRE(::write(a[1], "to stdout\n", 10) == 10);
+        REQUIRE(::write(b[1], "to stderr\n", 10) == 10);
+        ::close(a[1]);
+        ::close(b[1]);
+        io.wait_output();
+    }  // the destructor waits for the logger
+    auto slurp = [](const std::string& p) {
+        std::ifstream in(p);
+        return std::string(std::istreambuf_iterator<char>(in), {});
+    };
+    CHECK(slurp(out + ".1") == "to stdout\n");
+    CHECK(slurp(out + ".2") == "to stderr\n");
+    CHECK(slurp(out + ".args") == "-t x c1 k8s.io\n");
+
+    ProcessIo io;
+    auto missing = io.start_logger(*parse_output_uri("binary://" + (d.p / "nope").string(), "stdout"), "c1", "ns");
+    REQUIRE_FALSE(missing);
+    CHECK(std::string(missing.error().what()).find("cannot run logging program " + (d.p / "nope").string() + ": No such file") !=
+          std::string::npos);
 }
 
 TEST_CASE("open_fifo_writer waits for a reader and gives up without one") {

@@ -1,10 +1,12 @@
 #include "cni-shim/shim/task_service.hpp"
 
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <filesystem>
+#include <optional>
 #include <thread>
 
 #include <spdlog/spdlog.h>
@@ -228,14 +230,41 @@ Result<std::unique_ptr<ProcessIo>> TaskService::attach_stdio(const std::string& 
         if (!json_true(answer, "ok")) return fail("agent attach {}: {}", stream, answer.dump().substr(0, 300));
         return fd;
     };
-    if (!paths.out.empty()) {
-        UniqueFd fifo = TRY(open_fifo_writer(paths.out, std::chrono::seconds(10)));
-        io->add_output(TRY(attach("stdout")), std::move(fifo));
+    // stdout and stderr: FIFOs, a file, or a logging program (stdio.hpp OutputUri).
+    const bool want_err = !paths.err.empty() && !paths.terminal;
+    UniqueFd out, err;
+    std::optional<OutputUri> out_uri, err_uri;
+    if (!paths.out.empty()) out_uri = TRY(parse_output_uri(paths.out, "stdout"));
+    if (want_err) err_uri = TRY(parse_output_uri(paths.err, "stderr"));
+    auto open_file = [](const std::string& path) -> Result<UniqueFd> {
+        std::error_code ec;
+        std::filesystem::create_directories(std::filesystem::path(path).parent_path(), ec);
+        UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644));
+        if (!fd) return fail_errno("open log file {}", path);
+        return fd;
+    };
+    if (out_uri && out_uri->kind == OutputUri::Kind::Binary) {
+        if (err_uri && (err_uri->kind != OutputUri::Kind::Binary || err_uri->path != out_uri->path))
+            return bad_request("stderr: a logging program takes both streams (stderr must name the same binary:// as stdout)");
+        auto [o, e] = TRY(io->start_logger(*out_uri, container, id_.ns));
+        out = std::move(o);
+        if (want_err) err = std::move(e);  // else its fd 4 sees EOF at once
+    } else if (err_uri && err_uri->kind == OutputUri::Kind::Binary) {
+        return bad_request("stdout: a logging program takes both streams (stdout must name the same binary:// as stderr)");
+    } else {
+        if (out_uri) out = TRY(out_uri->kind == OutputUri::Kind::File ? open_file(out_uri->path)
+                                                                        : open_fifo_writer(out_uri->path, std::chrono::seconds(10)));
+        if (err_uri) {
+            if (err_uri->kind == OutputUri::Kind::File && out_uri && out_uri->kind == OutputUri::Kind::File && err_uri->path == out_uri->path)
+                err = UniqueFd(::fcntl(out.get(), F_DUPFD_CLOEXEC, 0));  // one file for both, as containerd's shims do
+            else
+                err = TRY(err_uri->kind == OutputUri::Kind::File ? open_file(err_uri->path)
+                                                                   : open_fifo_writer(err_uri->path, std::chrono::seconds(10)));
+            if (!err) return fail_errno("dup the log file");
+        }
     }
-    if (!paths.err.empty() && !paths.terminal) {
-        UniqueFd fifo = TRY(open_fifo_writer(paths.err, std::chrono::seconds(10)));
-        io->add_output(TRY(attach("stderr")), std::move(fifo));
-    }
+    if (out) io->add_output(TRY(attach("stdout")), std::move(out));
+    if (err) io->add_output(TRY(attach("stderr")), std::move(err));
     if (!paths.in.empty()) {
         UniqueFd fifo = TRY(open_fifo_reader(paths.in));
         TRY(io->add_stdin(std::move(fifo), TRY(attach("stdin"))));

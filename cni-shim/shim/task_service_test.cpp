@@ -140,6 +140,10 @@ TEST_CASE("Create refuses bad bundles, foreign pods and non-FIFO stdio before bo
     auto file = f.call("Create", c);
     REQUIRE(code_of(file) == ttrpc::Code::InvalidArgument);
     CHECK(file.error().message.find("not a FIFO") != std::string::npos);
+    c.set_stdout("syslog://host/x");
+    auto scheme = f.call("Create", c);
+    REQUIRE(code_of(scheme) == ttrpc::Code::InvalidArgument);
+    CHECK(scheme.error().message.find("unsupported scheme") != std::string::npos);
     c.set_stdout("");
     c.set_checkpoint("/x");
     CHECK(code_of(f.call("Create", c)) == ttrpc::Code::Unimplemented);

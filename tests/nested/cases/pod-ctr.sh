@@ -15,6 +15,12 @@
 #@ l1-binaries /usr/bin/containerd /usr/bin/ctr /usr/sbin/mke2fs /usr/bin/script /usr/sbin/runc?
 #@ expect-line ^POD-CTR-OUT hello from a kestrel pod$
 #@ expect-value l1.ctr.rc == 7
+#@ expect-value l1.loguri.file_rc == 4
+#@ expect-value l1.loguri.file_lines == 2
+#@ expect-value l1.loguri.binary_rc == 6
+#@ expect-value l1.loguri.binary_out == bin-out
+#@ expect-value l1.loguri.binary_err == bin-err
+#@ expect-value l1.loguri.binary_args == c1g default --tag t1
 #@ expect-value l1.ctr.guest_cmdline_has_agent_initrd == 1
 #@ expect-value l1.ctr.memtotal_kb < 300000
 #@ expect-line ^POD-EXEC-OUT exec says hi$
@@ -96,6 +102,29 @@ sed 's/^/POD-STDIN-OUT /' $d/in.out
 timeout 300 script -qec "$c run -t --snapshotter native --runtime io.containerd.kestrel.v2 --rm docker.io/kestrel/busybox:test c1t sh -c '[ -t 0 ] && [ -t 1 ] && echo stdin and stdout are a terminal; exit 5'" /dev/null > $d/tty.out 2>&1
 nested_value l1.tty.rc "$?"
 tr -d '\r\000' < $d/tty.out | sed 's/^/POD-TTY-OUT /'
+
+# Phase 1d: log URIs (`ctr run --log-uri`, containerd's shim stdio URIs): a file that gets
+# both streams, and a logging program (binary://) with stdout on fd 3, stderr on fd 4.
+timeout -s KILL 300 $c run --snapshotter native --runtime io.containerd.kestrel.v2 --rm --log-uri "file://$d/logfile/ctr.log" \
+  docker.io/kestrel/busybox:test c1f sh -c 'echo file-out; echo file-err >&2; exit 4' > /dev/null 2>&1
+nested_value l1.loguri.file_rc "$?"
+sed 's/^/POD-LOGURI-FILE /' $d/logfile/ctr.log
+nested_value l1.loguri.file_lines "$(grep -c -E '^file-(out|err)$' $d/logfile/ctr.log)"
+cat > $d/logger <<EOF
+#!/bin/sh
+exec 5>&-
+echo "\$CONTAINER_ID \$CONTAINER_NAMESPACE \$*" > $d/bin.args
+cat <&3 > $d/bin.out &
+cat <&4 > $d/bin.err
+wait
+EOF
+chmod 755 $d/logger
+timeout -s KILL 300 $c run --snapshotter native --runtime io.containerd.kestrel.v2 --rm --log-uri "binary://$d/logger?--tag=t1" \
+  docker.io/kestrel/busybox:test c1g sh -c 'echo bin-out; echo bin-err >&2; exit 6' > /dev/null 2>&1
+nested_value l1.loguri.binary_rc "$?"
+nested_value l1.loguri.binary_out "$(cat $d/bin.out)"
+nested_value l1.loguri.binary_err "$(cat $d/bin.err)"
+nested_value l1.loguri.binary_args "$(cat $d/bin.args)"
 
 # Phase 2: a detached container; exec, pids, pause/resume, SIGTERM, delete.
 procs() {  # number of processes whose command line matches the regex $1 (L1's busybox has no pgrep)
