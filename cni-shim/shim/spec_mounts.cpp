@@ -151,10 +151,11 @@ std::string base64_encode(std::string_view data) {
     return out;
 }
 
-std::vector<std::string> guest_mounts(nlohmann::json& config) {
-    std::vector<std::string> changes;
+GuestMounts guest_mounts(nlohmann::json& config) {
+    GuestMounts out;
+    auto& changes = out.changes;
     auto mounts = config.find("mounts");
-    if (mounts == config.end() || !mounts->is_array()) return changes;
+    if (mounts == config.end() || !mounts->is_array()) return out;
     nlohmann::json kept = nlohmann::json::array();
     std::size_t budget = kCopyBudgetBytes;
     for (auto& m : *mounts) {
@@ -179,12 +180,17 @@ std::vector<std::string> guest_mounts(nlohmann::json& config) {
             changes.push_back(fmt::format("bind mount {} on {}: emptyDir {}, the pod's own directory in the VM instead", src, dst, *name));
             continue;
         }
+        if (dst == "/dev/termination-log") {
+            changes.push_back("bind mount " + src + " on /dev/termination-log: not in the pod VM, dropped (the termination "
+                              "message comes from the container's log)");
+            continue;
+        }
         const bool cri_file = dst == "/etc/hosts" || dst == "/etc/hostname" || dst == "/etc/resolv.conf";
         const bool read_only = has_option(m, "ro");
         struct stat st {};
         std::string why;
         if (!cri_file && !read_only) {
-            why = "read-write: a copy would not be shared with the host or the pod's other containers";
+            why = "read-write: a copy would not be shared with the node or the pod's other containers; use an emptyDir or a block volume";
         } else if (::stat(src.c_str(), &st) < 0) {
             why = std::strerror(errno);
         } else if (S_ISREG(st.st_mode) || S_ISDIR(st.st_mode)) {
@@ -220,10 +226,11 @@ std::vector<std::string> guest_mounts(nlohmann::json& config) {
         } else {
             why = "neither a regular file nor a directory";
         }
-        changes.push_back("bind mount " + src + " on " + dst + ": a host path, not in the pod VM: dropped (" + why + ")");
+        out.unsupported.push_back("bind mount " + src + " on " + dst + ": a node path a kestrel pod VM cannot have (" + why + ")");
+        changes.push_back(out.unsupported.back());
     }
     *mounts = std::move(kept);
-    return changes;
+    return out;
 }
 
 namespace {

@@ -34,12 +34,19 @@ inline constexpr int kCopyMaxDepth = 8;                       // directories bel
 //   writer makes them; names starting with ".." skipped: its internals), up to
 //   kCopyMaxFiles per mount, kCopyMaxDepth levels and kCopyBudgetBytes in all; an empty
 //   directory becomes an empty read-only tmpfs;
-// - every other bind (a read-write directory: hostPath; block devices; something
-//   over the bounds or unreadable) is dropped, with the reason: a copy would not be shared
-//   with the host or the pod's other containers.
-// Returns one line per change, for the log. Entries that are not objects are left for the
-// agent to refuse.
-std::vector<std::string> guest_mounts(nlohmann::json& config);
+// - the kubelet's /dev/termination-log (a read-write file on the node) is dropped: the
+//   termination message then comes from the container's log (FallbackToLogsOnError);
+// - every other bind cannot be given to the pod VM and is `unsupported`, with the reason:
+//   a read-write hostPath (a copy would not be shared with the node or the pod's other
+//   containers), a socket or device, a copy over its bounds, an unreadable path. The shim
+//   refuses such a container rather than run it without what it asked for.
+// `changes` has one line per change, for the log (the unsupported ones too). Entries that
+// are not objects are left for the agent to refuse.
+struct GuestMounts {
+    std::vector<std::string> changes;
+    std::vector<std::string> unsupported;
+};
+GuestMounts guest_mounts(nlohmann::json& config);
 
 // A block device the spec passes into the container: an entry of linux.devices
 // (runtime-spec config-linux.md#devices), which containerd's CRI plugin makes from the CRI

@@ -20,7 +20,8 @@ TEST_CASE("guest_mounts turns the CRI plugin's host binds into what the pod VM c
         {"destination": "/etc/resolv.conf", "source": "/var/lib/x/resolv.conf", "options": ["rbind", "rw"]},
         {"destination": "/dev/shm", "type": "bind", "source": "/run/containerd/io.containerd.grpc.v1.cri/sandboxes/x/shm", "options": ["rbind", "ro"]},
         "not an object"]})");
-    auto changes = guest_mounts(config);
+    auto result = guest_mounts(config);
+    const auto& changes = result.changes;
     CHECK(changes.size() == 3);
     const auto& m = config["mounts"];
     REQUIRE(m.size() == 3);
@@ -34,14 +35,14 @@ TEST_CASE("guest_mounts turns the CRI plugin's host binds into what the pod VM c
 
 TEST_CASE("guest_mounts leaves a spec without binds or without mounts alone") {
     json none = json::object();
-    CHECK(guest_mounts(none).empty());
+    CHECK(guest_mounts(none).changes.empty());
     CHECK_FALSE(none.contains("mounts"));
     json odd = {{"mounts", "x"}};
-    CHECK(guest_mounts(odd).empty());
+    CHECK(guest_mounts(odd).changes.empty());
     CHECK(odd["mounts"] == "x");
     json plain = json::parse(R"({"mounts": [{"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": [1]}]})");
     json before = plain;
-    CHECK(guest_mounts(plain).empty());
+    CHECK(guest_mounts(plain).changes.empty());
     CHECK(plain == before);
 }
 
@@ -90,12 +91,15 @@ TEST_CASE("guest_mounts sends the CRI plugin's files and read-only volumes by va
         {{"destination", "/etc/none"}, {"type", "bind"}, {"source", t.path + "/empty"}, {"options", {"rbind", "ro"}}},
         {{"destination", "/data"}, {"type", "bind"}, {"source", t.path + "/emptydir-vol"}, {"options", {"rbind", "rw"}}},
         {{"destination", "/etc/gone"}, {"type", "bind"}, {"source", t.path + "/absent"}, {"options", {"rbind", "ro"}}}})}};
-    auto changes = guest_mounts(config);
+    auto result = guest_mounts(config);
+    const auto& changes = result.changes;
     REQUIRE(changes.size() == 6);
     CHECK(changes[0].find("copied into the pod VM (1 file, 33 bytes)") != std::string::npos);
     CHECK(changes[2].find("(2 files, 12 bytes, read-only)") != std::string::npos);
-    CHECK(changes[4].find("dropped (read-write") != std::string::npos);
-    CHECK(changes[5].find("dropped (No such file") != std::string::npos);
+    CHECK(changes[4].find("cannot have (read-write") != std::string::npos);  // a hostPath: the container is refused
+    CHECK(changes[5].find("cannot have (No such file") != std::string::npos);
+    REQUIRE(result.unsupported.size() == 2);
+    CHECK(result.unsupported[0] == changes[4]);
     const auto& m = config["mounts"];
     REQUIRE(m.size() == 4);
     CHECK(m[0]["type"] == "kestrel-copy");
@@ -127,7 +131,8 @@ TEST_CASE("guest_mounts keeps within its bounds and says which one a mount broke
         {{"destination", "/d"}, {"type", "bind"}, {"source", t.path + "/deep"}, {"options", {"ro"}}},
         {{"destination", "/e"}, {"type", "bind"}, {"source", "/dev/null"}, {"options", {"ro"}}},
         {{"destination", "/f"}, {"type", "bind"}, {"source", t.path + "/devs"}, {"options", {"ro"}}}})}};
-    auto changes = guest_mounts(config);
+    auto result = guest_mounts(config);
+    const auto& changes = result.changes;
     REQUIRE(changes.size() == 6);
     CHECK(changes[0].find("copied") != std::string::npos);
     CHECK(changes[1].find("over the 512 KiB") != std::string::npos);   // the budget is per container
@@ -135,6 +140,7 @@ TEST_CASE("guest_mounts keeps within its bounds and says which one a mount broke
     CHECK(changes[3].find("deeper than 8 directories") != std::string::npos);
     CHECK(changes[4].find("neither a regular file nor a directory") != std::string::npos);
     CHECK(changes[5].find("devs/null: neither a regular file nor a directory") != std::string::npos);
+    CHECK(result.unsupported.size() == 5);  // all but the first: nothing over a bound goes in quietly
     CHECK(config["mounts"].size() == 1);
 }
 
@@ -226,11 +232,13 @@ TEST_CASE("guest_mounts makes a kubelet emptyDir the pod's own directory in the 
         {"destination": "/cache", "type": "bind", "source": "/var/lib/kubelet/pods/u1/volumes/kubernetes.io~empty-dir/cache-1.x/", "options": ["rbind", "ro"]},
         {"destination": "/odd", "type": "bind", "source": "/var/lib/kubelet/pods/u1/volumes/kubernetes.io~empty-dir/a b", "options": ["rbind", "rw"]},
         {"destination": "/sub", "type": "bind", "source": "/var/lib/kubelet/pods/u1/volumes/kubernetes.io~empty-dir/..", "options": ["rbind", "rw"]}]})");
-    auto changes = guest_mounts(config);
+    auto result = guest_mounts(config);
+    const auto& changes = result.changes;
     REQUIRE(changes.size() == 4);
     CHECK(changes[0].find("emptyDir scratch") != std::string::npos);
-    CHECK(changes[2].find("dropped") != std::string::npos);  // not a DNS label: not an emptyDir the kubelet made
-    CHECK(changes[3].find("dropped") != std::string::npos);
+    CHECK(changes[2].find("cannot have") != std::string::npos);  // not a DNS label: not an emptyDir the kubelet made
+    CHECK(changes[3].find("cannot have") != std::string::npos);
+    CHECK(result.unsupported.size() == 2);
     const auto& m = config["mounts"];
     REQUIRE(m.size() == 2);
     CHECK(m[0]["type"] == "kestrel-pod-volume");
@@ -239,4 +247,14 @@ TEST_CASE("guest_mounts makes a kubelet emptyDir the pod's own directory in the 
     CHECK(m[0]["options"] == json({"rbind", "rprivate", "rw"}));
     CHECK(m[1]["source"] == "empty-dir-cache-1.x");
     CHECK(m[1]["options"] == json({"rbind", "ro"}));  // a readOnly volumeMount stays read-only
+}
+
+TEST_CASE("guest_mounts drops the kubelet's termination-log file, and only that") {
+    json config = json::parse(R"({"mounts": [
+        {"destination": "/dev/termination-log", "type": "bind", "source": "/var/lib/kubelet/pods/u1/containers/c/0", "options": ["rbind", "rw"]}]})");
+    auto result = guest_mounts(config);
+    REQUIRE(result.changes.size() == 1);
+    CHECK(result.changes[0].find("dropped") != std::string::npos);
+    CHECK(result.unsupported.empty());
+    CHECK(config["mounts"].empty());
 }

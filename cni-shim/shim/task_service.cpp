@@ -290,7 +290,13 @@ TaskService::Reply TaskService::create(std::string_view payload) {
     }
     json config = TRY_RESULT(read_bundle_config(bundle));
     PodMembership m = TRY_RESULT(pod_membership(config, req.id()));
-    for (const auto& change : guest_mounts(config)) spdlog::info("container {}: {}", req.id(), change);
+    auto mounts = guest_mounts(config);
+    for (const auto& change : mounts.changes) spdlog::info("container {}: {}", req.id(), change);
+    if (!mounts.unsupported.empty()) {
+        std::string why = mounts.unsupported.front();
+        if (mounts.unsupported.size() > 1) why += fmt::format(" (and {} more, in the shim's log)", mounts.unsupported.size() - 1);
+        return status(Code::InvalidArgument, fmt::format("container {}: {}", req.id(), why));
+    }
     if (m.group != id_.group) {
         return status(Code::InvalidArgument, fmt::format("container {} belongs to pod {}, this shim serves pod {}", req.id(), m.group, id_.group));
     }

@@ -60,6 +60,8 @@
 #@ expect-value l1.shared.empty_dir == from-c2
 #@ expect-value l1.shared.shm == shm-from-c2
 #@ expect-value l1.shared.node_dir_entries == 0
+#@ expect-value l1.hostpath.start_rc == 1
+#@ expect-value l1.hostpath.refusal_names_it == 1
 #@ expect-value l1.c2.exit_code == 143
 #@ expect-value l1.c3.exit_code == 137
 #@ expect-value l1.pod.removed_sandboxes == 0
@@ -307,6 +309,17 @@ nested_value l1.net.runc_ping.exit_code "$(status_of $rc1 exit_code)"
 sed 's/^/POD-CRI-RUNC-PING /' "$(status_of $rc1 log_path)"
 cri RuntimeService/StopPodSandbox "{\"pod_sandbox_id\": \"$rp\"}" > /dev/null
 cri RuntimeService/RemovePodSandbox "{\"pod_sandbox_id\": \"$rp\"}" > /dev/null
+
+# A read-write hostPath volume cannot be in the pod VM: StartContainer (where the CRI plugin
+# creates the task, so the shim sees the spec) fails and says why; the kubelet shows it as
+# the container's start error. The container is removed as the kubelet would.
+mkdir -p $d/hostdir
+chp=$(create chp p1 "$pod" 'true' "[{\"container_path\": \"/host\", \"host_path\": \"$d/hostdir\"}]")
+cri RuntimeService/StartContainer "{\"container_id\": \"$chp\"}" > $d/hostpath.out 2>&1
+nested_value l1.hostpath.start_rc "$?"
+sed 's/^/POD-CRI-HOSTPATH /' $d/hostpath.out
+cri RuntimeService/RemoveContainer "{\"container_id\": \"$chp\"}" > /dev/null
+nested_value l1.hostpath.refusal_names_it "$(grep -c "bind mount $d/hostdir on /host: a node path a kestrel pod VM cannot have (read-write" $d/hostpath.out)"
 
 # 3. A third one ignoring SIGTERM: StopContainer's grace period ends in SIGKILL. It runs
 # beside c2, from the same image (the shim's per-image cache then gives it a copy).
