@@ -118,13 +118,8 @@ Result<ToolRun> run_tool(const std::vector<std::string>& args, const StopSignals
     argv.push_back(nullptr);
     UniqueFd devnull(::open("/dev/null", O_RDONLY | O_CLOEXEC));
     if (!devnull) return fail_errno("/dev/null");
-    int out_p[2], err_p[2], exec_p[2];
-    if (::pipe2(out_p, O_CLOEXEC) < 0) return fail_errno("pipe");
-    UniqueFd out_r(out_p[0]), out_w(out_p[1]);
-    if (::pipe2(err_p, O_CLOEXEC) < 0) return fail_errno("pipe");
-    UniqueFd err_r(err_p[0]), err_w(err_p[1]);
-    if (::pipe2(exec_p, O_CLOEXEC) < 0) return fail_errno("pipe");
-    UniqueFd exec_r(exec_p[0]), exec_w(exec_p[1]);
+    UniqueFd out_r, out_w, err_r, err_w, exec_r, exec_w;
+    if (!make_pipe(out_r, out_w) || !make_pipe(err_r, err_w) || !make_pipe(exec_r, exec_w)) return fail_errno("pipe");
 
     pid_t pid = ::fork();
     if (pid < 0) return fail_errno("fork");

@@ -169,22 +169,16 @@ Result<std::pair<UniqueFd, UniqueFd>> ProcessIo::start_logger(const OutputUri& u
                                                               const std::string& ns) {
     std::lock_guard lk(mu_);
     if (logger_ > 0) return fail("a logging program was already started for this process");
-    int out[2], err[2], ready[2];
-    if (::pipe2(out, O_CLOEXEC) < 0) return fail_errno("pipe");
-    UniqueFd out_r(out[0]), out_w(out[1]);
-    if (::pipe2(err, O_CLOEXEC) < 0) return fail_errno("pipe");
-    UniqueFd err_r(err[0]), err_w(err[1]);
-    if (::pipe2(ready, O_CLOEXEC) < 0) return fail_errno("pipe");
-    UniqueFd ready_r(ready[0]), ready_w(ready[1]);
+    // fd 5's pipe says "ready"; the exec pipe is closed by a successful execve (O_CLOEXEC)
+    // and carries a failed one's errno.
+    UniqueFd out_r, out_w, err_r, err_w, ready_r, ready_w, exec_r, exec_w;
+    if (!make_pipe(out_r, out_w) || !make_pipe(err_r, err_w) || !make_pipe(ready_r, ready_w) || !make_pipe(exec_r, exec_w))
+        return fail_errno("pipe");
     // Above 5, so the child's dup2 onto 3, 4 and 5 cannot overwrite one before it is used.
     UniqueFd hi_out(::fcntl(out_r.get(), F_DUPFD_CLOEXEC, 10)), hi_err(::fcntl(err_r.get(), F_DUPFD_CLOEXEC, 10)),
         hi_ready(::fcntl(ready_w.get(), F_DUPFD_CLOEXEC, 10));
     UniqueFd null(::open("/dev/null", O_RDWR | O_CLOEXEC));
     if (!hi_out || !hi_err || !hi_ready || !null) return fail_errno("dup the logging program's fds");
-    // Closed by a successful execve (O_CLOEXEC); a failed one sends its errno through it.
-    int exec_pipe[2];
-    if (::pipe2(exec_pipe, O_CLOEXEC) < 0) return fail_errno("pipe");
-    UniqueFd exec_r(exec_pipe[0]), exec_w(exec_pipe[1]);
     // Everything the child needs is made before fork: the shim has threads.
     std::vector<std::string> strs{uri.path};
     strs.insert(strs.end(), uri.args.begin(), uri.args.end());

@@ -1,6 +1,7 @@
 // UniqueFd: sole owner of one file descriptor, closed on destruction.
 #pragma once
 
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <utility>
@@ -32,5 +33,14 @@ public:
 private:
     int fd_ = -1;
 };
+
+// A pipe with both ends O_CLOEXEC into `r` and `w`; false (errno set) on failure.
+inline bool make_pipe(UniqueFd& r, UniqueFd& w) {
+    int p[2];
+    if (::pipe2(p, O_CLOEXEC) < 0) return false;
+    r.reset(p[0]);
+    w.reset(p[1]);
+    return true;
+}
 
 }  // namespace kestrel
