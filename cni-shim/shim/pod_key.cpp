@@ -10,6 +10,11 @@
 
 namespace kestrel::shim {
 
+bool clean_absolute_path(std::string_view p, std::size_t max) {
+    return !p.empty() && p.front() == '/' && p.size() <= max && p.find('\0') == std::string_view::npos &&
+           p.find("/../") == std::string_view::npos && !p.ends_with("/..");
+}
+
 bool valid_identifier(std::string_view id) {
     if (id.empty() || id.size() > 76) return false;
     auto alnum = [](char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'); };

@@ -21,6 +21,10 @@ inline constexpr std::string_view kContainerTypeAnnotation = "io.kubernetes.cri.
 // which keeps them safe as path components and as the agent's ids.
 bool valid_identifier(std::string_view id);
 
+// A path from a request that the shim opens or passes on: absolute, no ".." component, no
+// NUL, at most `max` bytes.
+bool clean_absolute_path(std::string_view p, std::size_t max = 4095);
+
 struct PodMembership {
     std::string group;      // the sandbox id, or the container's own id outside CRI
     bool is_sandbox = true; // the container that boots the pod's VM

@@ -73,3 +73,15 @@ TEST_CASE("pod_key is stable per (address, namespace, group) and the paths fit s
     std::string vsock = pod_state_dir(kDefaultStateRoot, k) + "/vsock.sock_4294967295";
     CHECK(vsock.size() < sizeof(sockaddr_un{}.sun_path));
 }
+
+TEST_CASE("clean_absolute_path: absolute, no '..' component, no NUL, bounded") {
+    CHECK(clean_absolute_path("/run/x/out"));
+    CHECK(clean_absolute_path("/a/..b/c"));  // a name starting with "..", not a component
+    CHECK_FALSE(clean_absolute_path(""));
+    CHECK_FALSE(clean_absolute_path("relative"));
+    CHECK_FALSE(clean_absolute_path("/a/../etc"));
+    CHECK_FALSE(clean_absolute_path("/a/.."));
+    CHECK_FALSE(clean_absolute_path(std::string_view("/a\0b", 4)));
+    CHECK_FALSE(clean_absolute_path("/" + std::string(4095, 'a')));
+    CHECK_FALSE(clean_absolute_path("/abcd", 4));
+}

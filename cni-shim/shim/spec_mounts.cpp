@@ -17,6 +17,7 @@
 
 #include <fmt/format.h>
 
+#include "cni-shim/shim/pod_key.hpp"
 #include "vmm/base/fd.hpp"
 
 namespace kestrel::shim {
@@ -282,7 +283,7 @@ Result<std::vector<BlockDevice>> block_devices(const nlohmann::json& config) {
         const auto& d = (*devs)[i];
         if (!d.is_object()) return bad_request("linux.devices[{}]: expected an object", i);
         const std::string path = string_at(d, "path"), type = string_at(d, "type");
-        if (path.empty() || path.front() != '/' || path.find("/../") != std::string::npos || path.ends_with("/..") || path.size() > 4095)
+        if (!clean_absolute_path(path))
             return bad_request("linux.devices[{}].path: must be an absolute path without '..'", i);
         if (type != "b") {
             return bad_request("linux.devices[{}]: {} is a {} device; only block devices (volumeDevices) can be passed into a kestrel pod VM",

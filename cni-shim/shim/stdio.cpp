@@ -16,6 +16,7 @@
 #include <optional>
 #include <string_view>
 
+#include "cni-shim/shim/pod_key.hpp"
 #include "cni-shim/ttrpc/unix_socket.hpp"
 
 namespace kestrel::shim {
@@ -100,8 +101,7 @@ Result<OutputUri> parse_output_uri(const std::string& uri, const char* which) {
             if (out.args.size() > 64) return bad_request("{}: more than 64 logging program arguments", which);
         }
     }
-    if (out.path.empty() || out.path.front() != '/' || out.path.size() > 4095 || out.path.find('\0') != std::string::npos ||
-        out.path.find("/../") != std::string::npos || out.path.ends_with("/.."))
+    if (!clean_absolute_path(out.path))
         return bad_request("{}: '{}' is not an absolute path without '..'", which, uri.substr(0, 80));
     return out;
 }

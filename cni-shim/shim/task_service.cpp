@@ -236,11 +236,12 @@ Result<std::unique_ptr<ProcessIo>> TaskService::attach_stdio(const std::string& 
     std::optional<OutputUri> out_uri, err_uri;
     if (!paths.out.empty()) out_uri = TRY(parse_output_uri(paths.out, "stdout"));
     if (want_err) err_uri = TRY(parse_output_uri(paths.err, "stderr"));
-    auto open_file = [](const std::string& path) -> Result<UniqueFd> {
+    auto open_sink = [](const OutputUri& uri) -> Result<UniqueFd> {
+        if (uri.kind == OutputUri::Kind::Fifo) return open_fifo_writer(uri.path, std::chrono::seconds(10));
         std::error_code ec;
-        std::filesystem::create_directories(std::filesystem::path(path).parent_path(), ec);
-        UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644));
-        if (!fd) return fail_errno("open log file {}", path);
+        std::filesystem::create_directories(std::filesystem::path(uri.path).parent_path(), ec);
+        UniqueFd fd(::open(uri.path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644));
+        if (!fd) return fail_errno("open log file {}", uri.path);
         return fd;
     };
     if (out_uri && out_uri->kind == OutputUri::Kind::Binary) {
@@ -252,15 +253,13 @@ Result<std::unique_ptr<ProcessIo>> TaskService::attach_stdio(const std::string& 
     } else if (err_uri && err_uri->kind == OutputUri::Kind::Binary) {
         return bad_request("stdout: a logging program takes both streams (stdout must name the same binary:// as stderr)");
     } else {
-        if (out_uri) out = TRY(out_uri->kind == OutputUri::Kind::File ? open_file(out_uri->path)
-                                                                        : open_fifo_writer(out_uri->path, std::chrono::seconds(10)));
-        if (err_uri) {
-            if (err_uri->kind == OutputUri::Kind::File && out_uri && out_uri->kind == OutputUri::Kind::File && err_uri->path == out_uri->path)
-                err = UniqueFd(::fcntl(out.get(), F_DUPFD_CLOEXEC, 0));  // one file for both, as containerd's shims do
-            else
-                err = TRY(err_uri->kind == OutputUri::Kind::File ? open_file(err_uri->path)
-                                                                   : open_fifo_writer(err_uri->path, std::chrono::seconds(10)));
+        if (out_uri) out = TRY(open_sink(*out_uri));
+        if (err_uri && err_uri->kind == OutputUri::Kind::File && out_uri && out_uri->kind == OutputUri::Kind::File &&
+            err_uri->path == out_uri->path) {
+            err = UniqueFd(::fcntl(out.get(), F_DUPFD_CLOEXEC, 0));  // one file for both, as containerd's shims do
             if (!err) return fail_errno("dup the log file");
+        } else if (err_uri) {
+            err = TRY(open_sink(*err_uri));
         }
     }
     if (out) io->add_output(TRY(attach("stdout")), std::move(out));
@@ -285,7 +284,7 @@ TaskService::Reply TaskService::create(std::string_view payload) {
     TRY_STATUS(check_id("id", req.id()));
     if (!req.checkpoint().empty() || !req.parent_checkpoint().empty()) return status(Code::Unimplemented, "checkpoint/restore is not supported by the kestrel shim");
     const std::string& bundle = req.bundle();
-    if (bundle.empty() || bundle.front() != '/' || bundle.find("/../") != std::string::npos || bundle.size() > 4000) {
+    if (!clean_absolute_path(bundle, 4000)) {
         return status(Code::InvalidArgument, "bundle must be an absolute path without '..'");
     }
     json config = TRY_RESULT(read_bundle_config(bundle));
