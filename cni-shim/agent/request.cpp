@@ -183,6 +183,21 @@ Decoded<std::string> abs_path(const json& v, const std::string& path) {
     return s;
 }
 
+// A guest block device: an absolute path under /dev/.
+Decoded<std::string> device_path(const json& v, const std::string& path) {
+    auto s = abs_path(v, path);
+    if (s && !s->starts_with("/dev/")) return err(path + ": must be under /dev/");
+    return s;
+}
+
+// A drive's size in bytes: a positive multiple of the 512-byte sector the guest reports
+// sizes in, at most 1 PiB.
+Decoded<uint64_t> drive_size(const json& v, const std::string& path) {
+    auto n = u64_at(v, path, 1ull << 50);
+    if (n && (*n == 0 || *n % 512 != 0)) return err(path + ": must be a positive multiple of 512");
+    return n;
+}
+
 Decoded<std::vector<std::string>> string_list(const json& o, std::string_view key, std::string_view where,
                                               size_t max_entries, bool need_equals) {
     std::vector<std::string> out;
@@ -415,14 +430,12 @@ Decoded<Mount> decode_mount(const json& m, const std::string& path) {
         return out;
     }
     if (*type == "kestrel-drive") {
-        auto dev = abs_path(json(out.source), join(path, "source"));
+        auto dev = device_path(json(out.source), join(path, "source"));
         if (!dev) return std::unexpected(dev.error());
-        if (!dev->starts_with("/dev/")) return err(join(path, "source") + ": a kestrel-drive mount's source must be under /dev/");
         const json* sz = find(m, "size");
         if (!sz) return err(join(path, "size") + ": missing (a kestrel-drive mount waits for its drive's size)");
-        auto n = u64_at(*sz, join(path, "size"), 1ull << 50);
+        auto n = drive_size(*sz, join(path, "size"));
         if (!n) return std::unexpected(n.error());
-        if (*n == 0 || *n % 512 != 0) return err(join(path, "size") + ": must be a positive multiple of 512");
         out.source = std::move(*dev);
         out.drive_size = *n;
         out.bind = true;
@@ -596,9 +609,8 @@ Decoded<Rootfs> decode_rootfs(const json& o) {
     }
     const json* d = find(j, "device");
     if (!d) return err("rootfs.path: missing (or rootfs.device)");
-    auto dev = abs_path(*d, "rootfs.device");
+    auto dev = device_path(*d, "rootfs.device");
     if (!dev) return std::unexpected(dev.error());
-    if (!dev->starts_with("/dev/")) return err("rootfs.device: must be under /dev/");
     out.device = std::move(*dev);
     auto fs = need_string(j, "fstype", "rootfs", 16);
     if (!fs) return std::unexpected(fs.error());
@@ -608,10 +620,8 @@ Decoded<Rootfs> decode_rootfs(const json& o) {
     if (!wl) return std::unexpected(wl.error());
     out.writable_layer = *wl;
     if (const json* sz = find(j, "size")) {
-        // a multiple of the 512-byte sector the guest reports sizes in, at most 1 PiB
-        auto n = u64_at(*sz, "rootfs.size", 1ull << 50);
+        auto n = drive_size(*sz, "rootfs.size");
         if (!n) return std::unexpected(n.error());
-        if (*n == 0 || *n % 512 != 0) return err("rootfs.size: must be a positive multiple of 512");
         out.size = *n;
     }
     return out;
