@@ -108,12 +108,44 @@ def parse_memory(text):
     return vals
 
 
+def parse_lapic(text):
+    """`info lapic N`: the local APIC timer's mode and counts, and the vectors in service and
+    requested. A vCPU halted with interrupts on and nothing in IRR while its one-shot timer
+    has run out (current 0) lost its timer interrupt; a vector stuck in ISR blocks every
+    vector of its priority class and below. None when the text has no timer line."""
+    t = re.search(r'Timer\s+DCR=\S+.*?initial_count = (\d+) current_count = (\d+)', text)
+    if not t:
+        return None
+    lvtt = re.search(r'^LVTT\s+0x([0-9a-f]+)\s+(.*)$', text, re.M)
+    mode = '?'
+    if lvtt:
+        words = lvtt.group(2).split()
+        mode = next((w for w in words if w in ('one-shot', 'periodic', 'tsc-deadline')), '?')
+        if int(lvtt.group(1), 16) >> 16 & 1:
+            mode += ' masked'
+
+    def vectors(name):
+        m = re.search(r'^' + name + r'\s+(.*)$', text, re.M)
+        return ' '.join(m.group(1).split()) if m else '?'
+    ppr = re.search(r'PPR (0x[0-9a-f]+)', text)
+    return {'timer': mode, 'initial': int(t.group(1)), 'current': int(t.group(2)),
+            'isr': vectors('ISR'), 'irr': vectors('IRR'), 'ppr': ppr.group(1) if ppr else '?'}
+
+
+def lapic_summary(cpu, lapic):
+    if lapic is None:
+        return f'cpu{cpu} lapic: no answer'
+    return (f'cpu{cpu} lapic: timer {lapic["timer"]} {lapic["current"]}/{lapic["initial"]} '
+            f'ISR {lapic["isr"]} IRR {lapic["irr"]} PPR {lapic["ppr"]}')
+
+
 STACK_WORDS = 96
 
 
 def diagnose(sock_path, beat_path, samples=3, gap_s=2.0):
     """Lines describing the hang (for the run's output); the full monitor dumps go to
-    beat_path + '.monitor'. Each sample: every vCPU's RIP (named), RFLAGS.IF, CPL and HLT;
+    beat_path + '.monitor'. Each sample: every vCPU's RIP (named), RFLAGS.IF, CPL and HLT,
+    then its local APIC's timer (mode, current/initial count), ISR, IRR and PPR;
     after the first, the code addresses found on each vCPU's stack (a rough backtrace: the
     newest first, with any exception frame's saved RIP among them)."""
     text = open(beat_path, 'rb').read().decode('utf-8', 'replace') if os.path.exists(beat_path) else ''
@@ -124,9 +156,13 @@ def diagnose(sock_path, beat_path, samples=3, gap_s=2.0):
         try:
             r = monitor(sock_path, ['info cpus', 'info registers -a'])
             cpus = parse_registers(r['info registers -a'])
+            # Each vCPU's local APIC (QEMU numbers them as the vCPUs): is a timer interrupt
+            # due, pending or in service?
+            r.update(monitor(sock_path, [f'info lapic {c["cpu"]}' for c in cpus]))
             lines.append(f'sample {n + 1}: ' + '; '.join(
                 f'cpu{c["cpu"]} {beats.name(c["rip"])} RIP={c["rip"]:#x} IF={c["irq_on"]} CPL={c["cpl"]} '
-                f'HLT={c["hlt"]}' for c in cpus))
+                f'HLT={c["hlt"]}' for c in cpus) + '; ' + '; '.join(
+                lapic_summary(c['cpu'], parse_lapic(r.get(f'info lapic {c["cpu"]}', ''))) for c in cpus))
             if n == 0:
                 cmds = []
                 for c in cpus:

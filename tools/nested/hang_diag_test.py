@@ -51,6 +51,32 @@ class RegistersTest(unittest.TestCase):
                                          'ffffd34c80393da8: 0x0000000000000000\n'), [1, 0xffffffffb6401199, 0])
 
 
+LAPIC = """dumping local APIC state for CPU 1 \r
+\r
+LVT0\t 0x00010700 active-hi edge  masked                      ExtINT (vec 0)\r
+LVTT\t 0x000000ec active-hi edge                 one-shot     Fixed  (vec 236)\r
+Timer\t DCR=0x3 (divide by 16) initial_count = 7734416 current_count = 0\r
+ISR\t (none)\r
+IRR\t 236\r
+\r
+APR 0x01 TPR 0x10 DFR 0x0f LDR 0x02 PPR 0x10\r
+"""
+
+
+class LapicTest(unittest.TestCase):
+    def test_parse(self):
+        lapic = hd.parse_lapic(LAPIC.replace('\r', ''))
+        self.assertEqual(lapic, {'timer': 'one-shot', 'initial': 7734416, 'current': 0,
+                                 'isr': '(none)', 'irr': '236', 'ppr': '0x10'})
+        self.assertEqual(hd.lapic_summary(1, lapic), 'cpu1 lapic: timer one-shot 0/7734416 ISR (none) IRR 236 PPR 0x10')
+
+    def test_masked_and_garbage(self):
+        masked = LAPIC.replace('0x000000ec', '0x000100ec').replace('\r', '')
+        self.assertEqual(hd.parse_lapic(masked)['timer'], 'one-shot masked')
+        self.assertIsNone(hd.parse_lapic('unknown command'))
+        self.assertEqual(hd.lapic_summary(0, None), 'cpu0 lapic: no answer')
+
+
 class MonitorTest(unittest.TestCase):
     def fake_monitor(self, path, answer):
         srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -79,8 +105,10 @@ class MonitorTest(unittest.TestCase):
     def test_commands(self):
         with tempfile.TemporaryDirectory() as d:
             p = os.path.join(d, 'm.sock')
-            self.fake_monitor(p, lambda c: REGS if c == 'info registers -a' else '* CPU #0: thread_id=1\r\n')
-            r = hd.monitor(p, ['info cpus', 'info registers -a'])
+            self.fake_monitor(p, lambda c: REGS if c == 'info registers -a' else
+                              LAPIC if c.startswith('info lapic') else '* CPU #0: thread_id=1\r\n')
+            r = hd.monitor(p, ['info cpus', 'info registers -a', 'info lapic 1'])
+            self.assertEqual(hd.parse_lapic(r['info lapic 1'])['irr'], '236')
             self.assertIn('thread_id=1', r['info cpus'])
             self.assertEqual(len(hd.parse_registers(r['info registers -a'])), 2)
 
