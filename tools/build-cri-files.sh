@@ -2,9 +2,11 @@
 # Builds what the nested CRI case (tests/nested/cases/pod-cri.sh) needs in L1 beyond the pod
 # files of tools/build-pod-image.sh, as a directory copied over L1's root:
 #   /nested/cri/cri-client.py, api_pb2.py   the CRI client (tests/cri) and its generated messages
-#   /usr/lib/python3/dist-packages/{grpc,google,six.py} (+ their shared libraries): Debian's
-#                                        python3-grpcio and python3-protobuf (python3 itself
-#                                        comes from the case's `#@ l1-python`)
+#   /nested/cri/cri-stream.py            Exec/Attach streams over WebSocket (tests/cri)
+#   /usr/lib/python3/dist-packages/{grpc,google,six.py,websocket} (+ their shared libraries):
+#                                        Debian's python3-grpcio, python3-protobuf and
+#                                        python3-websocket (python3 itself comes from the
+#                                        case's `#@ l1-python`)
 #   /usr/share/kestrel/pause-oci.tar     the local sandbox image docker.io/kestrel/pause:test
 #                                        (tests/cri/pause.cpp, static), imported with ctr: no
 #                                        registry involved
@@ -24,14 +26,15 @@ done
 stubs=$build/tests/cri/api_pb2.py pause=$build/tests/cri/kestrel-pause
 [[ -s $stubs && -x $pause ]] || nested_die "no $stubs or $pause (tools/setup.sh, then ninja -C $build)"
 dist=/usr/lib/python3/dist-packages
-for m in grpc google/protobuf six.py; do
-  [[ -e $dist/$m ]] || nested_die "no $dist/$m (apt-get install python3-grpcio python3-protobuf)"
+for m in grpc google/protobuf six.py websocket; do
+  [[ -e $dist/$m ]] || nested_die "no $dist/$m (apt-get install python3-grpcio python3-protobuf python3-websocket)"
 done
 
 rm -rf "$out"; mkdir -p "$out/nested/cri" "$out/usr/share/kestrel" "$out$dist/google"
 install -m 0755 "$nested_root/tests/cri/cri-client.py" "$out/nested/cri/cri-client.py"
+install -m 0755 "$nested_root/tests/cri/cri-stream.py" "$out/nested/cri/cri-stream.py"
 install -m 0644 "$stubs" "$out/nested/cri/api_pb2.py"
-(cd "$dist" && find grpc google/protobuf six.py -name __pycache__ -prune -o -print | cpio -pdm --quiet "$out$dist") ||
+(cd "$dist" && find grpc google/protobuf six.py websocket -name __pycache__ -prune -o -print | cpio -pdm --quiet "$out$dist") ||
   nested_die "copying python modules failed"
 # grpc imports asyncio and ctypes: the standard library's extension modules (copied by
 # `#@ l1-python` without their libraries) need theirs too (libffi for _ctypes).

@@ -24,7 +24,7 @@ packages=(
   golang-github-gogo-protobuf-dev golang-github-gogo-googleapis-dev golang-github-containerd-ttrpc-dev
   containerd  # the nested pod cases run containerd 1.6 and ctr in L1
   libnl-route-3-dev containernetworking-plugins  # pods: netlink for cni-shim/net; the CNI bridge + host-local plugins its tests run
-  python3-grpcio python3-protobuf dpkg-dev  # CRI case: tests/cri's client (gRPC); apt-get source unpacks with dpkg-source
+  python3-grpcio python3-protobuf python3-websocket dpkg-dev  # CRI case: tests/cri's clients (gRPC, WebSocket); apt-get source unpacks with dpkg-source
 )
 
 if [[ $(id -u) -ne 0 ]]; then

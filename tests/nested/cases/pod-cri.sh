@@ -4,7 +4,8 @@
 # + host-local, a local sandbox (pause) image and busybox image imported with ctr (no
 # registry), driven by tests/cri/cri-client.py over /runtime.v1.RuntimeService and
 # ImageService in crictl's order: RunPodSandbox, CreateContainer, StartContainer,
-# ContainerStatus + the CRI log file, ExecSync, a second container of the same pod (with a
+# ContainerStatus + the CRI log file, ExecSync, Exec and Attach streams (WebSocket, as kubectl
+# speaks them), a second container of the same pod (with a
 # configMap-like volume, block-mode volumes, an emptyDir and /dev/shm shared with a third),
 # StopContainer
 # (SIGTERM honoured; SIGTERM ignored -> SIGKILL after the grace period), StopPodSandbox,
@@ -57,6 +58,15 @@
 #@ expect-value l1.rovol.read_l1_data == written-by-l1
 #@ expect-value l1.rovol.write_rc != 0
 #@ expect-value l1.rovol.sector2_nonzero_bytes == 0
+#@ expect-value l1.stream.exec_rc == 0
+#@ expect-value l1.stream.exec_stdout == got:hello-stream
+#@ expect-value l1.stream.exec_stderr == to-stderr
+#@ expect-value l1.stream.exec_exit_code == 5
+#@ expect-value l1.stream.tty_stdout == tty-yes
+#@ expect-value l1.stream.tty_exit_code == 0
+#@ expect-value l1.attach.rc == 0
+#@ expect-value l1.attach.stdout == attached:ping,attached:bye
+#@ expect-value l1.attach.c4_exit_code == 4
 #@ expect-value l1.shared.empty_dir == from-c2
 #@ expect-value l1.shared.shm == shm-from-c2
 #@ expect-value l1.shared.node_dir_entries == 0
@@ -99,6 +109,8 @@ pids_of() {
   done
 }
 cri() { /usr/bin/python3 /nested/cri/cri-client.py --address unix://$d/containerd.sock --timeout 900 "$@"; }
+# stream URL [--stdin-line TEXT]...: the WebSocket half of Exec/Attach (kubectl exec/attach)
+stream() { /usr/bin/python3 /nested/cri/cri-stream.py --timeout 300 "$@"; }
 links() { ls /sys/class/net | grep -c -E '^(veth|tap)'; }
 
 cat > $d/config.toml <<TOML
@@ -176,9 +188,9 @@ run_pod() {  # run_pod NAME -> sandbox id
   cri RuntimeService/RunPodSandbox "{\"config\": $(pod_config $1), \"runtime_handler\": \"kestrel\"}" --get pod_sandbox_id
 }
 # create NAME POD-NAME POD-ID SHELL-COMMAND [MOUNTS-JSON [DEVICES-JSON]] -> container id
-create() {
-  printf '{"pod_sandbox_id": "%s", "sandbox_config": %s, "config": {"metadata": {"name": "%s"}, "image": {"image": "docker.io/kestrel/busybox:test"}, "command": ["sh", "-c", "%s"], "log_path": "%s.log", "linux": {}, "mounts": %s, "devices": %s}}' \
-    "$3" "$(pod_config $2)" "$1" "$4" "$1" "${5:-[]}" "${6:-[]}" > $d/req-$1.json
+create() {  # create NAME POD_NAME POD_ID COMMAND [MOUNTS] [DEVICES] [MORE_CONFIG_FIELDS]
+  printf '{"pod_sandbox_id": "%s", "sandbox_config": %s, "config": {"metadata": {"name": "%s"}, "image": {"image": "docker.io/kestrel/busybox:test"}, "command": ["sh", "-c", "%s"], "log_path": "%s.log", "linux": {}, "mounts": %s, "devices": %s%s}}' \
+    "$3" "$(pod_config $2)" "$1" "$4" "$1" "${5:-[]}" "${6:-[]}" "${7:-}" > $d/req-$1.json
   cri RuntimeService/CreateContainer @$d/req-$1.json --get container_id
 }
 state() { cri RuntimeService/ContainerStatus "{\"container_id\": \"$1\"}" --get status.state; }
@@ -326,6 +338,21 @@ nested_value l1.hostpath.refusal_names_it "$(grep -c "bind mount $d/hostdir on /
 c3=$(create c3 p1 "$pod" 'trap \"\" TERM; echo c3 up; while true; do sleep 1; done' "[$edm]")
 [ -n "$c3" ] || bail "CreateContainer c3"
 cri RuntimeService/StartContainer "{\"container_id\": \"$c3\"}" > /dev/null || bail "StartContainer c3"
+# Exec and Attach as kubectl exec -i / exec -t / attach speak them: the CRI call returns a URL
+# on containerd's streaming server, and the streams go over WebSocket (channel protocol v4).
+url=$(cri RuntimeService/Exec "{\"container_id\": \"$c2\", \"cmd\": [\"sh\", \"-c\", \"read x; echo got:\$x; echo to-stderr >&2; exit 5\"], \"stdin\": true, \"stdout\": true, \"stderr\": true}" --get url)
+echo "POD-CRI-STREAM exec url $url"
+stream "$url" --stdin-line hello-stream > $d/stream.out
+nested_value l1.stream.exec_rc "$?"
+sed 's/^/POD-CRI-STREAM /' $d/stream.out
+nested_value l1.stream.exec_stdout "$(sed -n 's/^stdout //p' $d/stream.out)"
+nested_value l1.stream.exec_stderr "$(sed -n 's/^stderr //p' $d/stream.out)"
+nested_value l1.stream.exec_exit_code "$(sed -n 's/^exit_code //p' $d/stream.out)"
+url=$(cri RuntimeService/Exec "{\"container_id\": \"$c2\", \"cmd\": [\"sh\", \"-c\", \"[ -t 0 ] && [ -t 1 ] && echo tty-yes\"], \"stdin\": true, \"stdout\": true, \"tty\": true}" --get url)
+stream "$url" > $d/stream-tty.out
+sed 's/^/POD-CRI-STREAM-TTY /' $d/stream-tty.out
+nested_value l1.stream.tty_stdout "$(sed -n 's/^stdout //p' $d/stream-tty.out | tr -d '\r')"
+nested_value l1.stream.tty_exit_code "$(sed -n 's/^exit_code //p' $d/stream-tty.out)"
 # What c2 writes in the emptyDir and /dev/shm, c3 reads; none of it is on the node.
 cri RuntimeService/ExecSync "{\"container_id\": \"$c2\", \"cmd\": [\"sh\", \"-c\", \"echo from-c2 > /scratch/note && echo shm-from-c2 > /dev/shm/note\"], \"timeout\": 120}" \
   --get exit_code | sed 's/^/POD-CRI-SHARED-WRITE /'
@@ -351,6 +378,20 @@ nested_value l1.vol.pod_data_on_host "$(dd if=$vol bs=512 skip=2 count=1 2>/dev/
 nested_value l1.rovol.sector2_nonzero_bytes "$(dd if=$rovol bs=512 skip=2 count=1 2>/dev/null | tr -d '\000' | wc -c)"
 losetup -d $vol && losetup -d $rovol
 nested_value l1.vol.loop_detach_rc "$?"
+
+# c4's main process reads its stdin (a container with stdin open): Attach feeds it two lines.
+# (After c2 and c3 stopped: their rootfs drives are free again.)
+c4=$(create c4 p1 "$pod" 'while read l; do echo attached:$l; case $l in bye) exit 4;; esac; done' '[]' '[]' ', "stdin": true')
+[ -n "$c4" ] || bail "CreateContainer c4"
+cri RuntimeService/StartContainer "{\"container_id\": \"$c4\"}" > /dev/null || bail "StartContainer c4"
+url=$(cri RuntimeService/Attach "{\"container_id\": \"$c4\", \"stdin\": true, \"stdout\": true, \"stderr\": true}" --get url)
+stream "$url" --stdin-line ping --stdin-line bye > $d/attach.out
+nested_value l1.attach.rc "$?"
+sed 's/^/POD-CRI-ATTACH /' $d/attach.out
+nested_value l1.attach.stdout "$(sed -n 's/^stdout //p' $d/attach.out | tr '\n' , | sed 's/,$//')"
+wait_exited $c4
+nested_value l1.attach.c4_exit_code "$(status_of $c4 exit_code)"
+cri RuntimeService/RemoveContainer "{\"container_id\": \"$c4\"}" > /dev/null
 
 cri RuntimeService/StopPodSandbox "{\"pod_sandbox_id\": \"$pod\"}" > /dev/null
 cri RuntimeService/RemovePodSandbox "{\"pod_sandbox_id\": \"$pod\"}" > /dev/null
