@@ -56,7 +56,11 @@ Result<PodVmConfig> load_pod_vm_config(const std::string& path) {
         else if (k == "spare_drives") TRY(num(c.spare_drives, 1, 20));
         else if (k == "volume_drives") TRY(num(c.volume_drives, 0, 6));  // with spare_drives, at most vda..vdz
         else if (k == "agent_port") TRY(num(c.agent_port, 1, 0xffffffffu));
-        else if (k == "boot_timeout_s") {
+        else if (k == "image_cache_keep_s") {
+            std::uint32_t s = 0;
+            TRY(num(s, 60, 10u * 366 * 86400));  // shorter: a pod starting meanwhile could lose its image
+            c.image_cache_keep = std::chrono::seconds(s);
+        } else if (k == "boot_timeout_s") {
             std::uint32_t s = 0;
             TRY(num(s, 1, 3600));
             c.boot_timeout = std::chrono::seconds(s);

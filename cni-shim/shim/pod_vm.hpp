@@ -40,6 +40,9 @@ struct PodVmConfig {
     std::chrono::seconds boot_timeout{180};
     // Rootfs images of image layers, shared by every pod (rootfs.hpp cached_image); "" = off.
     std::string image_cache_dir = "/var/lib/kestrel-shim/images";
+    // A cached image no VMM has open and none has used for this long is removed (checked
+    // each time a container takes an image from the cache: rootfs.hpp prune_image_cache).
+    std::chrono::seconds image_cache_keep{std::chrono::hours(24 * 7)};
     // Where kestrel.log and console.log go: the pod's state directory when empty (removed
     // with the pod); tests set KESTREL_SHIM_LOG_DIR to keep them.
     std::string log_dir;

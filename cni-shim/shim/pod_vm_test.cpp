@@ -105,6 +105,12 @@ TEST_CASE("load_pod_vm_config reads the size caps and refuses a size above them"
     c = load_pod_vm_config(path);
     REQUIRE_FALSE(c);
     CHECK(std::string(c.error().what()).find("volume_drives: expected an integer 0..6") != std::string::npos);
+    write(R"({"image_cache_keep_s": 60})");
+    c = load_pod_vm_config(path);
+    REQUIRE(c);
+    CHECK(c->image_cache_keep == std::chrono::seconds(60));
+    write(R"({"image_cache_keep_s": 59})");
+    CHECK_FALSE(load_pod_vm_config(path));
     write("{}");
     c = load_pod_vm_config(path);
     REQUIRE(c);

@@ -1,13 +1,17 @@
 #include "cni-shim/shim/rootfs.hpp"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <map>
+#include <string_view>
 
 #include <fmt/ranges.h>
 
@@ -185,7 +189,10 @@ std::optional<CacheableRootfs> cacheable_rootfs(const std::vector<RootfsMount>& 
 
 Result<std::string> cached_image(const CacheableRootfs& r, const std::string& cache_dir, const std::string& mount_dir) {
     std::string path = fmt::format("{}/{}.ext4", cache_dir, r.key);
-    if (::access(path.c_str(), R_OK) == 0) return path;
+    if (::access(path.c_str(), R_OK) == 0) {
+        ::utimensat(AT_FDCWD, path.c_str(), nullptr, 0);  // last used: now (a failure only ages it)
+        return path;
+    }
     std::error_code ec;
     std::filesystem::create_directories(cache_dir, ec);
     if (ec) return fail("mkdir {}: {}", cache_dir, ec.message());
@@ -200,6 +207,86 @@ Result<std::string> cached_image(const CacheableRootfs& r, const std::string& ca
         return e;
     }
     return path;
+}
+
+Result<bool> image_in_use(int fd) {
+    struct flock fl{};
+    fl.l_type = F_WRLCK;  // conflicts with any other holder's shared lock
+    fl.l_whence = SEEK_SET;
+    fl.l_start = 100;     // RAW_LOCK_PERM_BASE + BLK_PERM_CONSISTENT_READ
+    fl.l_len = 1;
+    if (::fcntl(fd, F_OFD_GETLK, &fl) != 0) return fail_errno("F_OFD_GETLK");
+    return fl.l_type != F_UNLCK;
+}
+
+namespace {
+
+bool is_hex_key(std::string_view s) {
+    return s.size() == 16 && s.find_first_not_of("0123456789abcdef") == std::string_view::npos;
+}
+
+}  // namespace
+
+PruneResult prune_image_cache(const std::string& cache_dir, std::chrono::seconds keep, const std::string& except) {
+    PruneResult res;
+    std::error_code ec;
+    std::filesystem::directory_iterator it(cache_dir, ec);
+    if (ec) {
+        if (ec != std::errc::no_such_file_or_directory) res.problems.push_back(fmt::format("{}: {}", cache_dir, ec.message()));
+        return res;
+    }
+    const std::string except_name = except.empty() ? "" : std::filesystem::path(except).filename().string();
+    const auto now = std::chrono::system_clock::now();
+    auto old = [&](const struct stat& st) {
+        auto mtime = std::chrono::system_clock::time_point(
+            std::chrono::duration_cast<std::chrono::system_clock::duration>(
+                std::chrono::seconds(st.st_mtim.tv_sec) + std::chrono::nanoseconds(st.st_mtim.tv_nsec)));
+        return now - mtime > keep;
+    };
+    for (const auto& entry : it) {
+        const std::string name = entry.path().filename().string();
+        const std::string path = entry.path().string();
+        if (name == except_name) continue;
+        const auto dot = name.find('.');
+        if (dot == std::string::npos || !is_hex_key(std::string_view(name).substr(0, dot))) continue;
+        const std::string_view rest = std::string_view(name).substr(dot);
+        struct stat st{};
+        if (::lstat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) continue;
+        if (rest.starts_with(".ext4.tmp.")) {
+            // A build in progress, or the leftover of a shim that died building.
+            const std::string pid_text(rest.substr(10));
+            if (pid_text.empty() || pid_text.size() > 9 || pid_text.find_first_not_of("0123456789") != std::string::npos) continue;
+            const pid_t pid = static_cast<pid_t>(std::stol(pid_text));
+            if (pid > 0 && (::kill(pid, 0) == 0 || errno != ESRCH)) continue;
+            if (::unlink(path.c_str()) == 0) {
+                ++res.removed;
+                res.removed_bytes += static_cast<std::uint64_t>(st.st_size);
+            }
+            continue;
+        }
+        if (rest != ".ext4" || !old(st)) continue;
+        UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+        if (!fd) continue;  // gone meanwhile
+        auto busy = image_in_use(fd.get());
+        if (!busy) {
+            res.problems.push_back(fmt::format("{}: {}", path, busy.error().message));
+            continue;
+        }
+        if (*busy) {
+            ++res.kept_in_use;
+            continue;
+        }
+        // Picked up since the directory was read (cached_image touched it)? Then it stays.
+        struct stat now_st{};
+        if (::fstat(fd.get(), &now_st) != 0 || !old(now_st) || now_st.st_ino != st.st_ino) continue;
+        if (::unlink(path.c_str()) != 0) {
+            res.problems.push_back(fmt::format("unlink {}: {}", path, std::strerror(errno)));
+            continue;
+        }
+        ++res.removed;
+        res.removed_bytes += static_cast<std::uint64_t>(now_st.st_size);
+    }
+    return res;
 }
 
 Result<void> build_ext4_image(const std::string& dir, const std::string& image) {

@@ -5,6 +5,7 @@
 // read-only under an overlay with a tmpfs upper layer (PROTOCOL.md, rootfs `writable_layer`).
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -59,8 +60,27 @@ struct CacheableRootfs {
 std::optional<CacheableRootfs> cacheable_rootfs(const std::vector<RootfsMount>& mounts);
 
 // Returns <cache_dir>/<key>.ext4, building it from `lowers_only` mounted on `mount_dir` when
-// absent (built beside it and renamed into place, so a half-built image is never used).
+// absent (built beside it and renamed into place, so a half-built image is never used). A
+// hit sets the image's mtime to now: the cache's "last used" for prune_image_cache.
 Result<std::string> cached_image(const CacheableRootfs& r, const std::string& cache_dir, const std::string& mount_dir);
+
+// Whether some VMM has the image open as a disk. kestrel and QEMU each hold a shared OFD
+// lock on byte 100 (QEMU's RAW_LOCK_PERM_BASE + consistent-read, block/file-posix.c; see
+// devices/virtio/blk/image_lock.hpp) of every image they use, read-only or not.
+Result<bool> image_in_use(int fd);
+
+// Keeps the shared image cache from growing for ever: removes every <key>.ext4 last used
+// (mtime) more than `keep` ago that no VMM has open, except `except` (the image a caller is
+// about to use), and every <key>.ext4.tmp.<pid> whose builder process is gone. The mtime is
+// checked again on the open file before the unlink, so an image a shim picks up meanwhile
+// stays. Names of any other form are left alone. Never fails: problems are listed.
+struct PruneResult {
+    unsigned removed = 0;
+    std::uint64_t removed_bytes = 0;
+    unsigned kept_in_use = 0;  // old enough to go, but a VMM has it open
+    std::vector<std::string> problems;
+};
+PruneResult prune_image_cache(const std::string& cache_dir, std::chrono::seconds keep, const std::string& except);
 
 // Runs argv (no shell), returns its combined output (first 4 KiB) or fails with it.
 Result<std::string> run_command(const std::vector<std::string>& argv);

@@ -1,6 +1,8 @@
 #include "cni-shim/shim/rootfs.hpp"
 
+#include <fcntl.h>
 #include <sys/mount.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -110,4 +112,67 @@ TEST_CASE("cacheable_rootfs: a fresh overlay of image layers is keyed by its low
     REQUIRE(hit);
     CHECK(*hit == (d / (a->key + ".ext4")).string());
     std::filesystem::remove_all(d);
+}
+
+TEST_CASE("prune_image_cache: removes old unused images, keeps used, recent, excepted and foreign files") {
+    char tmpl[] = "/tmp/kestrel-cache-XXXXXX";
+    REQUIRE(::mkdtemp(tmpl) != nullptr);
+    const std::string dir = tmpl;
+    auto make = [&](const std::string& name, int age_s) {
+        std::string p = dir + "/" + name;
+        std::ofstream(p) << std::string(4096, 'x');
+        struct timespec t[2];
+        ::clock_gettime(CLOCK_REALTIME, &t[0]);
+        t[0].tv_sec -= age_s;
+        t[1] = t[0];
+        REQUIRE(::utimensat(AT_FDCWD, p.c_str(), t, 0) == 0);
+        return p;
+    };
+    const std::string old_unused = make("0123456789abcdef.ext4", 7200);
+    const std::string old_used = make("1123456789abcdef.ext4", 7200);
+    const std::string recent = make("2123456789abcdef.ext4", 60);
+    const std::string excepted = make("3123456789abcdef.ext4", 7200);
+    const std::string dead_build = make("4123456789abcdef.ext4.tmp.999999999", 0);  // no such pid
+    const std::string live_build = make("5123456789abcdef.ext4.tmp." + std::to_string(::getpid()), 7200);
+    const std::string foreign = make("notes.ext4", 7200);
+    // A VMM using the image: kestrel's (and QEMU's) shared lock on byte 100.
+    int user = ::open(old_used.c_str(), O_RDONLY | O_CLOEXEC);
+    REQUIRE(user >= 0);
+    struct flock fl{};
+    fl.l_type = F_RDLCK;
+    fl.l_whence = SEEK_SET;
+    fl.l_start = 100;
+    fl.l_len = 1;
+    REQUIRE(::fcntl(user, F_OFD_SETLK, &fl) == 0);
+    int probe = ::open(old_used.c_str(), O_RDONLY | O_CLOEXEC);
+    REQUIRE(probe >= 0);
+    CHECK(image_in_use(probe).value());
+    int probe2 = ::open(recent.c_str(), O_RDONLY | O_CLOEXEC);
+    CHECK_FALSE(image_in_use(probe2).value());
+    ::close(probe2);
+
+    auto r = prune_image_cache(dir, std::chrono::hours(1), excepted);
+    CHECK(r.problems.empty());
+    CHECK(r.removed == 2);
+    CHECK(r.removed_bytes == 2 * 4096);
+    CHECK(r.kept_in_use == 1);
+    auto exists = [](const std::string& p) { return ::access(p.c_str(), F_OK) == 0; };
+    CHECK_FALSE(exists(old_unused));
+    CHECK_FALSE(exists(dead_build));
+    CHECK(exists(old_used));
+    CHECK(exists(recent));
+    CHECK(exists(excepted));
+    CHECK(exists(live_build));
+    CHECK(exists(foreign));
+
+    // The user lets go: now it goes too (keep 0: any unused image).
+    ::close(user);
+    CHECK_FALSE(image_in_use(probe).value());
+    ::close(probe);
+    r = prune_image_cache(dir, std::chrono::seconds(0), "");
+    CHECK(r.removed == 3);   // old_used, recent, excepted
+    CHECK(exists(live_build));
+    CHECK(exists(foreign));
+    CHECK(prune_image_cache(dir + "/absent", std::chrono::seconds(0), "").problems.empty());
+    std::filesystem::remove_all(dir);
 }

@@ -341,6 +341,13 @@ TaskService::Reply TaskService::create(std::string_view payload) {
     if (cacheable) {
         auto img = cached_image(*cacheable, vm_cfg_.image_cache_dir, root_dir);
         if (!img) return undo(context(img.error(), "rootfs image"));
+        auto pruned = prune_image_cache(vm_cfg_.image_cache_dir, vm_cfg_.image_cache_keep, *img);
+        if (pruned.removed > 0) {
+            spdlog::info("image cache {}: removed {} image(s) unused for {} s ({} bytes); {} as old kept, in use",
+                         vm_cfg_.image_cache_dir, pruned.removed, vm_cfg_.image_cache_keep.count(), pruned.removed_bytes,
+                         pruned.kept_in_use);
+        }
+        for (const auto& p : pruned.problems) spdlog::warn("image cache: {}", p);
         bool in_use = false;
         {
             std::lock_guard lk(mu_);

@@ -60,6 +60,9 @@
 #@ expect-value l1.overlay.cache_files_2 == 1
 #@ expect-value l1.overlay.cache_id_2 == $l1.overlay.cache_id_1
 #@ expect-value l1.overlay.cached_creates == 2
+#@ expect-value l1.prune.stale_unused_left == 0
+#@ expect-value l1.prune.stale_in_use_left == 1
+#@ expect-value l1.prune.logged == 1
 #@ expect-value l1.left.kestrel == 0
 #@ expect-value l1.left.shim == 0
 #@ expect-value l1.left.sockets == 0
@@ -200,14 +203,36 @@ $c container delete pod1
 # Phase 5: the overlayfs snapshotter; the second container of an image reuses the first
 # one's rootfs image (per-image cache, keyed by the layers) instead of building it again.
 # The cache starts empty: earlier cases in this L1 (pod-cri) cached their images there too.
-rm -rf /var/lib/kestrel-shim/images
+# Before the second run the cache also gets two stale entries (copies of the image, last
+# used 8 days ago, beyond the default week): one unused, which taking an image from the
+# cache prunes, and one a running kestrel has open as a disk (its image lock), which stays.
+cache=/var/lib/kestrel-shim/images
+rm -rf $cache
 $c images import /usr/share/kestrel/busybox-oci.tar
 for n in 1 2; do
+  if [ $n = 2 ]; then
+    img=$(ls $cache/*.ext4 | head -n 1)
+    for k in aaaaaaaaaaaaaaaa bbbbbbbbbbbbbbbb; do cp $img $cache/$k.ext4 && touch -d @$(( $(date +%s) - 8 * 86400 )) $cache/$k.ext4; done
+    "$KESTREL" run --kernel /l2/vmlinux --initrd /usr/share/kestrel/pod-initrd.cpio.gz --memory 128M \
+      --disk $cache/bbbbbbbbbbbbbbbb.ext4,ro > $d/holder.log 2>&1 < /dev/null &
+    holder=$!
+    i=0
+    while ! grep -q "virtio-blk '$cache/bbbbbbbbbbbbbbbb.ext4'" $d/holder.log && [ $i -lt 60 ]; do sleep 1; i=$((i + 1)); done
+    grep '^kestrel' $d/holder.log | sed 's/^/POD-OVERLAY-HOLDER /'
+  fi
   timeout -s KILL 150 $c run --runtime io.containerd.kestrel.v2 --rm docker.io/kestrel/busybox:test ov$n \
     sh -c "echo overlay run $n; exit 0" | sed 's/^/POD-OVERLAY-OUT /'
   [ -s $d/logs ] && tail -n 5 $d/logs/*/shim.log | sed 's/^/POD-OVERLAY-SHIMLOG /'
-  nested_value l1.overlay.cache_files_$n "$(ls /var/lib/kestrel-shim/images/*.ext4 2>/dev/null | wc -l)"
-  nested_value l1.overlay.cache_id_$n "$(stat -c %i-%Y /var/lib/kestrel-shim/images/*.ext4 2>/dev/null | head -n 1)"
+  if [ $n = 2 ]; then
+    nested_value l1.prune.stale_unused_left "$(ls $cache/aaaaaaaaaaaaaaaa.ext4 2>/dev/null | wc -l)"
+    nested_value l1.prune.stale_in_use_left "$(ls $cache/bbbbbbbbbbbbbbbb.ext4 2>/dev/null | wc -l)"
+    nested_value l1.prune.logged "$(cat $d/logs/*/shim.log | grep -c 'removed 1 image(s) unused for 604800 s .*1 as old kept, in use')"
+    kill $holder; wait $holder 2>/dev/null
+    rm -f $cache/bbbbbbbbbbbbbbbb.ext4
+  fi
+  nested_value l1.overlay.cache_files_$n "$(ls $cache/*.ext4 2>/dev/null | wc -l)"
+  # The inode: the same file, not rebuilt (a hit only sets its mtime, "last used").
+  nested_value l1.overlay.cache_id_$n "$(stat -c %i $cache/*.ext4 2>/dev/null | head -n 1)"
 done
 nested_value l1.overlay.cached_creates "$(cat $d/logs/*/shim.log | grep -c 'cached per image')"
 
