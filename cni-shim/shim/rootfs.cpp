@@ -243,9 +243,14 @@ PruneResult prune_image_cache(const std::string& cache_dir, std::chrono::seconds
                 std::chrono::seconds(st.st_mtim.tv_sec) + std::chrono::nanoseconds(st.st_mtim.tv_nsec)));
         return now - mtime > keep;
     };
-    for (const auto& entry : it) {
-        const std::string name = entry.path().filename().string();
-        const std::string path = entry.path().string();
+    // increment(ec), not range-for: a directory that fails mid-read must not throw.
+    for (; it != std::filesystem::directory_iterator(); it.increment(ec)) {
+        if (ec) {
+            res.problems.push_back(fmt::format("{}: {}", cache_dir, ec.message()));
+            break;
+        }
+        const std::string name = it->path().filename().string();
+        const std::string path = it->path().string();
         if (name == except_name) continue;
         const auto dot = name.find('.');
         if (dot == std::string::npos || !is_hex_key(std::string_view(name).substr(0, dot))) continue;
