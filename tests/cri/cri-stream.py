@@ -3,14 +3,15 @@
 URL an Exec or Attach call returned (containerd's streaming server) over WebSocket with the
 Kubernetes channel protocol v4.channel.k8s.io (one byte of channel before each message's data:
 0 stdin, 1 stdout, 2 stderr, 3 the error channel, which carries a JSON metav1.Status at the
-end), sends each --stdin-line with a newline, then prints what arrives until the server closes the stream:
+end, 4 terminal resizes as JSON {"Width", "Height"}), sends --resize's size, then each
+--stdin-line with a newline, then prints what arrives until the server closes the stream:
   stdout LINE / stderr LINE   one per line received (a last line without '\n' too)
   exit_code N                 from the Status: Success = 0, NonZeroExitCode = its ExitCode
                               cause; absent when the server sent no Status (Attach)
   status_message TEXT         a Failure's message
 The WebSocket client is Debian's python3-websocket (websocket-client).
 
-usage: cri-stream.py URL [--stdin-line TEXT]... [--timeout S]
+usage: cri-stream.py URL [--resize COLSxROWS] [--stdin-line TEXT]... [--timeout S]
 Exit status: 0 the stream ended, 1 it could not be opened or timed out, 2 bad usage.
 """
 import argparse, json, sys
@@ -22,7 +23,7 @@ except ImportError as e:
     sys.exit(2)
 
 PROTOCOL = 'v4.channel.k8s.io'
-STDIN, STDOUT, STDERR, ERROR = 0, 1, 2, 3
+STDIN, STDOUT, STDERR, ERROR, RESIZE = 0, 1, 2, 3, 4
 MAX_BYTES = 16 << 20   # what one exec in a test prints is small; stop a runaway stream
 
 
@@ -44,11 +45,19 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument('url')
     ap.add_argument('--stdin-line', action='append', default=[], help="a line sent on stdin once connected ('\\n' added)")
+    ap.add_argument('--resize', metavar='COLSxROWS', help='a terminal size sent once connected (exec -t)')
     ap.add_argument('--timeout', type=float, default=120.0, help='seconds without data before giving up')
     args = ap.parse_args()
     if not args.url.startswith(('http://', 'https://')):
         print(f'cri-stream: {args.url!r}: want the http(s) URL an Exec or Attach call returned', file=sys.stderr)
         return 2
+    resize = None
+    if args.resize is not None:
+        cols, _, rows = args.resize.partition('x')
+        if not (cols.isdigit() and rows.isdigit() and 0 < int(cols) < 65536 and 0 < int(rows) < 65536):
+            print(f'cri-stream: --resize {args.resize!r}: want COLSxROWS, each 1..65535', file=sys.stderr)
+            return 2
+        resize = json.dumps({'Width': int(cols), 'Height': int(rows)}).encode()
     url = 'ws' + args.url[len('http'):]
     try:
         ws = websocket.create_connection(url, subprotocols=[PROTOCOL], timeout=args.timeout)
@@ -59,6 +68,8 @@ def main():
     status = None
     total = 0
     try:
+        if resize is not None:
+            ws.send_binary(bytes([RESIZE]) + resize)
         for ln in args.stdin_line:
             ws.send_binary(bytes([STDIN]) + ln.encode() + b'\n')
         while True:

@@ -64,6 +64,7 @@
 #@ expect-value l1.stream.exec_exit_code == 5
 #@ expect-value l1.stream.tty_stdout == tty-yes
 #@ expect-value l1.stream.tty_exit_code == 0
+#@ expect-value l1.stream.tty_size == 40 123
 #@ expect-value l1.attach.rc == 0
 #@ expect-value l1.attach.stdout == attached:ping,attached:bye
 #@ expect-value l1.attach.c4_exit_code == 4
@@ -348,10 +349,14 @@ sed 's/^/POD-CRI-STREAM /' $d/stream.out
 nested_value l1.stream.exec_stdout "$(sed -n 's/^stdout //p' $d/stream.out)"
 nested_value l1.stream.exec_stderr "$(sed -n 's/^stderr //p' $d/stream.out)"
 nested_value l1.stream.exec_exit_code "$(sed -n 's/^exit_code //p' $d/stream.out)"
-url=$(cri RuntimeService/Exec "{\"container_id\": \"$c2\", \"cmd\": [\"sh\", \"-c\", \"[ -t 0 ] && [ -t 1 ] && echo tty-yes\"], \"stdin\": true, \"stdout\": true, \"tty\": true}" --get url)
-stream "$url" > $d/stream-tty.out
+# kubectl exec -t sends the terminal's size on the resize channel; containerd passes it on
+# with ResizePty, which happens beside the process's start: the process waits (at most
+# 10 s) for the size to show, then prints it.
+url=$(cri RuntimeService/Exec "{\"container_id\": \"$c2\", \"cmd\": [\"sh\", \"-c\", \"[ -t 0 ] && [ -t 1 ] && echo tty-yes; i=0; while [ \\\"\$(stty size)\\\" != '40 123' ] && [ \$i -lt 50 ]; do sleep 0.2; i=\$((i + 1)); done; echo size \$(stty size)\"], \"stdin\": true, \"stdout\": true, \"tty\": true}" --get url)
+stream "$url" --resize 123x40 > $d/stream-tty.out
 sed 's/^/POD-CRI-STREAM-TTY /' $d/stream-tty.out
-nested_value l1.stream.tty_stdout "$(sed -n 's/^stdout //p' $d/stream-tty.out | tr -d '\r')"
+nested_value l1.stream.tty_stdout "$(sed -n 's/^stdout //p' $d/stream-tty.out | tr -d '\r' | head -n 1)"
+nested_value l1.stream.tty_size "$(sed -n 's/^stdout size //p' $d/stream-tty.out | tr -d '\r')"
 nested_value l1.stream.tty_exit_code "$(sed -n 's/^exit_code //p' $d/stream-tty.out)"
 # What c2 writes in the emptyDir and /dev/shm, c3 reads; none of it is on the node.
 cri RuntimeService/ExecSync "{\"container_id\": \"$c2\", \"cmd\": [\"sh\", \"-c\", \"echo from-c2 > /scratch/note && echo shm-from-c2 > /dev/shm/note\"], \"timeout\": 120}" \
