@@ -7,7 +7,7 @@ end, 4 terminal resizes as JSON {"Width", "Height"}), sends --resize's size, the
 --stdin-line with a newline, then prints what arrives until the server closes the stream:
   stdout LINE / stderr LINE   one per line received (a last line without '\n' too)
   exit_code N                 from the Status: Success = 0, NonZeroExitCode = its ExitCode
-                              cause; absent when the server sent no Status (Attach)
+                              cause; absent when the server sent no Status
   status_message TEXT         a Failure's message
 The WebSocket client is Debian's python3-websocket (websocket-client).
 
