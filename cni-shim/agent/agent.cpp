@@ -700,13 +700,22 @@ struct Agent::Impl {
             if (end == s->c_str()) return std::nullopt;
             return v;
         };
-        if (auto cpu = read_file(c.cgroup + "/cpu.stat")) {
-            std::istringstream in(*cpu);
-            std::string k;
-            uint64_t v;
-            while (in >> k >> v)
-                if (k == "usage_usec") out["cpu_usage_usec"] = v;
-        }
+        // cpu.stat and memory.stat are "name value" lines (kernel cgroup-v2.rst); each goes
+        // through whole, at most 64 names: the shim picks the ones it knows.
+        auto keyed = [&](const char* file) {
+            json m = json::object();
+            if (auto text = read_file(c.cgroup + "/" + file)) {
+                std::istringstream in(*text);
+                std::string k;
+                uint64_t v;
+                while (m.size() < 64 && in >> k >> v) m[k] = v;
+            }
+            return m;
+        };
+        json cpu = keyed("cpu.stat");
+        if (cpu.contains("usage_usec")) out["cpu_usage_usec"] = cpu["usage_usec"];
+        if (!cpu.empty()) out["cpu_stat"] = std::move(cpu);
+        if (json mem = keyed("memory.stat"); !mem.empty()) out["memory_stat"] = std::move(mem);
         if (auto v = number(read_file(c.cgroup + "/memory.current"))) out["memory_current"] = *v;
         if (auto v = number(read_file(c.cgroup + "/memory.max"))) out["memory_max"] = *v;
         if (auto v = number(read_file(c.cgroup + "/pids.current"))) out["pids_current"] = *v;

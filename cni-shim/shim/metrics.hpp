@@ -5,8 +5,12 @@
 // nested messages), field numbers from that .proto:
 //   Metrics { PidsStat pids = 1; CPUStat cpu = 2; MemoryStat memory = 4; }
 //   PidsStat { uint64 current = 1; uint64 limit = 2; }
-//   CPUStat { uint64 usage_usec = 1; }
-//   MemoryStat { uint64 usage = 32; uint64 usage_limit = 33; }
+//   CPUStat { uint64 usage_usec = 1; user_usec = 2; system_usec = 3; nr_periods = 4;
+//             nr_throttled = 5; throttled_usec = 6; }   (the names of cgroup v2's cpu.stat)
+//   MemoryStat { uint64 anon = 1; ... thp_collapse_alloc = 31; (memory.stat's names, in
+//                the order of metrics.proto) usage = 32; uint64 usage_limit = 33; }
+// The CRI plugin's working set is memory.usage - memory.inactive_file, its RSS
+// memory.anon; both need the memory.stat figures.
 #pragma once
 
 #include <string>
@@ -19,8 +23,8 @@ namespace kestrel::shim {
 inline constexpr std::string_view kCgroup2MetricsType = "io.containerd.cgroups.v2.Metrics";
 
 // From the agent's `stats` answer (PROTOCOL.md): cpu_usage_usec, memory_current,
-// memory_max, pids_current, each optional; fields that are absent or not unsigned
-// integers are left out.
+// memory_max, pids_current, and the cpu_stat / memory_stat objects, each optional; fields
+// that are absent, unknown or not unsigned integers are left out.
 std::string encode_cgroup2_metrics(const nlohmann::json& agent_stats);
 
 }  // namespace kestrel::shim

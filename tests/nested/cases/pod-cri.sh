@@ -58,6 +58,11 @@
 #@ expect-value l1.rovol.read_l1_data == written-by-l1
 #@ expect-value l1.rovol.write_rc != 0
 #@ expect-value l1.rovol.sector2_nonzero_bytes == 0
+#@ expect-value l1.stats.cpu_ns > 0
+#@ expect-value l1.stats.rss_bytes > 0
+#@ expect-value l1.stats.page_faults > 0
+#@ expect-value l1.stats.working_set_bytes > 0
+#@ expect-value l1.stats.working_set_bytes <= $l1.stats.usage_bytes
 #@ expect-value l1.stream.exec_rc == 0
 #@ expect-value l1.stream.exec_stdout == got:hello-stream
 #@ expect-value l1.stream.exec_stderr == to-stderr
@@ -339,6 +344,17 @@ nested_value l1.hostpath.refusal_names_it "$(grep -c "bind mount $d/hostdir on /
 c3=$(create c3 p1 "$pod" 'trap \"\" TERM; echo c3 up; while true; do sleep 1; done' "[$edm]")
 [ -n "$c3" ] || bail "CreateContainer c3"
 cri RuntimeService/StartContainer "{\"container_id\": \"$c3\"}" > /dev/null || bail "StartContainer c3"
+# ContainerStats (kubectl top, the kubelet's eviction): the CRI plugin's RSS is memory.stat's
+# anon, its working set memory.current less inactive_file (the agent's cpu.stat/memory.stat).
+cri RuntimeService/ContainerStats "{\"container_id\": \"$c2\"}" --get stats.cpu.usage_core_nano_seconds.value \
+  --get stats.memory.usage_bytes.value --get stats.memory.working_set_bytes.value --get stats.memory.rss_bytes.value \
+  --get stats.memory.page_faults.value > $d/stats.out
+sed 's/^/POD-CRI-STATS /' $d/stats.out
+nested_value l1.stats.cpu_ns "$(sed -n 1p $d/stats.out)"
+nested_value l1.stats.usage_bytes "$(sed -n 2p $d/stats.out)"
+nested_value l1.stats.working_set_bytes "$(sed -n 3p $d/stats.out)"
+nested_value l1.stats.rss_bytes "$(sed -n 4p $d/stats.out)"
+nested_value l1.stats.page_faults "$(sed -n 5p $d/stats.out)"
 # Exec and Attach as kubectl exec -i / exec -t / attach speak them: the CRI call returns a URL
 # on containerd's streaming server, and the streams go over WebSocket (channel protocol v4).
 url=$(cri RuntimeService/Exec "{\"container_id\": \"$c2\", \"cmd\": [\"sh\", \"-c\", \"read x; echo got:\$x; echo to-stderr >&2; exit 5\"], \"stdin\": true, \"stdout\": true, \"stderr\": true}" --get url)
