@@ -15,6 +15,8 @@
 
 #include <fmt/ranges.h>
 
+// The lock-byte layout only (a header of constants): the shim links none of the VMM.
+#include "devices/virtio/blk/image_lock.hpp"
 #include "vmm/base/fd.hpp"
 
 namespace kestrel::shim {
@@ -213,7 +215,7 @@ Result<bool> image_in_use(int fd) {
     struct flock fl{};
     fl.l_type = F_WRLCK;  // conflicts with any other holder's shared lock
     fl.l_whence = SEEK_SET;
-    fl.l_start = 100;     // RAW_LOCK_PERM_BASE + BLK_PERM_CONSISTENT_READ
+    fl.l_start = image_lock::kPermBase + static_cast<long>(image_lock::Perm::ConsistentRead);
     fl.l_len = 1;
     if (::fcntl(fd, F_OFD_GETLK, &fl) != 0) return fail_errno("F_OFD_GETLK");
     return fl.l_type != F_UNLCK;
@@ -257,9 +259,9 @@ PruneResult prune_image_cache(const std::string& cache_dir, std::chrono::seconds
         const std::string_view rest = std::string_view(name).substr(dot);
         struct stat st{};
         if (::lstat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) continue;
-        if (rest.starts_with(".ext4.tmp.")) {
+        if (constexpr std::string_view kTmp = ".ext4.tmp."; rest.starts_with(kTmp)) {
             // A build in progress, or the leftover of a shim that died building.
-            const std::string pid_text(rest.substr(10));
+            const std::string pid_text(rest.substr(kTmp.size()));
             if (pid_text.empty() || pid_text.size() > 9 || pid_text.find_first_not_of("0123456789") != std::string::npos) continue;
             const pid_t pid = static_cast<pid_t>(std::stol(pid_text));
             if (pid > 0 && (::kill(pid, 0) == 0 || errno != ESRCH)) continue;

@@ -65,7 +65,7 @@ std::optional<CacheableRootfs> cacheable_rootfs(const std::vector<RootfsMount>& 
 Result<std::string> cached_image(const CacheableRootfs& r, const std::string& cache_dir, const std::string& mount_dir);
 
 // Whether some VMM has the image open as a disk. kestrel and QEMU each hold a shared OFD
-// lock on byte 100 (QEMU's RAW_LOCK_PERM_BASE + consistent-read, block/file-posix.c; see
+// lock on the consistent-read permission byte (image_lock::kPermBase + ConsistentRead,
 // devices/virtio/blk/image_lock.hpp) of every image they use, read-only or not.
 Result<bool> image_in_use(int fd);
 
