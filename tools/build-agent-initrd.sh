@@ -40,7 +40,9 @@ root=$(mktemp -d); trap 'rm -rf "$root"' EXIT
 nested_busybox_root "$root"
 nested_need_kernel
 nested_add_modules "$root" "$modules"
-install -m 0755 "$agent" "$root/sbin/kestrel-agent"
+# Stripped: its debug info (11 of 13 MB) would be unpacked, then copied to the tmpfs root,
+# in every pod VM's RAM.
+install -m 0755 -s "$agent" "$root/sbin/kestrel-agent"
 # pivot_root(2) refuses to move the initramfs (rootfs has no parent mount), and every
 # container pivots: so init copies itself to a tmpfs and switch_roots there first.
 cat > "$root/init" <<INIT

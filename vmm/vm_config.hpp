@@ -93,6 +93,9 @@ struct VmConfig {
     bool debug_exit = false;  // map the debug-exit port 0xf4 (test guests choose the exit code)
     bool smt = false;                // Firecracker machine-config: accepted, one thread per core
     bool track_dirty_pages = false;  // Firecracker machine-config: for diff snapshots
+    // Guest RAM above 2 MiB on transparent huge pages (machine-config huge_pages
+    // "Transparent", kestrel's default) or 4 KiB pages only ("None").
+    bool huge_pages = true;
     std::optional<RateLimiterConfig> rng_rate_limiter;  // PUT /entropy
     std::string metrics_path;        // PUT /metrics: Firecracker-style JSON lines
     std::string log_path;            // PUT /logger: where the log goes instead of stderr

@@ -273,11 +273,16 @@ Result<void> Vmm::Impl::build(int mem_fd, bool from_state) {
     // Guest RAM above 2 MiB may use transparent huge pages: KVM then maps it 2 MiB at a time
     // (fewer nested page faults and TLB misses; QEMU does the same). The low 2 MiB, where
     // kestrel writes the boot structures and ACPI tables, keeps small pages so a tiny guest
-    // stays small. Refusal (THP disabled) is not an error.
+    // stays small. Refusal (THP disabled) is not an error. With huge_pages None all of RAM is
+    // MADV_NOHUGEPAGE, also where the host's THP mode is "always": the host then pays for the
+    // 4 KiB pages the guest touched, at the cost of more nested page faults (an idle pod VM,
+    // nested host: PSS 95 vs 98 MiB, its kernel's boot 5.3 vs 4.4 s).
     for (const auto& r : ram.regions()) {
         constexpr uint64_t kHuge = 2ull << 20;
         const uint64_t skip = r.start().raw < kHuge ? kHuge - r.start().raw : 0;
-        if (!restoring && r.size() > skip) (void)::madvise(r.host_base() + skip, r.size() - skip, MADV_HUGEPAGE);
+        if (restoring) continue;
+        if (!cfg.huge_pages) (void)::madvise(r.host_base(), r.size(), MADV_NOHUGEPAGE);
+        else if (r.size() > skip) (void)::madvise(r.host_base() + skip, r.size() - skip, MADV_HUGEPAGE);
     }
     auto& kvm_vm = vm.emplace(TRY(kvm::Vm::create(kvm_sys)));
     TRY(kvm_vm.set_tss_and_identity_map(kKvmTssAddr, kKvmIdentityMapAddr));

@@ -165,14 +165,16 @@ Result<void> apply_machine_config(VmConfig& cfg, const json& j, bool patch) {
     if (!patch && (!vcpus || !mib)) return bad_request("machine-config: vcpu_count and mem_size_mib are required");
     if (tmpl && *tmpl != "None") return bad_request("machine-config: cpu_template '{}' is not supported (only None)", *tmpl);
     if (huge && *huge != "None" && *huge != "Transparent")
-        return bad_request("machine-config: huge_pages '{}' is not supported (None or Transparent: kestrel "
-                           "always asks for transparent huge pages above 2 MiB)", *huge);
+        return bad_request("machine-config: huge_pages '{}' is not supported (None: 4 KiB pages, or Transparent: "
+                           "transparent huge pages above 2 MiB, kestrel's default)", *huge);
     if (vcpus) cfg.cpus = static_cast<uint32_t>(*vcpus);
     if (mib) cfg.memory_bytes = *mib << 20;
     if (smt) cfg.smt = *smt;
     else if (!patch) cfg.smt = false;
     if (dirty) cfg.track_dirty_pages = *dirty;
     else if (!patch) cfg.track_dirty_pages = false;
+    if (huge) cfg.huge_pages = *huge == "Transparent";
+    else if (!patch) cfg.huge_pages = true;
     if (pit) cfg.pit = *pit;
     return {};
 }
@@ -429,7 +431,7 @@ json machine_config_json(const VmConfig& cfg) {
               {"mem_size_mib", cfg.memory_bytes >> 20},
               {"smt", cfg.smt},
               {"track_dirty_pages", cfg.track_dirty_pages},
-              {"huge_pages", "Transparent"}};
+              {"huge_pages", cfg.huge_pages ? "Transparent" : "None"}};
     if (cfg.pit) j["pit"] = true;  // kestrel's --pit: a snapshot or migration keeps it
     return j;
 }
