@@ -188,7 +188,7 @@ Result<void> TaskService::ensure_vm(const json& config) {
         if (std::chrono::steady_clock::now() > until) {
             return fail("the pod VM's agent did not answer within {} s: {} (see {}/console.log)", vm_cfg_.boot_timeout.count(), last, id_.state_dir);
         }
-        ::usleep(250'000);
+        ::usleep(50'000);  // a refused connect costs the guest one RST: poll often
     }
     if (net) {
         std::shared_ptr<AgentClient> agent;
