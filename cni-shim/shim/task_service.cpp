@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <future>
 #include <optional>
 #include <thread>
 
@@ -326,10 +327,9 @@ TaskService::Reply TaskService::create(std::string_view payload) {
         return status(e);
     };
 
-    if (auto r = ensure_vm(config); !r) return undo(r.error());
-
     // The rootfs: mounted on <bundle>/rootfs unless containerd gave no mounts (then the
-    // bundle's root.path already holds the tree), copied into an ext4 image.
+    // bundle's root.path already holds the tree), copied into an ext4 image. Made while the
+    // pod VM boots (the first Create), so a new image's mke2fs and the guest's boot overlap.
     std::string root_dir = bundle + "/rootfs";
     if (c->rootfs.empty() && config.contains("root") && config["root"].is_object() && config["root"].contains("path") &&
         config["root"]["path"].is_string()) {
@@ -337,47 +337,62 @@ TaskService::Reply TaskService::create(std::string_view payload) {
         root_dir = !p.empty() && p.front() == '/' ? p : bundle + "/" + p;
     }
     ::mkdir(root_dir.c_str(), 0755);
-    auto cacheable = vm_cfg_.image_cache_dir.empty() ? std::nullopt : cacheable_rootfs(c->rootfs);
-    if (cacheable) {
-        auto img = cached_image(*cacheable, vm_cfg_.image_cache_dir, root_dir);
-        if (!img) return undo(context(img.error(), "rootfs image"));
-        auto pruned = prune_image_cache(vm_cfg_.image_cache_dir, vm_cfg_.image_cache_keep, *img);
-        if (pruned.removed > 0) {
-            spdlog::info("image cache {}: removed {} image(s) unused for {} s ({} bytes); {} as old kept, in use",
-                         vm_cfg_.image_cache_dir, pruned.removed, vm_cfg_.image_cache_keep.count(), pruned.removed_bytes,
-                         pruned.kept_in_use);
-        }
-        for (const auto& p : pruned.problems) spdlog::warn("image cache: {}", p);
-        bool in_use = false;
-        {
-            std::lock_guard lk(mu_);
-            for (const auto& [other_id, other] : containers_) in_use = in_use || (other != c && other->image == *img);
-        }
-        if (!in_use) {
-            spdlog::info("container {}: rootfs image {} (cached per image)", c->id, *img);
-            c->image = *img;
-            c->image_shared = true;
+    auto prepare_image = [&]() -> Result<void> {  // reads no `config`: ensure_vm has it meanwhile
+        auto cacheable = vm_cfg_.image_cache_dir.empty() ? std::nullopt : cacheable_rootfs(c->rootfs);
+        if (cacheable) {
+            auto img = cached_image(*cacheable, vm_cfg_.image_cache_dir, root_dir);
+            if (!img) return std::unexpected(context(img.error(), "rootfs image"));
+            auto pruned = prune_image_cache(vm_cfg_.image_cache_dir, vm_cfg_.image_cache_keep, *img);
+            if (pruned.removed > 0) {
+                spdlog::info("image cache {}: removed {} image(s) unused for {} s ({} bytes); {} as old kept, in use",
+                             vm_cfg_.image_cache_dir, pruned.removed, vm_cfg_.image_cache_keep.count(), pruned.removed_bytes,
+                             pruned.kept_in_use);
+            }
+            for (const auto& p : pruned.problems) spdlog::warn("image cache: {}", p);
+            bool in_use = false;
+            {
+                std::lock_guard lk(mu_);
+                for (const auto& [other_id, other] : containers_) in_use = in_use || (other != c && other->image == *img);
+            }
+            if (!in_use) {
+                spdlog::info("container {}: rootfs image {} (cached per image)", c->id, *img);
+                c->image = *img;
+                c->image_shared = true;
+            } else {
+                // kestrel lets one image file back one drive: a second container of the image in
+                // this pod gets a copy of the cached image, removed with it.
+                c->image = fmt::format("{}/drives/{}.ext4", id_.state_dir, c->id);
+                std::error_code ec;
+                std::filesystem::copy_file(*img, c->image, std::filesystem::copy_options::overwrite_existing, ec);
+                if (ec) return std::unexpected(Error{fmt::format("copy {} to {}: {}", *img, c->image, ec.message()), ec.value()});
+                spdlog::info("container {}: rootfs image {} (a copy of {}, which another container uses)", c->id, c->image, *img);
+            }
         } else {
-            // kestrel lets one image file back one drive: a second container of the image in
-            // this pod gets a copy of the cached image, removed with it.
+            auto mounted = mount_rootfs(c->rootfs, root_dir);
+            if (!mounted) return std::unexpected(mounted.error());
             c->image = fmt::format("{}/drives/{}.ext4", id_.state_dir, c->id);
-            std::error_code ec;
-            std::filesystem::copy_file(*img, c->image, std::filesystem::copy_options::overwrite_existing, ec);
-            if (ec) return undo(Error{fmt::format("copy {} to {}: {}", *img, c->image, ec.message()), ec.value()});
-            spdlog::info("container {}: rootfs image {} (a copy of {}, which another container uses)", c->id, c->image, *img);
+            auto built = build_ext4_image(root_dir, c->image);
+            unmount_all(root_dir, *mounted);
+            if (!built) return std::unexpected(context(built.error(), "rootfs image"));
+            spdlog::info("container {}: rootfs image {} (built for it)", c->id, c->image);
         }
-    } else {
-        auto mounted = mount_rootfs(c->rootfs, root_dir);
-        if (!mounted) return undo(mounted.error());
-        c->image = fmt::format("{}/drives/{}.ext4", id_.state_dir, c->id);
-        auto built = build_ext4_image(root_dir, c->image);
-        unmount_all(root_dir, *mounted);
-        if (!built) return undo(context(built.error(), "rootfs image"));
-        spdlog::info("container {}: rootfs image {} (built for it)", c->id, c->image);
-    }
-    auto drop_image = [&] {
-        if (!c->image_shared) ::unlink(c->image.c_str());
+        return {};
     };
+    auto drop_image = [&] {
+        if (!c->image.empty() && !c->image_shared) ::unlink(c->image.c_str());
+    };
+    {
+        std::error_code ec;  // PodVm::boot makes it too: the image may come first
+        std::filesystem::create_directories(id_.state_dir + "/drives", ec);
+    }
+    auto image_job = std::async(std::launch::async, prepare_image);
+    auto vm_ready = ensure_vm(config);
+    auto image_ready = image_job.get();
+    if (!vm_ready) {
+        if (image_ready) drop_image();
+        return undo(vm_ready.error());
+    }
+    if (!image_ready) return undo(image_ready.error());
     auto slot = vm_->attach(c->image);
     if (!slot) {
         drop_image();
