@@ -5,10 +5,12 @@
 #include <pthread.h>
 #include <signal.h>
 #include <sys/eventfd.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <cctype>
 #include <cstdint>
@@ -29,6 +31,35 @@ Result<void> check_fifo(const std::string& path, const char* which) {
     if (::stat(path.c_str(), &st) != 0) return std::unexpected(Error{fmt::format("{}: {}", which, path), errno, ErrorKind::BadRequest});
     if (!S_ISFIFO(st.st_mode)) return bad_request("{}: {} is not a FIFO", which, path);
     return {};
+}
+
+// Closes the output sinks of one process together. containerd's CRI plugin
+// (pkg/cri/io/container_io.go, 1.6 and later) ends a whole `kubectl attach` when any one of
+// the container's output FIFOs reaches EOF: the attach's stdin copy is closed, and that
+// removes the attach's stdout and stderr writers. Bytes still queued in the other FIFO then
+// go to the log but never to the attached client (seen in pod-cri: "attached:bye" missing).
+// So the FIFOs are closed only once their readers have taken what they hold (FIONREAD on
+// our end counts what is still queued; at most 5 s for a reader that stopped reading), and
+// 20 ms after the last write, for the reader to hand the last read on before it sees EOF.
+void release_sinks(std::vector<ProcessIo::Sink>& sinks) {
+    using clock = std::chrono::steady_clock;
+    if (sinks.size() > 1) {
+        const auto deadline = clock::now() + std::chrono::seconds(5);
+        for (;;) {
+            bool queued = false;
+            for (auto& s : sinks) {
+                int n = 0;
+                if (s.fifo && ::ioctl(s.fd.get(), FIONREAD, &n) == 0 && n > 0) queued = true;
+            }
+            if (!queued || clock::now() >= deadline) break;
+            ::usleep(1000);
+        }
+        clock::time_point last{};
+        for (auto& s : sinks)
+            if (s.fifo) last = std::max(last, s.last_write);
+        if (last != clock::time_point{}) std::this_thread::sleep_until(last + std::chrono::milliseconds(20));
+    }
+    sinks.clear();
 }
 
 bool write_all_fd(int fd, const char* p, std::size_t n) {
@@ -232,9 +263,23 @@ Result<std::pair<UniqueFd, UniqueFd>> ProcessIo::start_logger(const OutputUri& u
     return std::pair{std::move(out_w), std::move(err_w)};
 }
 
+void ProcessIo::output_ended(Sink s) {
+    std::vector<Sink> all;
+    {
+        std::lock_guard lk(mu_);
+        ended_.push_back(std::move(s));
+        if (--copying_ > 0) return;  // held open until the others end
+        all.swap(ended_);
+    }
+    release_sinks(all);
+}
+
 void ProcessIo::add_output(UniqueFd from, UniqueFd to) {
     std::lock_guard lk(mu_);
-    outputs_.emplace_back([src = std::move(from), dst = std::move(to)]() mutable {
+    struct stat st {};
+    const bool fifo = ::fstat(to.get(), &st) == 0 && S_ISFIFO(st.st_mode);
+    ++copying_;
+    outputs_.emplace_back([this, src = std::move(from), dst = std::move(to), fifo]() mutable {
         // A FIFO write has no MSG_NOSIGNAL: a gone reader must give EPIPE, not end the shim.
         // SIGPIPE is sent to the writing thread, so blocking it here is enough.
         sigset_t pipe_set;
@@ -242,13 +287,18 @@ void ProcessIo::add_output(UniqueFd from, UniqueFd to) {
         sigaddset(&pipe_set, SIGPIPE);
         pthread_sigmask(SIG_BLOCK, &pipe_set, nullptr);
         char buf[65536];
+        Sink sink{std::move(dst), fifo, {}};
         bool sink_ok = true;
         for (;;) {
             ssize_t n = ::read(src.get(), buf, sizeof buf);
             if (n < 0 && errno == EINTR) continue;
             if (n <= 0) break;
-            if (sink_ok && !write_all_fd(dst.get(), buf, static_cast<std::size_t>(n))) sink_ok = false;
+            if (!sink_ok) continue;
+            sink_ok = write_all_fd(sink.fd.get(), buf, static_cast<std::size_t>(n));
+            sink.last_write = std::chrono::steady_clock::now();
         }
+        if (!sink_ok) sink.fifo = false;  // its reader is gone: nothing to wait for
+        output_ended(std::move(sink));
     });
 }
 

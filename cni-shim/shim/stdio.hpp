@@ -60,7 +60,10 @@ public:
 
     // Copies `from` (the agent's stdout/stderr stream) to `to` (a FIFO) until EOF. A reader
     // that goes away (EPIPE) does not stop the copy: the rest is read and dropped, so the
-    // agent can finish the stream and send the exit event.
+    // agent can finish the stream and send the exit event. The sinks of one process are
+    // closed together, after the last copy's EOF, once their readers have taken what the
+    // FIFOs hold (see release_sinks in stdio.cpp: containerd's CRI loses an attached
+    // stream's last output when another stream of the process ends first).
     void add_output(UniqueFd from, UniqueFd to);
     // Copies the FIFO `from` to the agent's stdin stream `to` until EOF or close_stdin().
     Result<void> add_stdin(UniqueFd from, UniqueFd to);
@@ -72,13 +75,24 @@ public:
     Result<std::pair<UniqueFd, UniqueFd>> start_logger(const OutputUri& uri, const std::string& container,
                                                        const std::string& ns);
 
-    // Waits until every output stream reached its EOF (all bytes handed to the FIFOs).
+    // Waits until every output stream reached its EOF (all bytes handed to the FIFOs) and
+    // the sinks are closed.
     void wait_output();
     void close_stdin();
 
+    struct Sink {
+        UniqueFd fd;
+        bool fifo = false;  // a FIFO or pipe whose reader is still there (no EPIPE seen)
+        std::chrono::steady_clock::time_point last_write{};
+    };
+
 private:
+    void output_ended(Sink s);
+
     std::mutex mu_;
     std::vector<std::thread> outputs_;
+    std::size_t copying_ = 0;  // output copies not at their EOF yet
+    std::vector<Sink> ended_;  // the sinks of those that are, held open until copying_ is 0
     std::thread stdin_;
     UniqueFd stdin_stop_;  // eventfd
     pid_t logger_ = -1;

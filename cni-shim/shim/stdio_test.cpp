@@ -1,6 +1,7 @@
 #include "cni-shim/shim/stdio.hpp"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -161,6 +162,36 @@ TEST_CASE("ProcessIo copies an agent stream into a FIFO to its end") {
     io.wait_output();
     CHECK(got.size() == big.size());
     CHECK(got == big);
+}
+
+TEST_CASE("ProcessIo closes a process's FIFOs together, once the reader took what they hold") {
+    // containerd's CRI ends an attach at the first output FIFO's EOF: stderr's EOF must not
+    // come while stdout still holds the process's last line.
+    TempDir d;
+    std::string fo = d.fifo("out"), fe = d.fifo("err");
+    UniqueFd rout(::open(fo.c_str(), O_RDONLY | O_NONBLOCK)), rerr(::open(fe.c_str(), O_RDONLY | O_NONBLOCK));
+    REQUIRE(rout);
+    REQUIRE(rerr);
+    int a[2], b[2];
+    REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, a) == 0);
+    REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, b) == 0);
+    ProcessIo io;
+    io.add_output(UniqueFd(a[0]), *open_fifo_writer(fo, std::chrono::seconds(1)));
+    io.add_output(UniqueFd(b[0]), *open_fifo_writer(fe, std::chrono::seconds(1)));
+    REQUIRE(::write(a[1], "attached:bye\n", 13) == 13);
+    ::close(a[1]);
+    ::close(b[1]);  // both streams end; stdout's line is not read yet
+    auto hung_up = [](int fd, int ms) {
+        pollfd p{fd, POLLIN, 0};
+        return ::poll(&p, 1, ms) == 1 && (p.revents & POLLHUP);
+    };
+    CHECK_FALSE(hung_up(rerr.get(), 300));
+    CHECK_FALSE(hung_up(rout.get(), 0));
+    char buf[64];
+    CHECK(::read(rout.get(), buf, sizeof buf) == 13);
+    CHECK(hung_up(rerr.get(), 2000));
+    CHECK(hung_up(rout.get(), 2000));
+    io.wait_output();
 }
 
 TEST_CASE("ProcessIo keeps draining the agent stream after the FIFO reader went away") {
