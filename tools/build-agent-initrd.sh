@@ -35,8 +35,9 @@ fi
 [[ $port =~ ^[0-9]+$ ]] || nested_die "--port: not a number: $port"
 
 # Not erofs: the shim builds ext4 images (pass --modules erofs for erofs rootfs images); each
-# module loaded costs the pod's boot ~0.1 s (nested host).
-modules="virtio_pci virtio_blk virtio_net vmw_vsock_virtio_transport overlay $more"
+# module loaded costs the pod's boot ~0.1 s (nested host). virtio_balloon: free page
+# reporting (shim.json free_page_reporting).
+modules="virtio_pci virtio_blk virtio_net vmw_vsock_virtio_transport overlay virtio_balloon $more"
 
 root=$(mktemp -d); trap 'rm -rf "$root"' EXIT
 nested_busybox_root "$root"

@@ -405,6 +405,15 @@ Result<json> Controller::dispatch(const ApiRequest& r) {
         pending_.rng = true;
         pending_.rng_rate_limiter = std::get<std::optional<RateLimiterConfig>>(r.payload);
         return json();
+    case Op::PutBalloon:
+        TRY(preboot_only("PUT /balloon"));
+        pending_.balloon = std::get<BalloonConfig>(r.payload);
+        return json();
+    case Op::GetBalloon: {
+        const VmConfig& c = vmm_ ? vmm_->config() : pending_;
+        if (!c.balloon) return bad_request("no balloon device is configured (PUT /balloon)");
+        return api::balloon_json(*c.balloon);
+    }
     case Op::PutLogger: {
         TRY(preboot_only("PUT /logger"));
         const auto& l = std::get<api::LoggerConfig>(r.payload);

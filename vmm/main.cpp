@@ -75,6 +75,10 @@ int main(int argc, char** argv) {
     auto* net_opt = run->add_option("--net", nets, "virtio-net on an existing tap: tap=NAME or fd=N (an inherited tap fd), [,mac=MAC] (repeatable)");
     auto* vsock_opt = run->add_option("--vsock", vsock, "virtio-vsock: cid=N,socket=PATH (host side: a unix socket)");
     run->add_flag("--rng", cfg.rng, "virtio-rng fed from the host's getrandom()");
+    bool free_page_reporting = false;
+    run->add_flag("--free-page-reporting", free_page_reporting,
+                  "A virtio-balloon (target 0) through which the guest reports its free memory, "
+                  "which the host reclaims (PUT /balloon for a target)");
     run->add_flag("--pit", cfg.pit,
                   "Use KVM's in-kernel PIC, IOAPIC and i8254 PIT instead of the split irqchip, for "
                   "guests booted with acpi=off or that need an 8259 or the PIT; Linux with "
@@ -89,7 +93,7 @@ int main(int argc, char** argv) {
                     "(or --config-file) the VM waits to be configured and started through it");
     run->add_option("--config-file", config_file,
                     "Firecracker-format JSON configuration (boot-source, machine-config, drives, "
-                    "network-interfaces, vsock, entropy, logger, metrics); the VM boots at once");
+                    "network-interfaces, vsock, entropy, balloon, logger, metrics); the VM boots at once");
     run->add_option("--id", instance_id, "Instance id reported by GET / (default kestrel)");
     std::string restore_state, restore_mem;
     run->add_option(
@@ -216,6 +220,7 @@ int main(int argc, char** argv) {
         return kExitUsage;
     }
     cfg.memory_bytes = *mem;
+    if (free_page_reporting) cfg.balloon = BalloonConfig{0, false, true};
     auto st = parse_serial(serial);
     if (!st) {
         log::error("--serial: {}", st.error().what());

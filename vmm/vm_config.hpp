@@ -77,6 +77,16 @@ struct ConfigItem {
     bool operator==(const ConfigItem&) const = default;
 };
 
+// PUT /balloon (Firecracker's Balloon object; free_page_reporting as Cloud Hypervisor and
+// newer Firecrackers name it): a virtio-balloon device (devices/virtio/balloon).
+struct BalloonConfig {
+    uint32_t amount_mib = 0;      // the target the guest is asked to give back
+    bool deflate_on_oom = false;  // the guest may take it back under memory pressure
+    bool free_page_reporting = false;  // the guest reports its free memory, the host reclaims it
+
+    bool operator==(const BalloonConfig&) const = default;
+};
+
 struct VmConfig {
     std::string kernel;
     std::string initrd;
@@ -97,6 +107,7 @@ struct VmConfig {
     // "Transparent", kestrel's default) or 4 KiB pages only ("None").
     bool huge_pages = true;
     std::optional<RateLimiterConfig> rng_rate_limiter;  // PUT /entropy
+    std::optional<BalloonConfig> balloon;               // PUT /balloon
     std::string metrics_path;        // PUT /metrics: Firecracker-style JSON lines
     std::string log_path;            // PUT /logger: where the log goes instead of stderr
     std::vector<ConfigItem> order;  // as written on the command line; see open_order()

@@ -35,6 +35,7 @@
 #include "devices/pci/pci_root.hpp"
 #include "devices/virtio/blk/virtio_blk.hpp"
 #include "devices/virtio/net/virtio_net.hpp"
+#include "devices/virtio/balloon/virtio_balloon.hpp"
 #include "devices/virtio/rng/virtio_rng.hpp"
 #include "devices/virtio/vsock/virtio_vsock.hpp"
 #include "migration/legacy_state.hpp"
@@ -139,6 +140,15 @@ Result<void> add_virtio_devices(const VmConfig& cfg, HostResources& host, Virtio
         std::unique_ptr<RateLimiter> limiter;  // Firecracker has no PATCH /entropy: none unless asked
         if (cfg.rng_rate_limiter) limiter = TRY(RateLimiter::create(rate_limits(cfg.rng_rate_limiter)));
         TRY(virtio.add(std::make_shared<VirtioRng>(VirtioRng::getrandom_fill, std::move(limiter)), "virtio-rng"));
+    }
+    if (cfg.balloon) {
+        const BalloonConfig& b = *cfg.balloon;
+        if ((uint64_t{b.amount_mib} << 20) > cfg.memory_bytes)
+            return bad_request("balloon: amount_mib {} is more than the guest's {} MiB of RAM", b.amount_mib,
+                               cfg.memory_bytes >> 20);
+        TRY(virtio.add(std::make_shared<VirtioBalloon>(BalloonOptions{b.amount_mib << 8, b.deflate_on_oom,
+                                                                      b.free_page_reporting}),
+                       "virtio-balloon"));
     }
     return virtio.connect();
 }
@@ -1175,7 +1185,7 @@ VmmMetricSources Vmm::metric_sources() const {
     for (const auto& t : d_->threads) s.vcpus.push_back(&t->counters());
     s.serial = d_->serial.get();
     if (!d_->virtio) return s;
-    // The order add_virtio_devices added them in: disks, nets, vsock, rng.
+    // The order add_virtio_devices added them in: disks, nets, vsock, rng, balloon.
     const auto& devs = d_->virtio->devices();
     size_t i = 0;
     auto next = [&](const char* kind, std::string id) {
@@ -1185,6 +1195,7 @@ VmmMetricSources Vmm::metric_sources() const {
     for (const auto& net : d_->cfg.nets) next("net", net.id);
     if (d_->cfg.vsock) next("vsock", "");
     if (d_->cfg.rng) next("rng", "");
+    if (d_->cfg.balloon) next("balloon", "");
     return s;
 }
 

@@ -56,6 +56,10 @@ Result<PodVmConfig> load_pod_vm_config(const std::string& path) {
         else if (k == "spare_drives") TRY(num(c.spare_drives, 1, 20));
         else if (k == "volume_drives") TRY(num(c.volume_drives, 0, 6));  // with spare_drives, at most vda..vdz
         else if (k == "agent_port") TRY(num(c.agent_port, 1, 0xffffffffu));
+        else if (k == "free_page_reporting") {
+            if (!v.is_boolean()) return bad_request("{}: {}: expected true or false", path, k);
+            c.free_page_reporting = v.get<bool>();
+        }
         else if (k == "image_cache_keep_s") {
             std::uint32_t s = 0;
             TRY(num(s, 60, 10u * 366 * 86400));  // shorter: a pod starting meanwhile could lose its image
@@ -213,6 +217,10 @@ Result<std::unique_ptr<PodVm>> PodVm::boot(const PodVmConfig& cfg, const std::st
                           {"is_root_device", false}, {"is_read_only", !vm->writable_[i]}}.dump()));
     }
     TRY(api_call(api, "PUT", "/vsock", json{{"guest_cid", 3}, {"uds_path", vm->vsock_path()}}.dump()));
+    if (cfg.free_page_reporting) {
+        TRY(api_call(api, "PUT", "/balloon",
+                     json{{"amount_mib", 0}, {"deflate_on_oom", false}, {"free_page_reporting", true}}.dump()));
+    }
     const auto configured = std::chrono::steady_clock::now();
     TRY(api_call(api, "PUT", "/actions", json{{"action_type", "InstanceStart"}}.dump(), std::chrono::seconds(60)));
     // For a pod's start-up breakdown (the agent's "listening" line in console.log has the

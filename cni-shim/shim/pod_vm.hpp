@@ -40,6 +40,9 @@ struct PodVmConfig {
     std::uint32_t spare_drives = 4;  // read-only slots (rootfs images, read-only block volumes): /dev/vda..
     std::uint32_t volume_drives = 2;  // read-write slots for block volumes, the drives after them
     std::uint32_t agent_port = 1024;
+    // A virtio-balloon through which the guest reports its free memory (PUT /balloon
+    // free_page_reporting): memory the pod's processes used and freed goes back to the host.
+    bool free_page_reporting = true;
     std::chrono::seconds boot_timeout{180};
     // Rootfs images of image layers, shared by every pod (rootfs.hpp cached_image); "" = off.
     std::string image_cache_dir = "/var/lib/kestrel-shim/images";

@@ -244,7 +244,7 @@ struct Endpoint {
 constexpr Endpoint kEndpoints[] = {
     {"PUT", "/boot-source"},          {"PUT", "/machine-config"},  {"PATCH", "/machine-config"},
     {"PUT", "/drives/"},              {"PATCH", "/drives/"},       {"PUT", "/network-interfaces/"},
-    {"PATCH", "/network-interfaces/"}, {"PUT", "/vsock"},          {"PUT", "/entropy"},
+    {"PATCH", "/network-interfaces/"}, {"PUT", "/vsock"},          {"PUT", "/entropy"}, {"PUT", "/balloon"},
     {"PUT", "/logger"},               {"PUT", "/metrics"},         {"PUT", "/actions"},
     {"PATCH", "/vm"},                 {"PUT", "/snapshot/create"}, {"GET", "/vm/config"},
     {"PUT", "/snapshot/load"},

@@ -49,6 +49,7 @@ Result<ApiRequest> parse_get(std::string_view path) {
     if (path == "/vm/ram-digest") return ApiRequest{Op::GetRamDigest, {}};
     if (path == "/metrics") return ApiRequest{Op::GetMetrics, {}};
     if (path == "/migrate") return ApiRequest{Op::GetMigrate, {}};
+    if (path == "/balloon") return ApiRequest{Op::GetBalloon, {}};
     return bad_request("GET {}: no such resource", path);
 }
 
@@ -69,6 +70,7 @@ Result<ApiRequest> parse_put(std::string_view path, const json& j) {
         return ApiRequest{Op::PutNetwork, TRY(parse_network_interface(j, *id))};
     if (path == "/vsock") return ApiRequest{Op::PutVsock, TRY(parse_vsock(j))};
     if (path == "/entropy") return ApiRequest{Op::PutEntropy, TRY(parse_entropy(j))};
+    if (path == "/balloon") return ApiRequest{Op::PutBalloon, TRY(parse_balloon(j))};
     if (path == "/logger") return ApiRequest{Op::PutLogger, TRY(parse_logger(j))};
     if (path == "/metrics") return ApiRequest{Op::PutMetrics, TRY(parse_metrics(j))};
     if (path == "/vm/device-state/save" || path == "/vm/device-state/load") {

@@ -29,6 +29,8 @@ enum class Op {
     PatchNetwork,
     PutVsock,          // PUT /vsock
     PutEntropy,        // PUT /entropy
+    PutBalloon,        // PUT /balloon
+    GetBalloon,        // GET /balloon
     PutLogger,         // PUT /logger
     PutMetrics,        // PUT /metrics
     InstanceStart,     // PUT /actions {"action_type": ...}
@@ -45,7 +47,7 @@ enum class Op {
 };
 
 using Payload = std::variant<std::monostate, json, DiskConfig, DrivePatch, NetConfig, NetPatch, VsockConfig,
-                             std::optional<RateLimiterConfig>, LoggerConfig, std::string, SnapshotCreateRequest,
+                             std::optional<RateLimiterConfig>, BalloonConfig, LoggerConfig, std::string, SnapshotCreateRequest,
                              SnapshotLoadRequest, MigrateRequest>;
 
 struct ApiRequest {

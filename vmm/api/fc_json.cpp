@@ -263,6 +263,28 @@ Result<std::optional<RateLimiterConfig>> parse_entropy(const json& j) {
     return r;
 }
 
+Result<BalloonConfig> parse_balloon(const json& j) {
+    auto f = TRY(Fields::of(j, "balloon"));
+    BalloonConfig b;
+    // num_pages is a le32 count of 4 KiB pages (virtio 1.2 §5.5.4): at most 2^32 - 1.
+    b.amount_mib = static_cast<uint32_t>(TRY(f.required(f.number("amount_mib", 0, (1u << 20) - 1), "amount_mib")));
+    b.deflate_on_oom = TRY(f.required(f.boolean("deflate_on_oom"), "deflate_on_oom"));
+    if (auto s = TRY(f.number("stats_polling_interval_s", 0, 0xffffffff)); s && *s != 0)
+        return bad_request("balloon: stats_polling_interval_s: balloon statistics are not supported by kestrel (give 0)");
+    b.free_page_reporting = TRY(f.boolean("free_page_reporting")).value_or(false);
+    if (TRY(f.boolean("free_page_hinting")).value_or(false))
+        return bad_request("balloon: free_page_hinting is not supported by kestrel (free_page_reporting is)");
+    TRY(f.finish());
+    return b;
+}
+
+json balloon_json(const BalloonConfig& b) {
+    return {{"amount_mib", b.amount_mib},
+            {"deflate_on_oom", b.deflate_on_oom},
+            {"stats_polling_interval_s", 0},
+            {"free_page_reporting", b.free_page_reporting}};
+}
+
 Result<LoggerConfig> parse_logger(const json& j) {
     auto f = TRY(Fields::of(j, "logger"));
     LoggerConfig l;
@@ -410,6 +432,7 @@ Result<VmConfig> apply_full_config(VmConfig cfg, const json& j) {
         cfg.rng = true;
         cfg.rng_rate_limiter = TRY(parse_entropy(*e));
     }
+    if (const json* b = f.object("balloon")) cfg.balloon = TRY(parse_balloon(*b));
     if (const json* l = f.object("logger")) {
         auto lc = TRY(parse_logger(*l));
         if (lc.path) cfg.log_path = *lc.path;
@@ -418,7 +441,7 @@ Result<VmConfig> apply_full_config(VmConfig cfg, const json& j) {
     if (const json* m = f.object("metrics")) cfg.metrics_path = TRY(parse_metrics(*m));
     // Firecracker's other sections, accepted only when empty so a config written for
     // Firecracker does not silently lose a device kestrel does not have.
-    for (const char* key : {"balloon", "mmds-config", "cpu-config", "pmem", "memory-hotplug"}) {
+    for (const char* key : {"mmds-config", "cpu-config", "pmem", "memory-hotplug"}) {
         const json* o = f.object(key);
         if (o && !o->empty()) return bad_request("configuration: '{}' is not supported by kestrel", key);
     }
@@ -477,6 +500,7 @@ json full_config_json(const VmConfig& cfg) {
         if (cfg.rng_rate_limiter) e["rate_limiter"] = rate_limiter_json(*cfg.rng_rate_limiter);
         j["entropy"] = e;
     }
+    if (cfg.balloon) j["balloon"] = balloon_json(*cfg.balloon);
     if (!cfg.metrics_path.empty()) j["metrics"] = {{"metrics_path", cfg.metrics_path}};
     // The level as Firecracker names it, so the object applies again (parse_logger).
     if (!cfg.log_path.empty() || cfg.log_level != "warn") {

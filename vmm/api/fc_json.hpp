@@ -44,6 +44,10 @@ Result<NetPatch> parse_network_patch(const json& j, std::string_view path_id);
 Result<VsockConfig> parse_vsock(const json& j);
 // PUT /entropy {rate_limiter?}
 Result<std::optional<RateLimiterConfig>> parse_entropy(const json& j);
+// PUT /balloon {amount_mib, deflate_on_oom, stats_polling_interval_s? (0 only),
+// free_page_reporting?, free_page_hinting? (false only)}
+Result<BalloonConfig> parse_balloon(const json& j);
+json balloon_json(const BalloonConfig& b);
 // {bandwidth?: TokenBucket, ops?: TokenBucket}
 Result<RateLimiterConfig> parse_rate_limiter(const json& j, std::string_view what);
 // PUT /logger {log_path?, level?, show_level?, show_log_origin?, module?}

@@ -1,5 +1,6 @@
 #include "vmm/memory/guest_memory.hpp"
 
+#include <sys/mman.h>
 #include <sys/stat.h>
 
 #include <algorithm>
@@ -61,6 +62,17 @@ Error GuestMemory::outside(GuestAddress addr, uint64_t len) {
 Result<void> GuestMemory::fill(GuestAddress addr, uint64_t len, uint8_t value) {
     auto s = TRY(slice_mut(addr, len));
     std::memset(s.data(), value, len);
+    return {};
+}
+
+Result<void> GuestMemory::discard(GuestAddress addr, uint64_t len) {
+    constexpr uint64_t kPage = 4096;
+    if (addr.raw % kPage != 0 || len % kPage != 0)
+        return fail("discard of guest range {:#x}+{:#x}: not 4 KiB aligned", addr.raw, len);
+    auto s = TRY(slice_mut(addr, len));  // checks the range and marks it dirty
+    if (len == 0) return {};
+    if (::madvise(s.data(), s.size(), MADV_DONTNEED) != 0)
+        return fail_errno("madvise(MADV_DONTNEED) of guest range {:#x}+{:#x}", addr.raw, len);
     return {};
 }
 

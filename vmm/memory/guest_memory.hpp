@@ -86,6 +86,12 @@ public:
         return {};
     }
     Result<void> fill(GuestAddress addr, uint64_t len, uint8_t value);
+    // Gives the host pages of [addr, addr+len) back (madvise MADV_DONTNEED): afterwards the
+    // range reads as zeros (anonymous RAM) or as its backing file (a restored snapshot's
+    // copy-on-write mapping). For memory the guest says it does not use (virtio-balloon).
+    // addr and len must be 4 KiB aligned and inside one region; the pages are marked dirty,
+    // so a migration or Diff snapshot carries the new content.
+    Result<void> discard(GuestAddress addr, uint64_t len);
 
     template <class T>
         requires std::is_trivially_copyable_v<T>

@@ -88,3 +88,29 @@ TEST_CASE("GuestMemory backed by a file: regions map it in order, copy-on-write,
     CHECK(refused.error().message.find("12288 bytes") != std::string::npos);
     ::close(fd);
 }
+
+TEST_CASE("guest memory: discard zeroes whole pages inside one region and refuses the rest") {
+    std::array specs{GuestRegionSpec{GuestAddress(0), 0x10000},
+                     GuestRegionSpec{GuestAddress(0x100000), 0x2000}};
+    auto mem = GuestMemory::create(specs);
+    REQUIRE(mem);
+    REQUIRE(mem->fill(GuestAddress(0), 0x10000, 0xab));
+    mem->track_dirty(true);
+    (void)mem->regions()[0].dirty().take();
+    CHECK(mem->discard(GuestAddress(0x2000), 0x2000));
+    CHECK(*mem->read_obj<uint8_t>(GuestAddress(0x1fff)) == 0xab);
+    CHECK(*mem->read_obj<uint8_t>(GuestAddress(0x2000)) == 0);
+    CHECK(*mem->read_obj<uint8_t>(GuestAddress(0x3fff)) == 0);
+    CHECK(*mem->read_obj<uint8_t>(GuestAddress(0x4000)) == 0xab);
+    auto& bits = mem->regions()[0].dirty();
+    CHECK_FALSE(bits.is_dirty(1));
+    CHECK(bits.is_dirty(2));
+    CHECK(bits.is_dirty(3));
+    CHECK_FALSE(bits.is_dirty(4));
+    CHECK_FALSE(mem->discard(GuestAddress(0x2001), 0x1000));     // not aligned
+    CHECK_FALSE(mem->discard(GuestAddress(0x2000), 0x800));      // not a whole page
+    CHECK_FALSE(mem->discard(GuestAddress(0xf000), 0x2000));     // runs off the region
+    CHECK_FALSE(mem->discard(GuestAddress(0x20000), 0x1000));    // in the hole
+    CHECK_FALSE(mem->discard(GuestAddress(0xfffffffffffff000ull), 0x2000));  // wraps
+    CHECK(mem->discard(GuestAddress(0x101000), 0x1000));
+}
