@@ -55,6 +55,9 @@ for v in ('runc', 'kestrel'):
               f"{statistics.median(x[1] for x in good):>15.0f} {mem.get(v, 0) / 1024:>17.1f}")
     else:
         print(f"{v:<8} {0:>3}/{rounds:<2} {'-':>16} {'-':>8} {'-':>15} {mem.get(v, 0) / 1024:>17.1f}")
+for v in ('runc', 'kestrel', 'kestrel-nofpr'):
+    if v in mem:
+        print(f"idle pod PSS {v:<14} 5 s: {mem[v] / 1024:6.1f} MiB   20 s: {mem.get(v + '@20s', 0) / 1024:6.1f} MiB")
 if len(med) == 2:
     print(f"kestrel/runc start: {med['kestrel'] / med['runc']:.2f} (goal <= 2)")
 ok = all(len([x for x in runs.get(v, []) if x[2]]) == rounds for v in ('runc', 'kestrel'))

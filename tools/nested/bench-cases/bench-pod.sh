@@ -7,7 +7,8 @@
 #         BENCH_ROUNDS rounds, the order alternating.
 #  memory: one idle container (`sleep`) per runtime; the PSS (/proc/PID/smaps_rollup) of every
 #         process that serves it — kestrel (guest RAM touched included) + its shim, or the
-#         runc shim + the container's processes.
+#         runc shim + the container's processes — 5 s and 20 s after ctr returned; kestrel
+#         also with the shim's free page reporting off (kestrel-nofpr).
 # Lines: BENCH-RESULT vmm=V round=R start_ms=S exit_ms=E ok=0|1 and BENCH-MEM vmm=V pss_kb=K.
 # ctr's create path, not the CRI plugin's RunPodSandbox (not measured here).
 #@ timeout 7200
@@ -65,16 +66,26 @@ pss_of() {  # total Pss kB of the processes whose command line matches regex $1
   done
   echo $t
 }
-for v in runc kestrel; do
-  # shellcheck disable=SC2046
-  $c run -d --snapshotter native --runtime "$(runtime $v)" $(opts $v) $img "idle$v" sleep 100000
-  sleep 5
-  if [ "$v" = kestrel ]; then
-    pss=$(pss_of '^/nested/bin/kestrel run\|containerd-shim-kestrel-v2')
-  else
-    pss=$(pss_of 'containerd-shim-runc-v2\|^sleep 100000')
+# kestrel twice: with the shim's default (free page reporting on), then with it off
+# (kestrel-nofpr), each sampled 5 s and 20 s after `ctr run -d` returned.
+cp /etc/kestrel/shim.json /tmp/shim.json.orig
+for v in runc kestrel kestrel-nofpr; do
+  rt=${v%-nofpr}
+  if [ "$v" = kestrel-nofpr ]; then
+    sed 's/^{/{"free_page_reporting": false, /' /tmp/shim.json.orig > /etc/kestrel/shim.json
   fi
-  echo "BENCH-MEM vmm=$v pss_kb=$pss"
+  # shellcheck disable=SC2046
+  $c run -d --snapshotter native --runtime "$(runtime $rt)" $(opts $rt) $img "idle$v" sleep 100000
+  for wait in 5 15; do
+    sleep $wait
+    if [ "$rt" = kestrel ]; then
+      pss=$(pss_of '^/nested/bin/kestrel run\|containerd-shim-kestrel-v2')
+    else
+      pss=$(pss_of 'containerd-shim-runc-v2\|^sleep 100000')
+    fi
+    [ "$wait" = 5 ] && echo "BENCH-MEM vmm=$v pss_kb=$pss" || echo "BENCH-MEM vmm=$v@20s pss_kb=$pss"
+  done
   $c task kill -s KILL "idle$v"; sleep 2; $c task delete "idle$v" > /dev/null 2>&1; $c container delete "idle$v"
 done
+cp /tmp/shim.json.orig /etc/kestrel/shim.json
 echo "BENCH-DONE"
