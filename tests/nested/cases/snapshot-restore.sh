@@ -1,6 +1,7 @@
 #!/bin/sh
 # Snapshot of a real Linux guest, restored in a new kestrel process (issue 9). The guest (2
-# vCPUs) has ext4 on a virtio-blk root drive, virtio-net on a tap, vsock and virtio-rng; a
+# vCPUs) has ext4 on a virtio-blk root drive, virtio-net on a tap, vsock, virtio-rng and a
+# virtio-balloon with free page reporting (its queues saved and restored with the rest); a
 # long-running worker appends to a file on that ext4 and samples /proc/uptime, a writer keeps
 # fsync'ed writes in flight (guest half: guest-cases/carry-on.sh). L1 takes a
 # snapshot (`kestrel snapshot --keep-paused`), ends that kestrel (SIGTERM), and runs
@@ -13,7 +14,7 @@
 #@ timeout 420
 #@ expect-rc 0
 #@ expect-value l1.guest.ready == 1
-#@ guest-modules virtio_pci virtio_blk virtio_net virtio-rng vsock vmw_vsock_virtio_transport
+#@ guest-modules virtio_pci virtio_blk virtio_net virtio-rng vsock vmw_vsock_virtio_transport virtio_balloon
 #@ guest-binaries /usr/sbin/mkfs.ext4 /usr/bin/socat
 #@ l1-binaries /usr/bin/socat /usr/sbin/fsck.ext4
 #@ expect-line ^KESTREL-GUEST-CASE-END carry-on rc=0$
@@ -36,6 +37,7 @@
 #@ expect-value l1.net.msg == net-afterwards
 #@ expect-value guest.umount == ok
 #@ expect-value l1.fsck.rc == 0
+#@ expect-value l1.restore.balloon == 1
 . /nested/case-lib.sh
 api=/tmp/snap.sock
 con=/tmp/snap.console
@@ -54,7 +56,7 @@ echo "NESTED-CMDLINE $args"
 "$KESTREL" run --api-sock "$api" --serial "file:$con" --log-level info \
   --kernel "$L2/vmlinuz" --initrd "$L2/initrd.cpio.gz" --cpus 2 --memory 256M \
   --disk /tmp/snap-root.img --net "tap=$tap,mac=52:54:00:12:34:57" --vsock "cid=3,socket=$sock" --rng \
-  --cmdline "$args" > /tmp/snap-source.log 2>&1 &
+  --free-page-reporting --cmdline "$args" > /tmp/snap-source.log 2>&1 &
 kpid=$!
 for i in $(seq 1200); do grep -q KESTREL-CARRY-ON-READY "$con" 2>/dev/null && break; sleep 0.25; done
 # A guest that never got there (a nested host too slow to boot it) fails here, by name,
@@ -85,6 +87,7 @@ echo "NESTED-KESTREL-EXIT rc=$rc seconds=$(awk "BEGIN { printf \"%.2f\", $t1 - $
 cat "$con.2"
 cat /tmp/snap-restored.log
 nested_value l1.restore.vsock_reset "$(grep -c 'transport reset sent' /tmp/snap-restored.log)"
+nested_value l1.restore.balloon "$(grep -c 'virtio-balloon: PCI' /tmp/snap-restored.log)"
 # The restored guest announces itself (VIRTIO_NET_F_GUEST_ANNOUNCE): it may be on another host.
 nested_value l1.restore.guest_announced "$(grep -c "virtio-net: the guest announced itself on tap '$tap'" /tmp/snap-restored.log)"
 kill "$net_pid" 2>/dev/null
