@@ -12,17 +12,6 @@ using namespace kestrel::test;
 
 namespace {
 
-struct CountingInterrupt : VirtioInterrupt {
-    std::vector<uint16_t> queue_signals;
-    void signal_queue(uint16_t q) override { queue_signals.push_back(q); }
-    void signal_config() override {}
-};
-
-struct NullEvents : EventRegistry {
-    Result<void> add(int, uint32_t, Callback) override { return {}; }
-    Result<void> remove(int) override { return {}; }
-};
-
 // Pages the tests give away: [0x90000, 0x100000) of low RAM (the queues live below) and the
 // high region.
 constexpr uint64_t kFree = 0x90000;

@@ -9,9 +9,11 @@
 #include <variant>
 #include <vector>
 
+#include "devices/event_registry.hpp"
 #include "devices/virtio/queue/mock_driver.hpp"
 #include "devices/virtio/queue/split_queue.hpp"
 #include "devices/virtio/queue/virtq_spec.hpp"
+#include "devices/virtio/virtio_device.hpp"
 #include "vmm/memory/guest_memory.hpp"
 
 namespace kestrel::test {
@@ -35,5 +37,19 @@ inline constexpr uint64_t kAllRingFeatures =
     virtq::kFeatureVersion1 | virtq::kFeatureEventIdx | virtq::kFeatureIndirectDesc;
 
 inline std::span<const uint8_t> bytes(const std::vector<uint8_t>& v) { return v; }
+
+// A device's interrupts, recorded: which queues it signalled, and config changes.
+struct CountingInterrupt : VirtioInterrupt {
+    std::vector<uint16_t> queue_signals;
+    int config_signals = 0;
+    void signal_queue(uint16_t q) override { queue_signals.push_back(q); }
+    void signal_config() override { ++config_signals; }
+};
+
+// An event registry for devices that register nothing (or whose fds a test drives itself).
+struct NullEvents : EventRegistry {
+    Result<void> add(int, uint32_t, Callback) override { return {}; }
+    Result<void> remove(int) override { return {}; }
+};
 
 }  // namespace kestrel::test

@@ -14,18 +14,6 @@ using namespace kestrel::test;
 
 namespace {
 
-struct CountingInterrupt : VirtioInterrupt {
-    std::vector<uint16_t> queue_signals;
-    int config_signals = 0;
-    void signal_queue(uint16_t q) override { queue_signals.push_back(q); }
-    void signal_config() override { ++config_signals; }
-};
-
-struct NullEvents : EventRegistry {
-    Result<void> add(int, uint32_t, Callback) override { return {}; }
-    Result<void> remove(int) override { return {}; }
-};
-
 // Deterministic entropy: a running counter, so tests can check exactly what landed where.
 struct CounterSource {
     uint8_t next = 1;
