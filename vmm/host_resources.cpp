@@ -90,7 +90,13 @@ Result<HostResources> open_host_resources(const VmConfig& cfg,
         case K::Initrd:
             if (boot_files) r.initrd = TRY(FileImage::open(cfg.initrd, "--initrd"));
             break;
-        case K::Memory: TRY(check_memory(cfg.memory_bytes)); break;
+        case K::Memory:
+            TRY(check_memory(cfg.memory_bytes));
+            // The balloon's target is part of guest RAM: checked with it, before RAM exists.
+            if (cfg.balloon && (uint64_t{cfg.balloon->amount_mib} << 20) > cfg.memory_bytes)
+                return bad_request("balloon: amount_mib {} is more than the guest's {} MiB of RAM",
+                                   cfg.balloon->amount_mib, cfg.memory_bytes >> 20);
+            break;
         case K::Serial: TRY(open_serial()); break;
         case K::Disk: r.disks[item.index] = TRY(open_disk(cfg.disks[item.index], cfg.cpus, seen, /*lock=*/!incoming)); break;
         case K::Net: r.nets[item.index] = TRY(open_net(cfg.nets[item.index], incoming)); break;

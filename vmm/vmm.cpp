@@ -142,10 +142,7 @@ Result<void> add_virtio_devices(const VmConfig& cfg, HostResources& host, Virtio
         TRY(virtio.add(std::make_shared<VirtioRng>(VirtioRng::getrandom_fill, std::move(limiter)), "virtio-rng"));
     }
     if (cfg.balloon) {
-        const BalloonConfig& b = *cfg.balloon;
-        if ((uint64_t{b.amount_mib} << 20) > cfg.memory_bytes)
-            return bad_request("balloon: amount_mib {} is more than the guest's {} MiB of RAM", b.amount_mib,
-                               cfg.memory_bytes >> 20);
+        const BalloonConfig& b = *cfg.balloon;  // amount_mib checked by open_host_resources
         TRY(virtio.add(std::make_shared<VirtioBalloon>(BalloonOptions{b.amount_mib << 8, b.deflate_on_oom,
                                                                       b.free_page_reporting}),
                        "virtio-balloon"));
